@@ -1,0 +1,100 @@
+"""The attack contract: settings in `__init__`, data and budget at call time.
+
+`attack(model, x, criterion, *, generator=None) -> AttackResult`. `__call__` does the shared work
+(input checks, clipping to [0, 1], a final verification pass that decides `success`, distances);
+subclasses implement `run` (the pattern of foolbox 3, Rauber et al., JOSS 2020).
+"""
+from __future__ import annotations
+
+import abc
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from advlab.errors import AdvlabError
+from advlab.tasks import Criterion
+
+NORMS = ("l2", "linf")
+
+
+@dataclass
+class AttackResult:
+    x_adv: torch.Tensor  # (N, C, H, W) in [0, 1]
+    success: torch.Tensor  # (N,) bool, decided by one verification pass on x_adv
+    queries: torch.Tensor  # (N,) int64, model evaluations spent per image
+    distance: torch.Tensor  # (N,) float, in the attack's norm, pixels in [0, 1]
+    extras: dict[str, Any] = field(default_factory=dict)  # traces, universal perturbation, ...
+
+    def to(self, device: torch.device | str) -> "AttackResult":
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.extras.items()}
+        return AttackResult(self.x_adv.to(device), self.success.to(device), self.queries.to(device),
+                            self.distance.to(device), moved)
+
+
+def distances(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-image distance (N,) in norm 'l2' | 'linf' | 'mse'."""
+    diff = (x_adv - x).flatten(1).float()
+    if norm == "l2":
+        return diff.norm(dim=1)
+    if norm == "linf":
+        return diff.abs().amax(dim=1)
+    if norm == "mse":
+        return diff.pow(2).mean(dim=1)
+    raise ValueError(f"norm must be one of {NORMS} or 'mse', got {norm!r}")
+
+
+class Attack(abc.ABC):
+    """Base class of every attack plugin. Register subclasses with `@register_attack`."""
+
+    name: ClassVar[str] = ""
+    norm: ClassVar[str] = "l2"
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
+                 generator: torch.Generator | None = None,
+                 starting_points: torch.Tensor | None = None) -> AttackResult:
+        """Attack images `x` (N, C, H, W) in [0, 1]. `starting_points` (N, C, H, W), optional, are
+        adversarial images to begin from (decision-based attacks, targeted mode)."""
+        _check_images(x, "x")
+        if len(criterion) != x.shape[0]:
+            raise AdvlabError(f"criterion has {len(criterion)} labels for {x.shape[0]} images; pass one per image")
+        if starting_points is not None:
+            _check_images(starting_points, "starting_points")
+            if starting_points.shape != x.shape:
+                raise AdvlabError(f"starting_points shape {tuple(starting_points.shape)} differs from images "
+                                  f"{tuple(x.shape)}; give one starting image per image")
+        if model.training:
+            warnings.warn("model is in train mode (batch norm / dropout active); call model.eval() first",
+                          stacklevel=2)
+        criterion = criterion.to(x.device)
+        result = self.run(model, x, criterion, generator=generator, starting_points=starting_points)
+        x_adv = result.x_adv.clamp(0.0, 1.0)
+        with torch.no_grad():
+            success = criterion.is_adversarial(model(x_adv).float())
+        result.x_adv = x_adv
+        result.success = success
+        result.distance = distances(x, x_adv, self.norm)
+        return result
+
+    @abc.abstractmethod
+    def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
+            generator: torch.Generator | None, starting_points: torch.Tensor | None) -> AttackResult:
+        """Produce candidate adversarials; `success` and `distance` are recomputed by `__call__`."""
+
+    def params(self) -> dict[str, Any]:
+        """The settings, for results.json (subclasses store them as public attributes)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+def _check_images(x: torch.Tensor, field_name: str) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise AdvlabError(f"{field_name} must be a float tensor in [0, 1], got {type(x).__name__}"
+                          f"{'' if not isinstance(x, torch.Tensor) else ' of ' + str(x.dtype)}")
+    if x.dim() != 4:
+        raise AdvlabError(f"{field_name} must be NCHW (4 dims), got shape {tuple(x.shape)}; add a batch dim")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise AdvlabError(f"{field_name} must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; "
+                          "pass unnormalised images (the model wrapper normalises)")

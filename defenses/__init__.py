@@ -1,0 +1,1 @@
+"""Built-in defense plugins: preprocessors placed in front of the model."""
