@@ -1,0 +1,176 @@
+"""Typed run configuration: YAML (yaml.safe_load) -> dataclasses with every default filled ->
+CLI overrides -> dumped to RUN_DIR/config.yaml. Unknown keys and wrong types are errors that name
+the key and say what is accepted."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from advlab.errors import AdvlabError
+
+
+@dataclass
+class ModelSpec:
+    name: str = "mobilenet_v2"  # torchvision classifier, or FILE.py:factory / package.module:factory
+    weights: str | None = "IMAGENET1K_V1"  # torchvision weights enum name, DEFAULT, none, or a FILE for custom models
+    mean: list[float] | None = None  # normalisation; None = the weights' own (or 0 for custom models)
+    std: list[float] | None = None  # None = the weights' own (or 1 for custom models)
+    input_size: int | None = None  # square side the model expects; None = the weights' own crop size
+    num_classes: int | None = None  # passed to a custom factory as num_classes=
+    class_names: str | None = None  # file with one class name per line (custom models)
+
+
+@dataclass
+class DataSpec:
+    source: str = "imagenet-samples"  # imagenet-samples | photos | folder:PATH | tensors:FILE
+    n: int | None = None  # first n images in the source's fixed order; None = all
+
+
+@dataclass
+class AttackSpec:
+    method: str = "boundary"  # a registered attack (`advlab list`)
+    target_class: int | None = None  # targeted mode: push every image to this class; None = untargeted
+    params: dict[str, Any] = field(default_factory=dict)  # the attack's own settings (its __init__ keywords)
+
+
+@dataclass
+class RunConfig:
+    name: str = "quickstart"  # run directory prefix and report title
+    seed: int = 0  # recorded; every random draw of a run derives from it
+    device: str = "auto"  # auto | cpu | cuda | cuda:K
+    precision: str = "fp32"  # fp32 | tf32 | bf16 (autocast on the model forward)
+    batch_size: int = 32  # images sent to an attack at once (its own batch is this times its candidates)
+    out: str | None = None  # run directory; None = reports/<name>-<YYYYmmdd-HHMMSS>
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    attacks: list[AttackSpec] = field(default_factory=lambda: [AttackSpec()])
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML experiment file."""
+    p = Path(path)
+    if not p.is_file():
+        raise AdvlabError(f"config file {p} does not exist; see configs/quickstart.yaml for an example")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise AdvlabError(f"config {p} is not valid YAML{at}: {getattr(exc, 'problem', exc)}; fix the syntax") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise AdvlabError(f"config {p} must be a mapping of settings, got a {type(raw).__name__}")
+    return config_from_dict(raw, source=str(p))
+
+
+def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> RunConfig:
+    raw = dict(raw)
+    attacks = raw.pop("attacks", None)
+    model = raw.get("model")
+    if isinstance(model, dict) and "name" in model and "weights" not in model and isinstance(model["name"], str):
+        raw["model"] = {**model, "weights": default_weights(model["name"])}
+    cfg = _build(RunConfig, raw, source)
+    if attacks is not None:
+        if not isinstance(attacks, list) or not attacks:
+            raise AdvlabError(f"{source}: 'attacks' must be a non-empty list of {{method: NAME, ...}} entries")
+        cfg.attacks = [attack_spec_from_dict(a, f"{source}: attacks[{i}]") for i, a in enumerate(attacks)]
+    validate(cfg)
+    return cfg
+
+
+def default_weights(model_name: str) -> str | None:
+    """Weights when a model is named without them: torchvision's DEFAULT, none for custom factories."""
+    return None if ":" in model_name else "DEFAULT"
+
+
+def attack_spec_from_dict(raw: Any, where: str) -> AttackSpec:
+    """Flat YAML entry {method, target_class, ...settings} -> AttackSpec; settings checked by the attack."""
+    if not isinstance(raw, dict) or "method" not in raw:
+        raise AdvlabError(f"{where} must be a mapping with a 'method' key, e.g. {{method: boundary, steps: 1000}}")
+    entry = dict(raw)
+    method = entry.pop("method")
+    target = entry.pop("target_class", None)
+    if not isinstance(method, str):
+        raise AdvlabError(f"{where}.method must be a string")
+    if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 0):
+        raise AdvlabError(f"{where}.target_class must be a class index >= 0, got {target!r}")
+    return AttackSpec(method=method, target_class=target, params=entry)
+
+
+def validate(cfg: RunConfig) -> None:
+    if cfg.precision not in ("fp32", "tf32", "bf16"):
+        raise AdvlabError(f"precision must be fp32, tf32 or bf16, got {cfg.precision!r}")
+    if cfg.batch_size < 1:
+        raise AdvlabError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.data.n is not None and cfg.data.n < 1:
+        raise AdvlabError(f"data.n (-n) must be >= 1, got {cfg.data.n}")
+    if cfg.model.input_size is not None and cfg.model.input_size < 1:
+        raise AdvlabError(f"model.input_size must be >= 1, got {cfg.model.input_size}")
+
+
+def attack_defaults(cls: type) -> dict[str, Any]:
+    """The keyword settings of an attack class with their defaults (for the resolved config)."""
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    data = dataclasses.asdict(cfg)
+    data["attacks"] = [{"method": a.method, "target_class": a.target_class, **a.params} for a in cfg.attacks]
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise AdvlabError(f"{where} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise AdvlabError(f"{where}: unknown key {unknown[0]!r}; valid keys are: {', '.join(names)}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = _build(hint, value or {}, f"{where}: {key}")
+        else:
+            values[key] = _coerce(value, hint, f"{where}: {key}")
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except AdvlabError:
+                continue
+        raise AdvlabError(f"{where}: expected {_name(hint)}, got {value!r}")
+    origin = typing.get_origin(hint)
+    if origin is list:
+        items = value if isinstance(value, list) else [value]
+        return [_coerce(v, args[0], where) for v in items]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise AdvlabError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    raise AdvlabError(f"{where}: expected {_name(hint)}, got {value!r}")
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

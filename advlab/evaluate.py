@@ -1,0 +1,127 @@
+"""Batched evaluation: clean predictions, one attack over a data set in resumable chunks, metrics."""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab.attack import Attack, AttackResult, distances
+from advlab.device import synchronize
+from advlab.errors import AdvlabError
+from advlab.tasks import Criterion
+
+
+@dataclass
+class Predictions:
+    label: torch.Tensor  # (N,) int64 top-1
+    confidence: torch.Tensor  # (N,) softmax probability of the top-1
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> Predictions:
+    """Top-1 label and confidence for (N, C, H, W) images, in batches; NaN/inf outputs are an error."""
+    labels, confs = [], []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            logits = model(x[i:i + batch_size].to(device))
+            if not torch.isfinite(logits).all():
+                raise AdvlabError("the model returned NaN or inf logits; check its weights, --mean/--std and "
+                                  "--precision (try fp32)")
+            prob = logits.softmax(dim=-1)
+            conf, label = prob.max(dim=-1)
+            labels.append(label.cpu())
+            confs.append(conf.cpu())
+    return Predictions(torch.cat(labels), torch.cat(confs))
+
+
+@dataclass
+class AttackRun:
+    """One attack over the chosen images, merged from its chunks."""
+
+    x_adv: torch.Tensor  # (M, C, H, W) on CPU, for the M attacked images
+    success: torch.Tensor  # (M,) bool
+    queries: torch.Tensor  # (M,) int64
+    wall_s: float  # attack time, summed over chunks (also those loaded on --resume)
+    trace_queries: torch.Tensor | None  # (T, M), padded with each image's last value
+    trace_l2: torch.Tensor | None  # (T, M)
+
+
+def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
+                     starting_points: torch.Tensor | None, batch_size: int, device: torch.device, seed: int,
+                     chunk_dir: Path) -> AttackRun:
+    """Attack `x` (M, C, H, W) chunk by chunk; each finished chunk is saved to `chunk_dir`, and chunks
+    already there (same images, same settings) are loaded instead of recomputed (`--resume`)."""
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(attack, seed)
+    parts: list[dict[str, Any]] = []
+    for k, start in enumerate(range(0, x.shape[0], batch_size)):
+        xs = x[start:start + batch_size]
+        path = chunk_dir / f"chunk-{k:05d}.pt"
+        if path.exists():
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved.get("fingerprint") == fingerprint and torch.equal(saved["x"], xs):
+                parts.append(saved)
+                continue
+        sp = starting_points[start:start + batch_size].to(device) if starting_points is not None else None
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + k)
+        synchronize(device)
+        t0 = time.perf_counter()
+        result: AttackResult = attack(model, xs.to(device), criterion.subset(slice(start, start + batch_size)),
+                                      generator=generator, starting_points=sp)
+        synchronize(device)
+        part = {"fingerprint": fingerprint, "x": xs, "x_adv": result.x_adv.cpu(), "success": result.success.cpu(),
+                "queries": result.queries.cpu(), "wall_s": time.perf_counter() - t0,
+                **{k2: v.cpu() for k2, v in result.extras.items() if isinstance(v, torch.Tensor)}}
+        torch.save(part, path.with_suffix(".partial"))
+        path.with_suffix(".partial").replace(path)
+        parts.append(part)
+    traces = all("trace_l2" in p for p in parts) and bool(parts)
+    return AttackRun(
+        x_adv=torch.cat([p["x_adv"] for p in parts]),
+        success=torch.cat([p["success"] for p in parts]),
+        queries=torch.cat([p["queries"] for p in parts]),
+        wall_s=float(sum(p["wall_s"] for p in parts)),
+        trace_queries=_pad_cat([p["trace_queries"] for p in parts]) if traces else None,
+        trace_l2=_pad_cat([p["trace_l2"] for p in parts]) if traces else None,
+    )
+
+
+def _fingerprint(attack: Attack, seed: int) -> str:
+    text = repr(sorted((k, repr(v)) for k, v in attack.params().items())) + type(attack).__name__ + str(seed)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _pad_cat(traces: list[torch.Tensor]) -> torch.Tensor:
+    """(T_k, M_k) per chunk -> (max T, sum M), each column padded with its last row."""
+    length = max(t.shape[0] for t in traces)
+    padded = [torch.cat([t, t[-1:].expand(length - t.shape[0], -1)]) if t.shape[0] < length else t for t in traces]
+    return torch.cat(padded, dim=1)
+
+
+def median(values: torch.Tensor) -> float | None:
+    values = values[torch.isfinite(values)]
+    return float(values.float().median()) if values.numel() else None
+
+
+def summarize(x: torch.Tensor, x_adv: torch.Tensor, labels: torch.Tensor, clean: Predictions, adv: Predictions,
+              attacked: torch.Tensor, success: torch.Tensor, queries: torch.Tensor) -> dict[str, Any]:
+    """Row metrics. All (N,) over the full data set; `attacked` marks the images the attack ran on.
+    Success rate is over attacked images; fooling ratio over all (Moosavi-Dezfooli et al. 2017: the
+    share of images whose predicted label changes); distances are medians over successful attacks."""
+    won = attacked & success
+    l2, linf, mse = (distances(x, x_adv, norm) for norm in ("l2", "linf", "mse"))
+    return {
+        "n_attacked": int(attacked.sum()),
+        "success_rate": float(won.sum() / attacked.sum()) if attacked.any() else None,
+        "fooling_ratio": float((adv.label != clean.label).float().mean()),
+        "accuracy": float((adv.label == labels).float().mean()),
+        "median_l2": median(l2[won]),
+        "median_linf": median(linf[won]),
+        "median_mse": median(mse[won]),
+        "queries_median": median(queries[attacked].float()),
+        "queries_total": int(queries[attacked].sum()),
+    }

@@ -1,0 +1,61 @@
+"""HTML report of one run directory: `render_report(run_dir)` writes RUN_DIR/index.html.
+
+The page is self-contained (inline CSS, images as data: URIs, no JavaScript) and every value
+taken from results.json is HTML-escaped by the template engine.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from advlab.errors import AdvlabError
+from advlab.report.context import build_context
+
+__all__ = ["render_report", "load_results", "render_html"]
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+
+
+def _environment() -> Environment:
+    """The jinja2 environment: templates next to this module, autoescaping always on."""
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=select_autoescape(enabled_extensions=("html",), default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def load_results(run_dir: Path) -> dict[str, Any]:
+    """RUN_DIR/results.json as a dict; AdvlabError when it is missing or not a JSON object."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise AdvlabError(f"{path} not found: render_report needs the run directory the runner wrote")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdvlabError(f"{path} is not valid JSON ({exc}); re-run the attack to rewrite it") from exc
+    if not isinstance(results, dict):
+        raise AdvlabError(f"{path} does not hold a JSON object; re-run the attack to rewrite it")
+    return results
+
+
+def render_html(run_dir: str | Path, results: dict[str, Any] | None = None) -> str:
+    """The report page as a string (results.json is read from `run_dir` unless given)."""
+    run_dir = Path(run_dir)
+    if results is None:
+        results = load_results(run_dir)
+    return _environment().get_template("index.html").render(**build_context(run_dir, results))
+
+
+def render_report(run_dir: str | Path) -> Path:
+    """Write RUN_DIR/index.html from RUN_DIR/results.json and the arrays files; return its path."""
+    run_dir = Path(run_dir)
+    html = render_html(run_dir)
+    out = run_dir / "index.html"
+    out.write_text(html, encoding="utf-8")
+    return out

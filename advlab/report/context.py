@@ -1,0 +1,148 @@
+"""results.json -> the plain values the template shows (header, summary rows, params, defenses)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advlab.report import fmt
+from advlab.report.gallery import Gallery, build_gallery
+
+
+@dataclass
+class AttackView:
+    """One attack row of results.json, formatted."""
+
+    anchor: str
+    title: str
+    method: str
+    backend: str
+    setting: str
+    setting_detail: str
+    criterion: str
+    metrics: dict[str, str]
+    params: list[tuple[str, str]]
+    gallery: Gallery
+
+
+@dataclass
+class DefenseTable:
+    """The defenses table: one row per defense, one accuracy column per attack key."""
+
+    columns: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """`value` when it is a dict, else an empty one (keys of results.json may be null)."""
+    return value if isinstance(value, dict) else {}
+
+
+def header(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) pairs describing the run, for the page header."""
+    model, data = _dict(results.get("model")), _dict(results.get("data"))
+    model_extra = fmt.joined(
+        model.get("task"),
+        f"{model['num_classes']} classes" if model.get("num_classes") is not None else None,
+        f"input {model['input_size']}" if model.get("input_size") is not None else None,
+        sep=", ",
+    )
+    return [
+        ("created", fmt.plain(results.get("created"))),
+        ("model", fmt.joined(model.get("name"), model.get("weights"), sep=" / ")
+         + ("" if model_extra == fmt.MISSING else f" ({model_extra})")),
+        ("data", fmt.joined(
+            data.get("name"),
+            f"n = {data['n']}" if data.get("n") is not None else None,
+            f"labels: {data['label_source']}" if data.get("label_source") else None,
+        )),
+        ("device", fmt.plain(results.get("device"))),
+        ("torch", fmt.plain(results.get("torch"))),
+        ("precision", fmt.plain(results.get("precision"))),
+        ("seed", fmt.plain(results.get("seed"))),
+        ("advlab", fmt.plain(results.get("advlab_version"))),
+    ]
+
+
+def setting_text(attack: dict[str, Any]) -> tuple[str, str]:
+    """(setting, detail): 'plain model' or 'defended', and which defense / adaptive attack."""
+    defense, adaptive = attack.get("defense"), attack.get("adaptive")
+    setting = attack.get("setting") or ("defended" if defense else "plain model")
+    if not defense:
+        return str(setting), (f"adaptive: {fmt.plain(adaptive)}" if adaptive else "")
+    name = defense.get("method") if isinstance(defense, dict) else defense
+    adaptive_text = f"adaptive: {fmt.plain(adaptive)}" if adaptive else "non-adaptive"
+    return str(setting), f"defense: {fmt.plain(name)}, {adaptive_text}"
+
+
+def metrics(attack: dict[str, Any], clean_accuracy: Any) -> dict[str, str]:
+    """The summary-table cells of one attack."""
+    return {
+        "clean_accuracy": fmt.pct(attack.get("clean_accuracy", clean_accuracy)),
+        "success_rate": fmt.pct(attack.get("success_rate")),
+        "fooling_ratio": fmt.pct(attack.get("fooling_ratio")),
+        "accuracy": fmt.pct(attack.get("accuracy")),
+        "median_l2": fmt.num(attack.get("median_l2")),
+        "median_linf": fmt.num(attack.get("median_linf")),
+        "median_mse": fmt.sci(attack.get("median_mse")),
+        "queries_median": fmt.integer(attack.get("queries_median")),
+        "wall_s": fmt.num(attack.get("wall_s")),
+        "model_images_per_s": fmt.integer(attack.get("model_images_per_s")),
+    }
+
+
+def attack_view(run_dir: Path, attack: dict[str, Any], index: int, clean_accuracy: Any) -> AttackView:
+    """Everything the page shows about one attack row."""
+    method = fmt.plain(attack.get("method"))
+    setting, detail = setting_text(attack)
+    criterion = fmt.plain(attack.get("criterion"))
+    if attack.get("target_class") is not None:
+        criterion += f" → class {fmt.plain(attack['target_class'])}"
+    title = fmt.joined(method, attack.get("backend"), setting, detail or None)
+    params = [(str(k), fmt.plain(v)) for k, v in _dict(attack.get("params")).items()]
+    return AttackView(
+        anchor=f"attack-{index}",
+        title=title,
+        method=method,
+        backend=fmt.plain(attack.get("backend")),
+        setting=setting,
+        setting_detail=detail,
+        criterion=criterion,
+        metrics=metrics(attack, clean_accuracy),
+        params=params,
+        gallery=build_gallery(run_dir, attack, title=f"{method} ({setting})"),
+    )
+
+
+def defense_table(defenses: Any) -> DefenseTable:
+    """The defenses table; each key of accuracy_after_defense becomes a column."""
+    table = DefenseTable()
+    for d in defenses if isinstance(defenses, list) else []:
+        d = _dict(d)
+        after = d.get("accuracy_after_defense")
+        after = after if isinstance(after, dict) else ({"accuracy": after} if after is not None else {})
+        for key in after:
+            if str(key) not in table.columns:
+                table.columns.append(str(key))
+        table.rows.append({
+            "method": fmt.plain(d.get("method")),
+            "variant": fmt.plain(d.get("variant")),
+            "clean_accuracy": fmt.pct(d.get("clean_accuracy")),
+            "after": {str(k): fmt.pct(v) for k, v in after.items()},
+        })
+    return table
+
+
+def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """The template context for one run."""
+    clean_accuracy = _dict(results.get("clean")).get("accuracy")
+    attacks = [a if isinstance(a, dict) else {} for a in (results.get("attacks") or [])]
+    files = [name for name in ("config.yaml", "log.txt") if (run_dir / name).is_file()]
+    return {
+        "name": fmt.plain(results.get("name") or run_dir.name),
+        "header": header(results),
+        "clean_accuracy": fmt.pct(clean_accuracy),
+        "attacks": [attack_view(run_dir, a, i, clean_accuracy) for i, a in enumerate(attacks)],
+        "defenses": defense_table(results.get("defenses")),
+        "files": files,
+    }

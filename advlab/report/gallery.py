@@ -1,0 +1,151 @@
+"""One attack's arrays file -> image cards (original, adversarial, perturbation) and the trace plot."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advlab.report import fmt
+from advlab.report.images import amplified_perturbation, image_uri
+from advlab.report.plots import l2_vs_queries_uri
+
+MAX_IMAGES = 12
+
+
+@dataclass
+class SampleCard:
+    """What the page shows for one image; the *_uri fields are None without arrays."""
+
+    name: str
+    status: str  # "success" | "failed" | "skipped" | "unknown"
+    status_text: str
+    label_text: str
+    clean_text: str
+    adv_text: str
+    distance_text: str
+    orig_uri: str | None = None
+    adv_uri: str | None = None
+    pert_uri: str | None = None
+
+
+@dataclass
+class Gallery:
+    """The image grid and trace plot of one attack, with a note when something is missing."""
+
+    cards: list[SampleCard] = field(default_factory=list)
+    note: str | None = None
+    plot_uri: str | None = None
+    n_total: int = 0
+
+
+def _class_text(name: Any, index: Any, conf: Any = None) -> str:
+    """'bull mastiff #243 (91.0%)' from whichever parts are present."""
+    label = f"{name} #{index}" if name not in (None, "") and index is not None else name if name else index
+    return fmt.joined(label, f"({fmt.pct(conf)})" if conf is not None else None, sep=" ")
+
+
+def _status(sample: dict[str, Any]) -> tuple[str, str]:
+    """(css class, text) for a sample's outcome."""
+    if sample.get("attacked") is False:
+        return "skipped", "not attacked (misclassified when clean)"
+    success = sample.get("success")
+    if success is True:
+        return "success", "adversarial found"
+    if success is False:
+        return "failed", "attack FAILED"
+    return "unknown", "outcome not recorded"
+
+
+def sample_card(sample: dict[str, Any], index: int, l2_fallback: float | None = None) -> SampleCard:
+    """The text parts of a card from one entry of `samples` (images are added by the caller)."""
+    status, status_text = _status(sample)
+    l2 = sample.get("l2", l2_fallback)
+    queries = sample.get("queries")
+    no_adv = "no adversarial" if status in ("failed", "skipped") and l2 is None else None
+    distance = fmt.joined(
+        f"L2 {fmt.num(l2)}" if l2 is not None else no_adv,
+        f"L∞ {fmt.num(sample['linf'])}" if sample.get("linf") is not None else None,
+        f"{fmt.integer(queries)} queries" if queries is not None else None,
+    )
+    return SampleCard(
+        name=str(sample.get("name") or f"image {index}"),
+        status=status,
+        status_text=status_text,
+        label_text=_class_text(sample.get("label_name"), sample.get("label")),
+        clean_text=_class_text(sample.get("clean_pred_name"), sample.get("clean_pred"), sample.get("clean_conf")),
+        adv_text=_class_text(sample.get("adv_pred_name"), sample.get("adv_pred"), sample.get("adv_conf")),
+        distance_text=distance,
+    )
+
+
+def resolve_arrays(run_dir: Path, rel: Any) -> Path | None:
+    """The arrays file named in results.json, if it lies inside the run directory."""
+    if not isinstance(rel, str) or not rel:
+        return None
+    root = run_dir.resolve()
+    path = (root / rel).resolve()
+    return path if path.is_relative_to(root) else None
+
+
+def load_arrays(path: Path) -> dict[str, torch.Tensor]:
+    """torch.load the arrays dict on the CPU (tensors only); raises on anything unusable."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict):
+        raise ValueError("not a dict")
+    x, x_adv = data.get("x"), data.get("x_adv")
+    if not isinstance(x, torch.Tensor) or not isinstance(x_adv, torch.Tensor):
+        raise ValueError("no 'x' / 'x_adv' tensors")
+    if x.ndim != 4 or x.shape != x_adv.shape:
+        raise ValueError(f"x {tuple(x.shape)} and x_adv {tuple(x_adv.shape)} are not matching (N,C,H,W)")
+    return data
+
+
+def _trace_plot(data: dict[str, torch.Tensor], title: str) -> str | None:
+    """The L2-vs-queries plot when both trace tensors are there; None otherwise or on bad shapes."""
+    tq, tl = data.get("trace_queries"), data.get("trace_l2")
+    if not isinstance(tq, torch.Tensor) or not isinstance(tl, torch.Tensor):
+        return None
+    try:
+        return l2_vs_queries_uri(tq, tl, title)
+    except (ValueError, IndexError, RuntimeError):
+        return None
+
+
+def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "") -> Gallery:
+    """Cards for up to MAX_IMAGES samples plus the trace plot; never raises on bad arrays."""
+    samples = [s if isinstance(s, dict) else {} for s in (attack.get("samples") or [])]
+    rel = attack.get("arrays")
+    gallery = Gallery(n_total=len(samples))
+    data: dict[str, torch.Tensor] | None = None
+    if not rel:
+        gallery.note = "No arrays file was recorded for this attack: images are not shown."
+    else:
+        path = resolve_arrays(run_dir, rel)
+        if path is None or not path.is_file():
+            gallery.note = f"Arrays file {rel} is missing: images are not shown."
+        else:
+            try:
+                data = load_arrays(path)
+            except Exception as exc:  # any unreadable file: report it, render the rest
+                gallery.note = f"Arrays file {rel} could not be read ({type(exc).__name__}: {exc}): images are not shown."
+
+    if data is None:
+        gallery.cards = [sample_card(s, i) for i, s in enumerate(samples[:MAX_IMAGES])]
+        return gallery
+
+    x, x_adv = data["x"], data["x_adv"]
+    n = x.shape[0]
+    gallery.n_total = max(n, len(samples))
+    l2_all = (x_adv.double() - x.double()).flatten(1).norm(dim=1)
+    pert = amplified_perturbation(x[:MAX_IMAGES], x_adv[:MAX_IMAGES])
+    for i in range(min(n, MAX_IMAGES)):
+        sample = samples[i] if i < len(samples) else {}
+        card = sample_card(sample, i, l2_fallback=float(l2_all[i]))
+        card.orig_uri, card.adv_uri, card.pert_uri = image_uri(x[i]), image_uri(x_adv[i]), image_uri(pert[i])
+        gallery.cards.append(card)
+    gallery.plot_uri = _trace_plot(data, title)
+    if len(samples) and len(samples) != n:
+        gallery.note = f"results.json lists {len(samples)} samples but the arrays hold {n} images."
+    return gallery

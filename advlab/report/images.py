@@ -1,0 +1,60 @@
+"""Image tensors -> inline PNG data URIs (PIL), and the amplified perturbation view."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+MAX_SIDE = 256  # larger images are shrunk so that the page stays a reasonable size
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """(C, H, W) or (H, W) float in [0, 1] -> (H, W) or (H, W, 3) uint8; NaN -> 0, clipped."""
+    a = img.detach().to("cpu", torch.float64)
+    a = torch.nan_to_num(a, nan=0.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0)
+    if a.ndim == 3:
+        c = a.shape[0]
+        a = a[:3] if c >= 3 else a[0]
+        if a.ndim == 3:
+            a = a.permute(1, 2, 0)
+    elif a.ndim != 2:
+        raise ValueError(f"expected an image of shape (C,H,W) or (H,W), got {tuple(img.shape)}")
+    return (a * 255.0 + 0.5).floor().to(torch.uint8).numpy()
+
+
+def png_bytes(img: torch.Tensor) -> bytes:
+    """PNG encoding of one image tensor (see `to_uint8`)."""
+    pil = Image.fromarray(to_uint8(img))
+    if max(pil.size) > MAX_SIDE:
+        pil.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    """'data:image/png;base64,...' for PNG bytes."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def image_uri(img: torch.Tensor) -> str:
+    """One image tensor as an inline PNG data URI."""
+    return data_uri(png_bytes(img))
+
+
+def amplified_perturbation(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    """(x_adv - x) divided by its max |value| over the image, mapped to [0, 1] around 0.5 gray.
+
+    Works on one image (C, H, W) or a batch (N, C, H, W), scaling each image separately;
+    where x_adv == x the result is exactly 0.5.
+    """
+    d = torch.nan_to_num(x_adv.detach().double() - x.detach().double(), nan=0.0, posinf=0.0, neginf=0.0)
+    batched = d.ndim == 4
+    flat = d.reshape(d.shape[0], -1) if batched else d.reshape(1, -1)
+    scale = flat.abs().amax(dim=1)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    shape = (-1,) + (1,) * (d.ndim - 1) if batched else ()
+    return (0.5 + 0.5 * d / scale.reshape(shape)).float()

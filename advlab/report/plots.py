@@ -1,0 +1,84 @@
+"""L2-vs-queries plot from the attack traces, drawn on a private Agg figure (no pyplot state)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from advlab.report.images import data_uri
+
+GRID_POINTS = 256
+
+
+def _as_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A tensor or array as a float64 numpy array on the CPU."""
+    if isinstance(t, torch.Tensor):
+        t = t.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(t, dtype=np.float64)
+
+
+def step_median(queries: np.ndarray, l2: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Median over images of each image's best-so-far L2 at each query budget in `grid`.
+
+    `queries`, `l2`: (T, N). An image's value at budget q is its L2 at its last record with
+    queries <= q (inf before its first adversarial); the median is inf while most have none.
+    """
+    t, n = queries.shape
+    at_budget = np.full((grid.size, n), np.inf)
+    for i in range(n):
+        q = np.maximum.accumulate(np.nan_to_num(queries[:, i], nan=0.0))
+        idx = np.searchsorted(q, grid, side="right") - 1
+        ok = idx >= 0
+        at_budget[ok, i] = l2[idx[ok], i]
+    at_budget = np.where(np.isnan(at_budget), np.inf, at_budget)
+    return np.median(at_budget, axis=1)
+
+
+def l2_vs_queries_png(
+    trace_queries: torch.Tensor | np.ndarray, trace_l2: torch.Tensor | np.ndarray, title: str = ""
+) -> bytes | None:
+    """PNG of L2 (log y) against model queries per image; None when nothing finite to draw."""
+    queries, l2 = _as_numpy(trace_queries), _as_numpy(trace_l2)
+    if queries.ndim == 1:
+        queries = np.repeat(queries[:, None], l2.shape[1] if l2.ndim == 2 else 1, axis=1)
+    if l2.ndim != 2 or queries.shape != l2.shape or l2.size == 0:
+        return None
+    l2 = np.where(l2 > 0, l2, np.nan)  # log scale: non-positive and missing values are not drawn
+    l2 = np.where(np.isfinite(l2), l2, np.nan)
+    if not np.isfinite(l2).any():
+        return None
+
+    fig = Figure(figsize=(6.4, 3.6), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for i in range(l2.shape[1]):
+        ax.plot(queries[:, i], l2[:, i], color="#4c72b0", alpha=0.3, linewidth=0.8)
+    q_max = float(np.nanmax(queries)) if np.isfinite(queries).any() else 0.0
+    grid = np.linspace(0.0, q_max, GRID_POINTS)
+    med = step_median(queries, np.where(np.isnan(l2), np.inf, l2), grid)
+    finite = np.isfinite(med)
+    if finite.any():
+        ax.plot(grid[finite], med[finite], color="#c44e52", linewidth=2.4, label="median over images")
+        ax.legend(loc="upper right", frameon=False, fontsize=9)
+    ax.set_yscale("log")
+    ax.set_xlabel("model queries per image")
+    ax.set_ylabel("L2 distance (pixels in [0, 1])")
+    if title:
+        ax.set_title(title.replace("$", r"\$"), fontsize=10)  # no mathtext
+    ax.grid(True, which="both", alpha=0.25, linewidth=0.5)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def l2_vs_queries_uri(
+    trace_queries: torch.Tensor | np.ndarray, trace_l2: torch.Tensor | np.ndarray, title: str = ""
+) -> str | None:
+    """The L2-vs-queries plot as a data URI, or None when there is nothing to draw."""
+    png = l2_vs_queries_png(trace_queries, trace_l2, title)
+    return data_uri(png) if png is not None else None

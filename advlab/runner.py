@@ -1,0 +1,210 @@
+"""An experiment: one model, one data set, a list of attacks. Writes the run directory
+(config.yaml, results.json, arrays/, log.txt, index.html); `resume` continues a killed run."""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advlab import __version__
+from advlab.attack import Attack, distances
+from advlab.config import AttackSpec, RunConfig, attack_defaults, load_config, to_yaml
+from advlab.data import ImageSet, load_images
+from advlab.device import apply_precision, device_name, resolve_device
+from advlab.errors import AdvlabError
+from advlab.evaluate import Predictions, attack_in_chunks, predict, summarize
+from advlab.models import ImageClassifier, load_model
+from advlab.registry import get_attack
+from advlab.report import render_report
+from advlab.tasks import Criterion, Targeted, Untargeted
+
+log = logging.getLogger("advlab")
+
+
+def build_attack(spec: AttackSpec) -> Attack:
+    """Instantiate a registered attack; bad settings become one line naming the setting."""
+    info = get_attack(spec.method)
+    valid = attack_defaults(info.cls)
+    unknown = sorted(set(spec.params) - set(valid))
+    if unknown:
+        raise AdvlabError(f"attack {spec.method} has no setting {unknown[0]!r}; valid: {', '.join(valid)}")
+    try:
+        return info.cls(**spec.params)
+    except (ValueError, TypeError) as exc:
+        raise AdvlabError(f"attack {spec.method}: {exc}") from None
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    if cfg.out:
+        run_dir = Path(cfg.out)
+        if (run_dir / "results.json").exists() or (run_dir / "config.yaml").exists():
+            raise AdvlabError(f"run directory {run_dir} already holds a run; pick another --out, or --resume it")
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("reports") / f"{cfg.name}-{stamp}"
+        k = 1
+        while run_dir.exists():
+            k += 1
+            run_dir = Path("reports") / f"{cfg.name}-{stamp}-{k}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
+    """Run (or resume) an experiment and return its run directory."""
+    attacks = [build_attack(spec) for spec in cfg.attacks]  # fail on bad settings before any heavy work
+    if resume is not None:
+        run_dir = resume
+    else:
+        run_dir = new_run_dir(cfg)
+        (run_dir / "config.yaml").write_text(to_yaml(_resolved(cfg)), encoding="utf-8")
+    handler = _log_to(run_dir / "log.txt")
+    try:
+        return _execute(cfg, attacks, run_dir)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def resume_experiment(run_dir: Path) -> Path:
+    if not (run_dir / "config.yaml").is_file():
+        raise AdvlabError(f"--resume {run_dir}: no config.yaml there; give a run directory advlab wrote")
+    return run_experiment(load_config(run_dir / "config.yaml"), resume=run_dir)
+
+
+def _execute(cfg: RunConfig, attacks: list[Attack], run_dir: Path) -> Path:
+    device = resolve_device(cfg.device)
+    autocast = apply_precision(cfg.precision)
+    model = _model(cfg, device, autocast)
+    data = load_images(cfg.data.source, model, n=cfg.data.n)
+    log.info("run %s: %s on %d images from %s, device %s", run_dir, model.name, len(data), data.source,
+             device_name(device))
+    clean = predict(model, data.x, cfg.batch_size, device)
+    labels = torch.where(data.y >= 0, data.y, clean.label)  # unlabeled data: the clean prediction
+    results: dict[str, Any] = {
+        "schema": 1, "advlab_version": __version__, "name": cfg.name,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "seed": cfg.seed,
+        "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+        "precision": cfg.precision, "batch_size": cfg.batch_size,
+        "model": model.describe(),
+        "data": {"name": data.source, "n": len(data), "label_source": data.label_source},
+        "clean": {"accuracy": float((clean.label == labels).float().mean())},
+        "attacks": [], "defenses": [],
+    }
+    arrays = run_dir / "arrays"
+    for i, (spec, attack) in enumerate(zip(cfg.attacks, attacks)):
+        row = _run_attack(i, spec, attack, model, data, clean, labels, cfg, device, arrays)
+        results["attacks"].append(row)
+        log.info("%s: success %.3f, fooling %.3f, median L2 %s, %.1f s", spec.method, row["success_rate"] or 0,
+                 row["fooling_ratio"], row["median_l2"], row["wall_s"])
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    render_report(run_dir)
+    return run_dir
+
+
+def _model(cfg: RunConfig, device: torch.device, autocast: torch.dtype | None) -> ImageClassifier:
+    m = cfg.model
+    model = load_model(m.name, m.weights, mean=m.mean, std=m.std, input_size=m.input_size,
+                       num_classes=m.num_classes, class_names_file=m.class_names).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model.autocast_dtype = autocast
+    return model
+
+
+def _run_attack(i: int, spec: AttackSpec, attack: Attack, model: ImageClassifier, data: ImageSet,
+                clean: Predictions, labels: torch.Tensor, cfg: RunConfig, device: torch.device,
+                arrays: Path) -> dict[str, Any]:
+    criterion, attacked, starting = _criterion(spec, attack, data, clean, labels, model)
+    index = attacked.nonzero().squeeze(1)
+    tag = f"{spec.method}-{i}"
+    run = attack_in_chunks(attack, model, data.x[index], criterion.subset(index),
+                           starting_points=starting[index] if starting is not None else None,
+                           batch_size=cfg.batch_size, device=device, seed=cfg.seed, chunk_dir=arrays / f"{tag}.chunks")
+    x_adv = data.x.clone()
+    x_adv[index] = run.x_adv
+    success = torch.zeros(len(data), dtype=torch.bool)
+    success[index] = run.success
+    queries = torch.zeros(len(data), dtype=torch.long)
+    queries[index] = run.queries
+    adv = predict(model, x_adv, cfg.batch_size, device)
+    row: dict[str, Any] = {
+        "method": spec.method, "backend": getattr(attack, "backend", "ours"), "defense": None, "adaptive": None,
+        "setting": "plain model", "threat": get_attack(spec.method).threat,
+        "criterion": "targeted" if spec.target_class is not None else "untargeted",
+        "target_class": spec.target_class, "params": attack.params(),
+        **summarize(data.x, x_adv, labels, clean, adv, attacked, success, queries),
+        "wall_s": run.wall_s,
+    }
+    row["model_images_per_s"] = row["queries_total"] / run.wall_s if run.wall_s > 0 else None
+    row["arrays"] = f"arrays/{tag}.pt"
+    row["samples"] = _samples(data, model, labels, clean, adv, attacked, success, queries, x_adv)
+    saved = {"x": data.x, "x_adv": x_adv}
+    if run.trace_l2 is not None and run.trace_queries is not None:
+        saved |= {"trace_queries": run.trace_queries, "trace_l2": run.trace_l2}
+    arrays.mkdir(parents=True, exist_ok=True)
+    torch.save(saved, arrays / f"{tag}.pt")
+    return row
+
+
+def _criterion(spec: AttackSpec, attack: Attack, data: ImageSet, clean: Predictions, labels: torch.Tensor,
+               model: ImageClassifier) -> tuple[Criterion, torch.Tensor, torch.Tensor | None]:
+    """The criterion, which images to attack (N,) bool, and starting points for decision-based
+    targeted attacks. Untargeted: the correctly classified images; targeted: those not yet in the target."""
+    if spec.target_class is None:
+        return Untargeted(labels), clean.label == labels, None
+    target = spec.target_class
+    if target >= model.num_classes:
+        raise AdvlabError(f"--target-class {target} is out of range: the model has {model.num_classes} classes")
+    attacked = clean.label != target
+    starting = None
+    if get_attack(spec.method).threat == "decision":
+        pool = (clean.label == target).nonzero().squeeze(1)
+        if pool.numel() == 0:
+            raise AdvlabError(f"no image in {data.source} is classified as class {target} "
+                              f"({model.class_names[target]}), so the decision-based attack has no targeted "
+                              "starting point; add an image of that class to the data")
+        starting = data.x[pool[0]].expand_as(data.x).clone()
+    return Targeted(torch.full_like(labels, target)), attacked, starting
+
+
+def _samples(data: ImageSet, model: ImageClassifier, labels: torch.Tensor, clean: Predictions, adv: Predictions,
+             attacked: torch.Tensor, success: torch.Tensor, queries: torch.Tensor,
+             x_adv: torch.Tensor) -> list[dict[str, Any]]:
+    names = model.class_names
+    l2, linf = distances(data.x, x_adv, "l2"), distances(data.x, x_adv, "linf")
+    rows = []
+    for k in range(len(data)):
+        ok = bool(attacked[k] and success[k])
+        rows.append({
+            "name": data.names[k], "label": int(labels[k]), "label_name": names[int(labels[k])],
+            "clean_pred": int(clean.label[k]), "clean_pred_name": names[int(clean.label[k])],
+            "clean_conf": float(clean.confidence[k]), "adv_pred": int(adv.label[k]),
+            "adv_pred_name": names[int(adv.label[k])], "adv_conf": float(adv.confidence[k]),
+            "attacked": bool(attacked[k]), "success": ok, "l2": float(l2[k]) if ok else None,
+            "linf": float(linf[k]) if ok else None, "queries": int(queries[k]),
+        })
+    return rows
+
+
+def _resolved(cfg: RunConfig) -> RunConfig:
+    """A copy with every attack setting filled with its default, for RUN_DIR/config.yaml."""
+    specs = [AttackSpec(s.method, s.target_class, {**attack_defaults(get_attack(s.method).cls), **s.params})
+             for s in cfg.attacks]
+    return RunConfig(**{**cfg.__dict__, "attacks": specs})
+
+
+def _log_to(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+__all__ = ["run_experiment", "resume_experiment", "build_attack"]

@@ -1,0 +1,156 @@
+"""HTML report: numbers, inline images, escaping, self-containment, missing arrays (CPU, seconds)."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from advlab.report import render_report
+from advlab.report import fmt
+from advlab.report.images import amplified_perturbation
+from advlab.report.plots import l2_vs_queries_png
+
+N, C, H, W, T = 5, 3, 32, 32, 8
+EVIL = "<script>alert(1)</script>"
+SAME = 2  # the image whose x_adv equals x (a failed attack)
+
+
+def _results() -> dict[str, Any]:
+    samples = []
+    for i in range(N):
+        samples.append({
+            "name": f"{EVIL}_{i}.jpg" if i == 0 else f"img_{i}\"&<>.png",
+            "label": i, "label_name": EVIL if i == 0 else f"class \"&<> {i}",
+            "clean_pred": i, "clean_pred_name": f"class {i}", "clean_conf": 0.9,
+            "adv_pred": i if i == SAME else i + 1, "adv_pred_name": f"adv class {i}", "adv_conf": 0.4,
+            "attacked": True, "success": i != SAME, "l2": None if i == SAME else 1.0 + i, "linf": 0.02,
+            "queries": 1000 * (i + 1),
+        })
+    return {
+        "schema": 1, "advlab_version": "0.1.0", "name": f"quick{EVIL}", "created": "2026-11-22T15:00:00Z",
+        "seed": 0, "device": "cpu (2 threads)", "torch": "2.14.1", "precision": "fp32",
+        "model": {"name": "mobilenet_v2", "weights": "IMAGENET1K_V1", "task": "classification",
+                  "num_classes": 1000, "input_size": 32},
+        "data": {"name": "imagenet-samples", "n": N, "label_source": "ground-truth"},
+        "clean": {"accuracy": 0.9},
+        "attacks": [{
+            "method": "boundary", "backend": "ours", "defense": None, "adaptive": None, "setting": "plain model",
+            "criterion": "untargeted", "target_class": None, "params": {"steps": 1000, "candidates": 4},
+            "success_rate": 0.8, "fooling_ratio": 0.75, "accuracy": 0.1, "median_l2": 1.5, "median_linf": 0.03,
+            "median_mse": 1.5e-5, "queries_median": 27000, "wall_s": 12.3, "model_images_per_s": 11000,
+            "arrays": "arrays/boundary-0.pt", "samples": samples,
+        }],
+        "defenses": [{"method": "jpeg", "variant": "q75", "clean_accuracy": 0.85,
+                      "accuracy_after_defense": {"boundary": 0.6}}],
+    }
+
+
+@pytest.fixture()
+def run_dir(tmp_path: Path) -> Path:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(N, C, H, W, generator=g)
+    x_adv = (x + 0.05 * torch.randn(N, C, H, W, generator=g)).clamp(0, 1)
+    x_adv[SAME] = x[SAME]
+    queries = torch.arange(1, T + 1, dtype=torch.int64)[:, None].repeat(1, N) * 500
+    l2 = torch.linspace(10.0, 1.0, T)[:, None].repeat(1, N) * (1 + torch.rand(1, N, generator=g))
+    l2[0, 1] = float("inf")
+    (tmp_path / "arrays").mkdir()
+    torch.save({"x": x, "x_adv": x_adv, "trace_queries": queries, "trace_l2": l2},
+               tmp_path / "arrays" / "boundary-0.pt")
+    (tmp_path / "results.json").write_text(json.dumps(_results()), encoding="utf-8")
+    return tmp_path
+
+
+def _img_uris(html: str, cls: str) -> list[str]:
+    return re.findall(rf'<img class="{cls}" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+
+
+def test_report_numbers_images_and_plot(run_dir: Path) -> None:
+    out = render_report(run_dir)
+    assert out == run_dir / "index.html" and out.is_file()
+    html = out.read_text(encoding="utf-8")
+    for text in ("80.0%", "75.0%", "10.0%", "90.0%", "1.50", "0.0300", "1.50e-05", "27,000", "12.3", "11,000",
+                 "mobilenet_v2", "IMAGENET1K_V1", "imagenet-samples", "ground-truth", "fp32", "Moosavi-Dezfooli",
+                 "steps", "1000", "candidates", "jpeg", "q75", "85.0%", "60.0%"):
+        assert text in html, text
+    for cls in ("orig", "adv", "pert"):
+        assert len(_img_uris(html, cls)) == N, cls
+    assert len(_img_uris(html, "plot")) == 1
+    assert html.count("data:image/png;base64,") == 3 * N + 1
+    assert "attack FAILED" in html
+
+
+def test_report_escapes_everything(run_dir: Path) -> None:
+    html = render_report(run_dir).read_text(encoding="utf-8")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script" not in html.lower()
+    assert '"&<>' not in html
+    assert "&#34;&amp;&lt;&gt;" in html
+
+
+def test_report_is_self_contained(run_dir: Path) -> None:
+    html = render_report(run_dir).read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
+    assert "http://" not in html and "https://" not in html
+    assert "@import" not in html and "url(" not in html
+    srcs = re.findall(r'src="([^"]*)"', html)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+
+
+def test_report_without_arrays(run_dir: Path) -> None:
+    (run_dir / "arrays" / "boundary-0.pt").unlink()
+    html = render_report(run_dir).read_text(encoding="utf-8")
+    assert "arrays/boundary-0.pt is missing" in html
+    assert "data:image/png" not in html
+    assert "80.0%" in html and "class 1" in html  # summary and per-image text are still there
+
+
+def test_perturbation_png_is_gray_where_unchanged(run_dir: Path) -> None:
+    html = render_report(run_dir).read_text(encoding="utf-8")
+    png = base64.b64decode(_img_uris(html, "pert")[SAME])
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float64) / 255.0
+    assert img.shape == (H, W, 3)
+    assert abs(img.mean() - 0.5) < 0.01 and img.std() < 1e-6
+    changed = np.asarray(Image.open(io.BytesIO(base64.b64decode(_img_uris(html, "pert")[0]))), dtype=np.float64)
+    assert changed.std() > 1.0  # a real perturbation is visible
+
+
+def test_sparse_results_render(tmp_path: Path) -> None:
+    results = {"schema": 1, "model": {"name": "m"}, "clean": None, "defenses": None,
+               "attacks": [{"method": "x", "success_rate": None, "median_l2": float("nan"), "params": None,
+                            "samples": [None, {"name": "a.png"}], "defense": "jpeg", "adaptive": "bpda",
+                            "arrays": "../../etc/passwd"},
+                           {"method": "y", "arrays": "arrays/y-0.pt", "accuracy": "n/a"}]}
+    (tmp_path / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    (tmp_path / "arrays").mkdir()
+    (tmp_path / "arrays" / "y-0.pt").write_bytes(b"not a torch file")
+    html = render_report(tmp_path).read_text(encoding="utf-8")
+    assert "defense: jpeg, adaptive: bpda" in html
+    assert "could not be read" in html and "is missing" in html
+
+
+def test_amplified_perturbation_and_formatting() -> None:
+    x = torch.zeros(2, 1, 2, 2)
+    x_adv = x.clone()
+    x_adv[0, 0, 0, 0] = 0.1
+    x_adv[0, 0, 1, 1] = -0.05
+    p = amplified_perturbation(x, x_adv)
+    assert p[0, 0, 0, 0] == pytest.approx(1.0) and p[0, 0, 1, 1] == pytest.approx(0.25)
+    assert torch.all(p[1] == 0.5)
+    assert (fmt.pct(0.9), fmt.num(1.5), fmt.sci(1.5e-5), fmt.integer(27000.4)) == ("90.0%", "1.50", "1.50e-05", "27,000")
+    assert fmt.num(None) == fmt.MISSING and fmt.pct(float("nan")) == fmt.MISSING and fmt.num(float("inf")) == "∞"
+
+
+def test_plot_handles_all_inf_and_draws_png() -> None:
+    q = torch.arange(1, 5)[:, None].repeat(1, 3)
+    assert l2_vs_queries_png(q, torch.full((4, 3), float("inf"))) is None
+    png = l2_vs_queries_png(q, torch.rand(4, 3) + 0.1)
+    assert png is not None and png.startswith(b"\x89PNG")
