@@ -60,7 +60,8 @@ class ImageClassifier(nn.Module):
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "weights": self.weights, "task": "classification",
                 "num_classes": self.num_classes, "input_size": self.input_size, "in_channels": self.in_channels,
-                "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
+                "mean": [round(v, 6) for v in self.mean.flatten().tolist()],
+                "std": [round(v, 6) for v in self.std.flatten().tolist()]}
 
 
 def _per_channel(values: Sequence[float], channels: int, field_name: str) -> torch.Tensor:

@@ -62,7 +62,7 @@ class BoundaryAttack(Attack):
 
     norm = "l2"
 
-    def __init__(self, *, steps: int = 5000, candidates: int = 4, max_queries: int | None = None,
+    def __init__(self, *, steps: int = 1000, candidates: int = 4, max_queries: int | None = None,
                  target_l2: float | None = None, spherical_step: float = 0.01, source_step: float = 0.01,
                  step_adaptation: float = 1.5, adapt_window: int = 16, spherical_every: int = 4,
                  source_step_convergence: float = 1e-7, init_trials: int = 100, compact_every: int = 10,
@@ -150,6 +150,9 @@ class BoundaryAttack(Attack):
         """One proposal round for every active image: `candidates` proposals in one forward pass."""
         a, d, k = s.x.shape[0], s.x.shape[1], self.candidates
         check_spherical = step % self.spherical_every == 0
+        cost = k * (2 if check_spherical else 1)
+        if self.max_queries is not None:  # exact budget: an image stops before a step it cannot pay for
+            s.running &= s.queries + cost <= self.max_queries
         diff = s.adv - s.x  # (A, D), norm = dist
         unit = diff / s.dist.clamp_min(1e-12)[:, None]
         eta = normal(step_keys(s.keys, _STEP_STREAM, step), (k, d))  # (A, K, D)
@@ -167,7 +170,7 @@ class BoundaryAttack(Attack):
             s.sph_hits += sph_ok.sum(1) * s.running
         else:
             cand_ok = is_adv(cand.view(a * k, d), labels).view(a, k)
-        s.queries += (k * (2 if check_spherical else 1)) * s.running
+        s.queries += cost * s.running
         s.src_tries += k * s.running
         s.src_hits += cand_ok.sum(1) * s.running
         cand_dist = torch.where(cand_ok, (cand - s.x[:, None]).norm(dim=-1), torch.full_like(cand_ok, math.inf,
@@ -176,6 +179,8 @@ class BoundaryAttack(Attack):
         accept = (best_dist < s.dist) & s.running
         s.adv = torch.where(accept[:, None], cand[torch.arange(a, device=cand.device), best], s.adv)
         s.dist = torch.where(accept, best_dist, s.dist)
+        if self.target_l2 is not None:
+            s.running &= s.dist > self.target_l2
         self._adapt(s)
 
     def _adapt(self, s: _State) -> None:
@@ -195,12 +200,7 @@ class BoundaryAttack(Attack):
         s.src_tries, s.src_hits = s.src_tries * ~src_ready, s.src_hits * ~src_ready
 
     def _finish_converged(self, s: _State) -> None:
-        done = s.source < self.source_step_convergence
-        if self.target_l2 is not None:
-            done |= s.dist <= self.target_l2
-        if self.max_queries is not None:
-            done |= s.queries + 2 * self.candidates > self.max_queries
-        s.running &= ~done
+        s.running &= s.source >= self.source_step_convergence
 
     # ------------------------------------------------------------------ starting points
     def _initial_points(self, x: torch.Tensor, keys: torch.Tensor, criterion: Criterion,

@@ -1,0 +1,125 @@
+"""Benchmark: advlab's Boundary Attack vs foolbox 3.3.4's BoundaryAttack on the same model, images
+and seed, plus the model's own forward ceiling measured in the same run.
+
+    python bench/boundary.py                         # MobileNetV2 on the 20 foolbox ImageNet samples
+    python bench/boundary.py --budgets 1000,5000,25000 --candidates 12 --device cuda
+
+For each budget B: foolbox runs B steps (one candidate per step plus its spherical checks); ours
+runs with --max-queries equal to foolbox's model calls per image (equal model evaluations). A
+last row runs ours with --target-l2 set to foolbox's median L2 at the largest budget, to time how
+fast we reach foolbox's best result. Prints a table and one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from advlab.data import load_images
+from advlab.device import apply_precision, device_name, resolve_device, synchronize
+from advlab.evaluate import median, predict
+from advlab.models import load_model
+from advlab.tasks import Untargeted
+from attacks.boundary import BoundaryAttack
+
+
+def forward_ceiling(model: torch.nn.Module, shape: tuple[int, ...], batch: int, device: torch.device,
+                    seconds: float = 3.0) -> float:
+    """Images per second of plain forward passes at this batch size (the bound on any attack)."""
+    x = torch.rand(batch, *shape, device=device)
+    with torch.no_grad():
+        for _ in range(2):
+            model(x)
+        synchronize(device)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            model(x)
+            n += batch
+        synchronize(device)
+    return n / (time.perf_counter() - t0)
+
+
+def attack_once(attack: BoundaryAttack, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                seed: int, device: torch.device) -> dict[str, float]:
+    synchronize(device)
+    t0 = time.perf_counter()
+    r = attack(model, x, Untargeted(y), generator=torch.Generator().manual_seed(seed))
+    synchronize(device)
+    wall = time.perf_counter() - t0
+    images = float(r.queries.sum())
+    mse = (r.distance[r.success] ** 2 / x[0].numel())
+    return {"wall_s": wall, "images_per_s": images / wall, "queries_median": float(r.queries.float().median()),
+            "median_l2": median(r.distance[r.success]) or float("nan"), "median_mse": median(mse) or float("nan"),
+            "success_rate": float(r.success.float().mean())}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="mobilenet_v2")
+    p.add_argument("--weights", default="IMAGENET1K_V1")
+    p.add_argument("--data", default="imagenet-samples")
+    p.add_argument("-n", type=int, default=20)
+    p.add_argument("--budgets", default="1000,5000", help="foolbox steps per row, comma-separated")
+    p.add_argument("--candidates", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-foolbox", action="store_true")
+    args = p.parse_args()
+
+    device = resolve_device(args.device)
+    autocast = apply_precision(args.precision)
+    model = load_model(args.model, args.weights).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model.autocast_dtype = autocast
+    data = load_images(args.data, model, n=args.n)
+    clean = predict(model, data.x, 64, device)
+    correct = clean.label == data.y
+    x, y = data.x[correct].to(device), data.y[correct].to(device)
+    n = x.shape[0]
+    batch = n * args.candidates
+    ceiling = {b: forward_ceiling(model, tuple(x.shape[1:]), b, device) for b in sorted({n, batch})}
+    print(f"device {device_name(device)}, {args.model} {args.weights}, {n} correctly classified images, "
+          f"precision {args.precision}")
+    print("forward ceiling: " + ", ".join(f"batch {b}: {v:,.0f} img/s" for b, v in ceiling.items()))
+
+    rows = []
+    header = f"{'run':34s} {'wall s':>8s} {'img/s':>9s} {'%ceil':>6s} {'queries':>8s} {'median L2':>10s} {'median MSE':>11s}"
+    print(header)
+    print("-" * len(header))
+
+    def show(name: str, r: dict[str, float], b: int) -> None:
+        r["ceiling"] = ceiling[b]
+        rows.append({"run": name, **r})
+        print(f"{name:34s} {r['wall_s']:8.1f} {r['images_per_s']:9,.0f} {100 * r['images_per_s'] / ceiling[b]:5.0f}% "
+              f"{r['queries_median']:8,.0f} {r['median_l2']:10.3f} {r['median_mse']:11.2e}")
+
+    best_foolbox = None
+    for steps in [int(s) for s in args.budgets.split(",")]:
+        if args.skip_foolbox:
+            budget = int(steps * 1.1)
+        else:
+            fb = attack_once(BoundaryAttack(steps=steps, candidates=1, backend="foolbox", progress=False),
+                             model, x, y, args.seed, device)
+            show(f"foolbox steps={steps}", fb, n)
+            budget, best_foolbox = int(fb["queries_median"]), fb
+        ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, max_queries=budget,
+                                          progress=False), model, x, y, args.seed, device)
+        show(f"ours K={args.candidates} max_queries={budget}", ours, batch)
+    if best_foolbox is not None:
+        target = best_foolbox["median_l2"]
+        ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, target_l2=target,
+                                          max_queries=int(best_foolbox["queries_median"]), progress=False),
+                           model, x, y, args.seed, device)
+        show(f"ours K={args.candidates} target_l2={target:.3g}", ours, batch)
+        print(f"time to foolbox's best median L2: {ours['wall_s']:.1f} s vs {best_foolbox['wall_s']:.1f} s "
+              f"({best_foolbox['wall_s'] / ours['wall_s']:.1f}x)")
+    print(json.dumps({"bench": "boundary", "device": device_name(device), "model": args.model, "n": n,
+                      "precision": args.precision, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

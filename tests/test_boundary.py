@@ -1,0 +1,104 @@
+"""Boundary Attack (Brendel et al., ICLR 2018): effect, minimisation, independence, budgets, reference."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advlab.tasks import Targeted, Untargeted
+from attacks.boundary import BoundaryAttack
+
+
+def attack(model, x, criterion, seed=0, starting_points=None, **settings):
+    return BoundaryAttack(progress=False, **settings)(model, x, criterion, generator=torch.Generator().manual_seed(seed),
+                                                      starting_points=starting_points)
+
+
+def test_accuracy_falls_to_zero_and_l2_shrinks(digits):
+    x, y = digits.correct(32)
+    r = attack(digits.model, x, Untargeted(y), steps=300, candidates=2)
+    with torch.no_grad():
+        accuracy = (digits.model(r.x_adv).argmax(1) == y).float().mean()
+    assert accuracy == 0.0
+    assert r.success.all()
+    start, end = r.extras["trace_l2"][0], r.distance
+    assert torch.isfinite(start).all()
+    assert (end <= start + 1e-5).all()
+    assert end.median() < 0.6 * start.median()  # the walk makes real progress, not just the initial search
+    longer = attack(digits.model, x, Untargeted(y), steps=1000, candidates=2)
+    assert longer.distance.median() < end.median()
+
+
+def test_image_alone_or_in_a_batch_gives_the_same_result(digits):
+    x, y = digits.correct(12)
+    batch = attack(digits.model, x, Untargeted(y), steps=200, candidates=3, seed=7)
+    for i in (0, 5, 11):
+        alone = attack(digits.model, x[i:i + 1], Untargeted(y[i:i + 1]), steps=200, candidates=3, seed=7)
+        torch.testing.assert_close(alone.x_adv[0], batch.x_adv[i])
+        assert alone.queries[0] == batch.queries[i]
+    shuffled = attack(digits.model, x.flip(0), Untargeted(y.flip(0)), steps=200, candidates=3, seed=7)
+    torch.testing.assert_close(shuffled.x_adv.flip(0), batch.x_adv)
+    other_seed = attack(digits.model, x, Untargeted(y), steps=200, candidates=3, seed=8)
+    assert not torch.equal(other_seed.x_adv, batch.x_adv)
+
+
+def test_targeted_mode_hits_the_target(digits):
+    x, y = digits.correct(64)
+    target = 3
+    keep = y != target
+    source = x[y == target][0]
+    r = attack(digits.model, x[keep][:16], Targeted(torch.full((16,), target)), steps=300,
+               starting_points=source.expand(16, -1, -1, -1).clone())
+    with torch.no_grad():
+        pred = digits.model(r.x_adv).argmax(1)
+    assert (pred == target).all()
+    assert (r.distance < (source - x[keep][:16]).flatten(1).norm(dim=1)).all()
+
+
+def test_targeted_without_starting_points_is_a_clear_error(digits):
+    from advlab.errors import AdvlabError
+
+    x, _ = digits.correct(2)
+    with pytest.raises(AdvlabError, match="starting_points"):
+        attack(digits.model, x, Targeted(torch.tensor([1, 1])), steps=5)
+
+
+def test_query_budget_and_target_l2_stop_each_image(digits):
+    x, y = digits.correct(16)
+    r = attack(digits.model, x, Untargeted(y), steps=10_000, candidates=4, max_queries=300)
+    assert (r.queries <= 300).all() and (r.queries > 250).all()
+    goal = float(r.distance.median())
+    t = attack(digits.model, x, Untargeted(y), steps=10_000, candidates=4, target_l2=goal, max_queries=5000)
+    reached = t.distance <= goal
+    assert reached.float().mean() >= 0.5
+    assert t.queries[reached].float().mean() < 5000  # those that reached the target stopped early
+
+
+def test_beats_foolbox_at_equal_model_evaluations(digits):
+    """The CPU acceptance check: same or lower median L2 than foolbox 3's BoundaryAttack at equal queries."""
+    x, y = digits.correct(24)
+    reference = attack(digits.model, x, Untargeted(y), steps=400, candidates=1, backend="foolbox")
+    assert reference.success.all()
+    budget = int(reference.queries[0])
+    ours = attack(digits.model, x, Untargeted(y), steps=100_000, candidates=1, max_queries=budget)
+    assert (ours.queries <= budget).all()
+    assert ours.distance.median() <= reference.distance.median()
+
+
+def test_global_rng_untouched_and_settings_validated(digits):
+    x, y = digits.correct(4)
+    state = torch.get_rng_state()
+    attack(digits.model, x, Untargeted(y), steps=20)
+    attack(digits.model, x, Untargeted(y), steps=20, candidates=1, backend="foolbox")
+    assert torch.equal(state, torch.get_rng_state())
+    for bad in ({"steps": 0}, {"candidates": -1}, {"source_step": 2.0}, {"backend": "cleverhans"},
+                {"target_l2": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            BoundaryAttack(**bad)
+
+
+def test_already_misclassified_images_cost_nothing(digits):
+    x, y = digits.correct(3)
+    wrong = (y + 1) % 10  # label the images with a class the model does not predict
+    r = attack(digits.model, x, Untargeted(wrong), steps=50)
+    assert r.success.all()
+    assert (r.distance == 0).all() and (r.queries == 1).all()
