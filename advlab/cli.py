@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target-l2", type=number, help="stop an image once its L2 is at most this")
     b.add_argument("--candidates", type=int, help="proposals per image per step, one forward pass")
     b.add_argument("--target-class", type=int, help="targeted mode: the class every image should become")
+    b.add_argument("--starting-image", help="targeted: an image file to start from; its class is the target")
     b.add_argument("--backend", choices=["ours", "foolbox"])
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other attack setting, e.g. --set spherical_every=2")
@@ -102,7 +103,8 @@ def config_from_attack_args(args: argparse.Namespace) -> RunConfig:
         if not sep or not key:
             raise AdvlabError(f"--set {item!r}: use KEY=VALUE, e.g. --set spherical_every=2")
         params[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    cfg.attacks = [AttackSpec(method=args.method, target_class=args.target_class, params=params)]
+    cfg.attacks = [AttackSpec(method=args.method, target_class=args.target_class, starting_image=args.starting_image,
+                              params=params)]
     return cfg
 
 

@@ -37,6 +37,7 @@ class DataSpec:
 class AttackSpec:
     method: str = "boundary"  # a registered attack (`advlab list`)
     target_class: int | None = None  # targeted mode: push every image to this class; None = untargeted
+    starting_image: str | None = None  # targeted decision-based attacks: start here (its class is the target)
     params: dict[str, Any] = field(default_factory=dict)  # the attack's own settings (its __init__ keywords)
 
 
@@ -98,11 +99,14 @@ def attack_spec_from_dict(raw: Any, where: str) -> AttackSpec:
     entry = dict(raw)
     method = entry.pop("method")
     target = entry.pop("target_class", None)
+    starting_image = entry.pop("starting_image", None)
+    if starting_image is not None and not isinstance(starting_image, str):
+        raise AdvlabError(f"{where}.starting_image must be an image file path")
     if not isinstance(method, str):
         raise AdvlabError(f"{where}.method must be a string")
     if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 0):
         raise AdvlabError(f"{where}.target_class must be a class index >= 0, got {target!r}")
-    return AttackSpec(method=method, target_class=target, params=entry)
+    return AttackSpec(method=method, target_class=target, starting_image=starting_image, params=entry)
 
 
 def validate(cfg: RunConfig) -> None:
@@ -124,7 +128,8 @@ def attack_defaults(cls: type) -> dict[str, Any]:
 
 def to_yaml(cfg: RunConfig) -> str:
     data = dataclasses.asdict(cfg)
-    data["attacks"] = [{"method": a.method, "target_class": a.target_class, **a.params} for a in cfg.attacks]
+    data["attacks"] = [{"method": a.method, "target_class": a.target_class, "starting_image": a.starting_image,
+                        **a.params} for a in cfg.attacks]
     return yaml.safe_dump(data, sort_keys=False)
 
 

@@ -194,6 +194,14 @@ def _imagenet_wnids() -> dict[str, int]:
     return {w: i for i, w in enumerate(lines)}
 
 
+def load_image_file(path: str | Path, model: ImageClassifier) -> torch.Tensor:  # -> (C, H, W) float32
+    """One image file, decoded and shaped like the files of a data source (e.g. a starting image)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise AdvlabError(f"image file {p} does not exist; check the path")
+    return _decode_files([p], model)[0]
+
+
 def _decode_files(files: list[Path], model: ImageClassifier) -> torch.Tensor:  # -> (N, C, H, W) float32
     """Decode with PIL, convert to RGB/L for the model, resize + center-crop to its input size, stack."""
     if model.in_channels not in (1, 3):

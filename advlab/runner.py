@@ -14,7 +14,7 @@ import torch
 from advlab import __version__
 from advlab.attack import Attack, distances
 from advlab.config import AttackSpec, RunConfig, attack_defaults, load_config, to_yaml
-from advlab.data import ImageSet, load_images
+from advlab.data import ImageSet, load_image_file, load_images
 from advlab.device import apply_precision, device_name, resolve_device
 from advlab.errors import AdvlabError
 from advlab.evaluate import Predictions, attack_in_chunks, predict, summarize
@@ -120,7 +120,7 @@ def _model(cfg: RunConfig, device: torch.device, autocast: torch.dtype | None) -
 def _run_attack(i: int, spec: AttackSpec, attack: Attack, model: ImageClassifier, data: ImageSet,
                 clean: Predictions, labels: torch.Tensor, cfg: RunConfig, device: torch.device,
                 arrays: Path) -> dict[str, Any]:
-    criterion, attacked, starting = _criterion(spec, attack, data, clean, labels, model)
+    criterion, attacked, starting = _criterion(spec, data, clean, labels, model, device)
     index = attacked.nonzero().squeeze(1)
     tag = f"{spec.method}-{i}"
     run = attack_in_chunks(attack, model, data.x[index], criterion.subset(index),
@@ -136,8 +136,9 @@ def _run_attack(i: int, spec: AttackSpec, attack: Attack, model: ImageClassifier
     row: dict[str, Any] = {
         "method": spec.method, "backend": getattr(attack, "backend", "ours"), "defense": None, "adaptive": None,
         "setting": "plain model", "threat": get_attack(spec.method).threat,
-        "criterion": "targeted" if spec.target_class is not None else "untargeted",
-        "target_class": spec.target_class, "params": attack.params(),
+        "criterion": "targeted" if isinstance(criterion, Targeted) else "untargeted",
+        "target_class": int(criterion.labels[0]) if isinstance(criterion, Targeted) else None,
+        "starting_image": spec.starting_image, "params": attack.params(),
         **summarize(data.x, x_adv, labels, clean, adv, attacked, success, queries),
         "wall_s": run.wall_s,
     }
@@ -152,25 +153,39 @@ def _run_attack(i: int, spec: AttackSpec, attack: Attack, model: ImageClassifier
     return row
 
 
-def _criterion(spec: AttackSpec, attack: Attack, data: ImageSet, clean: Predictions, labels: torch.Tensor,
-               model: ImageClassifier) -> tuple[Criterion, torch.Tensor, torch.Tensor | None]:
+def _criterion(spec: AttackSpec, data: ImageSet, clean: Predictions, labels: torch.Tensor, model: ImageClassifier,
+               device: torch.device) -> tuple[Criterion, torch.Tensor, torch.Tensor | None]:
     """The criterion, which images to attack (N,) bool, and starting points for decision-based
     targeted attacks. Untargeted: the correctly classified images; targeted: those not yet in the target."""
-    if spec.target_class is None:
+    if spec.target_class is None and spec.starting_image is None:
         return Untargeted(labels), clean.label == labels, None
-    target = spec.target_class
+    start = _starting_image(spec, data, model, device) if spec.starting_image else None
+    target = spec.target_class if spec.target_class is not None else int(start[1])  # type: ignore[index]
     if target >= model.num_classes:
         raise AdvlabError(f"--target-class {target} is out of range: the model has {model.num_classes} classes")
-    attacked = clean.label != target
+    if start is not None and start[1] != target:
+        raise AdvlabError(f"--starting-image {spec.starting_image} is classified as class {start[1]} "
+                          f"({model.class_names[start[1]]}), not the target class {target}; pick another image")
     starting = None
     if get_attack(spec.method).threat == "decision":
-        pool = (clean.label == target).nonzero().squeeze(1)
-        if pool.numel() == 0:
-            raise AdvlabError(f"no image in {data.source} is classified as class {target} "
-                              f"({model.class_names[target]}), so the decision-based attack has no targeted "
-                              "starting point; add an image of that class to the data")
-        starting = data.x[pool[0]].expand_as(data.x).clone()
-    return Targeted(torch.full_like(labels, target)), attacked, starting
+        if start is None:
+            pool = (clean.label == target).nonzero().squeeze(1)
+            if pool.numel() == 0:
+                raise AdvlabError(f"no image in {data.source} is classified as class {target} "
+                                  f"({model.class_names[target]}), so the decision-based attack has no starting "
+                                  "point; pass --starting-image FILE (an image of that class)")
+            start = (data.x[pool[0]], target)
+        starting = start[0].expand_as(data.x).clone()
+    return Targeted(torch.full_like(labels, target)), clean.label != target, starting
+
+
+def _starting_image(spec: AttackSpec, data: ImageSet, model: ImageClassifier,
+                    device: torch.device) -> tuple[torch.Tensor, int]:
+    image = load_image_file(str(spec.starting_image), model)  # (C, H, W)
+    if image.shape != data.x.shape[1:]:
+        raise AdvlabError(f"--starting-image has shape {tuple(image.shape)} but the images are "
+                          f"{tuple(data.x.shape[1:])}; set --input-size or use an image of that size")
+    return image, int(predict(model, image[None], 1, device).label[0])
 
 
 def _samples(data: ImageSet, model: ImageClassifier, labels: torch.Tensor, clean: Predictions, adv: Predictions,
@@ -194,8 +209,8 @@ def _samples(data: ImageSet, model: ImageClassifier, labels: torch.Tensor, clean
 
 def _resolved(cfg: RunConfig) -> RunConfig:
     """A copy with every attack setting filled with its default, for RUN_DIR/config.yaml."""
-    specs = [AttackSpec(s.method, s.target_class, {**attack_defaults(get_attack(s.method).cls), **s.params})
-             for s in cfg.attacks]
+    specs = [AttackSpec(s.method, s.target_class, s.starting_image,
+                        {**attack_defaults(get_attack(s.method).cls), **s.params}) for s in cfg.attacks]
     return RunConfig(**{**cfg.__dict__, "attacks": specs})
 
 

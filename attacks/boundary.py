@@ -61,6 +61,8 @@ class BoundaryAttack(Attack):
     """Boundary Attack (Brendel et al., ICLR 2018): decision-based, minimises L2 from an adversarial start."""
 
     norm = "l2"
+    spherical_band = (0.2, 0.5)  # keep the orthogonal-step success rate in here (paper: about 50%)
+    source_band = (0.2, 0.5)  # and the full-step success rate in here
 
     def __init__(self, *, steps: int = 1000, candidates: int = 4, max_queries: int | None = None,
                  target_l2: float | None = None, spherical_step: float = 0.01, source_step: float = 0.01,
@@ -189,13 +191,15 @@ class BoundaryAttack(Attack):
         f = self.step_adaptation
         sph_ready = s.sph_tries >= self.adapt_window
         rate = s.sph_hits / s.sph_tries.clamp_min(1)
-        scale = torch.where(sph_ready & (rate > 0.5), f, torch.where(sph_ready & (rate < 0.2), 1 / f, 1.0))
+        low, high = self.spherical_band
+        scale = torch.where(sph_ready & (rate > high), f, torch.where(sph_ready & (rate < low), 1 / f, 1.0))
         s.spherical = (s.spherical * scale).clamp_(max=1.0)
         s.source = s.source * scale
         s.sph_tries, s.sph_hits = s.sph_tries * ~sph_ready, s.sph_hits * ~sph_ready
         src_ready = s.src_tries >= self.adapt_window
         rate = s.src_hits / s.src_tries.clamp_min(1)
-        scale = torch.where(src_ready & (rate > 0.5), f, torch.where(src_ready & (rate < 0.2), 1 / f, 1.0))
+        low, high = self.source_band
+        scale = torch.where(src_ready & (rate > high), f, torch.where(src_ready & (rate < low), 1 / f, 1.0))
         s.source = (s.source * scale).clamp_(max=0.5)
         s.src_tries, s.src_hits = s.src_tries * ~src_ready, s.src_hits * ~src_ready
 

@@ -158,3 +158,22 @@ def test_missing_weights_offline_names_the_cache(capsys, monkeypatch, tmp_path):
 def test_debug_flag_shows_the_traceback():
     with pytest.raises(Exception, match="unknown attack method"):
         main(["attack", "--method", "nope", "--debug"])
+
+
+def test_starting_image_sets_the_target(tmp_path):
+    from PIL import Image
+
+    from advlab.data import load_images
+    from advlab.models import load_model
+
+    model = load_model("mobilenet_v2", "IMAGENET1K_V1")
+    samples = load_images("imagenet-samples", model, n=4)
+    image = tmp_path / "start <b>.png"
+    Image.fromarray((samples.x[3].permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(image)
+    out = tmp_path / "targeted"
+    assert main(["attack", "--method", "boundary", "-n", "2", "--steps", "10", "--candidates", "1",
+                 "--starting-image", str(image), "--out", str(out)]) == 0
+    row = json.loads((out / "results.json").read_text())["attacks"][0]
+    assert row["criterion"] == "targeted" and row["target_class"] == int(samples.y[3])
+    assert row["success_rate"] == 1.0
+    assert all(s["adv_pred"] == int(samples.y[3]) for s in row["samples"])

@@ -1,0 +1,237 @@
+"""Gradient (white-box) attacks: FGSM and PGD, batched, with per-image budgets inside.
+
+- FGSM, the Fast Gradient Sign Method (Goodfellow, Shlens & Szegedy, "Explaining and Harnessing
+  Adversarial Examples", ICLR 2015): one l_inf step of size eps along the sign of the input
+  gradient of the loss.
+- PGD, Projected Gradient Descent (Madry, Makelov, Schmidt, Tsipras & Vladu, "Towards Deep Learning
+  Models Resistant to Adversarial Attacks", ICLR 2018): from a random point in the eps-ball, repeat
+  a steepest-ascent step (sign of the gradient for l_inf, the l2-normalised gradient for l2) and a
+  projection back onto the ball and onto [0, 1]. Without the random start it is the Basic
+  Iterative Method / I-FGSM (Kurakin, Goodfellow & Bengio, "Adversarial Examples in the Physical
+  World", ICLR workshop 2017).
+
+Losses: "ce" (cross-entropy; ascended for untargeted criteria, descended on the target's loss for
+targeted ones) or "margin" (the logit margin of Carlini & Wagner, S&P 2017, without the kappa clamp).
+
+Everything is batched: every step sends the whole batch through the model once and takes gradients
+with respect to the input only (`torch.autograd.grad`), so the model's parameters are never touched.
+Each image has its own eps and step size (tensors (N,)) in the module-level `pgd_linf` / `pgd_l2`,
+which the registered classes call with filled tensors (and which HGD-style training can call with
+per-image budgets directly). Random starts are drawn from the given `torch.Generator` (on the
+generator's device, then moved to the images' device), never from the global RNG.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advlab.attack import Attack, AttackResult
+from advlab.registry import register_attack
+from advlab.tasks import Criterion, Targeted
+
+LOSSES = ("ce", "margin")
+PGD_NORMS = ("linf", "l2")
+
+
+# ---------------------------------------------------------------- functional core
+def pgd_linf(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: torch.Tensor | float, steps: int,
+             step_size: torch.Tensor | float, generator: torch.Generator | None = None, targeted: bool = False, *,
+             random_start: bool = True, loss: str = "ce", early_stop: bool = False) -> torch.Tensor:
+    """l_inf PGD with a budget per image. x (N, C, H, W) in [0, 1]; labels (N,) true classes
+    (untargeted) or targets (`targeted=True`); eps, step_size (N,) tensors or floats. Returns x_adv
+    (N, C, H, W) with |x_adv - x| <= eps per image, in [0, 1]. `generator=None` with `random_start`
+    uses a private generator seeded 0 (deterministic; the global RNG is never used)."""
+    return _pgd(model, x, labels, eps, steps, step_size, norm="linf", generator=generator, targeted=targeted,
+                random_start=random_start, loss=loss, early_stop=early_stop)[0]
+
+
+def pgd_l2(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: torch.Tensor | float, steps: int,
+           step_size: torch.Tensor | float, generator: torch.Generator | None = None, targeted: bool = False, *,
+           random_start: bool = True, loss: str = "ce", early_stop: bool = False) -> torch.Tensor:
+    """As `pgd_linf`, in the l2 norm: ||x_adv - x||_2 <= eps per image."""
+    return _pgd(model, x, labels, eps, steps, step_size, norm="l2", generator=generator, targeted=targeted,
+                random_start=random_start, loss=loss, early_stop=early_stop)[0]
+
+
+def _pgd(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: torch.Tensor | float, steps: int,
+         step_size: torch.Tensor | float, *, norm: str, generator: torch.Generator | None, targeted: bool,
+         random_start: bool, loss: str, early_stop: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shared loop. Returns (x_adv (N, C, H, W) in x's dtype, queries (N,) int64).
+
+    queries: model evaluations (one forward + backward each) spent on an image; `steps` for every
+    image, or with `early_stop` the evaluation at which the image was first found adversarial (it is
+    frozen from then on)."""
+    if norm not in PGD_NORMS:
+        raise ValueError(f"norm must be one of {PGD_NORMS}, got {norm!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    n, device = x.shape[0], x.device
+    x0 = x.detach().float()  # (N, C, H, W), the working precision
+    view = (n,) + (1,) * (x.dim() - 1)
+    eps_t = _per_image(eps, n, device, "eps").view(view)  # (N, 1, 1, 1)
+    step_t = _per_image(step_size, n, device, "step_size").view(view)  # (N, 1, 1, 1)
+    labels = labels.to(device)
+
+    adv = x0.clone()
+    if random_start:
+        adv = (x0 + _random_start(x0.shape, norm, generator).to(device) * eps_t).clamp_(0.0, 1.0)
+    queries = torch.zeros(n, dtype=torch.long, device=device)
+    frozen = torch.zeros(n, dtype=torch.bool, device=device)  # early stop: already adversarial
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(adv.to(x.dtype)).float()  # (N, K)
+            objective = _objective(logits, labels, loss, targeted)  # (N,), to ascend
+            (grad,) = torch.autograd.grad(objective.sum(), adv)  # sum: each image's gradient is its own
+        adv = adv.detach()
+        queries += (~frozen).long()
+        if early_stop:
+            with torch.no_grad():
+                pred = logits.detach().argmax(dim=1)
+                frozen |= (pred == labels) if targeted else (pred != labels)
+        step = _steepest(grad, norm) * step_t
+        new = _project(adv + step, x0, eps_t, norm)
+        adv = torch.where(frozen.view(view), adv, new) if early_stop else new
+    return adv.to(x.dtype), queries
+
+
+def _per_image(value: torch.Tensor | float, n: int, device: torch.device, name: str) -> torch.Tensor:
+    t = torch.as_tensor(value, dtype=torch.float32).to(device)
+    if t.dim() == 0:
+        return t.expand(n)
+    if t.shape != (n,):
+        raise ValueError(f"{name} must be a float or a tensor of shape ({n},), got shape {tuple(t.shape)}")
+    return t
+
+
+def _random_start(shape: torch.Size, norm: str, generator: torch.Generator | None) -> torch.Tensor:
+    """A unit-budget random perturbation (N, C, H, W): uniform in the l_inf ball, or uniform in the
+    l2 ball (uniform direction, radius u**(1/D)). Drawn with `generator` on its own device."""
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    dev = generator.device
+    if norm == "linf":
+        return torch.rand(shape, generator=generator, device=dev) * 2.0 - 1.0
+    n, d = shape[0], math.prod(shape[1:])
+    direction = torch.randn((n, d), generator=generator, device=dev)
+    direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    radius = torch.rand((n, 1), generator=generator, device=dev).pow(1.0 / d)
+    return (direction * radius).view(shape)
+
+
+def _objective(logits: torch.Tensor, labels: torch.Tensor, loss: str, targeted: bool) -> torch.Tensor:
+    """(N, K), (N,) -> (N,) objective to ascend: the label's loss (untargeted) or minus the target's."""
+    if loss == "ce":
+        ce = F.cross_entropy(logits, labels, reduction="none")
+        return -ce if targeted else ce
+    own = logits.gather(1, labels[:, None]).squeeze(1)  # (N,)
+    other = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), -math.inf).amax(dim=1)  # (N,)
+    return own - other if targeted else other - own
+
+
+def _steepest(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """Unit steepest-ascent direction (N, C, H, W) for the norm's ball."""
+    if norm == "linf":
+        return grad.sign()
+    g = grad.flatten(1)
+    return (g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(grad)
+
+
+def _project(adv: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
+    """Onto the eps-ball around x0, then onto [0, 1] (which only shrinks the perturbation, so the
+    result stays inside the ball)."""
+    if norm == "linf":
+        return torch.minimum(torch.maximum(adv, x0 - eps), x0 + eps).clamp_(0.0, 1.0)
+    delta = (adv - x0).flatten(1)  # (N, D)
+    scale = (eps.flatten() / delta.norm(dim=1).clamp_min(1e-12))  # (N,)
+    return (x0 + (delta * scale[:, None]).view_as(x0)).clamp_(0.0, 1.0)
+
+
+# ---------------------------------------------------------------- plugins
+@register_attack("fgsm", threat="white-box", tasks={"classification"})
+class FGSM(Attack):
+    """FGSM (Goodfellow et al., ICLR 2015): one signed-gradient step of size eps in l_inf."""
+
+    norm = "linf"
+
+    def __init__(self, *, eps: float = 8 / 255, loss: str = "ce") -> None:
+        self.eps = _check_eps(eps, "linf")
+        self.loss = _check_choice("loss", loss, LOSSES)
+
+    def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
+            generator: torch.Generator | None, starting_points: torch.Tensor | None) -> AttackResult:
+        n = x.shape[0]
+        eps = torch.full((n,), self.eps, device=x.device)
+        x_adv, queries = _pgd(model, x, criterion.labels, eps, 1, eps, norm="linf", generator=None,
+                              targeted=isinstance(criterion, Targeted), random_start=False, loss=self.loss,
+                              early_stop=False)
+        return _result(x_adv, queries)
+
+
+@register_attack("pgd", threat="white-box", tasks={"classification"})
+class PGD(Attack):
+    """PGD (Madry et al., ICLR 2018; I-FGSM without random start): projected gradient steps, l_inf or l2."""
+
+    norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
+
+    def __init__(self, *, eps: float = 8 / 255, steps: int = 10, step_size: float | None = None,
+                 norm: str = "linf", random_start: bool = True, loss: str = "ce", early_stop: bool = False) -> None:
+        self.norm = _check_choice("norm", norm, PGD_NORMS)  # type: ignore[misc]  # instance overrides the ClassVar
+        self.eps = _check_eps(eps, norm)
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        self.steps = steps
+        if step_size is None:
+            step_size = 2.5 * self.eps / steps  # Madry et al.'s choice
+        elif not _is_real(step_size) or not 0 < step_size < math.inf:
+            raise ValueError(f"step_size must be a positive number (or None for 2.5 * eps / steps), got {step_size!r}")
+        self.step_size = float(step_size)
+        self.random_start = _check_bool("random_start", random_start)
+        self.loss = _check_choice("loss", loss, LOSSES)
+        self.early_stop = _check_bool("early_stop", early_stop)
+
+    def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
+            generator: torch.Generator | None, starting_points: torch.Tensor | None) -> AttackResult:
+        n = x.shape[0]
+        x_adv, queries = _pgd(model, x, criterion.labels, torch.full((n,), self.eps, device=x.device), self.steps,
+                              torch.full((n,), self.step_size, device=x.device), norm=self.norm,
+                              generator=generator, targeted=isinstance(criterion, Targeted),
+                              random_start=self.random_start, loss=self.loss, early_stop=self.early_stop)
+        return _result(x_adv, queries)
+
+
+def _result(x_adv: torch.Tensor, queries: torch.Tensor) -> AttackResult:
+    # success and distance are decided by Attack.__call__'s verification pass
+    empty = torch.zeros(x_adv.shape[0], device=x_adv.device)
+    return AttackResult(x_adv=x_adv, success=empty.bool(), queries=queries, distance=empty)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _check_eps(eps: float, norm: str) -> float:
+    """l_inf: eps in (0, 1] (pixels are in [0, 1]). l2: any positive finite eps, since the l2 diameter
+    of [0, 1]^D is sqrt(D) and usual l2 budgets exceed 1 (e.g. 3.0 on ImageNet)."""
+    if norm == "linf":
+        if not _is_real(eps) or not 0 < eps <= 1:
+            raise ValueError(f"eps must be a number in (0, 1] for norm linf (pixels in [0, 1]), got {eps!r}")
+    elif not _is_real(eps) or not 0 < eps < math.inf:
+        raise ValueError(f"eps must be a positive number for norm l2, got {eps!r}")
+    return float(eps)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _check_bool(name: str, value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value

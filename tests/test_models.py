@@ -1,0 +1,91 @@
+"""Model zoo: offline weight resolution with hash checks, the [0, 1] wrapper, bring-your-own errors."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+import torchvision
+
+from advlab import models
+from advlab.errors import AdvlabError
+from advlab.models import ensure_weights_cached, load_model
+
+MOBILENET = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
+
+
+def test_offline_package_fills_an_empty_hub_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = ensure_weights_cached(MOBILENET)
+    assert cached == tmp_path / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
+    model = load_model("mobilenet_v2", "IMAGENET1K_V1")
+    assert model.num_classes == 1000 and model.input_size == 224 and model.class_names[0] == "tench"
+
+
+def test_corrupt_offline_file_is_refused(monkeypatch, tmp_path):
+    package = tmp_path / "site" / "fake_offline_weights"
+    (package / "weights").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "weights" / "mobilenet_v2-b0353104.pth").write_bytes(b"tampered")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(models, "OFFLINE_WEIGHT_PACKAGES", ("fake_offline_weights",))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    with pytest.raises(AdvlabError, match="corrupt"):
+        ensure_weights_cached(MOBILENET)
+    assert not (tmp_path / "home" / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth").exists()
+
+
+def test_wrapper_owns_bounds_resizing_and_normalisation():
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    model = models.ImageClassifier(net, name="t", weights="random", mean=(0.5, 0.4, 0.3), std=(0.2,),
+                                   input_size=8, class_names=list("abcd"), in_channels=3)
+    x = torch.rand(2, 3, 16, 16)
+    resized = torch.nn.functional.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False)
+    expected = net((resized - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / 0.2)
+    torch.testing.assert_close(model(x), expected)
+    with pytest.raises(AdvlabError, match="2 values for a 3-channel"):
+        models.ImageClassifier(net, name="t", weights="r", mean=(0.5, 0.5), std=(1,), input_size=8,
+                               class_names=list("abcd"), in_channels=3)
+
+
+def test_unknown_weights_name_lists_the_choices():
+    with pytest.raises(AdvlabError, match="IMAGENET1K_V1"):
+        load_model("mobilenet_v2", "IMAGENET9K")
+
+
+def test_bring_your_own_errors(tmp_path):
+    src = tmp_path / "mynet.py"
+    src.write_text("import torch\n"
+                   "def net(num_classes=10):\n"
+                   "    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(),"
+                   " torch.nn.Linear(144, num_classes))\n"
+                   "def not_a_model():\n    return 3\n")
+    with pytest.raises(AdvlabError, match="does not exist"):
+        load_model(f"{tmp_path}/nope.py:net")
+    with pytest.raises(AdvlabError, match="no callable 'missing'"):
+        load_model(f"{src}:missing")
+    with pytest.raises(AdvlabError, match="not a torch.nn.Module"):
+        load_model(f"{src}:not_a_model")
+    with pytest.raises(AdvlabError, match="cannot import module"):
+        load_model("no_such_package_xyz.models:net")
+    model = load_model(f"{src}:net", None, input_size=8, num_classes=5)
+    assert model.num_classes == 5 and model.in_channels == 1
+    weights = tmp_path / "w.pt"
+    other = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 7))
+    torch.save(other.state_dict(), weights)
+    with pytest.raises(AdvlabError, match="do not fit the model"):
+        load_model(f"{src}:net", str(weights), input_size=8, num_classes=5)
+    model = load_model(f"{src}:net", str(weights), input_size=8, num_classes=7)
+    assert model.num_classes == 7
+
+
+def test_custom_module_path_form(tmp_path, monkeypatch):
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "nets.py").write_text(
+        "import torch\ndef tiny():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = load_model("mypkg.nets:tiny", None, input_size=4)
+    assert model.num_classes == 3
+    sys.modules.pop("mypkg.nets", None)
+    sys.modules.pop("mypkg", None)
