@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.advlab-installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-gpu bench install clean
 
 install: $(STAMP)
 
@@ -23,9 +23,12 @@ demo: $(STAMP)
 
 # pytest exit 5 means no test was collected: the suite is missing, which is a failure here.
 test: $(STAMP)
-	@$(PY) -m pytest -q -m "not slow" tests; rc=$$?; \
+	@$(PY) -m pytest -q -m "not slow and not gpu" tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): the suite is missing"; fi; \
 	exit $$rc
+
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -m gpu tests
 
 bench: $(STAMP)
 	$(PY) bench/boundary.py

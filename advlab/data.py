@@ -21,7 +21,11 @@ from advlab.errors import AdvlabError
 from advlab.models import ImageClassifier
 
 T = TypeVar("T")
-SCHEMES = "imagenet-samples, folder:PATH, tensors:FILE, photos"
+SCHEMES = "imagenet-samples, photos, fashion-mnist[:train|test], folder:PATH, tensors:FILE"
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+# Where Fashion-MNIST's idx files may already be: Debian's dataset-fashion-mnist, then advlab's cache.
+FASHION_DIRS = (Path("/usr/share/datasets/fashion-mnist"), Path.home() / ".cache" / "advlab" / "FashionMNIST" / "raw")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 CROP_FRACTION = 0.875  # torchvision's ImageNet convention: resize 256, center-crop 224
 _WNID = re.compile(r"n\d{8}")
@@ -57,6 +61,8 @@ def load_images(spec: str, model: ImageClassifier, *, n: int | None = None) -> I
         return _imagenet_samples(spec, model, n)
     if spec == "photos":
         return _photos(spec, model, n)
+    if scheme == "fashion-mnist" and arg in ("", "train", "test") and (sep or spec == "fashion-mnist"):
+        return _fashion_mnist(spec, arg or "test", model, n)
     if sep and arg and scheme == "folder":
         return _folder(spec, Path(arg).expanduser(), model, n)
     if sep and arg and scheme == "tensors":
@@ -143,6 +149,50 @@ def _predict(model: ImageClassifier, x: torch.Tensor, batch_size: int = 64) -> t
     finally:
         model.train(was_training)
     return torch.cat(out).to(torch.int64)
+
+
+def _fashion_mnist(spec: str, split: str, model: ImageClassifier, n: int | None) -> ImageSet:
+    """Fashion-MNIST (Xiao et al., 2017): 60k train / 10k test 28x28 grayscale images, 10 classes."""
+    if model.num_classes != 10:
+        raise AdvlabError(f"{spec} is labeled in 10 classes; the model has {model.num_classes}")
+    prefix = "train" if split == "train" else "t10k"
+    folder = next((d for d in FASHION_DIRS if (d / f"{prefix}-images-idx3-ubyte.gz").is_file()), None)
+    if folder is None:
+        folder = _download_fashion_mnist()
+    images = _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")  # (N, 28, 28) uint8
+    labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")  # (N,) uint8
+    count = len(_first_n(range(images.shape[0]), n, spec))
+    x = torch.from_numpy(images[:count].copy()).unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28)
+    x = _match_tensor_channels(x, model, spec)
+    names = [f"{split}[{i}]" for i in range(count)]
+    return ImageSet(x, torch.from_numpy(labels[:count].astype(np.int64)), names, spec, "ground-truth")
+
+
+def _download_fashion_mnist() -> Path:
+    """The normal path with internet: torchvision's dataset class with advlab's cache as its root."""
+    import torchvision
+
+    root = FASHION_DIRS[-1].parent.parent
+    try:
+        torchvision.datasets.FashionMNIST(root=str(root), train=True, download=True)
+        torchvision.datasets.FashionMNIST(root=str(root), train=False, download=True)
+    except Exception as exc:
+        raise AdvlabError(f"Fashion-MNIST is not on this machine and could not be downloaded ({type(exc).__name__}); "
+                          "install it with `apt-get install dataset-fashion-mnist`, or connect once") from exc
+    return FASHION_DIRS[-1]
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An idx file (LeCun's MNIST format), gzipped: big-endian dims after a 4-byte magic."""
+    import gzip
+
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError) as exc:
+        raise AdvlabError(f"cannot read {path}: {exc}; reinstall the data set") from exc
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(int(d) for d in dims))
 
 
 def _package_dir(package: str) -> Path | None:

@@ -147,7 +147,7 @@ def _project(adv: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, norm: str) 
     if norm == "linf":
         return torch.minimum(torch.maximum(adv, x0 - eps), x0 + eps).clamp_(0.0, 1.0)
     delta = (adv - x0).flatten(1)  # (N, D)
-    scale = (eps.flatten() / delta.norm(dim=1).clamp_min(1e-12))  # (N,)
+    scale = (eps.flatten() / delta.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)  # (N,)
     return (x0 + (delta * scale[:, None]).view_as(x0)).clamp_(0.0, 1.0)
 
 

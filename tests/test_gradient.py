@@ -185,7 +185,7 @@ def test_works_under_the_models_bf16_autocast(digits):
     assert acc <= 0.1
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu  # `make test-gpu` on a CUDA machine; CI has none
 def test_runs_on_the_gpu_with_a_cpu_generator(digits):
     import copy
 

@@ -12,6 +12,8 @@ from advlab.tasks import Untargeted
 # Small budgets per attack for the shared checks; a new plugin must add its entry here.
 SMALL_SETTINGS: dict[str, dict] = {
     "boundary": {"steps": 150, "candidates": 2, "progress": False},
+    "fgsm": {"eps": 0.3},
+    "pgd": {"eps": 0.3},
 }
 
 
