@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.advlab-installed
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(shell [ "$$(id -u)" = 0 ] || echo sudo -n) apt-get install -y -q
 
-.PHONY: demo test test-gpu bench install clean
+.PHONY: demo test test-gpu bench fashion-models install clean
 
 install: $(STAMP)
 
@@ -37,6 +37,12 @@ test-gpu: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/boundary.py
+
+# The lab's own Fashion-MNIST classifiers, for configs/uap-transfer-fashion.yaml
+fashion-models: $(STAMP)
+	mkdir -p reports/models
+	$(PY) -m advlab.smallnets --arch fashion_cnn --out reports/models/fashion_cnn.pt
+	$(PY) -m advlab.smallnets --arch fashion_mlp --out reports/models/fashion_mlp.pt
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -15,7 +15,8 @@ from advlab.errors import AdvlabError
 
 # CLI flags that become attack settings when given (dest -> setting name).
 ATTACK_FLAGS = {"steps": "steps", "max_queries": "max_queries", "target_l2": "target_l2",
-                "candidates": "candidates", "backend": "backend"}
+                "candidates": "candidates", "backend": "backend", "eps": "eps", "norm": "norm", "solver": "solver",
+                "max_passes": "max_passes", "delta": "delta", "perturbation": "perturbation"}
 
 
 def number(text: str) -> float:
@@ -62,9 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--num-classes", type=int)
     m.add_argument("--class-names", help="file with one class name per line")
     d = a.add_argument_group("data (default: imagenet-samples, the 20 ImageNet photos shipped in foolbox)")
-    d.add_argument("--data", help="imagenet-samples | photos | folder:PATH | tensors:FILE")
+    d.add_argument("--data", help="imagenet-samples | photos | fashion-mnist[:train|test] | folder:PATH | tensors:FILE")
+    d.add_argument("--eval-data", help="held-out images for universal perturbations (same forms as --data)")
+    d.add_argument("--eval-n", type=int, help="number of held-out images")
     b = a.add_argument_group("attack settings")
     b.add_argument("--steps", type=int)
+    b.add_argument("--eps", type=number, help="perturbation budget, e.g. 10/255 (l_inf) or 2.0 (l2)")
+    b.add_argument("--norm", choices=["linf", "l2"])
+    b.add_argument("--solver", help="universal: deepfool | sgd | random")
+    b.add_argument("--max-passes", type=int, help="universal: passes over the data (epochs for sgd)")
+    b.add_argument("--delta", type=number, help="universal: stop at fooling ratio 1 - delta on the data")
+    b.add_argument("--perturbation", help="universal: apply a saved perturbation FILE instead of computing one")
     b.add_argument("--max-queries", type=int, help="model evaluations per image")
     b.add_argument("--target-l2", type=number, help="stop an image once its L2 is at most this")
     b.add_argument("--candidates", type=int, help="proposals per image per step, one forward pass")
@@ -97,6 +106,7 @@ def config_from_attack_args(args: argparse.Namespace) -> RunConfig:
             setattr(cfg.model, key, getattr(args, key))
     if args.data:
         cfg.data.source = args.data
+    cfg.data.eval_source, cfg.data.eval_n = args.eval_data, args.eval_n
     params: dict[str, Any] = {ATTACK_FLAGS[k]: getattr(args, k) for k in ATTACK_FLAGS if getattr(args, k) is not None}
     for item in args.set:
         key, sep, value = item.partition("=")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ class ModelSpec:
 class DataSpec:
     source: str = "imagenet-samples"  # imagenet-samples | photos | folder:PATH | tensors:FILE
     n: int | None = None  # first n images in the source's fixed order; None = all
+    eval_source: str | None = None  # held-out images for universal perturbations (fooling ratio on unseen data)
+    eval_n: int | None = None  # first n held-out images; None = all
 
 
 @dataclass
@@ -50,6 +53,7 @@ class RunConfig:
     batch_size: int = 32  # images sent to an attack at once (its own batch is this times its candidates)
     out: str | None = None  # run directory; None = reports/<name>-<YYYYmmdd-HHMMSS>
     model: ModelSpec = field(default_factory=ModelSpec)
+    models: list[ModelSpec] = field(default_factory=list)  # several models: each attacked; UAPs cross-evaluated
     data: DataSpec = field(default_factory=DataSpec)
     attacks: list[AttackSpec] = field(default_factory=lambda: [AttackSpec()])
 
@@ -75,9 +79,8 @@ def load_config(path: str | Path) -> RunConfig:
 def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> RunConfig:
     raw = dict(raw)
     attacks = raw.pop("attacks", None)
-    model = raw.get("model")
-    if isinstance(model, dict) and "name" in model and "weights" not in model and isinstance(model["name"], str):
-        raw["model"] = {**model, "weights": default_weights(model["name"])}
+    if "model" in raw:
+        raw["model"] = _with_default_weights(raw["model"])
     cfg = _build(RunConfig, raw, source)
     if attacks is not None:
         if not isinstance(attacks, list) or not attacks:
@@ -90,6 +93,22 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> RunConfi
 def default_weights(model_name: str) -> str | None:
     """Weights when a model is named without them: torchvision's DEFAULT, none for custom factories."""
     return None if ":" in model_name else "DEFAULT"
+
+
+def _with_default_weights(model: Any) -> Any:
+    if isinstance(model, dict) and isinstance(model.get("name"), str) and "weights" not in model:
+        return {**model, "weights": default_weights(model["name"])}
+    return model
+
+
+def parse_number(value: Any) -> Any:
+    """'10/255' -> 0.0392...; other values unchanged (YAML has no fractions)."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d*)?\s*/\s*\d+(\.\d*)?\s*", value):
+        num, den = (float(v) for v in value.split("/"))
+        if den == 0:
+            raise AdvlabError(f"{value!r} divides by zero")
+        return num / den
+    return value
 
 
 def attack_spec_from_dict(raw: Any, where: str) -> AttackSpec:
@@ -106,7 +125,8 @@ def attack_spec_from_dict(raw: Any, where: str) -> AttackSpec:
         raise AdvlabError(f"{where}.method must be a string")
     if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 0):
         raise AdvlabError(f"{where}.target_class must be a class index >= 0, got {target!r}")
-    return AttackSpec(method=method, target_class=target, starting_image=starting_image, params=entry)
+    return AttackSpec(method=method, target_class=target, starting_image=starting_image,
+                      params={k: parse_number(v) for k, v in entry.items()})
 
 
 def validate(cfg: RunConfig) -> None:
@@ -114,8 +134,10 @@ def validate(cfg: RunConfig) -> None:
         raise AdvlabError(f"precision must be fp32, tf32 or bf16, got {cfg.precision!r}")
     if cfg.batch_size < 1:
         raise AdvlabError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    if cfg.data.n is not None and cfg.data.n < 1:
-        raise AdvlabError(f"data.n (-n) must be >= 1, got {cfg.data.n}")
+    for key in ("n", "eval_n"):
+        value = getattr(cfg.data, key)
+        if value is not None and value < 1:
+            raise AdvlabError(f"data.{key} (-{'n' if key == 'n' else '-eval-n'}) must be >= 1, got {value}")
     if cfg.model.input_size is not None and cfg.model.input_size < 1:
         raise AdvlabError(f"model.input_size must be >= 1, got {cfg.model.input_size}")
 
@@ -146,6 +168,11 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             values[key] = _build(hint, value or {}, f"{where}: {key}")
+        elif hint == list[ModelSpec]:
+            if not isinstance(value, list):
+                raise AdvlabError(f"{where}: {key} must be a list of model entries {{name: ..., weights: ...}}")
+            values[key] = [_build(ModelSpec, _with_default_weights(v), f"{where}: {key}[{i}]")
+                           for i, v in enumerate(value)]
         else:
             values[key] = _coerce(value, hint, f"{where}: {key}")
     return cls(**values)

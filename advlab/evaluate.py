@@ -48,6 +48,7 @@ class AttackRun:
     wall_s: float  # attack time, summed over chunks (also those loaded on --resume)
     trace_queries: torch.Tensor | None  # (T, M), padded with each image's last value
     trace_l2: torch.Tensor | None  # (T, M)
+    extras: dict[str, torch.Tensor]  # other tensors the attack returned (single-chunk runs, e.g. a universal v)
 
 
 def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
@@ -87,7 +88,11 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
         wall_s=float(sum(p["wall_s"] for p in parts)),
         trace_queries=_pad_cat([p["trace_queries"] for p in parts]) if traces else None,
         trace_l2=_pad_cat([p["trace_l2"] for p in parts]) if traces else None,
+        extras={k: v for k, v in parts[0].items() if k not in _CHUNK_KEYS} if len(parts) == 1 else {},
     )
+
+
+_CHUNK_KEYS = frozenset({"fingerprint", "x", "x_adv", "success", "queries", "wall_s", "trace_queries", "trace_l2"})
 
 
 def _fingerprint(attack: Attack, seed: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 from advlab import __version__
 from advlab.attack import Attack, distances
-from advlab.config import AttackSpec, RunConfig, attack_defaults, load_config, to_yaml
+from advlab.config import AttackSpec, ModelSpec, RunConfig, attack_defaults, load_config, parse_number, to_yaml
 from advlab.data import ImageSet, load_image_file, load_images
 from advlab.device import apply_precision, device_name, resolve_device
 from advlab.errors import AdvlabError
@@ -22,6 +23,7 @@ from advlab.models import ImageClassifier, load_model
 from advlab.registry import get_attack
 from advlab.report import render_report
 from advlab.tasks import Criterion, Targeted, Untargeted
+from advlab.universal_eval import HeldOut, random_baseline, transfer_matrix, universal_summary
 
 log = logging.getLogger("advlab")
 
@@ -30,11 +32,12 @@ def build_attack(spec: AttackSpec) -> Attack:
     """Instantiate a registered attack; bad settings become one line naming the setting."""
     info = get_attack(spec.method)
     valid = attack_defaults(info.cls)
-    unknown = sorted(set(spec.params) - set(valid))
+    params = {k: parse_number(v) for k, v in spec.params.items()}
+    unknown = sorted(set(params) - set(valid))
     if unknown:
         raise AdvlabError(f"attack {spec.method} has no setting {unknown[0]!r}; valid: {', '.join(valid)}")
     try:
-        return info.cls(**spec.params)
+        return info.cls(**params)
     except (ValueError, TypeError) as exc:
         raise AdvlabError(f"attack {spec.method}: {exc}") from None
 
@@ -77,55 +80,102 @@ def resume_experiment(run_dir: Path) -> Path:
     return run_experiment(load_config(run_dir / "config.yaml"), resume=run_dir)
 
 
+@dataclass
+class _Subject:
+    """One model with its data, clean predictions and labels (the same images for every attack)."""
+
+    model: ImageClassifier
+    data: ImageSet
+    clean: Predictions
+    labels: torch.Tensor  # (N,) ground truth, or the clean prediction for unlabeled data
+    held_out: HeldOut | None
+
+
 def _execute(cfg: RunConfig, attacks: list[Attack], run_dir: Path) -> Path:
     device = resolve_device(cfg.device)
     autocast = apply_precision(cfg.precision)
-    model = _model(cfg, device, autocast)
-    data = load_images(cfg.data.source, model, n=cfg.data.n)
-    log.info("run %s: %s on %d images from %s, device %s", run_dir, model.name, len(data), data.source,
-             device_name(device))
-    clean = predict(model, data.x, cfg.batch_size, device)
-    labels = torch.where(data.y >= 0, data.y, clean.label)  # unlabeled data: the clean prediction
+    subjects = [_subject(spec, cfg, device, autocast) for spec in (cfg.models or [cfg.model])]
+    first = subjects[0]
     results: dict[str, Any] = {
         "schema": 1, "advlab_version": __version__, "name": cfg.name,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "seed": cfg.seed,
         "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
         "precision": cfg.precision, "batch_size": cfg.batch_size,
-        "model": model.describe(),
-        "data": {"name": data.source, "n": len(data), "label_source": data.label_source},
-        "clean": {"accuracy": float((clean.label == labels).float().mean())},
+        "model": first.model.describe(),
+        "data": {"name": first.data.source, "n": len(first.data), "label_source": first.data.label_source},
+        "clean": {"accuracy": _accuracy(first.clean.label, first.labels)},
         "attacks": [], "defenses": [],
     }
+    if first.held_out is not None:
+        results["data"]["eval"] = {"name": first.held_out.data.source, "n": len(first.held_out.data)}
+    if len(subjects) > 1:
+        results["models"] = [{**s.model.describe(), "clean_accuracy": _accuracy(s.clean.label, s.labels)}
+                             for s in subjects]
     arrays = run_dir / "arrays"
-    for i, (spec, attack) in enumerate(zip(cfg.attacks, attacks)):
-        row = _run_attack(i, spec, attack, model, data, clean, labels, cfg, device, arrays)
-        results["attacks"].append(row)
-        log.info("%s: success %.3f, fooling %.3f, median L2 %s, %.1f s", spec.method, row["success_rate"] or 0,
-                 row["fooling_ratio"], row["median_l2"], row["wall_s"])
+    universal_rows: list[tuple[int, dict[str, Any]]] = []
+    for m, subject in enumerate(subjects):
+        for i, (spec, attack) in enumerate(zip(cfg.attacks, attacks)):
+            tag = f"{spec.method}-{i}" + (f"-m{m}" if len(subjects) > 1 else "")
+            rows = _run_attack(tag, spec, attack, subject, cfg, device, arrays)
+            for row in rows:
+                if len(subjects) > 1:
+                    row["model"] = subject.model.name
+                results["attacks"].append(row)
+                log.info("%s on %s: success %s, fooling %.3f, median L2 %s, %.1f s", row["method"],
+                         subject.model.name, row["success_rate"], row["fooling_ratio"], row["median_l2"],
+                         row["wall_s"])
+            if "perturbation_file" in rows[0] and not rows[0].get("baseline"):
+                universal_rows.append((m, rows[0]))
+    if len(subjects) > 1 and universal_rows:
+        results["transfer"] = transfer_matrix([(s.model, s.held_out or HeldOut.of(s)) for s in subjects],
+                                              universal_rows, run_dir, cfg.batch_size, device)
     (run_dir / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     render_report(run_dir)
     return run_dir
 
 
-def _model(cfg: RunConfig, device: torch.device, autocast: torch.dtype | None) -> ImageClassifier:
-    m = cfg.model
-    model = load_model(m.name, m.weights, mean=m.mean, std=m.std, input_size=m.input_size,
-                       num_classes=m.num_classes, class_names_file=m.class_names).to(device)
+def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((pred == labels).float().mean())
+
+
+def _subject(spec: ModelSpec, cfg: RunConfig, device: torch.device, autocast: torch.dtype | None) -> _Subject:
+    model = load_model(spec.name, spec.weights, mean=spec.mean, std=spec.std, input_size=spec.input_size,
+                       num_classes=spec.num_classes, class_names_file=spec.class_names).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     model.autocast_dtype = autocast
-    return model
+    data = load_images(cfg.data.source, model, n=cfg.data.n)
+    log.info("%s on %d images from %s, device %s", model.name, len(data), data.source, device_name(device))
+    clean = predict(model, data.x, cfg.batch_size, device)
+    labels = torch.where(data.y >= 0, data.y, clean.label)
+    held_out = None
+    if cfg.data.eval_source:
+        held = load_images(cfg.data.eval_source, model, n=cfg.data.eval_n)
+        held_out = HeldOut(held, predict(model, held.x, cfg.batch_size, device))
+    return _Subject(model, data, clean, labels, held_out)
 
 
-def _run_attack(i: int, spec: AttackSpec, attack: Attack, model: ImageClassifier, data: ImageSet,
-                clean: Predictions, labels: torch.Tensor, cfg: RunConfig, device: torch.device,
-                arrays: Path) -> dict[str, Any]:
-    criterion, attacked, starting = _criterion(spec, data, clean, labels, model, device)
+def _run_attack(tag: str, spec: AttackSpec, attack: Attack, subject: _Subject, cfg: RunConfig,
+                device: torch.device, arrays: Path) -> list[dict[str, Any]]:
+    """The result rows of one attack: one, or two for a universal perturbation (plus its random baseline)."""
+    rows = [_attack_row(tag, spec, attack, subject, cfg, device, arrays)]
+    baseline = random_baseline(attack)
+    if baseline is not None:
+        rows.append(_attack_row(f"{tag}-random", spec, baseline, subject, cfg, device, arrays))
+        rows[-1]["baseline"] = "random perturbation of the same norm (Moosavi-Dezfooli et al. 2017)"
+    return rows
+
+
+def _attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: _Subject, cfg: RunConfig,
+                device: torch.device, arrays: Path) -> dict[str, Any]:
+    model, data, clean, labels = subject.model, subject.data, subject.clean, subject.labels
+    universal = getattr(attack, "universal", False)
+    criterion, attacked, starting = _criterion(spec, data, clean, labels, model, device, universal=universal)
     index = attacked.nonzero().squeeze(1)
-    tag = f"{spec.method}-{i}"
     run = attack_in_chunks(attack, model, data.x[index], criterion.subset(index),
                            starting_points=starting[index] if starting is not None else None,
-                           batch_size=cfg.batch_size, device=device, seed=cfg.seed, chunk_dir=arrays / f"{tag}.chunks")
+                           batch_size=len(data) if universal else cfg.batch_size, device=device, seed=cfg.seed,
+                           chunk_dir=arrays / f"{tag}.chunks")
     x_adv = data.x.clone()
     x_adv[index] = run.x_adv
     success = torch.zeros(len(data), dtype=torch.bool)
@@ -145,6 +195,9 @@ def _run_attack(i: int, spec: AttackSpec, attack: Attack, model: ImageClassifier
     row["model_images_per_s"] = row["queries_total"] / run.wall_s if run.wall_s > 0 else None
     row["arrays"] = f"arrays/{tag}.pt"
     row["samples"] = _samples(data, model, labels, clean, adv, attacked, success, queries, x_adv)
+    if universal:
+        row |= universal_summary(tag, attack, run.extras, model, subject.held_out, row, cfg.batch_size, device,
+                                 arrays)
     saved = {"x": data.x, "x_adv": x_adv}
     if run.trace_l2 is not None and run.trace_queries is not None:
         saved |= {"trace_queries": run.trace_queries, "trace_l2": run.trace_l2}
@@ -154,9 +207,15 @@ def _run_attack(i: int, spec: AttackSpec, attack: Attack, model: ImageClassifier
 
 
 def _criterion(spec: AttackSpec, data: ImageSet, clean: Predictions, labels: torch.Tensor, model: ImageClassifier,
-               device: torch.device) -> tuple[Criterion, torch.Tensor, torch.Tensor | None]:
+               device: torch.device, *, universal: bool = False) -> tuple[Criterion, torch.Tensor, torch.Tensor | None]:
     """The criterion, which images to attack (N,) bool, and starting points for decision-based
-    targeted attacks. Untargeted: the correctly classified images; targeted: those not yet in the target."""
+    targeted attacks. Untargeted: the correctly classified images; targeted: those not yet in the target.
+    Universal perturbations run on every image, away from its clean prediction (the fooling ratio)."""
+    if universal:
+        everyone = torch.ones(len(data), dtype=torch.bool)
+        if spec.target_class is not None:
+            return Targeted(torch.full_like(labels, spec.target_class)), everyone, None
+        return Untargeted(clean.label), everyone, None
     if spec.target_class is None and spec.starting_image is None:
         return Untargeted(labels), clean.label == labels, None
     start = _starting_image(spec, data, model, device) if spec.starting_image else None

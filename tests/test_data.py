@@ -218,8 +218,9 @@ def test_photos_labeled_by_prediction() -> None:
 
 # ---------------------------------------------------------------- common errors
 @pytest.mark.parametrize("spec, n, match", [
-    ("imagenet", None, (r"unknown image source 'imagenet'; use one of: imagenet-samples, folder:PATH, "
-                        r"tensors:FILE, photos")),
+    ("imagenet", None, (r"unknown image source 'imagenet'; use one of: imagenet-samples, photos, "
+                        r"fashion-mnist\[:train\|test\], folder:PATH, tensors:FILE")),
+    ("fashion-mnist:val", None, r"unknown image source 'fashion-mnist:val'"),
     ("folder:", None, r"unknown image source"),
     ("folder:/no/such/dir", None, r"directory /no/such/dir does not exist"),
     ("imagenet-samples", 21, r"imagenet-samples has 20 images; lower -n"),
@@ -233,3 +234,16 @@ def test_spec_errors(spec: str, n: int | None, match: str) -> None:
 def test_bare_directory_hints_folder_scheme(tmp_path: Path) -> None:
     with raises(f"did you mean folder:{tmp_path}"):
         load_images(str(tmp_path), tiny())
+
+
+def test_fashion_mnist_reads_the_real_idx_files():
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    model = ImageClassifier(net, name="t", weights="random", mean=(0.5,), std=(0.5,), input_size=28,
+                            class_names=[str(i) for i in range(10)], in_channels=1)
+    train = load_images("fashion-mnist:train", model, n=100)
+    test = load_images("fashion-mnist", model)
+    assert train.x.shape == (100, 1, 28, 28) and len(test) == 10_000
+    assert train.y[:5].tolist() == [9, 0, 0, 3, 0]  # the published first training labels
+    assert torch.bincount(test.y, minlength=10).tolist() == [1000] * 10
+    assert 0.25 < float(test.x.mean()) < 0.35 and float(test.x.max()) == 1.0
+    assert not torch.equal(train.x[:10], test.x[:10])

@@ -154,3 +154,123 @@ def test_plot_handles_all_inf_and_draws_png() -> None:
     assert l2_vs_queries_png(q, torch.full((4, 3), float("inf"))) is None
     png = l2_vs_queries_png(q, torch.rand(4, 3) + 0.1)
     assert png is not None and png.startswith(b"\x89PNG")
+
+
+# ---------------------------------------------------------------- universal perturbations, multi-model, transfer
+def _universal_results() -> dict[str, Any]:
+    samples = [{"name": f"u{i}.png", "clean_pred": i, "adv_pred": i + 1 - i % 2, "success": False} for i in range(N)]
+    uap = {"method": "universal", "backend": "ours", "model": "resnet18", "criterion": "untargeted",
+           "params": {"solver": "sgd", "norm": "linf", "eps": 0.04}, "success_rate": None,
+           "fooling_ratio": 0.7, "fooling_ratio_train": 0.724, "accuracy": 0.3,
+           "perturbation_file": "arrays/universal-0.perturbation.pt",
+           "perturbation_png": "arrays/universal-0.perturbation.png", "perturbation_l2": 3.21,
+           "perturbation_linf": 0.04, "fooling_trace": [0.0, 0.41, 0.63, 0.72],
+           "eval": {"data": "fashion-mnist:test", "n": 2000, "fooling_ratio": 0.7, "clean_accuracy": 0.9,
+                    "accuracy": 0.3},
+           "arrays": "arrays/universal-0.pt", "samples": samples}
+    baseline = {**uap, "params": {"solver": "random", "norm": "linf", "eps": 0.04}, "fooling_ratio": 0.052,
+                "fooling_ratio_train": 0.048, "fooling_trace": [0.048], "eval": None,
+                "perturbation_png": "arrays/universal-0-random.perturbation.png", "arrays": "arrays/gone.pt",
+                "baseline": "random perturbation of the same norm (Moosavi-Dezfooli et al. 2017)"}
+    escaping = {"method": "universal", "model": EVIL, "perturbation_png": "../../etc/passwd",
+                "fooling_trace": None, "fooling_ratio_train": None, "eval": {"n": None}}
+    plain = {"method": "boundary", "model": "resnet18", "fooling_ratio": 0.5}
+    return {
+        "name": "uap", "model": {"name": "resnet18"}, "clean": {"accuracy": 0.9},
+        "data": {"name": "photos", "n": N, "eval": {"name": "fashion-mnist:test", "n": 2000}},
+        "models": [{"name": "resnet18", "weights": "IMAGENET1K_V1", "clean_accuracy": 0.875},
+                   {"name": EVIL, "weights": None, "clean_accuracy": None}, None],
+        "attacks": [uap, baseline, escaping, plain],
+        "transfer": {"eval_data": "photos", "models": ["mobilenet_v2", "resnet18", "vit_b_16"],
+                     "perturbations": [{"model": "mobilenet_v2", "solver": "sgd", "file": "arrays/a.pt"},
+                                       {"model": "resnet18", "solver": "deepfool", "file": "arrays/b.pt"}],
+                     "matrix": [[0.8, 0.4, None], [0.35, 0.9, 0.123]]},
+    }
+
+
+@pytest.fixture()
+def uap_dir(tmp_path: Path) -> Path:
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(N, C, H, W, generator=g)
+    v = 0.04 * torch.sign(torch.randn(C, H, W, generator=g))
+    (tmp_path / "arrays").mkdir()
+    torch.save({"x": x, "x_adv": (x + v).clamp(0, 1)}, tmp_path / "arrays" / "universal-0.pt")
+    for name, side in (("universal-0", 24), ("universal-0-random", 16)):
+        pixels = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "arrays" / f"{name}.perturbation.png")
+    (tmp_path / "results.json").write_text(json.dumps(_universal_results()), encoding="utf-8")
+    return tmp_path
+
+
+def _summary_rows(html: str) -> list[str]:
+    body = re.search(r'<table class="summary">.*?<tbody>(.*?)</tbody>', html, re.S).group(1)
+    return re.findall(r"<tr[ >].*?</tr>", body, re.S)
+
+
+def test_universal_perturbation_inlined_with_fooling_ratios(uap_dir: Path) -> None:
+    html = render_report(uap_dir).read_text(encoding="utf-8")
+    uap = _img_uris(html, "uap")
+    assert len(uap) == 2  # the UAP and its baseline; the ../../etc/passwd one is refused
+    assert base64.b64decode(uap[0]) == (uap_dir / "arrays" / "universal-0.perturbation.png").read_bytes()
+    assert "outside the run directory" in html and "root:" not in html
+    assert "<script" not in html.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]*)"', html))
+    assert "arrays/universal-0.perturbation.pt" in html
+    for text in ("72.4%", "70.0%", "4.8%", "5.2%", "fashion-mnist:test", "n = 2,000",
+                 "90.0%", "30.0%", "3.21", "0.0400", "sgd", "linf"):
+        assert text in html, text
+    assert len(_img_uris(html, "trace")) == 1  # 4-pass trace; a 1-value trace draws nothing
+    assert len(_img_uris(html, "orig")) == N and len(_img_uris(html, "pert")) == N
+    assert "fooled (label changed)" in html and "not fooled" in html and "attack FAILED" not in html
+    # card images (3 N) + 2 perturbations + 1 trace + 1 heat map
+    assert html.count("data:image/png;base64,") == 3 * N + 2 + 1 + 1
+
+
+def test_universal_summary_columns_and_baseline(uap_dir: Path) -> None:
+    html = render_report(uap_dir).read_text(encoding="utf-8")
+    head = re.search(r'<table class="summary">\s*<thead>(.*?)</thead>', html, re.S).group(1)
+    assert "<th>model</th>" in head and "fooling (train)" in head
+    rows = _summary_rows(html)
+    assert len(rows) == 4
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r, re.S) for r in rows]
+    assert all(len(c) == len(cells[0]) for c in cells)
+    assert "resnet18" in cells[0][1] and "72.4%" in rows[0] and "70.0%" in rows[0]
+    assert "random baseline" in cells[1][0] and "baseline" in rows[1] and "random baseline" not in rows[0]
+    assert "&lt;script&gt;" in cells[2][1]
+    assert "boundary" in cells[3][0] and "—" in rows[3]  # no train fooling ratio for non-universal rows
+    assert re.search(r"<h2>universal · random baseline · resnet18[^<]*<span class=\"tag\">baseline</span></h2>", html)
+    assert "IMAGENET1K_V1" in html and "87.5%" in html and "held-out data" in html
+
+
+def test_transfer_table_and_heatmap(uap_dir: Path) -> None:
+    html = render_report(uap_dir).read_text(encoding="utf-8")
+    section = re.search(r'<section id="transfer">(.*?)</section>', html, re.S)
+    assert section and "Transfer of universal perturbations" in section.group(1)
+    table = re.search(r'<table class="transfer">(.*?)</table>', section.group(1), re.S).group(1)
+    for text in ("mobilenet_v2", "resnet18", "vit_b_16", "UAP of mobilenet_v2 (sgd)", "UAP of resnet18 (deepfool)",
+                 "80.0%", "40.0%", "35.0%", "90.0%", "12.3%"):
+        assert text in table, text
+    assert re.findall(r'<td class="n diag">([^<]*)</td>', table) == ["80.0%", "90.0%"]
+    assert re.findall(r'<td class="n missing">([^<]*)</td>', table) == ["—"]
+    assert "input sizes differ" in section.group(1)
+    (heat,) = _img_uris(section.group(1), "heatmap")
+    assert Image.open(io.BytesIO(base64.b64decode(heat))).size[0] > 200
+
+
+def test_universal_keys_missing_or_broken(tmp_path: Path) -> None:
+    (tmp_path / "arrays").mkdir()
+    (tmp_path / "arrays" / "fake.png").write_bytes(b"not a png")
+    results = {"attacks": [{"method": "universal", "perturbation_png": "arrays/fake.png", "fooling_trace": [None, "x"],
+                            "eval": "oops", "perturbation_l2": None},
+                           {"method": "universal", "perturbation_png": "arrays/none.png", "fooling_trace": [0.1, None, 0.5]}],
+               "models": "oops",
+               "transfer": {"models": ["a", None], "perturbations": None, "matrix": [[0.5], "bad", [None, 0.2, 0.9]]}}
+    (tmp_path / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    html = render_report(tmp_path).read_text(encoding="utf-8")
+    assert "is not a PNG file" in html and "arrays/none.png is missing" in html
+    assert len(_img_uris(html, "uap")) == 0 and len(_img_uris(html, "trace")) == 1
+    assert "Transfer of universal perturbations" in html and "UAP of perturbation 1" in html
+    assert "<th>model</th>" not in html
+    results["transfer"] = {"models": [], "matrix": []}
+    (tmp_path / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    assert "Transfer of universal" not in render_report(tmp_path).read_text(encoding="utf-8")

@@ -7,6 +7,7 @@ from typing import Any
 
 from advlab.report import fmt
 from advlab.report.gallery import Gallery, build_gallery
+from advlab.report.universal import UniversalView, is_universal, transfer_view, universal_view
 
 
 @dataclass
@@ -23,6 +24,9 @@ class AttackView:
     metrics: dict[str, str]
     params: list[tuple[str, str]]
     gallery: Gallery
+    model: str = fmt.MISSING
+    baseline: str | None = None
+    universal: UniversalView | None = None
 
 
 @dataclass
@@ -41,6 +45,7 @@ def _dict(value: Any) -> dict[str, Any]:
 def header(results: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, text) pairs describing the run, for the page header."""
     model, data = _dict(results.get("model")), _dict(results.get("data"))
+    held_out = _dict(data.get("eval"))
     model_extra = fmt.joined(
         model.get("task"),
         f"{model['num_classes']} classes" if model.get("num_classes") is not None else None,
@@ -56,12 +61,27 @@ def header(results: dict[str, Any]) -> list[tuple[str, str]]:
             f"n = {data['n']}" if data.get("n") is not None else None,
             f"labels: {data['label_source']}" if data.get("label_source") else None,
         )),
+        *([("held-out data", fmt.joined(
+            held_out.get("name"), f"n = {held_out['n']}" if held_out.get("n") is not None else None,
+        ))] if held_out else []),
         ("device", fmt.plain(results.get("device"))),
         ("torch", fmt.plain(results.get("torch"))),
         ("precision", fmt.plain(results.get("precision"))),
         ("seed", fmt.plain(results.get("seed"))),
         ("advlab", fmt.plain(results.get("advlab_version"))),
     ]
+
+
+def models_table(models: Any) -> list[dict[str, str]]:
+    """Rows (name, weights, input, clean accuracy) of the top-level `models` list of a multi-model run."""
+    rows = []
+    for m in models if isinstance(models, list) else []:
+        m = _dict(m)
+        if m:
+            rows.append({"name": fmt.plain(m.get("name")), "weights": fmt.plain(m.get("weights")),
+                         "input_size": fmt.plain(m.get("input_size")),
+                         "clean_accuracy": fmt.pct(m.get("clean_accuracy"))})
+    return rows
 
 
 def setting_text(attack: dict[str, Any]) -> tuple[str, str]:
@@ -81,6 +101,7 @@ def metrics(attack: dict[str, Any], clean_accuracy: Any) -> dict[str, str]:
         "clean_accuracy": fmt.pct(attack.get("clean_accuracy", clean_accuracy)),
         "success_rate": fmt.pct(attack.get("success_rate")),
         "fooling_ratio": fmt.pct(attack.get("fooling_ratio")),
+        "fooling_ratio_train": fmt.pct(attack.get("fooling_ratio_train")),
         "accuracy": fmt.pct(attack.get("accuracy")),
         "median_l2": fmt.num(attack.get("median_l2")),
         "median_linf": fmt.num(attack.get("median_linf")),
@@ -94,11 +115,15 @@ def metrics(attack: dict[str, Any], clean_accuracy: Any) -> dict[str, str]:
 def attack_view(run_dir: Path, attack: dict[str, Any], index: int, clean_accuracy: Any) -> AttackView:
     """Everything the page shows about one attack row."""
     method = fmt.plain(attack.get("method"))
+    baseline = fmt.plain(attack["baseline"]) if attack.get("baseline") else None
+    if baseline:
+        method = fmt.joined(method, "random baseline")
+    model = fmt.plain(attack["model"]) if attack.get("model") is not None else fmt.MISSING
     setting, detail = setting_text(attack)
     criterion = fmt.plain(attack.get("criterion"))
     if attack.get("target_class") is not None:
         criterion += f" → class {fmt.plain(attack['target_class'])}"
-    title = fmt.joined(method, attack.get("backend"), setting, detail or None)
+    title = fmt.joined(method, attack.get("model"), attack.get("backend"), setting, detail or None)
     params = [(str(k), fmt.plain(v)) for k, v in _dict(attack.get("params")).items()]
     return AttackView(
         anchor=f"attack-{index}",
@@ -110,7 +135,10 @@ def attack_view(run_dir: Path, attack: dict[str, Any], index: int, clean_accurac
         criterion=criterion,
         metrics=metrics(attack, clean_accuracy),
         params=params,
-        gallery=build_gallery(run_dir, attack, title=f"{method} ({setting})"),
+        gallery=build_gallery(run_dir, attack, title=f"{method} ({setting})", universal=is_universal(attack)),
+        model=model,
+        baseline=baseline,
+        universal=universal_view(run_dir, attack, title=f"{method} ({model})" if attack.get("model") else method),
     )
 
 
@@ -143,6 +171,10 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         "header": header(results),
         "clean_accuracy": fmt.pct(clean_accuracy),
         "attacks": [attack_view(run_dir, a, i, clean_accuracy) for i, a in enumerate(attacks)],
+        "model_column": any(a.get("model") is not None for a in attacks),
+        "universal_column": any(is_universal(a) for a in attacks),
+        "models": models_table(results.get("models")),
+        "transfer": transfer_view(results.get("transfer")),
         "defenses": defense_table(results.get("defenses")),
         "files": files,
     }

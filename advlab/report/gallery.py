@@ -19,7 +19,7 @@ class SampleCard:
     """What the page shows for one image; the *_uri fields are None without arrays."""
 
     name: str
-    status: str  # "success" | "failed" | "skipped" | "unknown"
+    status: str  # "success" | "failed" | "skipped" | "unknown" | "kept" (universal: not fooled)
     status_text: str
     label_text: str
     clean_text: str
@@ -46,8 +46,13 @@ def _class_text(name: Any, index: Any, conf: Any = None) -> str:
     return fmt.joined(label, f"({fmt.pct(conf)})" if conf is not None else None, sep=" ")
 
 
-def _status(sample: dict[str, Any]) -> tuple[str, str]:
-    """(css class, text) for a sample's outcome."""
+def _status(sample: dict[str, Any], universal: bool = False) -> tuple[str, str]:
+    """(css class, text) for a sample's outcome; for a universal perturbation: whether the
+    predicted label changed (one perturbation for all images, so 'not fooled' is no failure)."""
+    if universal and sample.get("clean_pred") is not None and sample.get("adv_pred") is not None:
+        if sample["adv_pred"] != sample["clean_pred"]:
+            return "success", "fooled (label changed)"
+        return "kept", "not fooled"
     if sample.get("attacked") is False:
         return "skipped", "not attacked (misclassified when clean)"
     success = sample.get("success")
@@ -58,9 +63,10 @@ def _status(sample: dict[str, Any]) -> tuple[str, str]:
     return "unknown", "outcome not recorded"
 
 
-def sample_card(sample: dict[str, Any], index: int, l2_fallback: float | None = None) -> SampleCard:
+def sample_card(sample: dict[str, Any], index: int, l2_fallback: float | None = None,
+                universal: bool = False) -> SampleCard:
     """The text parts of a card from one entry of `samples` (images are added by the caller)."""
-    status, status_text = _status(sample)
+    status, status_text = _status(sample, universal)
     l2 = sample.get("l2", l2_fallback)
     queries = sample.get("queries")
     no_adv = "no adversarial" if status in ("failed", "skipped") and l2 is None else None
@@ -113,7 +119,7 @@ def _trace_plot(data: dict[str, torch.Tensor], title: str) -> str | None:
         return None
 
 
-def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "") -> Gallery:
+def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "", universal: bool = False) -> Gallery:
     """Cards for up to MAX_IMAGES samples plus the trace plot; never raises on bad arrays."""
     samples = [s if isinstance(s, dict) else {} for s in (attack.get("samples") or [])]
     rel = attack.get("arrays")
@@ -132,7 +138,7 @@ def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "") -> Gal
                 gallery.note = f"Arrays file {rel} could not be read ({type(exc).__name__}: {exc}): images are not shown."
 
     if data is None:
-        gallery.cards = [sample_card(s, i) for i, s in enumerate(samples[:MAX_IMAGES])]
+        gallery.cards = [sample_card(s, i, universal=universal) for i, s in enumerate(samples[:MAX_IMAGES])]
         return gallery
 
     x, x_adv = data["x"], data["x_adv"]
@@ -142,7 +148,7 @@ def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "") -> Gal
     pert = amplified_perturbation(x[:MAX_IMAGES], x_adv[:MAX_IMAGES])
     for i in range(min(n, MAX_IMAGES)):
         sample = samples[i] if i < len(samples) else {}
-        card = sample_card(sample, i, l2_fallback=float(l2_all[i]))
+        card = sample_card(sample, i, l2_fallback=float(l2_all[i]), universal=universal)
         card.orig_uri, card.adv_uri, card.pert_uri = image_uri(x[i]), image_uri(x_adv[i]), image_uri(pert[i])
         gallery.cards.append(card)
     gallery.plot_uri = _trace_plot(data, title)

@@ -1,12 +1,15 @@
-"""L2-vs-queries plot from the attack traces, drawn on a private Agg figure (no pyplot state)."""
+"""Plots drawn on private Agg figures (no pyplot state): L2 vs queries from the attack traces, the
+fooling ratio of a universal perturbation per pass, and the transfer heat map of universal perturbations."""
 from __future__ import annotations
 
 import io
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from advlab.report.images import data_uri
 
@@ -71,9 +74,7 @@ def l2_vs_queries_png(
     ax.grid(True, which="both", alpha=0.25, linewidth=0.5)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return _png(fig)
 
 
 def l2_vs_queries_uri(
@@ -82,3 +83,69 @@ def l2_vs_queries_uri(
     """The L2-vs-queries plot as a data URI, or None when there is nothing to draw."""
     png = l2_vs_queries_png(trace_queries, trace_l2, title)
     return data_uri(png) if png is not None else None
+
+
+def _png(fig: Figure) -> bytes:
+    """The figure as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def fooling_trace_png(trace: list[float] | np.ndarray, title: str = "") -> bytes | None:
+    """PNG of the training fooling ratio (%) after each pass of a universal perturbation
+    (entry 0: before the first pass); None with fewer than two finite values."""
+    try:
+        y = _as_numpy(trace).ravel()
+    except (TypeError, ValueError):
+        return None
+    if y.size < 2 or np.isfinite(y).sum() < 2:
+        return None
+    y = np.where(np.isfinite(y), y, np.nan)
+    fig = Figure(figsize=(4.8, 2.8), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(np.arange(y.size), 100.0 * y, color="#4c72b0", marker="o", markersize=3.5, linewidth=1.6)
+    ax.set_xlabel("pass over the training images")
+    ax.set_ylabel("fooling ratio (%)")
+    ax.set_ylim(0, 100)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if title:
+        ax.set_title(title.replace("$", r"\$"), fontsize=10)
+    ax.grid(True, alpha=0.25, linewidth=0.5)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def transfer_heatmap_png(matrix: np.ndarray, row_labels: list[str], col_labels: list[str],
+                         diagonal: np.ndarray | None = None) -> bytes | None:
+    """PNG heat map of fooling ratios (rows: perturbations, columns: evaluated models), numbers
+    annotated in %, bold where `diagonal` (same model) is True; NaN cells are gray with '—'.
+    None when the matrix is empty or its shape does not match the labels."""
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2 or m.size == 0 or m.shape != (len(row_labels), len(col_labels)):
+        return None
+    diag = np.zeros(m.shape, dtype=bool) if diagonal is None else np.asarray(diagonal, dtype=bool)
+
+    cmap = colormaps["viridis"].with_extremes(bad="#d9dee3")
+    rows, cols = m.shape
+    fig = Figure(figsize=(2.2 + 1.3 * cols, 1.6 + 0.55 * rows), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    for i in range(rows):
+        for j in range(cols):
+            v = m[i, j]
+            text, color = ("—", "#5f6b77") if not np.isfinite(v) else (f"{100 * v:.0f}%", "k" if v > 0.6 else "w")
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=9,
+                    fontweight="bold" if diag[i, j] else "normal")
+    ax.set_xticks(range(cols), [s.replace("$", r"\$") for s in col_labels], rotation=30 if cols > 3 else 0, ha="right" if cols > 3 else "center", fontsize=9)
+    ax.set_yticks(range(rows), [s.replace("$", r"\$") for s in row_labels], fontsize=9)
+    ax.set_xlabel("evaluated on")
+    ax.set_ylabel("perturbation computed on")
+    cbar = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
+    cbar.set_label("fooling ratio", fontsize=9)
+    cbar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,104 @@
+"""Universal perturbations in the runner: held-out fooling ratios, the saved perturbation (.pt and
+PNG), the random-noise baseline, and the transfer matrix across models (Moosavi-Dezfooli et al.,
+CVPR 2017, Table 2: a UAP computed on one model, evaluated on another)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from advlab.attack import Attack
+from advlab.data import ImageSet
+from advlab.evaluate import Predictions, predict
+from advlab.models import ImageClassifier
+
+
+class _HasDataAndClean(Protocol):
+    data: ImageSet
+    clean: Predictions
+
+
+@dataclass
+class HeldOut:
+    """Images a perturbation is evaluated on, with the model's clean predictions on them."""
+
+    data: ImageSet
+    clean: Predictions
+
+    @classmethod
+    def of(cls, subject: _HasDataAndClean) -> "HeldOut":
+        return cls(subject.data, subject.clean)
+
+
+def random_baseline(attack: Attack) -> Attack | None:
+    """For a universal attack that solves for v: the same attack with a random v of the same norm."""
+    if not getattr(attack, "universal", False) or getattr(attack, "solver", "random") == "random":
+        return None
+    if getattr(attack, "perturbation", None):
+        return None
+    settings = {k: v for k, v in attack.params().items()}
+    return type(attack)(**{**settings, "solver": "random", "progress": False})
+
+
+def apply_perturbation(model: ImageClassifier, held: HeldOut, v: torch.Tensor, batch_size: int,
+                       device: torch.device) -> dict[str, Any]:
+    """Fooling ratio (predicted label changes vs the clean prediction) and accuracy of x + v."""
+    x_adv = (held.data.x + v.cpu()[None]).clamp_(0.0, 1.0)  # (N, C, H, W)
+    adv = predict(model, x_adv, batch_size, device)
+    labeled = held.data.y >= 0
+    out: dict[str, Any] = {"data": held.data.source, "n": len(held.data),
+                           "fooling_ratio": float((adv.label != held.clean.label).float().mean())}
+    if bool(labeled.any()):
+        y = held.data.y[labeled]
+        out["clean_accuracy"] = float((held.clean.label[labeled] == y).float().mean())
+        out["accuracy"] = float((adv.label[labeled] == y).float().mean())
+    return out
+
+
+def universal_summary(tag: str, attack: Attack, extras: dict[str, torch.Tensor], model: ImageClassifier,
+                      held_out: HeldOut | None, row: dict[str, Any], batch_size: int, device: torch.device,
+                      arrays: Path) -> dict[str, Any]:
+    """Extra result keys of a universal row; saves the perturbation next to the arrays."""
+    from attacks.universal import perturbation_png, save_perturbation
+
+    v = extras["perturbation"].float().cpu()  # (C, H, W)
+    arrays.mkdir(parents=True, exist_ok=True)
+    meta = {"model": model.name, "weights": model.weights, "params": repr(attack.params())}
+    save_perturbation(arrays / f"{tag}.perturbation.pt", v, meta)
+    perturbation_png(arrays / f"{tag}.perturbation.png", v)
+    out: dict[str, Any] = {
+        "perturbation_file": f"arrays/{tag}.perturbation.pt", "perturbation_png": f"arrays/{tag}.perturbation.png",
+        "perturbation_l2": float(v.norm()), "perturbation_linf": float(v.abs().max()),
+        "fooling_ratio_train": row["fooling_ratio"],
+    }
+    if "fooling_trace" in extras:
+        out["fooling_trace"] = [float(f) for f in extras["fooling_trace"]]
+    if held_out is not None:
+        evaluation = apply_perturbation(model, held_out, v, batch_size, device)
+        out["eval"] = evaluation
+        out["fooling_ratio"] = evaluation["fooling_ratio"]
+        if "accuracy" in evaluation:
+            out["accuracy"] = evaluation["accuracy"]
+    return out
+
+
+def transfer_matrix(targets: list[tuple[ImageClassifier, HeldOut]], sources: list[tuple[int, dict[str, Any]]],
+                    run_dir: Path, batch_size: int, device: torch.device) -> dict[str, Any]:
+    """matrix[i][j]: fooling ratio on model j of the i-th universal perturbation (made on model
+    sources[i][0]); None where the input sizes differ."""
+    from attacks.universal import load_perturbation
+
+    matrix = []
+    for _, row in sources:
+        v, _meta = load_perturbation(run_dir / row["perturbation_file"])
+        line = []
+        for model, held in targets:
+            fits = tuple(v.shape) == tuple(held.data.x.shape[1:])
+            line.append(apply_perturbation(model, held, v, batch_size, device)["fooling_ratio"] if fits else None)
+        matrix.append(line)
+    return {"eval_data": targets[0][1].data.source, "models": [m.name for m, _ in targets],
+            "perturbations": [{"model": targets[m][0].name, "solver": row["params"].get("solver"),
+                               "file": row["perturbation_file"]} for m, row in sources],
+            "matrix": matrix}
