@@ -11,7 +11,7 @@ from advlab.errors import AdvlabError
 
 T = TypeVar("T")
 
-BUILTIN_MODULES = ("attacks.boundary", "attacks.gradient")
+BUILTIN_MODULES = ("attacks.boundary", "attacks.gradient", "attacks.universal")
 
 
 @dataclass(frozen=True)

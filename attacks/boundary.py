@@ -128,7 +128,9 @@ class BoundaryAttack(Attack):
                        queries=queries, running=found & (dist > 0))
         out_adv, out_dist, out_queries = state.adv.clone(), state.dist.clone(), state.queries.clone()
         trace_q, trace_d = [out_queries.clone()], [out_dist.clone()]
-        bar = tqdm(total=self.steps, desc="boundary", unit="step", disable=not self.progress, leave=False)
+        by_queries = self.max_queries is not None  # then the bar follows the median image's budget
+        bar = tqdm(total=self.max_queries if by_queries else self.steps, desc="boundary",
+                   unit="queries/image" if by_queries else "step", disable=not self.progress, leave=False)
         for step in range(self.steps):
             self._step(state, step, is_adv)
             if (step + 1) % self.compact_every == 0 or step + 1 == self.steps:
@@ -138,8 +140,11 @@ class BoundaryAttack(Attack):
                 trace_q.append(out_queries.clone())
                 trace_d.append(out_dist.clone())
                 active = int(state.running.sum())  # one host sync per compaction, not per step
-                bar.update(self.compact_every if step + 1 < self.steps else self.steps - bar.n)
-                bar.set_postfix(active=active, median_l2=f"{float(out_dist[torch.isfinite(out_dist)].median()) if torch.isfinite(out_dist).any() else math.nan:.3g}")
+                if self.progress:
+                    bar.n = int(out_queries.float().median()) if by_queries else step + 1
+                    finite = out_dist[torch.isfinite(out_dist)]
+                    median_l2 = float(finite.median()) if finite.numel() else math.nan
+                    bar.set_postfix(active=active, median_l2=f"{median_l2:.3g}")
                 if active == 0:
                     break
                 state = state.select(state.running)

@@ -1,0 +1,299 @@
+"""Universal adversarial perturbations: one image-agnostic perturbation v, ||v|| <= eps, such that
+x + v fools the classifier on most images x of a distribution.
+
+- "deepfool" (Moosavi-Dezfooli, Fawzi, Fawzi & Frossard, "Universal adversarial perturbations",
+  CVPR 2017, Algorithm 1): pass over the data X; for each image that x + v does not fool yet, find
+  the minimal extra step dv that carries x + v across its nearest decision boundary with DeepFool
+  (Moosavi-Dezfooli, Fawzi & Frossard, "DeepFool: a simple and accurate method to fool deep neural
+  networks", CVPR 2016; the l2 version), then v <- P(v + dv), P the projection onto the eps-ball.
+  Stop once the fooling ratio on X reaches 1 - delta, or after `max_passes`. Batched here: the
+  DeepFool steps of a minibatch are computed in parallel against the same v and summed before the
+  projection, v <- P(v + sum_i dv_i) (batch_size=1 is the paper's sequential loop).
+- "sgd" (Shafahi, Najibi, Xu, Dickerson, Davis & Goldstein, "Universal adversarial training",
+  AAAI 2020): projected stochastic gradient ascent on v of the minibatch mean of
+  min(CE, loss_clip) (clipped so that already fooled images stop dominating the gradient), a
+  signed step for l_inf and an l2-normalised one for l2; one epoch is one pass, same stopping rule.
+- "random": the paper's baseline, a random v on the eps-sphere (uniform random signs times eps for
+  l_inf, a Gaussian direction scaled to l2 norm eps).
+
+Fooling: the criterion's labels are the classes v must move images away from (the runner passes
+the clean predictions, so fooling ratio = share of images whose predicted label changes); with a
+`Targeted` criterion v pushes every image toward the target class instead. `perturbation=FILE`
+skips solving and applies a saved v (see `save_perturbation` / `load_perturbation`).
+
+All randomness (pass order, random v) comes from the given `torch.Generator`, never the global RNG;
+gradients are taken with respect to v or the images only, never the model's parameters.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from advlab.attack import Attack, AttackResult
+from advlab.errors import AdvlabError
+from advlab.registry import register_attack
+from advlab.tasks import Criterion, Targeted
+from attacks.gradient import _check_bool, _check_choice, _check_eps, _is_real
+
+SOLVERS = ("deepfool", "sgd", "random")
+UAP_NORMS = ("linf", "l2")
+
+
+@register_attack("universal", threat="white-box", tasks={"classification"})
+class UniversalPerturbation(Attack):
+    """Universal adversarial perturbation (Moosavi-Dezfooli et al., CVPR 2017): one v fools most images."""
+
+    norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
+    universal: ClassVar[bool] = True  # the runner passes the whole data set in one call, not chunks
+
+    def __init__(self, *, solver: str = "sgd", norm: str = "linf", eps: float = 10 / 255, max_passes: int = 5,
+                 delta: float = 0.2, overshoot: float = 0.02, candidate_classes: int = 10, deepfool_steps: int = 50,
+                 batch_size: int = 128, step_size: float | None = None, loss_clip: float = 9.0,
+                 perturbation: str | None = None, progress: bool = True) -> None:
+        self.solver = _check_choice("solver", solver, SOLVERS)
+        self.norm = _check_choice("norm", norm, UAP_NORMS)  # type: ignore[misc]  # instance overrides the ClassVar
+        self.eps = _check_eps(eps, norm)
+        self.max_passes = _positive_int("max_passes", max_passes)
+        if not _is_real(delta) or not 0 <= delta < 1:
+            raise ValueError(f"delta must be a number in [0, 1) (target fooling ratio 1 - delta), got {delta!r}")
+        if not _is_real(overshoot) or not 0 <= overshoot < math.inf:
+            raise ValueError(f"overshoot must be a number >= 0, got {overshoot!r}")
+        self.delta, self.overshoot = float(delta), float(overshoot)
+        if not isinstance(candidate_classes, int) or isinstance(candidate_classes, bool) or candidate_classes < 2:
+            raise ValueError(f"candidate_classes must be an integer >= 2 (the label and one other), "
+                             f"got {candidate_classes!r}")
+        self.candidate_classes = candidate_classes
+        self.deepfool_steps = _positive_int("deepfool_steps", deepfool_steps)
+        self.batch_size = _positive_int("batch_size", batch_size)
+        if step_size is None:
+            step_size = self.eps / 10 if norm == "linf" else self.eps / 5
+        elif not _is_real(step_size) or not 0 < step_size < math.inf:
+            raise ValueError(f"step_size must be a positive number (or None for eps/10 linf, eps/5 l2), "
+                             f"got {step_size!r}")
+        self.step_size = float(step_size)
+        if not _is_real(loss_clip) or not loss_clip > 0:
+            raise ValueError(f"loss_clip must be a positive number (inf: no clipping), got {loss_clip!r}")
+        self.loss_clip = float(loss_clip)
+        if perturbation is not None:
+            if not isinstance(perturbation, (str, os.PathLike)) or not Path(perturbation).is_file():
+                raise ValueError(f"perturbation must be the path of a saved perturbation file, got {perturbation!r}"
+                                 " (no such file)")
+            perturbation = str(perturbation)
+        self.perturbation = perturbation
+        self.progress = _check_bool("progress", progress)
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in super().params().items() if k != "progress"}
+
+    def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
+            generator: torch.Generator | None, starting_points: torch.Tensor | None) -> AttackResult:
+        """One v for all of x (N, C, H, W); x_adv = clamp(x + v). extras: "perturbation" v (C, H, W),
+        "fooling_trace" (passes + 1,) on CPU: the fooling ratio on x at v = 0 and after each pass (for
+        "random" or a loaded v, no pass: just the ratio of that v), "passes". queries: model
+        evaluations per image (a forward, or a forward and its backward passes, counts 1)."""
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        x0 = x.detach().float()  # (N, C, H, W), the working precision
+        n, device = x0.shape[0], x0.device
+        queries = torch.zeros(n, dtype=torch.long, device=device)
+        passes = 0
+        if self.perturbation is not None or self.solver == "random":  # no solving: trace = [ratio of v]
+            v = self._loaded(x0) if self.perturbation is not None else \
+                random_perturbation(tuple(x0.shape[1:]), self.norm, self.eps, generator).to(device)
+            trace = [self._fooled(model, x0, v, criterion, x.dtype).float().mean()]
+            queries += 1
+        else:
+            v, trace, passes = self._solve(model, x0, criterion, generator, queries, x.dtype)
+        x_adv = (x0 + v).clamp(0.0, 1.0).to(x.dtype)  # (N, C, H, W)
+        empty = torch.zeros(n, device=device)
+        extras = {"perturbation": v.float(), "fooling_trace": torch.stack(trace).float().cpu(), "passes": passes}
+        return AttackResult(x_adv=x_adv, success=empty.bool(), queries=queries, distance=empty, extras=extras)
+
+    # ------------------------------------------------------------ solvers
+    def _solve(self, model: nn.Module, x0: torch.Tensor, criterion: Criterion, generator: torch.Generator,
+               queries: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, list[torch.Tensor], int]:
+        """Algorithm 1's outer loop. Returns (v (C, H, W), fooling ratio after each pass, passes run)."""
+        n, device = x0.shape[0], x0.device
+        targeted = isinstance(criterion, Targeted)
+        v = torch.zeros(x0.shape[1:], device=device)  # (C, H, W)
+        trace = [self._fooled(model, x0, v, criterion, dtype).float().mean()]
+        queries += 1
+        bar = tqdm(total=self.max_passes, desc=f"universal/{self.solver}", unit="pass", disable=not self.progress,
+                   leave=False)
+        passes = 0
+        while passes < self.max_passes and float(trace[-1]) < 1 - self.delta:
+            order = torch.randperm(n, generator=generator, device=generator.device).to(device)  # (N,)
+            for start in range(0, n, self.batch_size):
+                idx = order[start:start + self.batch_size]  # (B,)
+                xb, labels = x0[idx], criterion.labels[idx]
+                if self.solver == "deepfool":
+                    dv, q = deepfool(model, xb + v, labels, targeted=targeted, candidates=self.candidate_classes,
+                                     steps=self.deepfool_steps, overshoot=self.overshoot, dtype=dtype)
+                    v = project(v + dv.sum(dim=0), self.norm, self.eps)  # v + sum_i dv_i: (C, H, W)
+                    queries[idx] += q
+                else:
+                    v = self._sgd_step(model, xb, labels, v, targeted, dtype)
+                    queries[idx] += 1
+            passes += 1
+            trace.append(self._fooled(model, x0, v, criterion, dtype).float().mean())
+            queries += 1
+            bar.update(1)
+            bar.set_postfix(fooling=f"{float(trace[-1]):.3f}")
+        bar.close()
+        return v, trace, passes
+
+    def _sgd_step(self, model: nn.Module, xb: torch.Tensor, labels: torch.Tensor, v: torch.Tensor, targeted: bool,
+                  dtype: torch.dtype) -> torch.Tensor:
+        """One projected ascent step on the clipped minibatch loss (descent on the target's CE)."""
+        p = (xb + v).clamp(0.0, 1.0).requires_grad_(True)  # (B, C, H, W), the images the model sees
+        with torch.enable_grad():
+            logits = model(p.to(dtype)).float()  # (B, K)
+            ce = F.cross_entropy(logits, labels, reduction="none")  # (B,)
+            objective = -ce.mean() if targeted else ce.clamp(max=self.loss_clip).mean()
+            (grad,) = torch.autograd.grad(objective, p)  # (B, C, H, W)
+        grad = _feasible(grad, p).sum(dim=0)  # (C, H, W), d objective / d v through the box
+        direction = grad.sign() if self.norm == "linf" else grad / grad.norm().clamp_min(1e-12)
+        return project(v.detach() + self.step_size * direction, self.norm, self.eps)
+
+    @torch.no_grad()
+    def _fooled(self, model: nn.Module, x0: torch.Tensor, v: torch.Tensor, criterion: Criterion,
+                dtype: torch.dtype) -> torch.Tensor:
+        """(N,) bool: is clamp(x + v) adversarial, evaluated in batches of batch_size."""
+        bs = self.batch_size
+        return torch.cat([criterion.labels.new_zeros(0, dtype=torch.bool)] + [
+            criterion.subset(slice(i, i + bs)).is_adversarial(model((x0[i:i + bs] + v).clamp(0.0, 1.0).to(dtype)).float())
+            for i in range(0, x0.shape[0], bs)])
+
+    def _loaded(self, x0: torch.Tensor) -> torch.Tensor:
+        v, _ = load_perturbation(self.perturbation)  # type: ignore[arg-type]
+        if tuple(v.shape) != tuple(x0.shape[1:]):
+            raise AdvlabError(f"perturbation {self.perturbation} has shape {tuple(v.shape)} but the images are "
+                              f"{tuple(x0.shape[1:])}; compute one for this input size (or set --input-size)")
+        return v.to(x0.device)  # applied as saved: eps does not apply to it
+
+
+# ---------------------------------------------------------------- functional core
+def deepfool(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, targeted: bool = False,
+             candidates: int = 10, steps: int = 50, overshoot: float = 0.02,
+             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched l2 DeepFool (Moosavi-Dezfooli et al., CVPR 2016) from points x (B, C, H, W), possibly
+    outside [0, 1]: the model sees clamp(x + (1 + overshoot) r). Untargeted: leave `labels` (B,) for
+    the nearest linearised boundary among the top `candidates` classes at x other than the label;
+    targeted: reach `labels`, linearised against the current top class. Images already adversarial
+    get r = 0; an image stops once it crosses; at most `steps` updates.
+
+    Returns (dv (B, C, H, W) = (1 + overshoot) r, evaluations (B,) int64: forwards (+ backwards) per image)."""
+    b = x.shape[0]
+    r = torch.zeros_like(x)  # (B, C, H, W), accumulated before the overshoot
+    evals = torch.zeros(b, dtype=torch.long, device=x.device)
+    live = torch.arange(b, device=x.device)  # images not yet across, (A,)
+    cand = labels[:, None]  # (B, M): classes to reach
+    for it in range(steps + 1):
+        z = (x[live] + (1 + overshoot) * r[live]).clamp(0.0, 1.0).requires_grad_(True)  # (A, C, H, W)
+        with torch.enable_grad():
+            logits = model(z.to(dtype)).float()  # (A, K)
+        evals[live] += 1
+        lab, pred = labels[live], logits.detach().argmax(dim=1)  # (A,), (A,)
+        keep = pred != lab if targeted else pred == lab  # (A,) still on the source side
+        if it == 0 and not targeted:  # top classes at x except the label, ranked once
+            m = min(candidates, logits.shape[1]) - 1
+            cand = logits.detach().scatter(1, lab[:, None], -math.inf).topk(m, dim=1).indices  # (B, M)
+        if it == steps or not bool(keep.any()):
+            break
+        src = pred if targeted else lab  # (A,) the class to leave
+        f = logits.gather(1, cand[live]) - logits.gather(1, src[:, None])  # (A, M), < 0 on the source side
+        best_dist = torch.full((live.shape[0],), math.inf, device=x.device)  # (A,)
+        best_w = torch.zeros_like(z).flatten(1)  # (A, D)
+        best_f = torch.zeros_like(best_dist)
+        for j in range(f.shape[1]):  # one backward per candidate class, all images at once
+            (w,) = torch.autograd.grad(f[:, j].sum(), z, retain_graph=j + 1 < f.shape[1])
+            w = _feasible(w, z).flatten(1)  # (A, D), gradient of f_k - f_src per image
+            fj = f[:, j].detach().abs()
+            dist = fj / w.norm(dim=1).clamp_min(1e-12)  # (A,) distance to the linearised boundary
+            closer = dist < best_dist
+            best_dist = torch.where(closer, dist, best_dist)
+            best_w = torch.where(closer[:, None], w, best_w)
+            best_f = torch.where(closer, fj, best_f)
+        wn = best_w.norm(dim=1).clamp_min(1e-12)  # (A,)
+        step = ((best_f / wn + 1e-4) / wn)[:, None] * best_w  # (A, D): DeepFool's r_i, +1e-4 to cross
+        live = live[keep]
+        r[live] += step[keep].view_as(r[live])
+    return (1 + overshoot) * r, evals
+
+
+def _feasible(g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The feasible part of an ascent direction g at images z in [0, 1]: components that would push a
+    pixel at 0 down or at 1 up are zeroed, the others kept, boundary pixels included (autograd
+    through clamp gives 0 there, which would freeze e.g. the all-zero Fashion-MNIST background)."""
+    return torch.where(((z <= 0) & (g < 0)) | ((z >= 1) & (g > 0)), torch.zeros_like(g), g)
+
+
+def project(v: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    """Exact projection of v (C, H, W) onto the eps-ball: clamp (l_inf) or scale down (l2)."""
+    if norm == "linf":
+        return v.clamp(-eps, eps)
+    return v * (eps / v.norm().clamp_min(eps))  # no-op inside the ball, no host sync
+
+
+def random_perturbation(shape: tuple[int, ...], norm: str, eps: float, generator: torch.Generator) -> torch.Tensor:
+    """The random baseline (C, H, W) on the eps-sphere, drawn with `generator` on its own device."""
+    dev = generator.device
+    if norm == "linf":
+        return (torch.randint(0, 2, shape, generator=generator, device=dev).float() * 2 - 1) * eps
+    d = torch.randn(shape, generator=generator, device=dev)
+    return d * (eps / d.norm().clamp_min(1e-12))
+
+
+def save_perturbation(path: str | os.PathLike, v: torch.Tensor, meta: dict[str, Any] | None = None) -> None:
+    """Save v (C, H, W) as {"perturbation": v (CPU float32), **meta}; meta holds plain values
+    (str, numbers, lists) so that `torch.load(weights_only=True)` reads it back."""
+    if not isinstance(v, torch.Tensor) or v.dim() != 3:
+        raise ValueError(f"v must be a (C, H, W) tensor, got {getattr(v, 'shape', type(v).__name__)}")
+    meta = dict(meta or {})
+    if "perturbation" in meta:
+        raise ValueError("meta must not contain the key 'perturbation'")
+    torch.save({"perturbation": v.detach().float().cpu(), **meta}, Path(path))
+
+
+def load_perturbation(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Read a file of `save_perturbation` (or a bare (C, H, W) tensor): (v float32 CPU, meta)."""
+    try:
+        obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise AdvlabError(f"perturbation file {path} does not exist; give a file written by a universal run") from None
+    except Exception as exc:
+        raise AdvlabError(f"cannot read perturbation file {path}: {type(exc).__name__}: {exc}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("perturbation"), torch.Tensor):
+        v, meta = obj["perturbation"], {k: val for k, val in obj.items() if k != "perturbation"}
+    elif isinstance(obj, torch.Tensor):
+        v, meta = obj, {}
+    else:
+        raise AdvlabError(f"perturbation file {path} holds {type(obj).__name__}, not a tensor or a dict with a "
+                          "'perturbation' tensor")
+    if v.dim() != 3 or not v.is_floating_point():
+        raise AdvlabError(f"perturbation in {path} must be a (C, H, W) float tensor, got {tuple(v.shape)} {v.dtype}")
+    return v.float(), meta
+
+
+def perturbation_png(path: str | os.PathLike, v: torch.Tensor) -> None:
+    """Write v (C, H, W), C = 1 or 3, as a viewable PNG: gray 0.5 is zero, +-max|v| maps to 1 and 0."""
+    from PIL import Image
+
+    v = v.detach().float().cpu()
+    if v.dim() != 3 or v.shape[0] not in (1, 3):
+        raise ValueError(f"v must be (1, H, W) or (3, H, W), got {tuple(v.shape)}")
+    img = (0.5 + 0.5 * v / v.abs().max().clamp_min(1e-12)).clamp(0, 1).mul(255).round().to(torch.uint8)
+    Image.fromarray(img[0].numpy() if v.shape[0] == 1 else img.permute(1, 2, 0).contiguous().numpy()).save(Path(path))
+
+
+def _positive_int(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
