@@ -141,8 +141,7 @@ def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
 def _subject(spec: ModelSpec, cfg: RunConfig, device: torch.device, autocast: torch.dtype | None) -> _Subject:
     model = load_model(spec.name, spec.weights, mean=spec.mean, std=spec.std, input_size=spec.input_size,
                        num_classes=spec.num_classes, class_names_file=spec.class_names).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPUs and CPUs alike
     model.autocast_dtype = autocast
     data = load_images(cfg.data.source, model, n=cfg.data.n)
     log.info("%s on %d images from %s, device %s", model.name, len(data), data.source, device_name(device))

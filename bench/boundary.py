@@ -72,8 +72,7 @@ def main() -> None:
     device = resolve_device(args.device)
     autocast = apply_precision(args.precision)
     model = load_model(args.model, args.weights).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
     model.autocast_dtype = autocast
     data = load_images(args.data, model, n=args.n)
     clean = predict(model, data.x, 64, device)

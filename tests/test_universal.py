@@ -7,7 +7,7 @@ Budgets: on this CNN a universal l_inf perturbation of eps = 0.1 reaches only ~0
 signs: ~0.06), so the l_inf checks use eps = 0.2. DeepFool's per-image l2 steps here (median ~1.0,
 90th percentile ~2.4) are about as large as an l2 ball of 3, so each step of Algorithm 1 all but
 replaces v and the fooling ratio jumps between passes (the paper's sequential loop, batch_size=1,
-does the same). At l2 eps = 5 it ends anywhere in 0.2-0.5 held-out (random: 0.10), so its check uses
+does the same). At l2 eps = 5 it ends anywhere in 0.18-0.5 held-out (random: 0.10), so its check uses
 eps = 8, where the steps are small against the ball as in the paper's ImageNet setting (SGD: eps = 3);
 its l_inf run (l2 DeepFool steps clipped to the ball: ~0.2-0.28 held-out vs 0.16 random at eps = 0.2)
 is not held to a margin."""
@@ -31,7 +31,7 @@ from attacks.universal import (UniversalPerturbation, deepfool, load_perturbatio
                                save_perturbation)
 
 N_TRAIN, N_X, N_HELD = 5000, 2000, 2000
-BAG = FASHION_CLASSES.index("Bag")  # the easiest target class for this net (held-out hit rate ~0.6 at l2 = 3)
+BAG = FASHION_CLASSES.index("Bag")  # the easiest target class for this net (held-out hit rate ~0.5 at l2 = 3)
 # The universal runs, by name: settings and how many images of X they are computed on (DeepFool costs
 # one backward pass per candidate class and iteration, so it gets fewer images and candidates).
 # Step sizes: one pass of l_inf SGD at eps/5 gets as far as two at the default eps/10; l2 SGD at eps/3
@@ -67,7 +67,8 @@ class Fashion:
     def held_fooling(self, v: torch.Tensor) -> float:
         """Held-out fooling ratio of v against the clean predictions (cached per tensor)."""
         if id(v) not in self._held:  # keyed by identity; the tensor is kept so that its id stays unique
-            self._held[id(v)] = (v, float((self.predict((self.held + v).clamp(0, 1)) != self.held_label).float().mean()))
+            moved = self.predict((self.held + v).clamp(0, 1)) != self.held_label
+            self._held[id(v)] = (v, float(moved.float().mean()))
         return self._held[id(v)][1]
 
     def run(self, name: str) -> AttackResult:
@@ -106,7 +107,7 @@ def test_deepfool_finds_small_perturbations_that_fool_every_image(fashion):
     moved = fashion.predict((x + dv).clamp(0, 1)) != labels
     assert moved.float().mean() >= 0.95
     assert (evals >= 2).all() and (evals <= 51).all() and evals.float().mean() < 8
-    assert float(dv.flatten(1).norm(dim=1).median()) < 2.0  # vs 3.0 and 5.0 for the universal ones
+    assert float(dv.flatten(1).norm(dim=1).median()) < 2.0  # per image; the universal budgets are 3 and 8
 
 
 @pytest.mark.parametrize("name, baseline", [("sgd-linf", "random-linf"), ("sgd-l2", "random-l2-3"),
@@ -117,7 +118,7 @@ def test_uap_fools_held_out_images_far_more_than_random_noise_of_the_same_norm(f
     uap = fashion.held_fooling(r.extras["perturbation"])
     print(f"{name} eps={RUNS[name][0]['eps']}: X {float(r.extras['fooling_trace'][-1]):.3f}, held-out {uap:.3f}, "
           f"random {noise:.3f}")
-    # measured: sgd linf 0.2: MEAS1; sgd l2 3: MEAS2; deepfool l2 5: MEAS3
+    # measured (held-out vs random): sgd linf 0.2: 0.52 vs 0.14; sgd l2 3: 0.59 vs 0.05; deepfool l2 8: 0.55 vs 0.19
     assert uap >= noise + 0.25, (uap, noise)
     assert noise <= 0.25  # random noise of that size matters far less ...
     train = float(r.extras["fooling_trace"][-1])
@@ -132,7 +133,7 @@ def test_the_projection_keeps_v_inside_the_ball(fashion, name):
     assert v.shape == (1, 28, 28) and v.dtype == torch.float32
     if settings["norm"] == "linf":  # every run here ends on the sphere: the budget is used
         assert float(v.abs().max()) <= eps + 1e-7
-        assert float(v.abs().max()) >= eps - 1e-6  # the budget is used
+        assert float(v.abs().max()) >= eps - 1e-6
     else:
         assert float(v.norm()) <= eps * (1 + 1e-6)
         assert float(v.norm()) >= eps * 0.99
@@ -148,7 +149,8 @@ def test_projection_is_exact_and_only_shrinks():
     assert abs(float(project(big, "l2", 2.0).norm()) - 2.0) <= 2.0 * 1e-6
     torch.testing.assert_close(project(big, "l2", 2.0), big * 2.0 / big.norm())  # scaled, not re-directed
     small = big / big.norm()  # inside both balls: untouched
-    assert torch.equal(project(small, "l2", 2.0), small) and torch.equal(project(small * 0.01, "linf", 1.0), small * 0.01)
+    assert torch.equal(project(small, "l2", 2.0), small)
+    assert torch.equal(project(small * 0.01, "linf", 1.0), small * 0.01)
 
 
 def test_saved_perturbation_reapplied_gives_the_same_fooling(fashion, tmp_path):
