@@ -18,6 +18,7 @@ from advlab.errors import AdvlabError
 from advlab.tasks import Criterion
 
 NORMS = ("l2", "linf")
+VERIFY_BATCH = 256  # images per forward pass of the final success check
 
 
 @dataclass
@@ -71,8 +72,9 @@ class Attack(abc.ABC):
         criterion = criterion.to(x.device)
         result = self.run(model, x, criterion, generator=generator, starting_points=starting_points)
         x_adv = result.x_adv.clamp(0.0, 1.0)
-        with torch.no_grad():
-            success = criterion.is_adversarial(model(x_adv).float())
+        with torch.no_grad():  # in slices: a universal attack hands over a whole data set at once
+            success = torch.cat([criterion.subset(slice(i, i + VERIFY_BATCH)).is_adversarial(
+                model(x_adv[i:i + VERIFY_BATCH]).float()) for i in range(0, x_adv.shape[0], VERIFY_BATCH)])
         result.x_adv = x_adv
         result.success = success
         result.distance = distances(x, x_adv, self.norm)

@@ -175,7 +175,7 @@ def _load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None
         _load_weights_file(net, Path(weights))
         label = str(weights)
     net.eval()
-    channels = _in_channels(net)
+    channels = _in_channels(net, input_size)
     classes = _read_class_names(class_names_file) if class_names_file else None
     n_out = _probe_classes(net, channels, input_size or 32)
     if classes is not None and len(classes) != n_out:
@@ -233,10 +233,15 @@ def _load_weights_file(net: nn.Module, path: Path) -> None:
                           "--num-classes") from exc
 
 
-def _in_channels(net: nn.Module) -> int:
+def _in_channels(net: nn.Module, input_size: int | None = None) -> int:
+    """Input channels, as the weights say: the first conv kernel (out, in, kh, kw), or for a
+    perceptron the first layer's width over the image area."""
     for p in net.parameters():
-        if p.dim() == 4:  # first conv kernel (out, in, kh, kw): the weights decide the channels
+        if p.dim() == 4:
             return int(p.shape[1])
+    first = next((m for m in net.modules() if isinstance(m, nn.Linear)), None)
+    if first is not None and input_size and first.in_features % (input_size * input_size) == 0:
+        return first.in_features // (input_size * input_size)
     return 3
 
 
@@ -270,4 +275,4 @@ def _wrap(net: nn.Module, name: str, weights: str, mean: Sequence[float], std: S
     for p in net.parameters():
         p.requires_grad_(False)
     return ImageClassifier(net, name=name, weights=weights, mean=mean, std=std, input_size=input_size,
-                           class_names=class_names, in_channels=_in_channels(net)).eval()
+                           class_names=class_names, in_channels=_in_channels(net, input_size)).eval()

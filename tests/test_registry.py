@@ -14,6 +14,7 @@ SMALL_SETTINGS: dict[str, dict] = {
     "boundary": {"steps": 150, "candidates": 2, "progress": False},
     "fgsm": {"eps": 0.3},
     "pgd": {"eps": 0.3},
+    "universal": {"solver": "deepfool", "norm": "l2", "eps": 3.0, "delta": 0.0, "batch_size": 1, "progress": False},
 }
 
 

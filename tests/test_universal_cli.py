@@ -42,7 +42,7 @@ def test_uap_from_the_cli_beats_random_noise_on_held_out_data(fashion_weights, t
     out = tmp_path / "uap"
     assert main(["attack", "--method", "universal", *model_args(fashion_weights["fashion_cnn"]),
                  "--data", "fashion-mnist:train", "-n", str(N_TRAIN), "--eval-data", "fashion-mnist:test",
-                 "--eval-n", str(N_EVAL), "--norm", "linf", "--eps", "26/255", "--solver", "sgd",
+                 "--eval-n", str(N_EVAL), "--norm", "linf", "--eps", "51/255", "--solver", "sgd",
                  "--device", "cpu", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     uap, noise = results["attacks"]
@@ -50,7 +50,7 @@ def test_uap_from_the_cli_beats_random_noise_on_held_out_data(fashion_weights, t
     assert uap["eval"]["n"] == N_EVAL and uap["fooling_ratio"] == uap["eval"]["fooling_ratio"]
     assert uap["fooling_ratio"] >= noise["fooling_ratio"] + 0.25, (uap["fooling_ratio"], noise["fooling_ratio"])
     assert uap["fooling_ratio_train"] >= uap["fooling_ratio"] - 0.1
-    assert uap["perturbation_linf"] <= 26 / 255 + 1e-6
+    assert uap["perturbation_linf"] <= 51 / 255 + 1e-6
     assert (out / uap["perturbation_file"]).is_file() and (out / uap["perturbation_png"]).is_file()
     assert uap["eval"]["accuracy"] < uap["eval"]["clean_accuracy"]
 
@@ -74,10 +74,10 @@ batch_size: 500
 models:
   - {{name: "advlab.smallnets:fashion_cnn", weights: "{fashion_weights['fashion_cnn']}", mean: [0.5], std: [0.5], input_size: 28}}
   - {{name: "advlab.smallnets:fashion_mlp", weights: "{fashion_weights['fashion_mlp']}", mean: [0.5], std: [0.5], input_size: 28}}
-data: {{source: "fashion-mnist:train", n: {N_TRAIN}, eval_source: "fashion-mnist:test", eval_n: {N_EVAL}}}
+data: {{source: "fashion-mnist:train", n: 400, eval_source: "fashion-mnist:test", eval_n: {N_EVAL}}}
 attacks:
-  - {{method: universal, solver: sgd, norm: linf, eps: 26/255, max_passes: 3}}
-  - {{method: universal, solver: deepfool, norm: l2, eps: 3.0, max_passes: 1}}
+  - {{method: universal, solver: sgd, norm: linf, eps: 51/255, max_passes: 3}}
+  - {{method: universal, solver: deepfool, norm: l2, eps: 8.0, max_passes: 1, candidate_classes: 4}}
 """)
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out)]) == 0
