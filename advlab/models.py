@@ -12,7 +12,6 @@ import importlib.util
 import re
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 from urllib.error import URLError

@@ -10,7 +10,6 @@ from urllib.error import URLError
 
 import numpy as np
 import pytest
-import torch
 
 from advlab.cli import main
 from advlab.config import RunConfig, load_config

@@ -14,7 +14,6 @@ is not held to a margin."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import torch
