@@ -94,3 +94,27 @@ attacks:
     assert float(matrix[torch.arange(4), [1, 1, 0, 0]].mean()) > max(noise)  # UAPs transfer better than noise
     html = (out / "index.html").read_text()
     assert "Transfer" in html and "fashion_mlp" in html
+
+
+def test_uap_on_real_mobilenet_photos_and_targeted_cli(fashion_weights, tmp_path):
+    """The offline ImageNet setting: MobileNetV2 on the photos shipped in scikit-image, matplotlib and
+    scikit-learn, held-out on foolbox's samples; then the targeted variant on Fashion-MNIST."""
+    out = tmp_path / "mobilenet"
+    assert main(["attack", "--method", "universal", "--data", "photos", "--eval-data", "imagenet-samples",
+                 "--eps", "10/255", "--solver", "sgd", "--max-passes", "5", "--set", "step_size=0.01",
+                 "--batch-size", "10", "--out", str(out)]) == 0
+    uap, noise = json.loads((out / "results.json").read_text())["attacks"]
+    assert uap["perturbation_linf"] <= 10 / 255 + 1e-6
+    assert uap["fooling_ratio_train"] >= 0.7 and uap["fooling_ratio_train"] > noise["fooling_ratio_train"] + 0.4
+    assert uap["eval"]["n"] == 20  # ten photos are far too few for v to generalise; that needs thousands
+
+    target = 8  # "Bag"
+    out = tmp_path / "targeted"
+    assert main(["attack", "--method", "universal", *model_args(fashion_weights["fashion_cnn"]),
+                 "--data", "fashion-mnist:train", "-n", str(N_TRAIN), "--eval-data", "fashion-mnist:test",
+                 "--eval-n", str(N_EVAL), "--norm", "l2", "--eps", "3", "--solver", "sgd", "--max-passes", "5",
+                 "--target-class", str(target), "--out", str(out)]) == 0
+    row = json.loads((out / "results.json").read_text())["attacks"][0]
+    assert row["criterion"] == "targeted" and row["target_class"] == target
+    hits = sum(s["adv_pred"] == target for s in row["samples"]) / len(row["samples"])
+    assert hits >= 0.3  # three times the base rate of the class (about 0.1)
