@@ -108,12 +108,14 @@ def main() -> None:
     print("-" * len(header))
     rows = []
 
-    def show(name: str, n: int, wall: float, passes: int, fool_x: float, fool_h: float, images: float | None) -> None:
+    def show(name: str, n: int, wall: float, passes: int | None, fool_x: float, fool_h: float,
+             images: float | None) -> None:
         rate = images / wall if images else None
         rows.append({"run": name, "n": n, "wall_s": wall, "passes": passes, "fooling_train": fool_x,
                      "fooling_held_out": fool_h, "images_per_s": rate, "ceiling": ceiling})
         cells = f"{rate:9,.0f} {100 * rate / ceiling:5.0f}%" if rate else f"{'—':>9s} {'—':>6s}"
-        print(f"{name:28s} {n:6d} {wall:8.1f} {passes:6d} {fool_x:7.3f} {fool_h:13.3f} {cells}")
+        shown = f"{passes:6d}" if passes is not None else f"{'—':>6s}"
+        print(f"{name:28s} {n:6d} {wall:8.1f} {shown} {fool_x:7.3f} {fool_h:13.3f} {cells}")
 
     xd = x.to(device)
     for solver in ("random", "deepfool", "sgd"):
@@ -135,14 +137,14 @@ def main() -> None:
         classifier = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
                                        nb_classes=model.num_classes, clip_values=(0.0, 1.0),
                                        device_type="gpu" if device.type == "cuda" else "cpu")
-        art = ArtUAP(classifier, attacker="deepfool", delta=0.2, max_iter=args.passes, eps=eps, norm=np.inf,
-                     verbose=False)
+        art = ArtUAP(classifier, attacker="deepfool", attacker_params={"verbose": False}, delta=0.2,
+                     max_iter=args.passes, eps=eps, norm=np.inf, verbose=False)
         np.random.seed(args.seed)
         t0 = time.perf_counter()
         art.generate(x[:art_n].numpy())
         wall = time.perf_counter() - t0
         v = torch.from_numpy(np.asarray(art.noise, dtype=np.float32)).reshape(x.shape[1:])
-        show("ART 1.20 deepfool", art_n, wall, -1, fooling(model, x[:art_n], v, clean_x[:art_n], device),
+        show("ART 1.20 deepfool", art_n, wall, None, fooling(model, x[:art_n], v, clean_x[:art_n], device),
              fooling(model, held.x, v, clean_h, device), None)
     print(json.dumps({"bench": "universal", "device": device_name(device), "model": model.name, "eps": eps,
                       "rows": rows}))
