@@ -188,6 +188,7 @@ def _attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: _Subject, c
         "criterion": "targeted" if isinstance(criterion, Targeted) else "untargeted",
         "target_class": int(criterion.labels[0]) if isinstance(criterion, Targeted) else None,
         "starting_image": spec.starting_image, "params": attack.params(),
+        "clean_accuracy": float((clean.label == labels).float().mean()),
         **summarize(data.x, x_adv, labels, clean, adv, attacked, success, queries),
         "wall_s": run.wall_s,
     }

@@ -130,7 +130,8 @@ def transfer_heatmap_png(matrix: np.ndarray, row_labels: list[str], col_labels: 
 
     cmap = colormaps["viridis"].with_extremes(bad="#d9dee3")
     rows, cols = m.shape
-    fig = Figure(figsize=(2.2 + 1.3 * cols, 1.6 + 0.55 * rows), dpi=110)
+    label_width = 0.075 * max(len(label) for label in row_labels)  # inches for the row labels
+    fig = Figure(figsize=(2.2 + 1.3 * cols + label_width, 1.6 + 0.55 * rows), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
@@ -140,7 +141,9 @@ def transfer_heatmap_png(matrix: np.ndarray, row_labels: list[str], col_labels: 
             text, color = ("—", "#5f6b77") if not np.isfinite(v) else (f"{100 * v:.0f}%", "k" if v > 0.6 else "w")
             ax.text(j, i, text, ha="center", va="center", color=color, fontsize=9,
                     fontweight="bold" if diag[i, j] else "normal")
-    ax.set_xticks(range(cols), [s.replace("$", r"\$") for s in col_labels], rotation=30 if cols > 3 else 0, ha="right" if cols > 3 else "center", fontsize=9)
+    tilt = cols > 3 or cols * max(len(label) for label in col_labels) > 40  # long names would collide
+    ax.set_xticks(range(cols), [s.replace("$", r"\$") for s in col_labels], rotation=30 if tilt else 0,
+                  ha="right" if tilt else "center", fontsize=9)
     ax.set_yticks(range(rows), [s.replace("$", r"\$") for s in row_labels], fontsize=9)
     ax.set_xlabel("evaluated on")
     ax.set_ylabel("perturbation computed on")
