@@ -176,3 +176,15 @@ def test_starting_image_sets_the_target(tmp_path):
     assert row["criterion"] == "targeted" and row["target_class"] == int(samples.y[3])
     assert row["success_rate"] == 1.0
     assert all(s["adv_pred"] == int(samples.y[3]) for s in row["samples"])
+
+
+def test_nan_logits_are_a_clear_error(capsys, tmp_path, digits_files):
+    src = tmp_path / "broken.py"
+    src.write_text("import torch\n"
+                   "class Broken(torch.nn.Module):\n"
+                   "    def __init__(self):\n        super().__init__()\n        self.fc = torch.nn.Linear(64, 10)\n"
+                   "    def forward(self, x):\n        return self.fc(x.flatten(1)) * float('nan')\n"
+                   "def net():\n    return Broken()\n")
+    err = run_error(capsys, "attack", "--method", "boundary", "--model", f"{src}:net", "--input-size", "8",
+                    "--data", f"tensors:{digits_files}")
+    assert "NaN or inf logits" in err
