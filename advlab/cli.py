@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_common = argparse.ArgumentParser(add_help=False)
     g = run_common.add_argument_group("run")
     g.add_argument("-n", type=int, help="number of images (first n in the source's order)")
+    g.add_argument("--eval-n", type=int, help="number of held-out images (universal perturbations)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto | cpu | cuda | cuda:K (default auto)")
     g.add_argument("--precision", choices=["fp32", "tf32", "bf16"])
@@ -65,7 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     d = a.add_argument_group("data (default: imagenet-samples, the 20 ImageNet photos shipped in foolbox)")
     d.add_argument("--data", help="imagenet-samples | photos | fashion-mnist[:train|test] | folder:PATH | tensors:FILE")
     d.add_argument("--eval-data", help="held-out images for universal perturbations (same forms as --data)")
-    d.add_argument("--eval-n", type=int, help="number of held-out images")
     b = a.add_argument_group("attack settings")
     b.add_argument("--steps", type=int)
     b.add_argument("--eps", type=number, help="perturbation budget, e.g. 10/255 (l_inf) or 2.0 (l2)")
@@ -106,7 +106,7 @@ def config_from_attack_args(args: argparse.Namespace) -> RunConfig:
             setattr(cfg.model, key, getattr(args, key))
     if args.data:
         cfg.data.source = args.data
-    cfg.data.eval_source, cfg.data.eval_n = args.eval_data, args.eval_n
+    cfg.data.eval_source = args.eval_data
     params: dict[str, Any] = {ATTACK_FLAGS[k]: getattr(args, k) for k in ATTACK_FLAGS if getattr(args, k) is not None}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -125,6 +125,8 @@ def apply_run_overrides(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
             setattr(cfg, key, getattr(args, flag))
     if args.n is not None:
         cfg.data.n = args.n
+    if args.eval_n is not None:
+        cfg.data.eval_n = args.eval_n
     validate(cfg)
     return cfg
 
