@@ -18,6 +18,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from advlab.errors import AdvlabError
+from advlab.evaluate import predict
 from advlab.models import ImageClassifier
 
 T = TypeVar("T")
@@ -134,23 +135,12 @@ def _photos(spec: str, model: ImageClassifier, n: int | None) -> ImageSet:
                           "(or matplotlib), or use imagenet-samples / folder:PATH")
     files = _first_n(files, n, spec)
     x = _decode_files(files, model)
-    return ImageSet(x, _predict(model, x), [p.name for p in files], spec, "prediction")
+    device = next(model.buffers()).device  # mean/std live where the model does
+    labels = predict(model, x, 64, device).label
+    return ImageSet(x, labels, [p.name for p in files], spec, "prediction")
 
 
 # ---------------------------------------------------------------- helpers
-def _predict(model: ImageClassifier, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Clean top-1 predictions (N,) int64 on CPU, model in eval mode under no_grad, in batches."""
-    was_training = model.training
-    model.eval()
-    device = next(model.buffers()).device  # mean/std live where the model does
-    try:
-        with torch.no_grad():
-            out = [model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(out).to(torch.int64)
-
-
 def _fashion_mnist(spec: str, split: str, model: ImageClassifier, n: int | None) -> ImageSet:
     """Fashion-MNIST (Xiao et al., 2017): 60k train / 10k test 28x28 grayscale images, 10 classes."""
     if model.num_classes != 10:

@@ -13,6 +13,7 @@ from torch import nn
 from advlab.attack import Attack, AttackResult, distances
 from advlab.device import synchronize
 from advlab.errors import AdvlabError
+from advlab.rng import image_keys
 from advlab.tasks import Criterion
 
 
@@ -62,9 +63,10 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
     for k, start in enumerate(range(0, x.shape[0], batch_size)):
         xs = x[start:start + batch_size]
         path = chunk_dir / f"chunk-{k:05d}.pt"
+        keys = image_keys(xs, 0)  # (M_k,) content hash: the chunk is reused only for the same images
         if path.exists():
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            if saved.get("fingerprint") == fingerprint and torch.equal(saved["x"], xs):
+            if saved.get("fingerprint") == fingerprint and torch.equal(saved.get("image_keys", keys[:0]), keys):
                 parts.append(saved)
                 continue
         sp = starting_points[start:start + batch_size].to(device) if starting_points is not None else None
@@ -74,7 +76,8 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
         result: AttackResult = attack(model, xs.to(device), criterion.subset(slice(start, start + batch_size)),
                                       generator=generator, starting_points=sp)
         synchronize(device)
-        part = {"fingerprint": fingerprint, "x": xs, "x_adv": result.x_adv.cpu(), "success": result.success.cpu(),
+        part = {"fingerprint": fingerprint, "image_keys": keys, "x_adv": result.x_adv.cpu(),
+                "success": result.success.cpu(),
                 "queries": result.queries.cpu(), "wall_s": time.perf_counter() - t0,
                 **{k2: v.cpu() for k2, v in result.extras.items() if isinstance(v, torch.Tensor)}}
         torch.save(part, path.with_suffix(".partial"))
@@ -92,7 +95,8 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
     )
 
 
-_CHUNK_KEYS = frozenset({"fingerprint", "x", "x_adv", "success", "queries", "wall_s", "trace_queries", "trace_l2"})
+_CHUNK_KEYS = frozenset({"fingerprint", "image_keys", "x_adv", "success", "queries", "wall_s", "trace_queries",
+                         "trace_l2"})
 
 
 def _fingerprint(attack: Attack, seed: int) -> str:
@@ -112,13 +116,18 @@ def median(values: torch.Tensor) -> float | None:
     return float(values.float().median()) if values.numel() else None
 
 
-def summarize(x: torch.Tensor, x_adv: torch.Tensor, labels: torch.Tensor, clean: Predictions, adv: Predictions,
+def image_distances(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image (N,) distances in every reported norm, computed once per attack row."""
+    return {norm: distances(x, x_adv, norm) for norm in ("l2", "linf", "mse")}
+
+
+def summarize(dist: dict[str, torch.Tensor], labels: torch.Tensor, clean: Predictions, adv: Predictions,
               attacked: torch.Tensor, success: torch.Tensor, queries: torch.Tensor) -> dict[str, Any]:
     """Row metrics. All (N,) over the full data set; `attacked` marks the images the attack ran on.
     Success rate is over attacked images; fooling ratio over all (Moosavi-Dezfooli et al. 2017: the
     share of images whose predicted label changes); distances are medians over successful attacks."""
     won = attacked & success
-    l2, linf, mse = (distances(x, x_adv, norm) for norm in ("l2", "linf", "mse"))
+    l2, linf, mse = dist["l2"], dist["linf"], dist["mse"]
     return {
         "n_attacked": int(attacked.sum()),
         "success_rate": float(won.sum() / attacked.sum()) if attacked.any() else None,

@@ -13,12 +13,12 @@ from typing import Any
 import torch
 
 from advlab import __version__
-from advlab.attack import Attack, distances
+from advlab.attack import Attack
 from advlab.config import AttackSpec, ModelSpec, RunConfig, attack_defaults, load_config, parse_number, to_yaml
 from advlab.data import ImageSet, load_image_file, load_images
 from advlab.device import apply_precision, device_name, resolve_device
 from advlab.errors import AdvlabError
-from advlab.evaluate import Predictions, attack_in_chunks, predict, summarize
+from advlab.evaluate import Predictions, attack_in_chunks, image_distances, predict, summarize
 from advlab.models import ImageClassifier, load_model
 from advlab.registry import get_attack
 from advlab.report import render_report
@@ -182,6 +182,7 @@ def _attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: _Subject, c
     queries = torch.zeros(len(data), dtype=torch.long)
     queries[index] = run.queries
     adv = predict(model, x_adv, cfg.batch_size, device)
+    dist = image_distances(data.x, x_adv)  # (N,) per norm
     row: dict[str, Any] = {
         "method": spec.method, "backend": getattr(attack, "backend", "ours"), "defense": None, "adaptive": None,
         "setting": "plain model", "threat": get_attack(spec.method).threat,
@@ -189,12 +190,12 @@ def _attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: _Subject, c
         "target_class": int(criterion.labels[0]) if isinstance(criterion, Targeted) else None,
         "starting_image": spec.starting_image, "params": attack.params(),
         "clean_accuracy": float((clean.label == labels).float().mean()),
-        **summarize(data.x, x_adv, labels, clean, adv, attacked, success, queries),
+        **summarize(dist, labels, clean, adv, attacked, success, queries),
         "wall_s": run.wall_s,
     }
     row["model_images_per_s"] = row["queries_total"] / run.wall_s if run.wall_s > 0 else None
     row["arrays"] = f"arrays/{tag}.pt"
-    row["samples"] = _samples(data, model, labels, clean, adv, attacked, success, queries, x_adv)
+    row["samples"] = _samples(data, model, labels, clean, adv, attacked, success, queries, dist)
     if universal:
         row |= universal_summary(tag, attack, run.extras, model, subject.held_out, row, cfg.batch_size, device,
                                  arrays)
@@ -249,21 +250,17 @@ def _starting_image(spec: AttackSpec, data: ImageSet, model: ImageClassifier,
 
 def _samples(data: ImageSet, model: ImageClassifier, labels: torch.Tensor, clean: Predictions, adv: Predictions,
              attacked: torch.Tensor, success: torch.Tensor, queries: torch.Tensor,
-             x_adv: torch.Tensor) -> list[dict[str, Any]]:
+             dist: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """One record per image for results.json (tensors turned into lists once, not per element)."""
     names = model.class_names
-    l2, linf = distances(data.x, x_adv, "l2"), distances(data.x, x_adv, "linf")
-    rows = []
-    for k in range(len(data)):
-        ok = bool(attacked[k] and success[k])
-        rows.append({
-            "name": data.names[k], "label": int(labels[k]), "label_name": names[int(labels[k])],
-            "clean_pred": int(clean.label[k]), "clean_pred_name": names[int(clean.label[k])],
-            "clean_conf": float(clean.confidence[k]), "adv_pred": int(adv.label[k]),
-            "adv_pred_name": names[int(adv.label[k])], "adv_conf": float(adv.confidence[k]),
-            "attacked": bool(attacked[k]), "success": ok, "l2": float(l2[k]) if ok else None,
-            "linf": float(linf[k]) if ok else None, "queries": int(queries[k]),
-        })
-    return rows
+    won = (attacked & success).tolist()
+    columns = zip(data.names, labels.tolist(), clean.label.tolist(), clean.confidence.tolist(), adv.label.tolist(),
+                  adv.confidence.tolist(), attacked.tolist(), won, dist["l2"].tolist(), dist["linf"].tolist(),
+                  queries.tolist())
+    return [{"name": name, "label": y, "label_name": names[y], "clean_pred": c, "clean_pred_name": names[c],
+             "clean_conf": cc, "adv_pred": a, "adv_pred_name": names[a], "adv_conf": ac, "attacked": hit,
+             "success": ok, "l2": l2 if ok else None, "linf": linf if ok else None, "queries": q}
+            for name, y, c, cc, a, ac, hit, ok, l2, linf, q in columns]
 
 
 def _resolved(cfg: RunConfig) -> RunConfig:

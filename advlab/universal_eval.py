@@ -38,8 +38,7 @@ def random_baseline(attack: Attack) -> Attack | None:
         return None
     if getattr(attack, "perturbation", None):
         return None
-    settings = {k: v for k, v in attack.params().items()}
-    return type(attack)(**{**settings, "solver": "random", "progress": False})
+    return type(attack)(**{**attack.params(), "solver": "random", "progress": False})
 
 
 def apply_perturbation(model: ImageClassifier, held: HeldOut, v: torch.Tensor, batch_size: int,

@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from advlab.attack import Attack, AttackResult
+from advlab.checks import positive_int
 from advlab.errors import AdvlabError
 from advlab.registry import register_attack
 from advlab.rng import image_keys, normal, step_keys, uniform
@@ -69,14 +70,14 @@ class BoundaryAttack(Attack):
                  step_adaptation: float = 1.5, adapt_window: int = 16, spherical_every: int = 4,
                  source_step_convergence: float = 1e-7, init_trials: int = 100, compact_every: int = 10,
                  backend: str = "ours", progress: bool = True) -> None:
-        _positive_int("steps", steps)
-        _positive_int("candidates", candidates)
-        _positive_int("adapt_window", adapt_window)
-        _positive_int("spherical_every", spherical_every)
-        _positive_int("init_trials", init_trials)
-        _positive_int("compact_every", compact_every)
+        positive_int("steps", steps)
+        positive_int("candidates", candidates)
+        positive_int("adapt_window", adapt_window)
+        positive_int("spherical_every", spherical_every)
+        positive_int("init_trials", init_trials)
+        positive_int("compact_every", compact_every)
         if max_queries is not None:
-            _positive_int("max_queries", max_queries)
+            positive_int("max_queries", max_queries)
         if target_l2 is not None and not target_l2 > 0:
             raise ValueError(f"target_l2 must be > 0, got {target_l2}")
         for name, value in (("spherical_step", spherical_step), ("source_step", source_step)):
@@ -258,8 +259,3 @@ class BoundaryAttack(Attack):
             queries += searching.long()
         blended = x + hi[:, None] * (safe_start - x)
         return torch.where(ok[:, None], blended, start), queries
-
-
-def _positive_int(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -23,13 +23,13 @@ generator's device, then moved to the images' device), never from the global RNG
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from advlab.attack import Attack, AttackResult
+from advlab.checks import check_bool, check_choice, check_eps, is_real, positive_int
 from advlab.registry import register_attack
 from advlab.tasks import Criterion, Targeted
 
@@ -159,8 +159,8 @@ class FGSM(Attack):
     norm = "linf"
 
     def __init__(self, *, eps: float = 8 / 255, loss: str = "ce") -> None:
-        self.eps = _check_eps(eps, "linf")
-        self.loss = _check_choice("loss", loss, LOSSES)
+        self.eps = check_eps(eps, "linf")
+        self.loss = check_choice("loss", loss, LOSSES)
 
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
             generator: torch.Generator | None, starting_points: torch.Tensor | None) -> AttackResult:
@@ -180,19 +180,17 @@ class PGD(Attack):
 
     def __init__(self, *, eps: float = 8 / 255, steps: int = 10, step_size: float | None = None,
                  norm: str = "linf", random_start: bool = True, loss: str = "ce", early_stop: bool = False) -> None:
-        self.norm = _check_choice("norm", norm, PGD_NORMS)  # type: ignore[misc]  # instance overrides the ClassVar
-        self.eps = _check_eps(eps, norm)
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        self.steps = steps
+        self.norm = check_choice("norm", norm, PGD_NORMS)  # type: ignore[misc]  # instance overrides the ClassVar
+        self.eps = check_eps(eps, norm)
+        self.steps = positive_int("steps", steps)
         if step_size is None:
             step_size = 2.5 * self.eps / steps  # Madry et al.'s choice
-        elif not _is_real(step_size) or not 0 < step_size < math.inf:
+        elif not is_real(step_size) or not 0 < step_size < math.inf:
             raise ValueError(f"step_size must be a positive number (or None for 2.5 * eps / steps), got {step_size!r}")
         self.step_size = float(step_size)
-        self.random_start = _check_bool("random_start", random_start)
-        self.loss = _check_choice("loss", loss, LOSSES)
-        self.early_stop = _check_bool("early_stop", early_stop)
+        self.random_start = check_bool("random_start", random_start)
+        self.loss = check_choice("loss", loss, LOSSES)
+        self.early_stop = check_bool("early_stop", early_stop)
 
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
             generator: torch.Generator | None, starting_points: torch.Tensor | None) -> AttackResult:
@@ -208,30 +206,3 @@ def _result(x_adv: torch.Tensor, queries: torch.Tensor) -> AttackResult:
     # success and distance are decided by Attack.__call__'s verification pass
     empty = torch.zeros(x_adv.shape[0], device=x_adv.device)
     return AttackResult(x_adv=x_adv, success=empty.bool(), queries=queries, distance=empty)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def _check_eps(eps: float, norm: str) -> float:
-    """l_inf: eps in (0, 1] (pixels are in [0, 1]). l2: any positive finite eps, since the l2 diameter
-    of [0, 1]^D is sqrt(D) and usual l2 budgets exceed 1 (e.g. 3.0 on ImageNet)."""
-    if norm == "linf":
-        if not _is_real(eps) or not 0 < eps <= 1:
-            raise ValueError(f"eps must be a number in (0, 1] for norm linf (pixels in [0, 1]), got {eps!r}")
-    elif not _is_real(eps) or not 0 < eps < math.inf:
-        raise ValueError(f"eps must be a positive number for norm l2, got {eps!r}")
-    return float(eps)
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-def _check_bool(name: str, value: bool) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return value

@@ -44,10 +44,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from advlab.attack import Attack, AttackResult
+from advlab.checks import check_bool, check_choice, check_eps, is_real, positive_int
 from advlab.errors import AdvlabError
 from advlab.registry import register_attack
 from advlab.tasks import Criterion, Targeted
-from attacks.gradient import _check_bool, _check_choice, _check_eps, _is_real
 
 SOLVERS = ("deepfool", "sgd", "random")
 UAP_NORMS = ("linf", "l2")
@@ -64,28 +64,28 @@ class UniversalPerturbation(Attack):
                  delta: float = 0.2, overshoot: float = 0.02, candidate_classes: int = 10, deepfool_steps: int = 50,
                  batch_size: int = 128, step_size: float | None = None, loss_clip: float = 9.0,
                  perturbation: str | None = None, progress: bool = True) -> None:
-        self.solver = _check_choice("solver", solver, SOLVERS)
-        self.norm = _check_choice("norm", norm, UAP_NORMS)  # type: ignore[misc]  # instance overrides the ClassVar
-        self.eps = _check_eps(eps, norm)
-        self.max_passes = _positive_int("max_passes", max_passes)
-        if not _is_real(delta) or not 0 <= delta < 1:
+        self.solver = check_choice("solver", solver, SOLVERS)
+        self.norm = check_choice("norm", norm, UAP_NORMS)  # type: ignore[misc]  # instance overrides the ClassVar
+        self.eps = check_eps(eps, norm)
+        self.max_passes = positive_int("max_passes", max_passes)
+        if not is_real(delta) or not 0 <= delta < 1:
             raise ValueError(f"delta must be a number in [0, 1) (target fooling ratio 1 - delta), got {delta!r}")
-        if not _is_real(overshoot) or not 0 <= overshoot < math.inf:
+        if not is_real(overshoot) or not 0 <= overshoot < math.inf:
             raise ValueError(f"overshoot must be a number >= 0, got {overshoot!r}")
         self.delta, self.overshoot = float(delta), float(overshoot)
         if not isinstance(candidate_classes, int) or isinstance(candidate_classes, bool) or candidate_classes < 2:
             raise ValueError(f"candidate_classes must be an integer >= 2 (the label and one other), "
                              f"got {candidate_classes!r}")
         self.candidate_classes = candidate_classes
-        self.deepfool_steps = _positive_int("deepfool_steps", deepfool_steps)
-        self.batch_size = _positive_int("batch_size", batch_size)
+        self.deepfool_steps = positive_int("deepfool_steps", deepfool_steps)
+        self.batch_size = positive_int("batch_size", batch_size)
         if step_size is None:
             step_size = self.eps / 10 if norm == "linf" else self.eps / 5
-        elif not _is_real(step_size) or not 0 < step_size < math.inf:
+        elif not is_real(step_size) or not 0 < step_size < math.inf:
             raise ValueError(f"step_size must be a positive number (or None for eps/10 linf, eps/5 l2), "
                              f"got {step_size!r}")
         self.step_size = float(step_size)
-        if not _is_real(loss_clip) or not loss_clip > 0:
+        if not is_real(loss_clip) or not loss_clip > 0:
             raise ValueError(f"loss_clip must be a positive number (inf: no clipping), got {loss_clip!r}")
         self.loss_clip = float(loss_clip)
         if perturbation is not None:
@@ -94,7 +94,7 @@ class UniversalPerturbation(Attack):
                                  " (no such file)")
             perturbation = str(perturbation)
         self.perturbation = perturbation
-        self.progress = _check_bool("progress", progress)
+        self.progress = check_bool("progress", progress)
 
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in super().params().items() if k != "progress"}
@@ -303,9 +303,3 @@ def perturbation_png(path: str | os.PathLike, v: torch.Tensor) -> None:
         raise ValueError(f"v must be (1, H, W) or (3, H, W), got {tuple(v.shape)}")
     img = (0.5 + 0.5 * v / v.abs().max().clamp_min(1e-12)).clamp(0, 1).mul(255).round().to(torch.uint8)
     Image.fromarray(img[0].numpy() if v.shape[0] == 1 else img.permute(1, 2, 0).contiguous().numpy()).save(Path(path))
-
-
-def _positive_int(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
