@@ -11,7 +11,7 @@ from advlab.errors import AdvlabError
 
 T = TypeVar("T")
 
-BUILTIN_MODULES = ("attacks.boundary", "attacks.gradient", "attacks.universal")
+BUILTIN_MODULES = ("attacks.boundary", "attacks.gradient", "attacks.universal", "defenses.transforms", "defenses.hgd")
 
 
 @dataclass(frozen=True)

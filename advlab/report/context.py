@@ -1,11 +1,12 @@
 """results.json -> the plain values the template shows (header, summary rows, params, defenses)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from advlab.report import fmt
+from advlab.report.defenses import defense_table, defense_views
 from advlab.report.gallery import Gallery, build_gallery
 from advlab.report.universal import UniversalView, is_universal, transfer_view, universal_view
 
@@ -27,14 +28,6 @@ class AttackView:
     model: str = fmt.MISSING
     baseline: str | None = None
     universal: UniversalView | None = None
-
-
-@dataclass
-class DefenseTable:
-    """The defenses table: one row per defense, one accuracy column per attack key."""
-
-    columns: list[str] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -91,6 +84,9 @@ def setting_text(attack: dict[str, Any]) -> tuple[str, str]:
     if not defense:
         return str(setting), (f"adaptive: {fmt.plain(adaptive)}" if adaptive else "")
     name = defense.get("method") if isinstance(defense, dict) else defense
+    variant = attack.get("defense_variant")
+    if variant not in (None, ""):
+        name = f"{fmt.plain(name)} ({fmt.plain(variant)})"
     adaptive_text = f"adaptive: {fmt.plain(adaptive)}" if adaptive else "non-adaptive"
     return str(setting), f"defense: {fmt.plain(name)}, {adaptive_text}"
 
@@ -142,25 +138,6 @@ def attack_view(run_dir: Path, attack: dict[str, Any], index: int, clean_accurac
     )
 
 
-def defense_table(defenses: Any) -> DefenseTable:
-    """The defenses table; each key of accuracy_after_defense becomes a column."""
-    table = DefenseTable()
-    for d in defenses if isinstance(defenses, list) else []:
-        d = _dict(d)
-        after = d.get("accuracy_after_defense")
-        after = after if isinstance(after, dict) else ({"accuracy": after} if after is not None else {})
-        for key in after:
-            if str(key) not in table.columns:
-                table.columns.append(str(key))
-        table.rows.append({
-            "method": fmt.plain(d.get("method")),
-            "variant": fmt.plain(d.get("variant")),
-            "clean_accuracy": fmt.pct(d.get("clean_accuracy")),
-            "after": {str(k): fmt.pct(v) for k, v in after.items()},
-        })
-    return table
-
-
 def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     """The template context for one run."""
     clean_accuracy = _dict(results.get("clean")).get("accuracy")
@@ -176,5 +153,6 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         "models": models_table(results.get("models")),
         "transfer": transfer_view(results.get("transfer")),
         "defenses": defense_table(results.get("defenses")),
+        "defense_views": defense_views(run_dir, results.get("defenses"), attacks),
         "files": files,
     }

@@ -25,11 +25,15 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return (a * 255.0 + 0.5).floor().to(torch.uint8).numpy()
 
 
-def png_bytes(img: torch.Tensor) -> bytes:
-    """PNG encoding of one image tensor (see `to_uint8`)."""
+def png_bytes(img: torch.Tensor, min_side: int = 0) -> bytes:
+    """PNG encoding of one image tensor (see `to_uint8`); an image whose longer side is below
+    `min_side` is enlarged by a whole factor with nearest-neighbour so that its pixels stay sharp."""
     pil = Image.fromarray(to_uint8(img))
     if max(pil.size) > MAX_SIDE:
         pil.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    elif 0 < max(pil.size) < min_side:
+        factor = -(-min(min_side, MAX_SIDE) // max(pil.size))
+        pil = pil.resize((pil.width * factor, pil.height * factor), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     pil.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
@@ -40,9 +44,9 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def image_uri(img: torch.Tensor) -> str:
-    """One image tensor as an inline PNG data URI."""
-    return data_uri(png_bytes(img))
+def image_uri(img: torch.Tensor, min_side: int = 0) -> str:
+    """One image tensor as an inline PNG data URI (see `png_bytes` for `min_side`)."""
+    return data_uri(png_bytes(img, min_side))
 
 
 def amplified_perturbation(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:

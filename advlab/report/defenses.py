@@ -1,0 +1,341 @@
+"""Defenses on the report page: per defense, accuracy with no defense vs. defended (non-adaptive: examples
+made on the bare model, then defended, the setting of Liao et al. CVPR 2018) vs. defended under an
+adaptive attack (run end to end on the defended model; BPDA with the identity for non-differentiable
+defenses, Athalye et al. ICML 2018), and an image gallery: clean, adversarial, denoised, removed noise."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advlab.report import fmt
+from advlab.report.gallery import resolve_arrays
+from advlab.report.images import amplified_perturbation, image_uri
+
+MAX_IMAGES = 12
+MIN_SIDE = 112  # small images (28x28) are enlarged with nearest-neighbour so that their pixels are visible
+ADAPTIVE_SUFFIX = "(adaptive)"
+
+GRADIENT_NOTES = {
+    "exact": "Adaptive attacks used exact gradients through the defense (backpropagation through the "
+             "differentiable defense and the model).",
+    "bpda": "Adaptive attacks used BPDA: identity backward pass through the non-differentiable defense "
+            "(Athalye et al. 2018); the forward pass applies the defense as is.",
+}
+
+
+@dataclass
+class DefenseRow:
+    """One line of a defense's accuracy table (all cells formatted)."""
+
+    key: str
+    no_defense: str
+    non_adaptive: str
+    adaptive: str
+    effect: str  # defended (non-adaptive) - no defense, in percentage points
+    gap: str  # defended non-adaptive - defended adaptive, in percentage points
+    clean: bool = False
+
+
+@dataclass
+class DefenseCard:
+    """One gallery row: four images side by side with their captions; *_uri are None without the file."""
+
+    name: str
+    attack: str
+    label_text: str
+    clean_text: str
+    adv_text: str
+    denoised_text: str
+    status: str  # "success" (defense restored the label) | "failed" | "unknown"
+    status_text: str
+    adv_l2: str = fmt.MISSING
+    removed_l2: str = fmt.MISSING
+    clean_uri: str | None = None
+    adv_uri: str | None = None
+    denoised_uri: str | None = None
+    removed_uri: str | None = None
+
+
+@dataclass
+class DefenseView:
+    """Everything the page shows about one entry of results.json's `defenses`."""
+
+    anchor: str
+    title: str
+    info: list[tuple[str, str]]
+    params: list[tuple[str, str]]
+    rows: list[DefenseRow]
+    gradient_note: str | None
+    attack_links: list[tuple[str, str]] = field(default_factory=list)  # (anchor, text)
+    cards: list[DefenseCard] = field(default_factory=list)
+    gallery_note: str | None = None
+    gallery_total: int = 0
+
+
+@dataclass
+class DefenseTable:
+    """The overview table of several defenses: one row per defense, one accuracy column per attack key."""
+
+    columns: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    model_column: bool = False
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    """A finite real number as float, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _pp(a: Any, b: Any) -> str:
+    """a - b for two rates in [0, 1], in percentage points: '+73.0 pp'; MISSING when either is absent."""
+    x, y = _number(a), _number(b)
+    return fmt.MISSING if x is None or y is None else f"{(x - y) * 100:+.1f} pp"
+
+
+def _after(d: dict[str, Any]) -> dict[str, Any]:
+    """accuracy_after_defense as a dict (an old run may hold one number)."""
+    after = d.get("accuracy_after_defense")
+    if isinstance(after, dict):
+        return after
+    return {"accuracy": after} if after is not None else {}
+
+
+def split_key(key: Any) -> tuple[str, bool]:
+    """('pgd', True) for 'pgd(adaptive)' or 'pgd (adaptive)'; ('pgd-1', False) for 'pgd-1'."""
+    text = str(key)
+    if text.endswith(ADAPTIVE_SUFFIX) and text[: -len(ADAPTIVE_SUFFIX)].strip():
+        return text[: -len(ADAPTIVE_SUFFIX)].rstrip(), True
+    return text, False
+
+
+def gradient_kind(d: dict[str, Any]) -> str | None:
+    """'exact', 'bpda', another recorded value, or None when the run does not say."""
+    grad = d.get("adaptive_gradient")
+    if grad not in (None, ""):
+        return str(grad)
+    if d.get("differentiable") is True:
+        return "exact"
+    if d.get("differentiable") is False:
+        return "bpda"
+    return None
+
+
+def accuracy_rows(d: dict[str, Any]) -> list[DefenseRow]:
+    """The clean row, then one row per attack key of accuracy_without_defense / accuracy_after_defense."""
+    without, after = _dict(d.get("accuracy_without_defense")), _after(d)
+    plain: dict[str, Any] = {}
+    adaptive: dict[str, Any] = {}
+    keys: list[str] = []
+    for k in without:
+        if str(k) not in keys:
+            keys.append(str(k))
+    for k, v in after.items():
+        base, is_adaptive = split_key(k)
+        (adaptive if is_adaptive else plain)[base] = v
+        if base not in keys:
+            keys.append(base)
+    without = {str(k): v for k, v in without.items()}
+    rows = [DefenseRow(
+        key="clean (no attack)",
+        no_defense=fmt.pct(d.get("clean_accuracy_undefended")),
+        non_adaptive=fmt.pct(d.get("clean_accuracy")),
+        adaptive=fmt.pct(d.get("clean_accuracy")),
+        effect=_pp(d.get("clean_accuracy"), d.get("clean_accuracy_undefended")),
+        gap=fmt.MISSING,
+        clean=True,
+    )]
+    for key in keys:
+        rows.append(DefenseRow(
+            key=key,
+            no_defense=fmt.pct(without.get(key)),
+            non_adaptive=fmt.pct(plain.get(key)),
+            adaptive=fmt.pct(adaptive.get(key)),
+            effect=_pp(plain.get(key), without.get(key)),
+            gap=_pp(plain.get(key), adaptive.get(key)),
+        ))
+    return rows
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether a recorded value matches (a missing value on either side matches anything)."""
+    return a in (None, "") or b in (None, "") or str(a) == str(b)
+
+
+def attack_links(d: dict[str, Any], attacks: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(anchor, text) of the attack rows run against this defense (their `defense` names its method)."""
+    links = []
+    for i, a in enumerate(attacks):
+        defense = a.get("defense")
+        name = defense.get("method") if isinstance(defense, dict) else defense
+        if not name or str(name) != str(d.get("method")):
+            continue
+        if not (_same(a.get("defense_variant"), d.get("variant")) and _same(a.get("model"), d.get("model"))):
+            continue
+        adaptive = a.get("adaptive")
+        links.append((f"attack-{i}", fmt.joined(
+            a.get("method"), f"adaptive: {fmt.plain(adaptive)}" if adaptive else "non-adaptive",
+            f"accuracy {fmt.pct(a['accuracy'])}" if a.get("accuracy") is not None else None, sep=", ")))
+    return links
+
+
+def _class_text(row: dict[str, Any], prefix: str) -> str:
+    """'Bag #8' from row[prefix + '_name'] / row[prefix] (label, clean_pred, adv_pred, denoised_pred)."""
+    name, index = row.get(f"{prefix}_name"), row.get(prefix)
+    if name not in (None, "") and index is not None:
+        return f"{name} #{index}"
+    return fmt.plain(name if name not in (None, "") else index)
+
+
+def _restored(row: dict[str, Any]) -> tuple[str, str]:
+    """(css class, text): whether the denoised image is classified as the label again."""
+    for a, b in (("denoised_pred", "label"), ("denoised_pred_name", "label_name")):
+        if row.get(a) not in (None, "") and row.get(b) not in (None, ""):
+            if str(row[a]) == str(row[b]):
+                return "success", "defense restored the label"
+            return "failed", "still misclassified after the defense"
+    return "unknown", "outcome not recorded"
+
+
+def gallery_card(row: dict[str, Any], index: int) -> DefenseCard:
+    """The text parts of one gallery card (images are added by the caller)."""
+    status, status_text = _restored(row)
+    return DefenseCard(
+        name=str(row.get("name") or f"image {index}"),
+        attack=fmt.plain(row.get("attack")),
+        label_text=_class_text(row, "label"),
+        clean_text=_class_text(row, "clean_pred"),
+        adv_text=_class_text(row, "adv_pred"),
+        denoised_text=_class_text(row, "denoised_pred"),
+        status=status,
+        status_text=status_text,
+    )
+
+
+def load_gallery(path: Path) -> dict[str, torch.Tensor]:
+    """torch.load the gallery dict (x, x_adv, denoised: matching (R, C, H, W)); raises on anything unusable."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict):
+        raise TypeError("not a dict")
+    tensors = [data.get(k) for k in ("x", "x_adv", "denoised")]
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise TypeError("no 'x' / 'x_adv' / 'denoised' tensors")
+    x, x_adv, denoised = tensors
+    if x.ndim != 4 or x.shape != x_adv.shape or x.shape != denoised.shape:
+        raise ValueError(f"x {tuple(x.shape)}, x_adv {tuple(x_adv.shape)} and denoised {tuple(denoised.shape)} "
+                         "are not matching (R,C,H,W)")
+    return data
+
+
+def build_gallery(run_dir: Path, gallery: Any) -> tuple[list[DefenseCard], str | None, int]:
+    """(cards, note, number of rows) for a defense's `gallery`; never raises on a bad or missing file."""
+    gallery = _dict(gallery)
+    listed = gallery.get("rows") if isinstance(gallery.get("rows"), list) else []
+    rows = [r if isinstance(r, dict) else {} for r in listed]
+    rel = gallery.get("file")
+    data, note = None, None
+    if rel:
+        path = resolve_arrays(run_dir, rel)
+        if path is None:
+            note = f"Gallery file {rel} lies outside the run directory: images are not shown."
+        elif not path.is_file():
+            note = f"Gallery file {rel} is missing: images are not shown."
+        else:
+            try:
+                data = load_gallery(path)
+            except Exception as exc:  # noqa: BLE001 - any unreadable file: report it, render the rest
+                note = f"Gallery file {rel} could not be read ({type(exc).__name__}: {exc}): images are not shown."
+    elif rows:
+        note = "No gallery file was recorded for this defense: images are not shown."
+    if data is None:
+        return [gallery_card(r, i) for i, r in enumerate(rows[:MAX_IMAGES])], note, len(rows)
+
+    x, x_adv, denoised = data["x"], data["x_adv"], data["denoised"]
+    n = x.shape[0]
+    k = min(n, MAX_IMAGES)
+    removed = amplified_perturbation(denoised[:k], x_adv[:k])  # x_adv - denoised, gray = nothing removed
+    adv_l2 = (x_adv[:k].double() - x[:k].double()).flatten(1).norm(dim=1)
+    removed_l2 = (x_adv[:k].double() - denoised[:k].double()).flatten(1).norm(dim=1)
+    cards = []
+    for i in range(k):
+        card = gallery_card(rows[i] if i < len(rows) else {}, i)
+        card.clean_uri = image_uri(x[i], MIN_SIDE)
+        card.adv_uri = image_uri(x_adv[i], MIN_SIDE)
+        card.denoised_uri = image_uri(denoised[i], MIN_SIDE)
+        card.removed_uri = image_uri(removed[i], MIN_SIDE)
+        card.adv_l2, card.removed_l2 = fmt.num(float(adv_l2[i])), fmt.num(float(removed_l2[i]))
+        cards.append(card)
+    if rows and len(rows) != n:
+        note = f"results.json lists {len(rows)} gallery rows but the gallery file holds {n} images."
+    return cards, note, max(n, len(rows))
+
+
+def defense_view(run_dir: Path, d: dict[str, Any], index: int, attacks: list[dict[str, Any]]) -> DefenseView:
+    """The section of one defense."""
+    title = fmt.joined(d.get("method"), d.get("variant"), sep=" — ")
+    if d.get("model") not in (None, ""):
+        title += f" ({fmt.plain(d['model'])})"
+    rows = accuracy_rows(d)
+    grad = gradient_kind(d)
+    has_adaptive = any(r.adaptive != fmt.MISSING for r in rows if not r.clean)
+    if grad is not None:
+        note = GRADIENT_NOTES.get(grad.lower(), f"Gradient used by the adaptive attacks: {grad}.")
+    else:
+        note = "The gradient used by the adaptive attacks was not recorded." if has_adaptive else None
+    info = [(label, value) for label, value in (
+        ("method", fmt.plain(d.get("method"))),
+        ("variant", fmt.plain(d.get("variant"))),
+        ("model", fmt.plain(d["model"]) if d.get("model") not in (None, "") else None),
+        ("differentiable", fmt.plain(d["differentiable"]) if d.get("differentiable") is not None else None),
+        ("adaptive gradient", grad),
+    ) if value is not None]
+    cards, gallery_note, total = build_gallery(run_dir, d.get("gallery"))
+    return DefenseView(
+        anchor=f"defense-{index}",
+        title=title,
+        info=info,
+        params=[(str(k), fmt.plain(v)) for k, v in _dict(d.get("params")).items()],
+        rows=rows,
+        gradient_note=note,
+        attack_links=attack_links(d, attacks),
+        cards=cards,
+        gallery_note=gallery_note,
+        gallery_total=total,
+    )
+
+
+def defense_views(run_dir: Path, defenses: Any, attacks: list[dict[str, Any]]) -> list[DefenseView]:
+    """One view per dict entry of results.json's `defenses` (anything else is skipped)."""
+    entries = defenses if isinstance(defenses, list) else []
+    return [defense_view(run_dir, d, i, attacks) for i, d in enumerate(entries) if isinstance(d, dict)]
+
+
+def defense_table(defenses: Any) -> DefenseTable:
+    """The overview table; each key of accuracy_after_defense becomes a column."""
+    table = DefenseTable()
+    for index, d in enumerate(defenses if isinstance(defenses, list) else []):
+        if not isinstance(d, dict):
+            continue
+        after = _after(d)
+        for key in after:
+            if str(key) not in table.columns:
+                table.columns.append(str(key))
+        table.model_column = table.model_column or d.get("model") not in (None, "")
+        table.rows.append({
+            "anchor": f"defense-{index}",
+            "method": fmt.plain(d.get("method")),
+            "variant": fmt.plain(d.get("variant")),
+            "model": fmt.plain(d.get("model")),
+            "clean_accuracy": fmt.pct(d.get("clean_accuracy")),
+            "after": {str(k): fmt.pct(v) for k, v in after.items()},
+        })
+    return table
