@@ -1,4 +1,4 @@
-"""`advlab` command line: attack, run, report, list. Bad input -> one line, exit status 2."""
+"""`advlab` command line: attack, defend, run, report, list. Bad input -> one line, exit status 2."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from advlab.config import AttackSpec, RunConfig, default_weights, load_config, validate
+from advlab.config import AttackSpec, DefenseSpec, RunConfig, default_weights, load_config, validate
 from advlab.errors import AdvlabError
 
 # CLI flags that become attack settings when given (dest -> setting name).
@@ -53,9 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--name", help="run name")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
 
-    a = sub.add_parser("attack", parents=[run_common], help="run one attack (defaults: the embedded quickstart)")
-    a.add_argument("--method", required=True, help="attack name (see `advlab list`)")
-    m = a.add_argument_group("model (default: torchvision mobilenet_v2 IMAGENET1K_V1)")
+    model_data = argparse.ArgumentParser(add_help=False)
+    m = model_data.add_argument_group("model (default: torchvision mobilenet_v2 IMAGENET1K_V1)")
     m.add_argument("--model", help="torchvision name, FILE.py:factory or package.module:factory")
     m.add_argument("--weights", help="weights enum (IMAGENET1K_V2, DEFAULT, none) or a state_dict FILE")
     m.add_argument("--mean", type=floats, help="one value or one per channel, comma-separated")
@@ -63,10 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--input-size", type=int, help="square input side, e.g. 28 or 224")
     m.add_argument("--num-classes", type=int)
     m.add_argument("--class-names", help="file with one class name per line")
-    d = a.add_argument_group("data (default: imagenet-samples, the 20 ImageNet photos shipped in foolbox)")
+    d = model_data.add_argument_group("data (default: imagenet-samples, the 20 ImageNet photos shipped in foolbox)")
     d.add_argument("--data", help="imagenet-samples | photos | fashion-mnist[:train|test] | folder:PATH | tensors:FILE")
     d.add_argument("--eval-data", help="held-out images for universal perturbations (same forms as --data)")
-    b = a.add_argument_group("attack settings")
+
+    settings = argparse.ArgumentParser(add_help=False)
+    b = settings.add_argument_group("attack settings (advlab defend: applied to every listed attack that has them)")
     b.add_argument("--steps", type=int)
     b.add_argument("--eps", type=number, help="perturbation budget, e.g. 10/255 (l_inf) or 2.0 (l2)")
     b.add_argument("--norm", choices=["linf", "l2"])
@@ -83,6 +84,39 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other attack setting, e.g. --set spherical_every=2")
 
+    a = sub.add_parser("attack", parents=[run_common, model_data, settings],
+                       help="run one attack (defaults: the embedded quickstart)")
+    a.add_argument("--method", required=True, help="attack name (see `advlab list`)")
+
+    df = sub.add_parser("defend", parents=[run_common, model_data, settings],
+                        help="train the HGD denoiser, or evaluate defenses against attacks (non-adaptive and adaptive)")
+    g = df.add_argument_group("defenses")
+    g.add_argument("--hgd", action="store_true", help="the HGD guided denoiser (Liao et al. 2018); needs "
+                   "--checkpoint FILE, or --train")
+    g.add_argument("--checkpoint", help="HGD checkpoint written by --train")
+    g.add_argument("--defense", default="", metavar="NAME[:KEY=VALUE...],...",
+                   help="baseline defenses, e.g. jpeg:quality=50,bit-depth:bits=4,blur,median (see `advlab list`)")
+    g.add_argument("--attacks", default="fgsm,pgd", help="attacks to evaluate against, comma-separated "
+                   "(default fgsm,pgd), e.g. fgsm,pgd,boundary,universal")
+    g.add_argument("--no-adaptive", action="store_true", help="skip the adaptive setting (attacks on the "
+                   "defended model end to end)")
+    t = df.add_argument_group("HGD training (--hgd --train)")
+    t.add_argument("--train", action="store_true", help="train an HGD on adversarial examples of --data")
+    t.add_argument("--variant", default="lgd", help="guidance: pgd (pixel), fgd (feature), lgd (logits), "
+                   "cgd (class label); default lgd")
+    t.add_argument("--layer", help="fgd: the target model's layer (default: its top convolutional feature map)")
+    t.add_argument("--width", type=number, default=1.0, help="DUNET channel multiplier (1 = the paper's 11M "
+                   "parameters; 0.25 trains on a CPU)")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--lr", type=number, default=1e-3)
+    t.add_argument("--val-n", type=int, help="training pairs kept for validation (default 10%%, at most 1000)")
+    t.add_argument("--eps-max", type=number, default=16 / 255, help="largest l_inf eps of the training examples; "
+                   "each image gets k/16 of it, k uniform in 1..16 (default 16/255, the paper's)")
+    t.add_argument("--train-attacks", default="fgsm,pgd", help="attacks that make the training pairs")
+    t.add_argument("--pgd-steps", type=int, default=10, help="steps of the training PGD")
+    t.add_argument("--source-models", default="", metavar="NAME[@WEIGHTS],...",
+                   help="more models to make training pairs on (transfer, the paper's ensemble)")
+
     r = sub.add_parser("run", parents=[run_common], help="run a YAML experiment")
     r.add_argument("config", nargs="?", help="YAML file (e.g. configs/quickstart.yaml)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a run that was stopped, keeping finished chunks")
@@ -98,6 +132,91 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_attack_args(args: argparse.Namespace) -> RunConfig:
     cfg = RunConfig(name=args.method)
+    _model_and_data(cfg, args)
+    cfg.attacks = [AttackSpec(method=args.method, target_class=args.target_class, starting_image=args.starting_image,
+                              params=_attack_params(args))]
+    return cfg
+
+
+def config_from_defend_args(args: argparse.Namespace) -> RunConfig:
+    """`advlab defend` (evaluation): the attacks of --attacks, each with the flags it accepts, and the
+    defenses of --hgd/--checkpoint and --defense."""
+    from advlab.config import attack_defaults
+    from advlab.registry import get_attack
+
+    cfg = RunConfig(name="defend")
+    _model_and_data(cfg, args)
+    methods = [m.strip() for m in args.attacks.split(",") if m.strip()]
+    if not methods:
+        raise AdvlabError("--attacks is empty; name at least one attack, e.g. --attacks fgsm,pgd")
+    params = _attack_params(args)
+    accepted = {m: set(attack_defaults(get_attack(m).cls)) for m in methods}
+    unused = sorted(k for k in params if not any(k in names for names in accepted.values()))
+    if unused:
+        raise AdvlabError(f"no attack in --attacks {args.attacks} has the setting {unused[0]!r}")
+    cfg.attacks = [AttackSpec(method=m, target_class=args.target_class, starting_image=args.starting_image,
+                              params={k: v for k, v in params.items() if k in accepted[m]}) for m in methods]
+    adaptive = not args.no_adaptive
+    if args.hgd:
+        if not args.checkpoint:
+            raise AdvlabError("--hgd needs --checkpoint FILE (an HGD trained with `advlab defend --hgd --train`), "
+                              "or --train to train one")
+        cfg.defenses.append(DefenseSpec("hgd", adaptive, {"checkpoint": args.checkpoint}))
+    elif args.checkpoint:
+        raise AdvlabError("--checkpoint is for the HGD defense; add --hgd")
+    cfg.defenses += [DefenseSpec(name, adaptive, settings) for name, settings in parse_defenses(args.defense)]
+    if not cfg.defenses:
+        raise AdvlabError("no defense given; use --hgd --checkpoint FILE and/or --defense jpeg,bit-depth,blur,median")
+    return cfg
+
+
+def parse_defenses(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """'jpeg:quality=50,median' -> [('jpeg', {'quality': 50}), ('median', {})]."""
+    out = []
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        name, *pairs = item.split(":")
+        settings: dict[str, Any] = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise AdvlabError(f"--defense {item!r}: write settings as NAME:KEY=VALUE, e.g. jpeg:quality=50")
+            settings[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        out.append((name.strip(), settings))
+    return out
+
+
+def train_job_from_args(args: argparse.Namespace) -> Any:
+    """`advlab defend --hgd --train`: the training job."""
+    from datetime import datetime
+
+    from advlab.config import DataSpec, ModelSpec
+    from advlab.defend import TrainJob
+    from defenses.hgd_train import TrainSettings
+
+    if not args.hgd:
+        raise AdvlabError("--train trains the HGD denoiser; add --hgd")
+    cfg = RunConfig()
+    _model_and_data(cfg, args)
+    sources = []
+    for item in (i.strip() for i in args.source_models.split(",") if i.strip()):
+        name, _, weights = item.partition("@")
+        sources.append(ModelSpec(name=name, weights=weights or default_weights(name)))
+    try:
+        settings = TrainSettings(variant=args.variant, layer=args.layer, width=args.width, epochs=args.epochs,
+                                 batch_size=args.batch_size or 32, lr=args.lr, eps_max=args.eps_max,
+                                 attacks=tuple(a.strip() for a in args.train_attacks.split(",") if a.strip()),
+                                 pgd_steps=args.pgd_steps, seed=args.seed or 0)
+    except ValueError as exc:
+        raise AdvlabError(f"HGD training: {exc}") from None
+    out = Path(args.out) if args.out else Path("reports") / f"hgd-{settings.variant}-{datetime.now():%Y%m%d-%H%M%S}"
+    if args.n is not None and args.n < 2:
+        raise AdvlabError(f"-n must be at least 2 (training and validation pairs), got {args.n}")
+    return TrainJob(out=out, model=cfg.model, sources=sources, data=DataSpec(source=cfg.data.source, n=args.n),
+                    val_n=args.val_n, settings=settings, device=args.device or "auto",
+                    precision=args.precision or "fp32")
+
+
+def _model_and_data(cfg: RunConfig, args: argparse.Namespace) -> None:
     if args.model:
         cfg.model.name = args.model
         cfg.model.weights = default_weights(args.model)
@@ -107,15 +226,16 @@ def config_from_attack_args(args: argparse.Namespace) -> RunConfig:
     if args.data:
         cfg.data.source = args.data
     cfg.data.eval_source = args.eval_data
+
+
+def _attack_params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {ATTACK_FLAGS[k]: getattr(args, k) for k in ATTACK_FLAGS if getattr(args, k) is not None}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise AdvlabError(f"--set {item!r}: use KEY=VALUE, e.g. --set spherical_every=2")
         params[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    cfg.attacks = [AttackSpec(method=args.method, target_class=args.target_class, starting_image=args.starting_image,
-                              params=params)]
-    return cfg
+    return params
 
 
 def apply_run_overrides(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
@@ -157,6 +277,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.verb == "report":
         print(render_report(Path(args.run_dir)))
         return 0
+    if args.verb == "defend" and args.train:
+        from advlab.defend import train_hgd
+
+        checkpoint = train_hgd(train_job_from_args(args))
+        print(f"checkpoint: {checkpoint}")
+        print(f"evaluate it: advlab defend --hgd --checkpoint {checkpoint} --model ... --data ... --attacks fgsm,pgd")
+        return 0
     if args.verb == "run" and args.resume:
         run_dir = resume_experiment(Path(args.resume))
     else:
@@ -164,6 +291,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             if not args.config:
                 raise AdvlabError("advlab run needs a CONFIG.yaml (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
             cfg = load_config(args.config)
+        elif args.verb == "defend":
+            cfg = config_from_defend_args(args)
         else:
             cfg = config_from_attack_args(args)
         run_dir = run_experiment(apply_run_overrides(cfg, args))

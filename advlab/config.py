@@ -45,6 +45,13 @@ class AttackSpec:
 
 
 @dataclass
+class DefenseSpec:
+    method: str = "hgd"  # a registered defense (`advlab list`)
+    adaptive: bool = True  # also run every attack end to end on the defended model (the adaptive setting)
+    params: dict[str, Any] = field(default_factory=dict)  # the defense's own settings (its __init__ keywords)
+
+
+@dataclass
 class RunConfig:
     name: str = "quickstart"  # run directory prefix and report title
     seed: int = 0  # recorded; every random draw of a run derives from it
@@ -56,6 +63,7 @@ class RunConfig:
     models: list[ModelSpec] = field(default_factory=list)  # several models: each attacked; UAPs cross-evaluated
     data: DataSpec = field(default_factory=DataSpec)
     attacks: list[AttackSpec] = field(default_factory=lambda: [AttackSpec()])
+    defenses: list[DefenseSpec] = field(default_factory=list)  # each evaluated against every attack
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -79,6 +87,7 @@ def load_config(path: str | Path) -> RunConfig:
 def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> RunConfig:
     raw = dict(raw)
     attacks = raw.pop("attacks", None)
+    defenses = raw.pop("defenses", None)
     if "model" in raw:
         raw["model"] = _with_default_weights(raw["model"])
     cfg = _build(RunConfig, raw, source)
@@ -86,6 +95,10 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> RunConfi
         if not isinstance(attacks, list) or not attacks:
             raise AdvlabError(f"{source}: 'attacks' must be a non-empty list of {{method: NAME, ...}} entries")
         cfg.attacks = [attack_spec_from_dict(a, f"{source}: attacks[{i}]") for i, a in enumerate(attacks)]
+    if defenses is not None:
+        if not isinstance(defenses, list):
+            raise AdvlabError(f"{source}: 'defenses' must be a list of {{method: NAME, ...}} entries")
+        cfg.defenses = [defense_spec_from_dict(d, f"{source}: defenses[{i}]") for i, d in enumerate(defenses)]
     validate(cfg)
     return cfg
 
@@ -129,6 +142,18 @@ def attack_spec_from_dict(raw: Any, where: str) -> AttackSpec:
                       params={k: parse_number(v) for k, v in entry.items()})
 
 
+def defense_spec_from_dict(raw: Any, where: str) -> DefenseSpec:
+    """Flat YAML entry {method, adaptive, ...settings} -> DefenseSpec; settings checked by the defense."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("method"), str):
+        raise AdvlabError(f"{where} must be a mapping with a 'method' key, e.g. {{method: jpeg, quality: 75}}")
+    entry = dict(raw)
+    method = entry.pop("method")
+    adaptive = entry.pop("adaptive", True)
+    if not isinstance(adaptive, bool):
+        raise AdvlabError(f"{where}.adaptive must be true or false, got {adaptive!r}")
+    return DefenseSpec(method=method, adaptive=adaptive, params={k: parse_number(v) for k, v in entry.items()})
+
+
 def validate(cfg: RunConfig) -> None:
     if cfg.precision not in ("fp32", "tf32", "bf16"):
         raise AdvlabError(f"precision must be fp32, tf32 or bf16, got {cfg.precision!r}")
@@ -152,6 +177,7 @@ def to_yaml(cfg: RunConfig) -> str:
     data = dataclasses.asdict(cfg)
     data["attacks"] = [{"method": a.method, "target_class": a.target_class, "starting_image": a.starting_image,
                         **a.params} for a in cfg.attacks]
+    data["defenses"] = [{"method": d.method, "adaptive": d.adaptive, **d.params} for d in cfg.defenses]
     return yaml.safe_dump(data, sort_keys=False)
 
 

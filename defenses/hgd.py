@@ -167,7 +167,7 @@ class HGD(Defense):
         return str(self.config.get("variant", "?"))
 
     def params(self) -> dict[str, Any]:
-        keep = ("variant", "layer", "width", "target_model", "eps_max", "train_attacks", "epochs", "n_train")
+        keep = ("layer", "width", "target_model", "eps_max", "train_attacks", "epochs", "n_train")
         return {"checkpoint": self.checkpoint, **{k: self.config[k] for k in keep if k in self.config}}
 
     def train(self, mode: bool = True) -> HGD:

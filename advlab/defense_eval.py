@@ -1,0 +1,128 @@
+"""Defenses in the runner. Each defense goes in front of each model and is evaluated against every
+attack of the run in three settings, side by side:
+
+- no defense: the attack's accuracy on the bare model;
+- non-adaptive: the examples made on the bare model, classified through the defense (the setting
+  of Liao et al., CVPR 2018, and of most defense papers);
+- adaptive: the attack run end to end on `Defended(model, defense)` (exact gradients through a
+  differentiable defense, BPDA with the identity through a non-differentiable one: Athalye,
+  Carlini & Wagner, ICML 2018; Athalye & Carlini, arXiv 1804.03286, for HGD).
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advlab.attack import Attack
+from advlab.config import AttackSpec, DefenseSpec, RunConfig, parse_number
+from advlab.defense import Defended, Defense
+from advlab.errors import AdvlabError
+from advlab.evaluate import predict
+from advlab.registry import get_defense
+from advlab.rows import Outcome, Subject, attack_row
+from advlab.universal_eval import HeldOut
+
+log = logging.getLogger("advlab")
+GALLERY_PER_ATTACK = 3  # image rows per attack in the report: clean, adversarial, denoised, removed noise
+
+
+def build_defense(spec: DefenseSpec) -> Defense:
+    """Instantiate a registered defense; bad or missing settings become one line naming the setting."""
+    info = get_defense(spec.method)
+    signature = inspect.signature(info.cls.__init__).parameters.values()
+    settings = {p.name: p for p in signature if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    params = {k: parse_number(v) for k, v in spec.params.items()}
+    unknown = sorted(set(params) - set(settings))
+    if unknown:
+        raise AdvlabError(f"defense {spec.method} has no setting {unknown[0]!r}; valid: "
+                          f"{', '.join(settings) or 'none'}")
+    missing = [n for n, p in settings.items() if p.default is inspect.Parameter.empty and n not in params]
+    if missing:
+        raise AdvlabError(f"defense {spec.method} needs the setting {missing[0]!r} "
+                          f"(e.g. --checkpoint FILE, or `{missing[0]}: ...` in the YAML entry)")
+    try:
+        return info.cls(**params)
+    except (ValueError, TypeError) as exc:
+        raise AdvlabError(f"defense {spec.method}: {exc}") from None
+
+
+def attack_keys(specs: list[AttackSpec]) -> list[str]:
+    """The accuracy_after_defense key of each attack: its method, or method-i when a method repeats."""
+    counts = Counter(s.method for s in specs)
+    return [s.method if counts[s.method] == 1 else f"{s.method}-{i}" for i, s in enumerate(specs)]
+
+
+def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: Subject,
+                     bare: list[tuple[str, str, AttackSpec, Attack, Outcome]], cfg: RunConfig,
+                     device: torch.device, arrays: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The defense row and its adaptive attack rows. `bare` holds, per attack of the run,
+    (key, tag, spec, attack, outcome on the bare model)."""
+    defended = Defended(subject.model, defense).to(device).eval()
+    data, labels = subject.data, subject.labels
+    clean = predict(defended, data.x, cfg.batch_size, device)
+    held = subject.held_out
+    held_def = HeldOut(held.data, predict(defended, held.data.x, cfg.batch_size, device)) if held else None
+    defended_subject = Subject(defended, data, clean, labels, held_def)
+    row: dict[str, Any] = {
+        **defense.describe(), "adaptive_gradient": defended.adaptive_gradient,
+        "clean_accuracy": _accuracy(clean.label, labels),
+        "clean_accuracy_undefended": _accuracy(subject.clean.label, labels),
+        "accuracy_without_defense": {}, "accuracy_after_defense": {},
+    }
+    adaptive_rows: list[dict[str, Any]] = []
+    gallery: list[tuple[str, Outcome, torch.Tensor]] = []
+    for key, tag, attack_spec, attack, outcome in bare:
+        after = predict(defended, outcome.x_adv, cfg.batch_size, device)
+        row["accuracy_without_defense"][key] = _accuracy(outcome.adv_label, labels)
+        row["accuracy_after_defense"][key] = _accuracy(after.label, labels)
+        gallery.append((key, outcome, after.label))
+        if spec.adaptive:
+            adaptive = attack_row(f"{tag}-d{index}", attack_spec, attack, defended_subject, cfg, device, arrays).row
+            adaptive |= {"defense": defense.name, "defense_variant": defense.variant(),
+                         "adaptive": defended.adaptive_gradient, "setting": "defended model (adaptive)"}
+            adaptive_rows.append(adaptive)
+            row["accuracy_after_defense"][f"{key}(adaptive)"] = adaptive["accuracy"]
+        log.info("%s on %s: %s accuracy %.3f undefended, %.3f non-adaptive%s", defense.name, subject.model.name, key,
+                 row["accuracy_without_defense"][key], row["accuracy_after_defense"][key],
+                 f", {row['accuracy_after_defense'][key + '(adaptive)']:.3f} adaptive" if spec.adaptive else "")
+    row["gallery"] = _gallery(index, defended, subject, gallery, device, arrays)
+    return row, adaptive_rows
+
+
+def _gallery(index: int, defended: Defended, subject: Subject, per_attack: list[tuple[str, Outcome, torch.Tensor]],
+             device: torch.device, arrays: Path) -> dict[str, Any]:
+    """A few images per attack where the attack fooled the bare model: clean, adversarial, and the
+    defense's output (the report shows the removed noise x_adv - x')."""
+    names = subject.model.class_names
+    rows: list[dict[str, Any]] = []
+    x, x_adv, purified = [], [], []
+    for key, outcome, after_label in per_attack:
+        pick = outcome.won.nonzero().squeeze(1)[:GALLERY_PER_ATTACK]
+        if pick.numel() == 0:
+            continue
+        with torch.no_grad():
+            out = defended.purify(outcome.x_adv[pick].to(device)).cpu()
+        x.append(subject.data.x[pick])
+        x_adv.append(outcome.x_adv[pick])
+        purified.append(out)
+        for j in pick.tolist():
+            label = int(subject.labels[j])
+            rows.append({"attack": key, "name": subject.data.names[j], "label": label, "label_name": names[label],
+                         "clean_pred_name": names[int(subject.clean.label[j])],
+                         "adv_pred_name": names[int(outcome.adv_label[j])],
+                         "denoised_pred": int(after_label[j]), "denoised_pred_name": names[int(after_label[j])]})
+    if not rows:
+        return {"file": None, "rows": []}
+    arrays.mkdir(parents=True, exist_ok=True)
+    path = arrays / f"defense-{index}-gallery.pt"
+    torch.save({"x": torch.cat(x), "x_adv": torch.cat(x_adv), "denoised": torch.cat(purified)}, path)
+    return {"file": f"arrays/{path.name}", "rows": rows}
+
+
+def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((pred == labels).float().mean())
