@@ -80,6 +80,9 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
     handler = _log_to(run_dir / "log.txt")
     try:
         return _execute(cfg, attacks, defenses, run_dir)
+    except AdvlabError as exc:
+        log.error("run stopped: %s", exc)  # the run directory says why it is incomplete
+        raise
     finally:
         log.removeHandler(handler)
         handler.close()

@@ -18,6 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFTEST = ROOT / "tests" / "conftest.py"
 
 
+@pytest.fixture(autouse=True)
+def _runs_land_in_tmp(tmp_path, monkeypatch):
+    """Runs without --out (error paths included) write reports/... under the test's own directory."""
+    monkeypatch.chdir(tmp_path)
+
+
 def advlab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "advlab.cli", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, timeout=600)
