@@ -5,7 +5,8 @@ Pairs follow the paper's recipe: every training image gets an attack (FGSM or PG
 a source model (the target, or others for the transfer/ensemble setting) and an l_inf budget eps
 drawn uniformly from {1, ..., 16} / 255 (scaled by `eps_max`). The attacks run batched with a
 per-image eps (`attacks.gradient.pgd_linf`). Training is resumable: the pairs and the state after
-every epoch are kept in the output directory, and a restarted run continues from there.
+every epoch are kept in the output directory, and a restarted run continues from there, also
+with more epochs than before (the cosine schedule is then stretched over the new length).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import hashlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from defenses.hgd import Guidance, default_feature_layer, variant_name
 
 TRAIN_ATTACKS = ("fgsm", "pgd")
 EPS_LEVELS = 16  # eps = k * eps_max / 16, k uniform in 1..16 (the paper's 1..16 of 255)
-STATE_FORMAT = "advlab-hgd-train-1"
+STATE_FORMAT = "advlab-hgd-train-2"
 
 
 @dataclass
@@ -42,12 +43,11 @@ class TrainSettings:
     width: float = 1.0  # DUNET channel multiplier (1 = the paper's 11M parameters)
     epochs: int = 10
     batch_size: int = 32
-    lr: float = 1e-3  # Adam, cosine-annealed to 0 over the run
+    lr: float = 1e-3  # Adam, cosine-annealed to 0 over the run (`cosine_lr`)
     eps_max: float = 16 / 255  # largest l_inf budget of the training examples
     attacks: tuple[str, ...] = TRAIN_ATTACKS
     pgd_steps: int = 10
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)  # recorded in the checkpoint (model, data names)
+    seed: int = 0  # the pairs' eps, attacks and random starts, the DUNET's initial weights, the batch order
 
     def __post_init__(self) -> None:
         self.variant = variant_name(self.variant)
@@ -143,20 +143,27 @@ def train_denoiser(target: nn.Module, train: Split, val: Split, settings: TrainS
     """Train a DUNET against the frozen `target`; returns (denoiser in eval mode, history per epoch).
 
     After every epoch the full state goes to `state_path`; if a compatible state is there already,
-    training continues from it (a finished run returns at once)."""
+    training continues from it (a finished run returns at once). Compatible means the same settings
+    except `epochs`: a run asked for more epochs than the state holds trains on, with the learning
+    rate continuing on the cosine over the new total (from where the step count stands); a state
+    with more epochs than asked for is an error."""
     target.eval()
     for p in target.parameters():
         p.requires_grad_(False)
     channels = train.clean.shape[1]
     if settings.variant == "fgd" and settings.layer is None:
         settings.layer = default_feature_layer(target, train.clean[:2].to(device))
-    denoiser = DUNET(channels, settings.width).to(device).to(memory_format=torch.channels_last)
+    with torch.random.fork_rng(devices=[]):  # the initial weights follow settings.seed, not the global RNG
+        torch.manual_seed(settings.seed)
+        denoiser = DUNET(channels, settings.width)
+    denoiser = denoiser.to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(denoiser.parameters(), lr=settings.lr)
     steps_per_epoch = math.ceil(train.clean.shape[0] / settings.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * steps_per_epoch)
+    total_steps = settings.epochs * steps_per_epoch
     guidance = Guidance(settings.variant, target, settings.layer)
     history: list[dict[str, Any]] = []
-    start = _resume(state_path, settings, denoiser, optimizer, schedule, history)
+    start = _resume(state_path, settings, denoiser, optimizer, history)
+    step = start * steps_per_epoch
     autocast = torch.bfloat16 if device.type == "cuda" else None
     bs = settings.batch_size
     undefended = accuracy(target, val.adv, val.labels, bs * 4, device)
@@ -175,8 +182,10 @@ def train_denoiser(target: nn.Module, train: Split, val: Split, settings: TrainS
                 loss = guidance.loss(clamp_unit(denoiser(adv).float()), clean, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(settings.lr, step, total_steps)
             optimizer.step()
-            schedule.step()
+            step += 1
             total += loss.detach() * idx.numel()
             seen += idx.numel()
             bar.update(idx.numel())
@@ -192,26 +201,33 @@ def train_denoiser(target: nn.Module, train: Split, val: Split, settings: TrainS
         bar.set_postfix(loss=f"{record['loss']:.4f}", val_adv=f"{record['val_adv_accuracy']:.3f}",
                         val_clean=f"{record['val_clean_accuracy']:.3f}")
         bar.close()
-        _save_state(state_path, settings, denoiser, optimizer, schedule, history)
+        _save_state(state_path, settings, denoiser, optimizer, history)
     return denoiser.eval(), history
 
 
+def cosine_lr(lr: float, step: int, total_steps: int) -> float:
+    """The learning rate of optimizer step `step` (0-based) of `total_steps`: lr annealed to 0 on a
+    half cosine (`CosineAnnealingLR` with eta_min 0, in closed form so a resumed run can stretch it)."""
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
+
+
 def _settings_key(settings: TrainSettings) -> dict[str, Any]:
+    """The settings a saved state must match to be continued: all but `epochs`."""
     d = dataclasses.asdict(settings)
-    d.pop("extra")
+    d.pop("epochs")
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 def _save_state(path: Path, settings: TrainSettings, denoiser: nn.Module, optimizer: torch.optim.Optimizer,
-                schedule: Any, history: list[dict[str, Any]]) -> None:
+                history: list[dict[str, Any]]) -> None:
     payload = {"format": STATE_FORMAT, "settings": _settings_key(settings), "denoiser": denoiser.state_dict(),
-               "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "history": history}
+               "optimizer": optimizer.state_dict(), "history": history}
     torch.save(payload, path.with_suffix(".partial"))
     path.with_suffix(".partial").replace(path)
 
 
 def _resume(path: Path, settings: TrainSettings, denoiser: nn.Module, optimizer: torch.optim.Optimizer,
-            schedule: Any, history: list[dict[str, Any]]) -> int:
+            history: list[dict[str, Any]]) -> int:
     """Load a saved state into the objects; returns the epoch to continue from (0 if none fits)."""
     if not path.is_file():
         return 0
@@ -219,8 +235,10 @@ def _resume(path: Path, settings: TrainSettings, denoiser: nn.Module, optimizer:
     if saved.get("format") != STATE_FORMAT or saved.get("settings") != _settings_key(settings):
         raise AdvlabError(f"{path} holds a training run with other settings; use another --out, or delete it "
                           "to start over")
+    if len(saved["history"]) > settings.epochs:
+        raise AdvlabError(f"{path} holds {len(saved['history'])} epochs of training, more than the {settings.epochs} "
+                          f"asked for; ask for --epochs {len(saved['history'])} or more, or use another --out")
     denoiser.load_state_dict(saved["denoiser"])
     optimizer.load_state_dict(saved["optimizer"])
-    schedule.load_state_dict(saved["schedule"])
     history.extend(saved["history"])
     return len(history)
