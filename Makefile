@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.advlab-installed
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(shell [ "$$(id -u)" = 0 ] || echo sudo -n) apt-get install -y -q
 
-.PHONY: demo test test-gpu bench fashion-models install clean
+.PHONY: demo test test-gpu bench fashion-models hgd-fashion install clean
 
 install: $(STAMP)
 
@@ -38,11 +38,23 @@ test-gpu: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/boundary.py
 
-# The lab's own Fashion-MNIST classifiers, for configs/uap-transfer-fashion.yaml
-fashion-models: $(STAMP)
-	mkdir -p reports/models
-	$(PY) -m advlab.smallnets --arch fashion_cnn --out reports/models/fashion_cnn.pt
-	$(PY) -m advlab.smallnets --arch fashion_mlp --out reports/models/fashion_mlp.pt
+# The lab's own Fashion-MNIST classifiers, for configs/uap-transfer-fashion.yaml and hgd-fashion.yaml
+MODELS := reports/models
+fashion-models: $(MODELS)/fashion_cnn.pt $(MODELS)/fashion_mlp.pt
+
+$(MODELS)/fashion_%.pt: | $(STAMP)
+	mkdir -p $(MODELS)
+	$(PY) -m advlab.smallnets --arch fashion_$* --out $@
+
+# An HGD (LGD, width 0.25) against the Fashion-MNIST CNN, trained on CPU in minutes, then the
+# defense study of configs/hgd-fashion.yaml
+$(MODELS)/hgd-fashion/hgd-lgd.pt: $(MODELS)/fashion_cnn.pt
+	$(VENV)/bin/advlab defend --hgd --train --model advlab.smallnets:fashion_cnn --weights $< --mean 0.5 --std 0.5 \
+	  --input-size 28 --data fashion-mnist:train -n 10000 --width 0.25 --epochs 5 --lr 3e-3 --batch-size 64 \
+	  --eps-max 0.25 --train-attacks pgd --pgd-steps 5 --out $(MODELS)/hgd-fashion
+
+hgd-fashion: $(MODELS)/hgd-fashion/hgd-lgd.pt
+	$(VENV)/bin/advlab run configs/hgd-fashion.yaml
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -67,8 +67,9 @@ class TrainSettings:
 
 # ---------------------------------------------------------------- training pairs
 def make_pairs(sources: Sequence[nn.Module], x: torch.Tensor, labels: torch.Tensor, settings: TrainSettings,
-               device: torch.device, *, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adversarial versions of x (N, C, H, W): returns (x_adv (N, C, H, W) on CPU, eps (N,)).
+               device: torch.device, *, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Adversarial versions of x (N, C, H, W): returns (x_adv (N, C, H, W) on CPU, eps (N,), source (N,)),
+    source being the index in `sources` of the model each example was made on.
 
     Image i gets attack and source model number `perm[i] % (attacks * sources)` and its own eps."""
     gen = torch.Generator().manual_seed(settings.seed)
@@ -92,7 +93,8 @@ def make_pairs(sources: Sequence[nn.Module], x: torch.Tensor, labels: torch.Tens
             x_adv[idx] = adv.cpu()
             bar.update(idx.numel())
     bar.close()
-    return x_adv, eps
+    source = torch.tensor([s for _, s in combos])[assignment]  # (N,)
+    return x_adv, eps, source
 
 
 def pairs_fingerprint(x: torch.Tensor, settings: TrainSettings, source_names: Sequence[str]) -> str:
@@ -111,8 +113,9 @@ def cached_pairs(path: Path, sources: Sequence[nn.Module], source_names: Sequenc
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved.get("fingerprint") == fingerprint:
             return saved["x_adv"].float()
-    x_adv, eps = make_pairs(sources, x, labels, settings, device, progress=progress)
-    torch.save({"fingerprint": fingerprint, "x_adv": x_adv.half(), "eps": eps}, path.with_suffix(".partial"))
+    x_adv, eps, source = make_pairs(sources, x, labels, settings, device, progress=progress)
+    torch.save({"fingerprint": fingerprint, "x_adv": x_adv.half(), "eps": eps, "source": source},
+               path.with_suffix(".partial"))
     path.with_suffix(".partial").replace(path)
     return x_adv.half().float()  # the same values a resumed run will read back
 

@@ -57,7 +57,7 @@ class Pairs:
 def pairs(fashion) -> Pairs:
     n = N_TRAIN + N_VAL
     x, y = fashion.x_train[:n], fashion.y_train[:n]
-    adv, eps = make_pairs([fashion.model], x, y, TrainSettings(**MAIN), CPU, progress=False)
+    adv, eps, _ = make_pairs([fashion.model], x, y, TrainSettings(**MAIN), CPU, progress=False)
     assert adv.shape == x.shape and ((adv - x).abs().amax(dim=(1, 2, 3)) <= eps + 1e-6).all()
     assert set(torch.unique(eps * 16 / MAIN["eps_max"]).round().long().tolist()) == set(range(1, 17))
     return Pairs(Split(x[:N_TRAIN], adv[:N_TRAIN], y[:N_TRAIN]), Split(x[N_TRAIN:], adv[N_TRAIN:], y[N_TRAIN:]))
@@ -180,6 +180,26 @@ def test_feature_layer_choice(fashion):
                           input_size=28, class_names=[str(i) for i in range(10)], in_channels=1)
     with pytest.raises(AdvlabError, match="no module with a spatial"):
         default_feature_layer(mlp, x)
+
+
+def test_pairs_from_several_source_models(fashion):
+    """The paper's ensemble setting: each training example is made on one of several models, and is
+    adversarial mainly for the model it was made on."""
+    from advlab.smallnets import train_classifier
+
+    torch.manual_seed(1)
+    net = fashion_mlp()
+    train_classifier(net, fashion.x_train[:5000], fashion.y_train[:5000], epochs=1, seed=1)
+    mlp = ImageClassifier(net.eval(), name="fashion_mlp", weights="trained here", mean=(0.5,), std=(0.5,),
+                          input_size=28, class_names=[str(i) for i in range(10)], in_channels=1)
+    x, y = fashion.correct(400)
+    settings = TrainSettings(eps_max=0.25, attacks=("pgd",), pgd_steps=5, seed=0)
+    adv, _, source = make_pairs([fashion.model, mlp], x, y, settings, CPU, progress=False)
+    assert set(source.tolist()) == {0, 1} and abs(int((source == 1).sum()) - 200) <= 1
+    on_cnn, on_mlp = source == 0, source == 1
+    # made on the CNN: the CNN is fooled far more than the MLP, and the other way round
+    assert accuracy(fashion.model, adv[on_cnn], y[on_cnn]) + 0.2 < accuracy(mlp, adv[on_cnn], y[on_cnn])
+    assert accuracy(mlp, adv[on_mlp], y[on_mlp]) + 0.2 < accuracy(fashion.model, adv[on_mlp], y[on_mlp])
 
 
 # ---------------------------------------------------------------- (iii) checkpoints
