@@ -81,6 +81,18 @@ class Defended(nn.Module):
         return f"{self.model.name}+{self.defense.name}"
 
     @property
+    def weights(self) -> str:
+        return f"{self.model.weights} + {self.defense.name} ({self.defense.variant()})"
+
+    @property
+    def input_size(self) -> int | None:
+        return self.model.input_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.model.in_channels
+
+    @property
     def autocast_dtype(self) -> torch.dtype | None:
         return getattr(self.model, "autocast_dtype", None)
 

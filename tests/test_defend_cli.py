@@ -64,19 +64,22 @@ def test_evaluation_reports_three_settings_per_attack(trained, digits):
     data = save_images(root / "eval.npz", x, y)
     run = root / "eval"
     assert main(["defend", "--hgd", "--checkpoint", str(out / "hgd-lgd.pt"), "--defense", "jpeg,bit-depth:bits=2",
-                 "--attacks", "fgsm,pgd", "--eps", "0.3", *model_args(digits), "--data", f"tensors:{data}",
-                 "--out", str(run)]) == 0
+                 "--attacks", "fgsm,pgd,universal", "--eps", "0.3", "--max-passes", "2", *model_args(digits),
+                 "--data", f"tensors:{data}", "--out", str(run)]) == 0
     results = json.loads((run / "results.json").read_text())
-    bare = {a["method"]: a for a in results["attacks"] if a["defense"] is None}
+    bare = {a["method"]: a for a in results["attacks"] if a["defense"] is None and not a.get("baseline")}
     adaptive = [a for a in results["attacks"] if a["defense"] is not None]
-    assert set(bare) == {"fgsm", "pgd"} and len(adaptive) == 6
+    assert set(bare) == {"fgsm", "pgd", "universal"} and len(adaptive) == 9
+    universal = [a for a in adaptive if a["method"] == "universal"]  # a UAP computed on each defended model
+    assert len(universal) == 3 and all(a["perturbation_file"] for a in universal)
     assert {(a["defense"], a["adaptive"]) for a in adaptive} == {("hgd", "exact"), ("jpeg", "bpda"),
                                                                  ("bit-depth", "bpda")}
     assert all(a["setting"] == "defended model (adaptive)" for a in adaptive)
     assert [d["method"] for d in results["defenses"]] == ["hgd", "jpeg", "bit-depth"]
     for d in results["defenses"]:
-        assert set(d["accuracy_after_defense"]) == {"fgsm", "fgsm(adaptive)", "pgd", "pgd(adaptive)"}
-        assert d["accuracy_without_defense"] == {m: bare[m]["accuracy"] for m in ("fgsm", "pgd")}
+        assert set(d["accuracy_after_defense"]) == {"fgsm", "fgsm(adaptive)", "pgd", "pgd(adaptive)", "universal",
+                                                    "universal(adaptive)"}
+        assert d["accuracy_without_defense"] == {m: bare[m]["accuracy"] for m in ("fgsm", "pgd", "universal")}
         assert d["clean_accuracy_undefended"] == results["clean"]["accuracy"]
         for m in ("fgsm", "pgd"):  # the adaptive row is the same number as the defense table's entry
             row = next(a for a in adaptive if a["defense"] == d["method"] and a["method"] == m)
