@@ -305,7 +305,8 @@ def _format_plugins(attacks: dict, defenses: dict) -> str:
     for info in attacks.values():
         lines.append(f"  {info.name:12s} threat={info.threat:9s} tasks={','.join(sorted(info.tasks)):16s} {info.summary}")
     lines.append("defenses:")
-    lines += [f"  {i.name:12s} tasks={','.join(sorted(i.tasks)):16s} {i.summary}" for i in defenses.values()]
+    lines += [f"  {i.name:12s} adaptive={'exact' if getattr(i.cls, 'differentiable', True) else 'bpda':5s}   "
+              f"tasks={','.join(sorted(i.tasks)):16s} {i.summary}" for i in defenses.values()]
     if not defenses:
         lines.append("  (none registered)")
     return "\n".join(lines)

@@ -37,3 +37,4 @@ def test_list_shows_capabilities(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "boundary" in out and "threat=decision" in out and "classification" in out
+    assert "hgd" in out and "jpeg         adaptive=bpda" in out and "median       adaptive=exact" in out
