@@ -175,12 +175,7 @@ def parse_defenses(text: str) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for item in (i.strip() for i in text.split(",") if i.strip()):
         name, *pairs = item.split(":")
-        settings: dict[str, Any] = {}
-        for pair in pairs:
-            key, sep, value = pair.partition("=")
-            if not sep or not key:
-                raise AdvlabError(f"--defense {item!r}: write settings as NAME:KEY=VALUE, e.g. jpeg:quality=50")
-            settings[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        settings = dict(key_value(pair, f"--defense {item!r}", "jpeg:quality=50") for pair in pairs)
         out.append((name.strip(), settings))
     return out
 
@@ -230,12 +225,16 @@ def _model_and_data(cfg: RunConfig, args: argparse.Namespace) -> None:
 
 def _attack_params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {ATTACK_FLAGS[k]: getattr(args, k) for k in ATTACK_FLAGS if getattr(args, k) is not None}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise AdvlabError(f"--set {item!r}: use KEY=VALUE, e.g. --set spherical_every=2")
-        params[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    params.update(key_value(item, f"--set {item!r}", "--set spherical_every=2") for item in args.set)
     return params
+
+
+def key_value(text: str, where: str, example: str) -> tuple[str, Any]:
+    """'max-passes=3' -> ('max_passes', 3): a setting written on the command line (value read as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise AdvlabError(f"{where}: write settings as KEY=VALUE, e.g. {example}")
+    return key.strip().replace("-", "_"), yaml.safe_load(value)
 
 
 def apply_run_overrides(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:

@@ -173,6 +173,25 @@ def attack_defaults(cls: type) -> dict[str, Any]:
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
 
 
+def instantiate(kind: str, name: str, cls: type, raw: dict[str, Any]) -> Any:
+    """Build a registered attack or defense from its settings; an unknown, missing or bad setting
+    becomes one line naming it."""
+    settings = {p.name: p for p in inspect.signature(cls.__init__).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    params = {k: parse_number(v) for k, v in raw.items()}
+    unknown = sorted(set(params) - set(settings))
+    if unknown:
+        raise AdvlabError(f"{kind} {name} has no setting {unknown[0]!r}; valid: {', '.join(settings) or 'none'}")
+    missing = [n for n, p in settings.items() if p.default is inspect.Parameter.empty and n not in params]
+    if missing:
+        raise AdvlabError(f"{kind} {name} needs the setting {missing[0]!r} (e.g. --{missing[0]} FILE, or "
+                          f"`{missing[0]}: ...` in its YAML entry)")
+    try:
+        return cls(**params)
+    except (ValueError, TypeError) as exc:
+        raise AdvlabError(f"{kind} {name}: {exc}") from None
+
+
 def to_yaml(cfg: RunConfig) -> str:
     data = dataclasses.asdict(cfg)
     data["attacks"] = [{"method": a.method, "target_class": a.target_class, "starting_image": a.starting_image,

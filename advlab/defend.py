@@ -21,6 +21,7 @@ from advlab.device import apply_precision, device_name, resolve_device
 from advlab.errors import AdvlabError
 from advlab.evaluate import predict
 from advlab.models import ImageClassifier, load_model
+from advlab.runner import log_to
 from defenses.hgd import save_checkpoint
 from defenses.hgd_train import Split, TrainSettings, cached_pairs, train_denoiser
 
@@ -54,10 +55,7 @@ def train_hgd(job: TrainJob) -> Path:
     device = resolve_device(job.device)
     apply_precision(job.precision)
     job.out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(job.out / "log.txt", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    handler = log_to(job.out / "log.txt")
     try:
         return _train(job, device)
     finally:

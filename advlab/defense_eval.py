@@ -10,7 +10,6 @@ attack of the run in three settings, side by side:
 """
 from __future__ import annotations
 
-import inspect
 import logging
 from collections import Counter
 from pathlib import Path
@@ -19,10 +18,9 @@ from typing import Any
 import torch
 
 from advlab.attack import Attack
-from advlab.config import AttackSpec, DefenseSpec, RunConfig, parse_number
+from advlab.config import AttackSpec, DefenseSpec, RunConfig, instantiate
 from advlab.defense import Defended, Defense
-from advlab.errors import AdvlabError
-from advlab.evaluate import predict
+from advlab.evaluate import accuracy, predict
 from advlab.registry import get_defense
 from advlab.rows import Outcome, Subject, attack_row
 from advlab.universal_eval import HeldOut
@@ -33,22 +31,7 @@ GALLERY_PER_ATTACK = 3  # image rows per attack in the report: clean, adversaria
 
 def build_defense(spec: DefenseSpec) -> Defense:
     """Instantiate a registered defense; bad or missing settings become one line naming the setting."""
-    info = get_defense(spec.method)
-    signature = inspect.signature(info.cls.__init__).parameters.values()
-    settings = {p.name: p for p in signature if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    params = {k: parse_number(v) for k, v in spec.params.items()}
-    unknown = sorted(set(params) - set(settings))
-    if unknown:
-        raise AdvlabError(f"defense {spec.method} has no setting {unknown[0]!r}; valid: "
-                          f"{', '.join(settings) or 'none'}")
-    missing = [n for n, p in settings.items() if p.default is inspect.Parameter.empty and n not in params]
-    if missing:
-        raise AdvlabError(f"defense {spec.method} needs the setting {missing[0]!r} "
-                          f"(e.g. --checkpoint FILE, or `{missing[0]}: ...` in the YAML entry)")
-    try:
-        return info.cls(**params)
-    except (ValueError, TypeError) as exc:
-        raise AdvlabError(f"defense {spec.method}: {exc}") from None
+    return instantiate("defense", spec.method, get_defense(spec.method).cls, spec.params)
 
 
 def attack_keys(specs: list[AttackSpec]) -> list[str]:
@@ -70,16 +53,16 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
     defended_subject = Subject(defended, data, clean, labels, held_def)
     row: dict[str, Any] = {
         **defense.describe(), "adaptive_gradient": defended.adaptive_gradient,
-        "clean_accuracy": _accuracy(clean.label, labels),
-        "clean_accuracy_undefended": _accuracy(subject.clean.label, labels),
+        "clean_accuracy": accuracy(clean.label, labels),
+        "clean_accuracy_undefended": accuracy(subject.clean.label, labels),
         "accuracy_without_defense": {}, "accuracy_after_defense": {},
     }
     adaptive_rows: list[dict[str, Any]] = []
     gallery: list[tuple[str, Outcome, torch.Tensor]] = []
     for key, tag, attack_spec, attack, outcome in bare:
         after = predict(defended, outcome.x_adv, cfg.batch_size, device)
-        row["accuracy_without_defense"][key] = _accuracy(outcome.adv_label, labels)
-        row["accuracy_after_defense"][key] = _accuracy(after.label, labels)
+        row["accuracy_without_defense"][key] = accuracy(outcome.adv_label, labels)
+        row["accuracy_after_defense"][key] = accuracy(after.label, labels)
         gallery.append((key, outcome, after.label))
         if spec.adaptive:
             adaptive = attack_row(f"{tag}-d{index}", attack_spec, attack, defended_subject, cfg, device, arrays).row
@@ -122,7 +105,3 @@ def _gallery(index: int, defended: Defended, subject: Subject, per_attack: list[
     path = arrays / f"defense-{index}-gallery.pt"
     torch.save({"x": torch.cat(x), "x_adv": torch.cat(x_adv), "denoised": torch.cat(purified)}, path)
     return {"file": f"arrays/{path.name}", "rows": rows}
-
-
-def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((pred == labels).float().mean())

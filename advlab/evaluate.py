@@ -111,6 +111,11 @@ def _pad_cat(traces: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(padded, dim=1)
 
 
+def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of (N,) predictions equal to the (N,) labels."""
+    return float((pred == labels).float().mean())
+
+
 def median(values: torch.Tensor) -> float | None:
     values = values[torch.isfinite(values)]
     return float(values.float().median()) if values.numel() else None

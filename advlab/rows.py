@@ -13,7 +13,7 @@ from advlab.attack import Attack
 from advlab.config import AttackSpec, RunConfig
 from advlab.data import ImageSet, load_image_file
 from advlab.errors import AdvlabError
-from advlab.evaluate import Predictions, attack_in_chunks, image_distances, predict, summarize
+from advlab.evaluate import Predictions, accuracy, attack_in_chunks, image_distances, predict, summarize
 from advlab.registry import get_attack
 from advlab.tasks import Criterion, Targeted, Untargeted
 from advlab.universal_eval import HeldOut, random_baseline, universal_summary
@@ -75,7 +75,7 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
         "criterion": "targeted" if isinstance(criterion, Targeted) else "untargeted",
         "target_class": int(criterion.labels[0]) if isinstance(criterion, Targeted) else None,
         "starting_image": spec.starting_image, "params": attack.params(),
-        "clean_accuracy": float((clean.label == labels).float().mean()),
+        "clean_accuracy": accuracy(clean.label, labels),
         **summarize(dist, labels, clean, adv, attacked, success, queries),
         "wall_s": run.wall_s,
     }

@@ -13,22 +13,14 @@ import torch
 
 from advlab import __version__
 from advlab.attack import Attack
-from advlab.config import (
-    AttackSpec,
-    DefenseSpec,
-    ModelSpec,
-    RunConfig,
-    attack_defaults,
-    load_config,
-    parse_number,
-    to_yaml,
-)
+from advlab.config import (AttackSpec, DefenseSpec, ModelSpec, RunConfig, attack_defaults, instantiate, load_config,
+                           to_yaml)
 from advlab.data import load_images
 from advlab.defense import Defense
 from advlab.defense_eval import attack_keys, build_defense, evaluate_defense
 from advlab.device import apply_precision, device_name, resolve_device
 from advlab.errors import AdvlabError
-from advlab.evaluate import predict
+from advlab.evaluate import accuracy, predict
 from advlab.models import load_model
 from advlab.registry import get_attack, get_defense
 from advlab.report import render_report
@@ -40,16 +32,7 @@ log = logging.getLogger("advlab")
 
 def build_attack(spec: AttackSpec) -> Attack:
     """Instantiate a registered attack; bad settings become one line naming the setting."""
-    info = get_attack(spec.method)
-    valid = attack_defaults(info.cls)
-    params = {k: parse_number(v) for k, v in spec.params.items()}
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise AdvlabError(f"attack {spec.method} has no setting {unknown[0]!r}; valid: {', '.join(valid)}")
-    try:
-        return info.cls(**params)
-    except (ValueError, TypeError) as exc:
-        raise AdvlabError(f"attack {spec.method}: {exc}") from None
+    return instantiate("attack", spec.method, get_attack(spec.method).cls, spec.params)
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
@@ -77,7 +60,7 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
     else:
         run_dir = new_run_dir(cfg)
         (run_dir / "config.yaml").write_text(to_yaml(_resolved(cfg)), encoding="utf-8")
-    handler = _log_to(run_dir / "log.txt")
+    handler = log_to(run_dir / "log.txt")
     try:
         return _execute(cfg, attacks, defenses, run_dir)
     except AdvlabError as exc:
@@ -107,13 +90,13 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], run
         "precision": cfg.precision, "batch_size": cfg.batch_size,
         "model": first.model.describe(),
         "data": {"name": first.data.source, "n": len(first.data), "label_source": first.data.label_source},
-        "clean": {"accuracy": _accuracy(first.clean.label, first.labels)},
+        "clean": {"accuracy": accuracy(first.clean.label, first.labels)},
         "attacks": [], "defenses": [],
     }
     if first.held_out is not None:
         results["data"]["eval"] = {"name": first.held_out.data.source, "n": len(first.held_out.data)}
     if len(subjects) > 1:
-        results["models"] = [{**s.model.describe(), "clean_accuracy": _accuracy(s.clean.label, s.labels)}
+        results["models"] = [{**s.model.describe(), "clean_accuracy": accuracy(s.clean.label, s.labels)}
                              for s in subjects]
     arrays = run_dir / "arrays"
     universal_rows: list[tuple[int, dict[str, Any]]] = []
@@ -154,10 +137,6 @@ def _add_row(results: dict[str, Any], row: dict[str, Any], subject: Subject, n_m
              row["median_l2"], row["wall_s"])
 
 
-def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((pred == labels).float().mean())
-
-
 def _subject(spec: ModelSpec, cfg: RunConfig, device: torch.device, autocast: torch.dtype | None) -> Subject:
     model = load_model(spec.name, spec.weights, mean=spec.mean, std=spec.std, input_size=spec.input_size,
                        num_classes=spec.num_classes, class_names_file=spec.class_names).to(device)
@@ -183,7 +162,8 @@ def _resolved(cfg: RunConfig) -> RunConfig:
     return RunConfig(**{**cfg.__dict__, "attacks": specs, "defenses": defenses})
 
 
-def _log_to(path: Path) -> logging.Handler:
+def log_to(path: Path) -> logging.Handler:
+    """Send the advlab log to `path` as well (remove the handler when done)."""
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
@@ -191,4 +171,4 @@ def _log_to(path: Path) -> logging.Handler:
     return handler
 
 
-__all__ = ["build_attack", "resume_experiment", "run_experiment"]
+__all__ = ["build_attack", "log_to", "resume_experiment", "run_experiment"]

@@ -38,18 +38,21 @@ from defenses.hgd_train import Split, TrainSettings, train_denoiser
 
 
 def rate(step: Callable[[], object], images: int, device: torch.device, seconds: float) -> float:
-    """Images per second of `step` (which processes `images` images), after two warm-up calls."""
+    """Images per second of `step` (which processes `images` images): two warm-up calls, three timed
+    ones to size the run, then enough calls for `seconds` with one device sync at the end."""
     for _ in range(2):
         step()
     synchronize(device)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    t0 = time.perf_counter()
+    for _ in range(3):
         step()
-        n += images
-        if n >= images * 3:
-            synchronize(device)
     synchronize(device)
-    return n / (time.perf_counter() - t0)
+    calls = max(1, round(seconds / ((time.perf_counter() - t0) / 3)))
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        step()
+    synchronize(device)
+    return calls * images / (time.perf_counter() - t0)
 
 
 def classifier(name: str, weights: str | None, device: torch.device) -> tuple[ImageClassifier, str]:

@@ -131,14 +131,14 @@ class Split:
 def accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device,
              denoiser: nn.Module | None = None) -> float:
     """Top-1 accuracy of model (optionally behind the denoiser) on x (N, C, H, W)."""
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=device)  # summed on the device: one sync at the end
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
             xs = x[i:i + batch_size].to(device)
             if denoiser is not None:
                 xs = denoiser(xs).float().clamp(0.0, 1.0)
-            correct += int((model(xs).argmax(1) == labels[i:i + batch_size].to(device)).sum())
-    return correct / max(1, x.shape[0])
+            correct += (model(xs).argmax(1) == labels[i:i + batch_size].to(device)).sum()
+    return int(correct) / max(1, x.shape[0])
 
 
 def train_denoiser(target: nn.Module, train: Split, val: Split, settings: TrainSettings, state_path: Path, *,

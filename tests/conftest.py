@@ -3,6 +3,7 @@
 Fashion-MNIST CNN (`advlab.smallnets:fashion_cnn`) trained on real Fashion-MNIST in 12-15 s."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,3 +125,26 @@ def fashion(tmp_path_factory: pytest.TempPathFactory) -> Fashion:
                                                                       test.y[:2000].split(500))]).float().mean())
     assert acc > 0.8, f"the Fashion-MNIST CNN trained to only {acc:.3f}"
     return Fashion(model, train.x, train.y, test.x, test.y, path, acc)
+
+
+# ---------------------------------------------------------------- command line
+@pytest.fixture()
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in the test's own directory: runs without --out (error paths too) land under it."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture()
+def run_error(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
+    """`run_error(*argv)`: runs the CLI, asserts exit status 2 with one line and no traceback, returns it."""
+    from advlab.cli import main
+
+    def run(*args: str) -> str:
+        code = main(list(args))
+        err = capsys.readouterr().err.strip()
+        assert code == 2, err
+        assert len(err.splitlines()) == 1 and "Traceback" not in err
+        return err
+
+    return run

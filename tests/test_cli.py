@@ -18,10 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFTEST = ROOT / "tests" / "conftest.py"
 
 
-@pytest.fixture(autouse=True)
-def _runs_land_in_tmp(tmp_path, monkeypatch):
-    """Runs without --out (error paths included) write reports/... under the test's own directory."""
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp")  # runs without --out land in the test's directory
 
 
 def advlab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -116,47 +113,40 @@ def test_quickstart_is_the_embedded_default():
     assert [a.method for a in cfg.attacks] == ["boundary"]
 
 
-def run_error(capsys, *args: str) -> str:
-    code = main(list(args))
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
-    return err
 
-
-def test_bad_inputs_give_one_line_and_exit_2(capsys, tmp_path, digits, digits_files):
-    assert "unknown attack method 'nope'" in run_error(capsys, "attack", "--method", "nope", "-n", "1")
-    assert "unknown model 'resnet5'" in run_error(capsys, "attack", "--method", "boundary", "--model", "resnet5")
+def test_bad_inputs_give_one_line_and_exit_2(run_error, tmp_path, digits, digits_files):
+    assert "unknown attack method 'nope'" in run_error("attack", "--method", "nope", "-n", "1")
+    assert "unknown model 'resnet5'" in run_error("attack", "--method", "boundary", "--model", "resnet5")
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("model: {name: [unclosed\n")
-    assert "not valid YAML" in run_error(capsys, "run", str(bad_yaml))
+    assert "not valid YAML" in run_error("run", str(bad_yaml))
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("modle: {name: resnet50}\n")
-    assert "unknown key 'modle'" in run_error(capsys, "run", str(unknown))
+    assert "unknown key 'modle'" in run_error("run", str(unknown))
     bad_setting = tmp_path / "setting.yaml"
     bad_setting.write_text("attacks: [{method: boundary, stepz: 3}]\n")
-    assert "no setting 'stepz'" in run_error(capsys, "run", str(bad_setting))
+    assert "no setting 'stepz'" in run_error("run", str(bad_setting))
     shape = tmp_path / "shape.npz"
     np.savez(shape, x=np.zeros((2, 5, 8, 8), np.float32))
-    err = run_error(capsys, "attack", "--method", "boundary", *byo_args(digits, shape))
+    err = run_error("attack", "--method", "boundary", *byo_args(digits, shape))
     assert "shape" in err
     corrupt = tmp_path / "weights.pt"
     corrupt.write_bytes(b"not a checkpoint")
-    err = run_error(capsys, "attack", "--method", "boundary", "--model", f"{CONFTEST}:digits_net",
+    err = run_error("attack", "--method", "boundary", "--model", f"{CONFTEST}:digits_net",
                     "--weights", str(corrupt), "--data", f"tensors:{digits_files}")
     assert "cannot load weights" in err
-    assert "must be >= 1" in run_error(capsys, "attack", "--method", "boundary", "-n", "0")
-    assert "steps must be a positive integer" in run_error(capsys, "attack", "--method", "boundary", "--steps", "0")
+    assert "must be >= 1" in run_error("attack", "--method", "boundary", "-n", "0")
+    assert "steps must be a positive integer" in run_error("attack", "--method", "boundary", "--steps", "0")
 
 
-def test_missing_weights_offline_names_the_cache(capsys, monkeypatch, tmp_path):
+def test_missing_weights_offline_names_the_cache(run_error, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
 
     def offline(*args, **kwargs):
         raise URLError("no network")
 
     monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)  # as if offline
-    err = run_error(capsys, "attack", "--method", "boundary", "--model", "resnet18", "-n", "1")
+    err = run_error("attack", "--method", "boundary", "--model", "resnet18", "-n", "1")
     assert "resnet18" in err and "copy resnet18-" in err and "torch-home" in err
 
 
@@ -184,13 +174,13 @@ def test_starting_image_sets_the_target(tmp_path):
     assert all(s["adv_pred"] == int(samples.y[3]) for s in row["samples"])
 
 
-def test_nan_logits_are_a_clear_error(capsys, tmp_path, digits_files):
+def test_nan_logits_are_a_clear_error(run_error, tmp_path, digits_files):
     src = tmp_path / "broken.py"
     src.write_text("import torch\n"
                    "class Broken(torch.nn.Module):\n"
                    "    def __init__(self):\n        super().__init__()\n        self.fc = torch.nn.Linear(64, 10)\n"
                    "    def forward(self, x):\n        return self.fc(x.flatten(1)) * float('nan')\n"
                    "def net():\n    return Broken()\n")
-    err = run_error(capsys, "attack", "--method", "boundary", "--model", f"{src}:net", "--input-size", "8",
+    err = run_error("attack", "--method", "boundary", "--model", f"{src}:net", "--input-size", "8",
                     "--data", f"tensors:{digits_files}")
     assert "NaN or inf logits" in err

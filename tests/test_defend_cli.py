@@ -17,9 +17,7 @@ from defenses.hgd import save_checkpoint
 CONFTEST = Path(__file__).resolve().parent / "conftest.py"
 
 
-@pytest.fixture(autouse=True)
-def _runs_land_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp")  # runs without --out land in the test's directory
 
 
 def save_images(path: Path, x: torch.Tensor, y: torch.Tensor) -> Path:
@@ -97,45 +95,38 @@ def test_evaluation_reports_three_settings_per_attack(trained, digits):
         ("hgd", {"checkpoint": str(out / "hgd-lgd.pt")}), ("jpeg", {"quality": 75}), ("bit-depth", {"bits": 2})]
 
 
-def run_error(capsys, *args: str) -> str:
-    code = main(list(args))
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
-    return err
 
-
-def test_defend_errors_are_one_line(capsys, digits, tmp_path):
+def test_defend_errors_are_one_line(run_error, digits, tmp_path):
     data = save_images(tmp_path / "d.npz", digits.x_test[:20], digits.y_test[:20])
     common = [*model_args(digits), "--data", f"tensors:{data}"]
-    assert "--hgd needs --checkpoint" in run_error(capsys, "defend", "--hgd", *common)
-    assert "add --hgd" in run_error(capsys, "defend", "--checkpoint", "x.pt", *common)
-    assert "no defense given" in run_error(capsys, "defend", *common)
-    assert "unknown defense 'jpg'" in run_error(capsys, "defend", "--defense", "jpg", *common)
-    assert "no setting 'qualty'" in run_error(capsys, "defend", "--defense", "jpeg:qualty=5", *common)
-    assert "quality" in run_error(capsys, "defend", "--defense", "jpeg:quality=0", *common)
-    assert "unknown attack method 'pgdd'" in run_error(capsys, "defend", "--defense", "jpeg", "--attacks", "pgdd",
+    assert "--hgd needs --checkpoint" in run_error("defend", "--hgd", *common)
+    assert "add --hgd" in run_error("defend", "--checkpoint", "x.pt", *common)
+    assert "no defense given" in run_error("defend", *common)
+    assert "unknown defense 'jpg'" in run_error("defend", "--defense", "jpg", *common)
+    assert "no setting 'qualty'" in run_error("defend", "--defense", "jpeg:qualty=5", *common)
+    assert "quality" in run_error("defend", "--defense", "jpeg:quality=0", *common)
+    assert "unknown attack method 'pgdd'" in run_error("defend", "--defense", "jpeg", "--attacks", "pgdd",
                                                        *common)
     assert "no attack in --attacks fgsm has the setting 'steps'" in run_error(
-        capsys, "defend", "--defense", "jpeg", "--attacks", "fgsm", "--steps", "3", *common)
-    assert "add --hgd" in run_error(capsys, "defend", "--train", *common)
-    assert "variant must be one of" in run_error(capsys, "defend", "--hgd", "--train", "--variant", "xgd", *common)
-    assert "--val-n 20 must be" in run_error(capsys, "defend", "--hgd", "--train", "--val-n", "20", *common,
+        "defend", "--defense", "jpeg", "--attacks", "fgsm", "--steps", "3", *common)
+    assert "add --hgd" in run_error("defend", "--train", *common)
+    assert "variant must be one of" in run_error("defend", "--hgd", "--train", "--variant", "xgd", *common)
+    assert "--val-n 20 must be" in run_error("defend", "--hgd", "--train", "--val-n", "20", *common,
                                              "--out", str(tmp_path / "t"))
-    assert "does not exist" in run_error(capsys, "defend", "--hgd", "--checkpoint", str(tmp_path / "nope.pt"),
+    assert "does not exist" in run_error("defend", "--hgd", "--checkpoint", str(tmp_path / "nope.pt"),
                                          *common)
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
-    assert "cannot be read" in run_error(capsys, "defend", "--hgd", "--checkpoint", str(corrupt), *common)
+    assert "cannot be read" in run_error("defend", "--hgd", "--checkpoint", str(corrupt), *common)
     foreign = tmp_path / "state.pt"
     torch.save({"weight": torch.zeros(3)}, foreign)
-    assert "not an advlab HGD checkpoint" in run_error(capsys, "defend", "--hgd", "--checkpoint", str(foreign),
+    assert "not an advlab HGD checkpoint" in run_error("defend", "--hgd", "--checkpoint", str(foreign),
                                                        *common)
     rgb = save_checkpoint(tmp_path / "rgb.pt", DUNET(3, 0.125), {"variant": "lgd"})
-    err = run_error(capsys, "defend", "--hgd", "--checkpoint", str(rgb), *common, "--out", str(tmp_path / "r"))
+    err = run_error("defend", "--hgd", "--checkpoint", str(rgb), *common, "--out", str(tmp_path / "r"))
     assert "denoises 3-channel images but got 1" in err
     yaml_cfg = tmp_path / "d.yaml"
     yaml_cfg.write_text("defenses: [{method: hgd}]\n")
-    assert "needs the setting 'checkpoint'" in run_error(capsys, "run", str(yaml_cfg))
+    assert "needs the setting 'checkpoint'" in run_error("run", str(yaml_cfg))
     yaml_cfg.write_text("defenses: [{method: jpeg, adaptive: maybe}]\n")
-    assert "adaptive must be true or false" in run_error(capsys, "run", str(yaml_cfg))
+    assert "adaptive must be true or false" in run_error("run", str(yaml_cfg))

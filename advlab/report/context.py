@@ -30,15 +30,11 @@ class AttackView:
     universal: UniversalView | None = None
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    """`value` when it is a dict, else an empty one (keys of results.json may be null)."""
-    return value if isinstance(value, dict) else {}
-
 
 def header(results: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, text) pairs describing the run, for the page header."""
-    model, data = _dict(results.get("model")), _dict(results.get("data"))
-    held_out = _dict(data.get("eval"))
+    model, data = fmt.as_dict(results.get("model")), fmt.as_dict(results.get("data"))
+    held_out = fmt.as_dict(data.get("eval"))
     model_extra = fmt.joined(
         model.get("task"),
         f"{model['num_classes']} classes" if model.get("num_classes") is not None else None,
@@ -69,7 +65,7 @@ def models_table(models: Any) -> list[dict[str, str]]:
     """Rows (name, weights, input, clean accuracy) of the top-level `models` list of a multi-model run."""
     rows = []
     for m in models if isinstance(models, list) else []:
-        m = _dict(m)
+        m = fmt.as_dict(m)
         if m:
             rows.append({"name": fmt.plain(m.get("name")), "weights": fmt.plain(m.get("weights")),
                          "input_size": fmt.plain(m.get("input_size")),
@@ -120,7 +116,7 @@ def attack_view(run_dir: Path, attack: dict[str, Any], index: int, clean_accurac
     if attack.get("target_class") is not None:
         criterion += f" → class {fmt.plain(attack['target_class'])}"
     title = fmt.joined(method, attack.get("model"), attack.get("backend"), setting, detail or None)
-    params = [(str(k), fmt.plain(v)) for k, v in _dict(attack.get("params")).items()]
+    params = [(str(k), fmt.plain(v)) for k, v in fmt.as_dict(attack.get("params")).items()]
     return AttackView(
         anchor=f"attack-{index}",
         title=title,
@@ -140,7 +136,7 @@ def attack_view(run_dir: Path, attack: dict[str, Any], index: int, clean_accurac
 
 def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     """The template context for one run."""
-    clean_accuracy = _dict(results.get("clean")).get("accuracy")
+    clean_accuracy = fmt.as_dict(results.get("clean")).get("accuracy")
     attacks = [a if isinstance(a, dict) else {} for a in (results.get("attacks") or [])]
     files = [name for name in ("config.yaml", "log.txt") if (run_dir / name).is_file()]
     return {

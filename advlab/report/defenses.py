@@ -4,7 +4,6 @@ adaptive attack (run end to end on the defended model; BPDA with the identity fo
 defenses, Athalye et al. ICML 2018), and an image gallery: clean, adversarial, denoised, removed noise."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,20 +84,11 @@ class DefenseTable:
     model_column: bool = False
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _number(value: Any) -> float | None:
-    """A finite real number as float, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def _pp(a: Any, b: Any) -> str:
     """a - b for two rates in [0, 1], in percentage points: '+73.0 pp'; MISSING when either is absent."""
-    x, y = _number(a), _number(b)
+    x, y = fmt.finite(a), fmt.finite(b)
     return fmt.MISSING if x is None or y is None else f"{(x - y) * 100:+.1f} pp"
 
 
@@ -132,7 +122,7 @@ def gradient_kind(d: dict[str, Any]) -> str | None:
 
 def accuracy_rows(d: dict[str, Any]) -> list[DefenseRow]:
     """The clean row, then one row per attack key of accuracy_without_defense / accuracy_after_defense."""
-    without, after = _dict(d.get("accuracy_without_defense")), _after(d)
+    without, after = fmt.as_dict(d.get("accuracy_without_defense")), _after(d)
     plain: dict[str, Any] = {}
     adaptive: dict[str, Any] = {}
     keys: list[str] = []
@@ -238,7 +228,7 @@ def load_gallery(path: Path) -> dict[str, torch.Tensor]:
 
 def build_gallery(run_dir: Path, gallery: Any) -> tuple[list[DefenseCard], str | None, int]:
     """(cards, note, number of rows) for a defense's `gallery`; never raises on a bad or missing file."""
-    gallery = _dict(gallery)
+    gallery = fmt.as_dict(gallery)
     listed = gallery.get("rows") if isinstance(gallery.get("rows"), list) else []
     rows = [r if isinstance(r, dict) else {} for r in listed]
     rel = gallery.get("file")
@@ -303,7 +293,7 @@ def defense_view(run_dir: Path, d: dict[str, Any], index: int, attacks: list[dic
         anchor=f"defense-{index}",
         title=title,
         info=info,
-        params=[(str(k), fmt.plain(v)) for k, v in _dict(d.get("params")).items()],
+        params=[(str(k), fmt.plain(v)) for k, v in fmt.as_dict(d.get("params")).items()],
         rows=rows,
         gradient_note=note,
         attack_links=attack_links(d, attacks),

@@ -15,6 +15,17 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def finite(value: Any) -> float | None:
+    """A finite real number as float, else None."""
+    v = _number(value)
+    return v if v is not None and math.isfinite(v) else None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """`value` when it is a dict, else an empty one (keys of results.json may be null)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _special(value: Any) -> str | None:
     """Text for None, non-numbers, NaN and infinities; None when `value` is a finite number."""
     if value is None:

@@ -3,7 +3,6 @@ the perturbation image, its norms and fooling ratios per attack row, and the tra
 (a perturbation computed on one model, evaluated on another: the paper's Table 2)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,12 +52,6 @@ class TransferView:
     has_missing: bool
 
 
-def _number(value: Any) -> float | None:
-    """A finite real number as float, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
 
 def is_universal(attack: dict[str, Any]) -> bool:
     """Whether a results.json attack row holds a universal perturbation."""
@@ -91,7 +84,7 @@ def _trace(values: Any) -> list[float]:
     """fooling_trace as floats (null and non-numbers -> NaN)."""
     if not isinstance(values, list):
         return []
-    return [v if (v := _number(x)) is not None else float("nan") for x in values]
+    return [v if (v := fmt.finite(x)) is not None else float("nan") for x in values]
 
 
 def universal_view(run_dir: Path, attack: dict[str, Any], title: str = "") -> UniversalView | None:
@@ -148,7 +141,7 @@ def transfer_view(transfer: Any) -> TransferView | None:
         label, file = _label(perts[i] if i < len(perts) else None, i)
         cells, nums, diag = [], [], []
         for j, model in enumerate(models):
-            v = _number(line[j]) if j < len(line) else None
+            v = fmt.finite(line[j]) if j < len(line) else None
             same = source is not None and fmt.plain(source) == model
             cells.append(TransferCell(fmt.pct(v), diagonal=same, missing=v is None))
             nums.append(float("nan") if v is None else v)
