@@ -1,8 +1,14 @@
 """The attack contract: settings in `__init__`, data and budget at call time.
 
-`attack(model, x, criterion, *, generator=None) -> AttackResult`. `__call__` does the shared work
-(input checks, clipping to [0, 1], a final verification pass that decides `success`, distances);
-subclasses implement `run` (the pattern of foolbox 3, Rauber et al., JOSS 2020).
+`attack(model, x, criterion, *, seed=0) -> AttackResult`. `__call__` does the shared work (input
+checks, clipping to [0, 1], a final verification pass that decides `success`, distances); subclasses
+implement `run` (the pattern of foolbox 3, Rauber et al., JOSS 2020).
+
+Randomness rule: an attack's random draws for an image are a function of the run seed and that
+image's own pixels only (`advlab.rng.image_keys(x, seed)` and the counter-based streams there), never
+of its position, its batch or a chunk index; so an image gives the same result alone, inside any
+batch, in any shard and after any resume. A set-level attack (a universal perturbation) keys its
+draws by the seed alone.
 """
 from __future__ import annotations
 
@@ -52,12 +58,15 @@ class Attack(abc.ABC):
 
     name: ClassVar[str] = ""
     norm: ClassVar[str] = "l2"
+    path_settings: ClassVar[tuple[str, ...]] = ()  # settings that name files (made absolute in config.yaml)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
-                 generator: torch.Generator | None = None,
-                 starting_points: torch.Tensor | None = None) -> AttackResult:
-        """Attack images `x` (N, C, H, W) in [0, 1]. `starting_points` (N, C, H, W), optional, are
-        adversarial images to begin from (decision-based attacks, targeted mode)."""
+                 seed: int = 0, starting_points: torch.Tensor | None = None) -> AttackResult:
+        """Attack images `x` (N, C, H, W) in [0, 1] with the run's `seed`. `starting_points` (N, C, H, W),
+        optional, are adversarial images to begin from (decision-based attacks, targeted mode).
+        No images (N = 0) is a valid input with an empty result."""
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise AdvlabError(f"seed must be an integer, got {seed!r}")
         _check_images(x, "x")
         if len(criterion) != x.shape[0]:
             raise AdvlabError(f"criterion has {len(criterion)} labels for {x.shape[0]} images; pass one per image")
@@ -70,7 +79,9 @@ class Attack(abc.ABC):
             warnings.warn("model is in train mode (batch norm / dropout active); call model.eval() first",
                           stacklevel=2)
         criterion = criterion.to(x.device)
-        result = self.run(model, x, criterion, generator=generator, starting_points=starting_points)
+        if x.shape[0] == 0:
+            return empty_result(x)
+        result = self.run(model, x, criterion, seed=seed, starting_points=starting_points)
         x_adv = result.x_adv.clamp(0.0, 1.0)
         with torch.no_grad():  # in slices: a universal attack hands over a whole data set at once
             success = torch.cat([criterion.subset(slice(i, i + VERIFY_BATCH)).is_adversarial(
@@ -82,12 +93,20 @@ class Attack(abc.ABC):
 
     @abc.abstractmethod
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
-            generator: torch.Generator | None, starting_points: torch.Tensor | None) -> AttackResult:
-        """Produce candidate adversarials; `success` and `distance` are recomputed by `__call__`."""
+            seed: int, starting_points: torch.Tensor | None) -> AttackResult:
+        """Produce candidate adversarials for N >= 1 images; `success` and `distance` are recomputed by
+        `__call__`. Draw randomness per image from `image_keys(x, seed)` (see the module docstring)."""
 
     def params(self) -> dict[str, Any]:
         """The settings, for results.json (subclasses store them as public attributes)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+def empty_result(x: torch.Tensor) -> AttackResult:
+    """The result of attacking no images: x (0, C, H, W) -> empty tensors of the right shapes."""
+    return AttackResult(x_adv=x.clone(), success=torch.zeros(0, dtype=torch.bool, device=x.device),
+                        queries=torch.zeros(0, dtype=torch.long, device=x.device),
+                        distance=torch.zeros(0, device=x.device))
 
 
 def _check_images(x: torch.Tensor, field_name: str) -> None:
@@ -96,6 +115,8 @@ def _check_images(x: torch.Tensor, field_name: str) -> None:
                           f"{'' if not isinstance(x, torch.Tensor) else ' of ' + str(x.dtype)}")
     if x.dim() != 4:
         raise AdvlabError(f"{field_name} must be NCHW (4 dims), got shape {tuple(x.shape)}; add a batch dim")
+    if x.numel() == 0:
+        return
     lo, hi = float(x.min()), float(x.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise AdvlabError(f"{field_name} must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; "

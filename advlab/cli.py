@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import inspect
+import logging
+import shlex
 import sys
 import warnings
 from fractions import Fraction
@@ -11,7 +14,7 @@ from typing import Any, Sequence
 import yaml
 
 from advlab.config import AttackSpec, DefenseSpec, RunConfig, default_weights, load_config, validate
-from advlab.errors import AdvlabError
+from advlab.errors import AdvlabError, Interrupted, first_line
 
 # CLI flags that become attack settings when given (dest -> setting name).
 ATTACK_FLAGS = {"steps": "steps", "max_queries": "max_queries", "target_l2": "target_l2",
@@ -31,24 +34,43 @@ def floats(text: str) -> list[float]:
     return [number(v) for v in text.split(",")]
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows '(default: X)' where an option has a real default of its own (not None or False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and default not in (None, False, "", [], argparse.SUPPRESS)
+                and "default" not in text.lower()):
+            text += f" (default: {default})"
+        return text
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from advlab import __version__
+
     p = Parser(prog="advlab", description="Adversarial robustness lab: attacks, defenses, HTML reports.")
+    p.add_argument("--version", action="version", version=f"advlab {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="verb", required=True, parser_class=Parser)
 
-    run_common = argparse.ArgumentParser(add_help=False)
+    run_common = argparse.ArgumentParser(add_help=False)  # unset options come from the config (or its defaults)
     g = run_common.add_argument_group("run")
     g.add_argument("-n", type=int, help="number of images (first n in the source's order)")
     g.add_argument("--eval-n", type=int, help="number of held-out images (universal perturbations)")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=int, help="every random draw derives from it and each image's pixels (default 0)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:K (default auto)")
-    g.add_argument("--precision", choices=["fp32", "tf32", "bf16"])
-    g.add_argument("--batch-size", type=int, help="images per attack chunk")
+    g.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="default fp32")
+    g.add_argument("--batch-size", type=int, help="images per attack chunk; never changes a result (default 32)")
     g.add_argument("--out", help="run directory (default reports/NAME-YYYYmmdd-HHMMSS)")
     g.add_argument("--name", help="run name")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -67,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--eval-data", help="held-out images for universal perturbations (same forms as --data)")
 
     settings = argparse.ArgumentParser(add_help=False)
-    b = settings.add_argument_group("attack settings (advlab defend: applied to every listed attack that has them)")
+    b = settings.add_argument_group("attack settings (defaults: each attack's own, see `advlab list METHOD`; "
+                                    "advlab defend: applied to every listed attack that has them)")
     b.add_argument("--steps", type=int)
     b.add_argument("--eps", type=number, help="perturbation budget, e.g. 10/255 (l_inf) or 2.0 (l2)")
     b.add_argument("--norm", choices=["linf", "l2"])
@@ -126,11 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--debug", action="store_true", help="show tracebacks")
 
     ls = sub.add_parser("list", help="registered attacks and defenses with their capabilities")
+    ls.add_argument("method", nargs="?", help="an attack or defense: show its settings, types and defaults")
     ls.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
 def config_from_attack_args(args: argparse.Namespace) -> RunConfig:
+    from advlab.registry import get_attack
+
+    get_attack(args.method)  # an unknown method is named before anything else
     cfg = RunConfig(name=args.method)
     _model_and_data(cfg, args)
     cfg.attacks = [AttackSpec(method=args.method, target_class=args.target_class, starting_image=args.starting_image,
@@ -180,8 +207,8 @@ def parse_defenses(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def train_job_from_args(args: argparse.Namespace) -> Any:
-    """`advlab defend --hgd --train`: the training job."""
+def train_job_from_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> Any:
+    """`advlab defend --hgd --train`: the training job (`argv` gives the command that continues it)."""
     from datetime import datetime
 
     from advlab.config import DataSpec, ModelSpec
@@ -208,7 +235,21 @@ def train_job_from_args(args: argparse.Namespace) -> Any:
         raise AdvlabError(f"-n must be at least 2 (training and validation pairs), got {args.n}")
     return TrainJob(out=out, model=cfg.model, sources=sources, data=DataSpec(source=cfg.data.source, n=args.n),
                     val_n=args.val_n, settings=settings, device=args.device or "auto",
-                    precision=args.precision or "fp32")
+                    precision=args.precision or "fp32", resume_command=same_command_into(argv, out))
+
+
+def same_command_into(argv: Sequence[str], out: Path) -> str:
+    """The command line `argv` again, writing into `out` (absolute): what continues a training job."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif not arg.startswith("--out="):
+            kept.append(arg)
+    return shlex.join(["advlab", *kept, "--out", str(out.expanduser().resolve())])
 
 
 def _model_and_data(cfg: RunConfig, args: argparse.Namespace) -> None:
@@ -251,27 +292,61 @@ def apply_run_overrides(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    console = _console_warnings()
     try:
-        return _dispatch(args)
+        return _dispatch(args, argv)
     except AdvlabError as exc:
         if args.debug:
             raise
         print(f"advlab: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("advlab: interrupted; finished chunks are kept (advlab run --resume RUN_DIR)", file=sys.stderr)
+    except Interrupted as stop:
+        print(f"advlab: interrupted; finished work is kept. Continue with: {stop.resume}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print("advlab: interrupted before anything was written", file=sys.stderr)
+        return 130
+    except OSError as exc:  # the machine, not advlab: a full disk, a folder without write permission
+        if args.debug:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"advlab: error: {exc.strerror or exc}{where}; free space or choose another --out", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001  (a bug: one line here, the traceback with --debug)
+        if args.debug:
+            raise
+        print(f"advlab: internal error: {type(exc).__name__}: {first_line(exc)}; this is a bug in advlab: rerun "
+              "with --debug and report the traceback", file=sys.stderr)
+        return 1
+    finally:
+        logging.getLogger("advlab").removeHandler(console)
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _console_warnings() -> logging.Handler:
+    """Warnings of the advlab logger (e.g. a model without weights) also go to stderr, one line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.addFilter(lambda record: record.levelno == logging.WARNING)  # errors: printed once, by main()
+    handler.setFormatter(logging.Formatter("advlab: warning: %(message)s"))
+    logger = logging.getLogger("advlab")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler
+
+
+def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     from advlab import registry  # heavy imports after argument parsing
     from advlab.report import render_report
     from advlab.runner import resume_experiment, run_experiment
 
     warnings.filterwarnings("ignore", message=".*weights_only.*")
     if args.verb == "list":
-        print(_format_plugins(registry.attacks(), registry.defenses()))
+        if args.method:
+            print(describe_plugin(args.method))
+        else:
+            print(_format_plugins(registry.attacks(), registry.defenses()))
         return 0
     if args.verb == "report":
         print(render_report(Path(args.run_dir)))
@@ -279,7 +354,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.verb == "defend" and args.train:
         from advlab.defend import train_hgd
 
-        checkpoint = train_hgd(train_job_from_args(args))
+        checkpoint = train_hgd(train_job_from_args(args, argv))
         print(f"checkpoint: {checkpoint}")
         print(f"evaluate it: advlab defend --hgd --checkpoint {checkpoint} --model ... --data ... --attacks fgsm,pgd")
         return 0
@@ -299,10 +374,42 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe_plugin(name: str) -> str:
+    """`advlab list NAME`: a plugin's summary and its settings with types and defaults."""
+    from advlab import registry
+    from advlab.config import setting_types
+
+    attacks, defenses = registry.attacks(), registry.defenses()
+    if name not in attacks and name not in defenses:
+        raise AdvlabError(f"no attack or defense named {name!r}; choose one of: "
+                          f"{', '.join([*attacks, *defenses])}")
+    info = attacks.get(name) or defenses[name]
+    cls = info.cls
+    head = f"{info.kind} {name}: {info.summary}"
+    if info.kind == "attack":
+        head += f"\n  threat={info.threat} tasks={','.join(sorted(info.tasks))}"
+    hints = setting_types(cls)
+    lines = [head, "settings:"]
+    for param in inspect.signature(cls.__init__).parameters.values():
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY or param.name == "progress":
+            continue
+        kind = _type_name(hints.get(param.name, param.annotation))
+        default = "required" if param.default is inspect.Parameter.empty else f"default {param.default!r}"
+        lines.append(f"  {param.name:24s} {kind:14s} {default}")
+    return "\n".join(lines)
+
+
+def _type_name(hint: Any) -> str:
+    if hint is inspect.Parameter.empty:
+        return "any"
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "").replace("NoneType", "None")
+
+
 def _format_plugins(attacks: dict, defenses: dict) -> str:
     lines = ["attacks:"]
     for info in attacks.values():
-        lines.append(f"  {info.name:12s} threat={info.threat:9s} tasks={','.join(sorted(info.tasks)):16s} {info.summary}")
+        lines.append(f"  {info.name:12s} threat={info.threat:9s} tasks={','.join(sorted(info.tasks)):16s} "
+                     f"{info.summary}")
     lines.append("defenses:")
     lines += [f"  {i.name:12s} adaptive={'exact' if getattr(i.cls, 'differentiable', True) else 'bpda':5s}   "
               f"tasks={','.join(sorted(i.tasks)):16s} {i.summary}" for i in defenses.values()]

@@ -78,7 +78,8 @@ def load_config(path: str | Path) -> RunConfig:
         at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
         raise AdvlabError(f"config {p} is not valid YAML{at}: {getattr(exc, 'problem', exc)}; fix the syntax") from None
     if raw is None:
-        raw = {}
+        raise AdvlabError(f"config {p} is empty; write at least `attacks: [{{method: boundary}}]` (see "
+                          "configs/quickstart.yaml)")
     if not isinstance(raw, dict):
         raise AdvlabError(f"config {p} must be a mapping of settings, got a {type(raw).__name__}")
     return config_from_dict(raw, source=str(p))
@@ -154,17 +155,35 @@ def defense_spec_from_dict(raw: Any, where: str) -> DefenseSpec:
     return DefenseSpec(method=method, adaptive=adaptive, params={k: parse_number(v) for k, v in entry.items()})
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
 def validate(cfg: RunConfig) -> None:
+    """Checks that need no model or data; every message names the field (and its flag)."""
     if cfg.precision not in ("fp32", "tf32", "bf16"):
-        raise AdvlabError(f"precision must be fp32, tf32 or bf16, got {cfg.precision!r}")
+        raise AdvlabError(f"precision (--precision) must be fp32, tf32 or bf16, got {cfg.precision!r}")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**63:
+        raise AdvlabError(f"seed (--seed) must be an integer >= 0, got {cfg.seed!r}")
     if cfg.batch_size < 1:
-        raise AdvlabError(f"batch_size must be >= 1, got {cfg.batch_size}")
+        raise AdvlabError(f"batch_size (--batch-size) must be >= 1, got {cfg.batch_size}")
+    if not RUN_NAME.fullmatch(cfg.name) or ".." in cfg.name:
+        raise AdvlabError(f"name (--name) {cfg.name!r} must be a plain file name (letters, digits, '_', '-', "
+                          "'.'; no '/' or '..'): it names the run directory under reports/")
     for key in ("n", "eval_n"):
         value = getattr(cfg.data, key)
         if value is not None and value < 1:
             raise AdvlabError(f"data.{key} (-{'n' if key == 'n' else '-eval-n'}) must be >= 1, got {value}")
-    if cfg.model.input_size is not None and cfg.model.input_size < 1:
-        raise AdvlabError(f"model.input_size must be >= 1, got {cfg.model.input_size}")
+    for i, model in enumerate([cfg.model, *cfg.models]):
+        where = "model" if i == 0 else f"models[{i - 1}]"
+        for key in ("input_size", "num_classes"):
+            value = getattr(model, key)
+            if value is not None and value < 1:
+                raise AdvlabError(f"{where}.{key} (--{key.replace('_', '-')}) must be >= 1, got {value}")
+    for i, attack in enumerate(cfg.attacks):
+        target = attack.target_class
+        if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 0):
+            raise AdvlabError(f"attacks[{i}].target_class (--target-class) must be a class index >= 0, "
+                              f"got {target!r}")
 
 
 def attack_defaults(cls: type) -> dict[str, Any]:
@@ -186,10 +205,45 @@ def instantiate(kind: str, name: str, cls: type, raw: dict[str, Any]) -> Any:
     if missing:
         raise AdvlabError(f"{kind} {name} needs the setting {missing[0]!r} (e.g. --{missing[0]} FILE, or "
                           f"`{missing[0]}: ...` in its YAML entry)")
+    hints = setting_types(cls)
+    params = {k: _setting(kind, name, k, v, hints.get(k)) for k, v in params.items()}
     try:
         return cls(**params)
     except (ValueError, TypeError) as exc:
         raise AdvlabError(f"{kind} {name}: {exc}") from None
+
+
+def setting_types(cls: type) -> dict[str, Any]:
+    """The annotated types of a plugin's keyword settings (strings resolved)."""
+    try:
+        return typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001  (a third-party plugin's unresolvable annotation: no type checks)
+        return {}
+
+
+_SCALARS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _setting(kind: str, name: str, key: str, value: Any, hint: Any) -> Any:
+    """Check a setting's type against its annotation before the plugin compares it with anything
+    (int, float, str, bool, each optionally `| None`); ints are accepted for floats."""
+    options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    scalars = [o for o in options if o in _SCALARS]
+    if not scalars or len(scalars) + (type(None) in options) < len(options):
+        return value  # a type we do not check (the plugin validates it)
+    for option in scalars:
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if type(value) is option:
+            return value
+    wanted = " or ".join(_SCALARS[o] for o in scalars) + (" (or null)" if type(None) in options else "")
+    raise AdvlabError(f"{kind} {name}: setting {key} must be {wanted}, got {value!r}")
+
+
+def _is_union(hint: Any) -> bool:
+    return isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
 
 
 def to_yaml(cfg: RunConfig) -> str:
@@ -251,3 +305,27 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 def _name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+# ---------------------------------------------------------------- paths
+def absolute(path: str) -> str:
+    """A user path as an absolute, resolved one (`~` expanded), so a run resumes from any directory."""
+    return str(Path(path).expanduser().resolve())
+
+
+def absolute_source(source: str) -> str:
+    """'folder:PATH' / 'tensors:FILE' with PATH made absolute; other sources unchanged."""
+    scheme, sep, arg = source.partition(":")
+    return f"{scheme}:{absolute(arg)}" if sep and arg and scheme in ("folder", "tensors") else source
+
+
+def absolute_model(spec: ModelSpec) -> ModelSpec:
+    """A model entry whose factory file, weights file and class-names file are absolute paths."""
+    name, weights = spec.name, spec.weights
+    target, sep, attr = name.rpartition(":")
+    if sep and target.endswith(".py"):
+        name = f"{absolute(target)}:{attr}"
+    if sep and weights is not None and weights.lower() != "none":  # custom models take a weights FILE
+        weights = absolute(weights)
+    class_names = absolute(spec.class_names) if spec.class_names else None
+    return dataclasses.replace(spec, name=name, weights=weights, class_names=class_names)

@@ -17,7 +17,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from advlab.errors import AdvlabError
+from advlab.errors import AdvlabError, first_line
 from advlab.evaluate import predict
 from advlab.models import ImageClassifier
 
@@ -48,6 +48,7 @@ class ImageSet:
     names: list[str]  # one per image: file name (relative path for folders), or "FILE[i]" for tensors
     source: str  # the spec string given, e.g. "imagenet-samples", "folder:/data/val"
     label_source: str  # "ground-truth" | "prediction" | "none"
+    class_names: tuple[str, ...] | None = None  # the source's own class names, where it knows them
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -155,7 +156,8 @@ def _fashion_mnist(spec: str, split: str, model: ImageClassifier, n: int | None)
     x = torch.from_numpy(images[:count].copy()).unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28)
     x = _match_tensor_channels(x, model, spec)
     names = [f"{split}[{i}]" for i in range(count)]
-    return ImageSet(x, torch.from_numpy(labels[:count].astype(np.int64)), names, spec, "ground-truth")
+    return ImageSet(x, torch.from_numpy(labels[:count].astype(np.int64)), names, spec, "ground-truth",
+                    FASHION_CLASSES)
 
 
 def _download_fashion_mnist() -> Path:
@@ -290,7 +292,7 @@ def _read_tensor_file(path: Path, spec: str) -> tuple[torch.Tensor, torch.Tensor
         else:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise AdvlabError(f"{spec}: cannot read {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}; "
+        raise AdvlabError(f"{spec}: cannot read {path}: {type(exc).__name__}: {first_line(exc)}; "
                           "save a dict {'x': images, 'y': labels} with np.savez or torch.save") from exc
     if not isinstance(data, dict) or "x" not in data:
         keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__

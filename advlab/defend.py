@@ -16,16 +16,17 @@ from typing import Any
 import torch
 
 from advlab.config import DataSpec, ModelSpec
-from advlab.data import load_images
+from advlab.data import ImageSet, load_images
 from advlab.device import apply_precision, device_name, resolve_device
-from advlab.errors import AdvlabError
+from advlab.errors import AdvlabError, Interrupted
 from advlab.evaluate import predict
 from advlab.models import ImageClassifier, load_model
-from advlab.runner import log_to
+from advlab.runner import check_writable_dir, log_to
 from defenses.hgd import save_checkpoint
 from defenses.hgd_train import Split, TrainSettings, cached_pairs, train_denoiser
 
 log = logging.getLogger("advlab")
+TRAIN_MARKER = ".advlab-hgd-train"  # marks an output directory as this kind of job's (it may be continued)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class TrainJob:
     device: str = "auto"
     precision: str = "fp32"
     progress: bool = True
+    resume_command: str = ""  # what continues the job after an interrupt (the same command, same --out)
 
 
 def _load(spec: ModelSpec, device: torch.device) -> ImageClassifier:
@@ -51,19 +53,10 @@ def _load(spec: ModelSpec, device: torch.device) -> ImageClassifier:
 
 
 def train_hgd(job: TrainJob) -> Path:
-    """Run a training job; returns the checkpoint path."""
+    """Run a training job; returns the checkpoint path. Models and data are loaded and checked before
+    anything is written; `job.out` must be new, empty, or this job's own earlier output (then it continues)."""
     device = resolve_device(job.device)
     apply_precision(job.precision)
-    job.out.mkdir(parents=True, exist_ok=True)
-    handler = log_to(job.out / "log.txt")
-    try:
-        return _train(job, device)
-    finally:
-        log.removeHandler(handler)
-        handler.close()
-
-
-def _train(job: TrainJob, device: torch.device) -> Path:
     model = _load(job.model, device)
     sources = [model] + [_load(s, device) for s in job.sources]
     data = load_images(job.data.source, model, n=job.data.n)
@@ -72,6 +65,24 @@ def _train(job: TrainJob, device: torch.device) -> Path:
     if not 1 <= val_n < n:
         raise AdvlabError(f"--val-n {val_n} must be at least 1 and less than the {n} training images; "
                           "load more with -n or lower --val-n")
+    if not any((job.out / name).is_file() for name in (TRAIN_MARKER, "hgd-pairs.pt", "hgd-train-state.pt")):
+        check_writable_dir(job.out, "--out")  # not an earlier training job's directory
+    job.out.mkdir(parents=True, exist_ok=True)
+    (job.out / TRAIN_MARKER).write_text(json.dumps({"kind": "hgd-train"}), encoding="utf-8")
+    handler = log_to(job.out / "log.txt")
+    try:
+        return _train(job, device, model, sources, data, val_n)
+    except KeyboardInterrupt:
+        log.error("training interrupted; the pairs and the last finished epoch are kept")
+        raise Interrupted(job.resume_command or f"the same command with --out {job.out}") from None
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _train(job: TrainJob, device: torch.device, model: ImageClassifier, sources: list[ImageClassifier],
+           data: ImageSet, val_n: int) -> Path:
+    n = len(data)
     labels = torch.where(data.y >= 0, data.y, predict(model, data.x, 256, device).label)
     names = [f"{s.name}@{s.weights}" for s in [job.model, *job.sources]]
     log.info("HGD-%s: %d pairs from %s, sources %s, device %s", job.settings.variant, n, data.source,

@@ -24,6 +24,7 @@ class Defense(nn.Module):
 
     name: ClassVar[str] = ""
     differentiable: ClassVar[bool] = True  # False: adaptive attacks differentiate through BPDA (identity)
+    path_settings: ClassVar[tuple[str, ...]] = ()  # settings that name files (made absolute in config.yaml)
 
     def params(self) -> dict[str, Any]:
         """The settings, for results.json: every keyword-only `__init__` argument, by attribute."""

@@ -1,5 +1,20 @@
-"""The one exception type a user sees: the CLI prints its message on one line and exits 2."""
+"""The exceptions a user sees: the CLI prints their message on one line (exit status 2 for bad
+input, 130 for an interrupted job, with the command that continues it)."""
 
 
 class AdvlabError(Exception):
     """Bad input from the user. The message names the problem and the fix."""
+
+
+class Interrupted(Exception):
+    """A job stopped by Ctrl-C after it wrote something to disk; `resume` is the command that continues it."""
+
+    def __init__(self, resume: str) -> None:
+        super().__init__(resume)
+        self.resume = resume
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for one-line errors about user code."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"

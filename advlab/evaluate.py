@@ -12,7 +12,8 @@ from torch import nn
 
 from advlab.attack import Attack, AttackResult, distances
 from advlab.device import synchronize
-from advlab.errors import AdvlabError
+from advlab.errors import AdvlabError, first_line
+from advlab.models import check_logits
 from advlab.rng import image_keys
 from advlab.tasks import Criterion
 
@@ -24,11 +25,21 @@ class Predictions:
 
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> Predictions:
-    """Top-1 label and confidence for (N, C, H, W) images, in batches; NaN/inf outputs are an error."""
-    labels, confs = [], []
+    """Top-1 label and confidence for (N, C, H, W) images, in batches. A model that fails on the
+    images, returns something other than (B, classes) logits, or NaN/inf, is an error on one line."""
+    labels = [torch.zeros(0, dtype=torch.long)]
+    confs = [torch.zeros(0)]
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
-            logits = model(x[i:i + batch_size].to(device))
+            batch = x[i:i + batch_size].to(device)
+            try:
+                logits = model(batch)
+            except AdvlabError:
+                raise
+            except Exception as exc:  # noqa: BLE001  (the user's model: one line, not a traceback)
+                raise AdvlabError(f"the model failed on images of shape {tuple(batch.shape)} ({type(exc).__name__}: "
+                                  f"{first_line(exc)}); check --input-size and the model's input channels") from exc
+            check_logits(logits, "the model", batch=batch.shape[0])
             if not torch.isfinite(logits).all():
                 raise AdvlabError("the model returned NaN or inf logits; check its weights, --mean/--std and "
                                   "--precision (try fp32)")
@@ -56,7 +67,13 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
                      starting_points: torch.Tensor | None, batch_size: int, device: torch.device, seed: int,
                      chunk_dir: Path) -> AttackRun:
     """Attack `x` (M, C, H, W) chunk by chunk; each finished chunk is saved to `chunk_dir`, and chunks
-    already there (same images, same settings) are loaded instead of recomputed (`--resume`)."""
+    already there (same images, same settings) are loaded instead of recomputed (`--resume`). Every
+    chunk gets the run's `seed` itself: the attack keys its draws by the seed and each image's pixels,
+    so the chunking never changes a result. M = 0 (nothing to attack) is an empty run."""
+    if x.shape[0] == 0:
+        return AttackRun(x_adv=x.clone(), success=torch.zeros(0, dtype=torch.bool),
+                         queries=torch.zeros(0, dtype=torch.long), wall_s=0.0, trace_queries=None, trace_l2=None,
+                         extras={})
     chunk_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(attack, seed)
     parts: list[dict[str, Any]] = []
@@ -70,11 +87,10 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
                 parts.append(saved)
                 continue
         sp = starting_points[start:start + batch_size].to(device) if starting_points is not None else None
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + k)
         synchronize(device)
         t0 = time.perf_counter()
         result: AttackResult = attack(model, xs.to(device), criterion.subset(slice(start, start + batch_size)),
-                                      generator=generator, starting_points=sp)
+                                      seed=seed, starting_points=sp)
         synchronize(device)
         part = {"fingerprint": fingerprint, "image_keys": keys, "x_adv": result.x_adv.cpu(),
                 "success": result.success.cpu(),
@@ -117,8 +133,10 @@ def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def median(values: torch.Tensor) -> float | None:
+    """The usual median of the finite values (the mean of the two middle ones for an even count, as
+    numpy's and the report's plots), or None when there are none."""
     values = values[torch.isfinite(values)]
-    return float(values.float().median()) if values.numel() else None
+    return float(values.double().quantile(0.5)) if values.numel() else None
 
 
 def image_distances(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:

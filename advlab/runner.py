@@ -2,9 +2,11 @@
 (config.yaml, results.json, arrays/, log.txt, index.html); `resume` continues a killed run."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -13,18 +15,18 @@ import torch
 
 from advlab import __version__
 from advlab.attack import Attack
-from advlab.config import (AttackSpec, DefenseSpec, ModelSpec, RunConfig, attack_defaults, instantiate, load_config,
-                           to_yaml)
+from advlab.config import (AttackSpec, DefenseSpec, ModelSpec, RunConfig, absolute, absolute_model, absolute_source,
+                           attack_defaults, instantiate, load_config, to_yaml)
 from advlab.data import load_images
-from advlab.defense import Defense
+from advlab.defense import Defended, Defense
 from advlab.defense_eval import attack_keys, build_defense, evaluate_defense
 from advlab.device import apply_precision, device_name, resolve_device
-from advlab.errors import AdvlabError
+from advlab.errors import AdvlabError, Interrupted
 from advlab.evaluate import accuracy, predict
 from advlab.models import load_model
 from advlab.registry import get_attack, get_defense
 from advlab.report import render_report
-from advlab.rows import Subject, run_attack
+from advlab.rows import Subject, plan_attack, run_attack
 from advlab.universal_eval import HeldOut, transfer_matrix
 
 log = logging.getLogger("advlab")
@@ -36,10 +38,12 @@ def build_attack(spec: AttackSpec) -> Attack:
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
+    """The run directory, created only now that everything was validated: `--out` must be new or an
+    empty directory (advlab never writes into a folder of the user's), the default is
+    reports/<name>-<YYYYmmdd-HHMMSS>."""
     if cfg.out:
-        run_dir = Path(cfg.out)
-        if (run_dir / "results.json").exists() or (run_dir / "config.yaml").exists():
-            raise AdvlabError(f"run directory {run_dir} already holds a run; pick another --out, or --resume it")
+        run_dir = Path(cfg.out).expanduser()
+        check_writable_dir(run_dir, "--out")
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path("reports") / f"{cfg.name}-{stamp}"
@@ -51,10 +55,33 @@ def new_run_dir(cfg: RunConfig) -> Path:
     return run_dir
 
 
+def check_writable_dir(path: Path, flag: str) -> None:
+    """A directory advlab may create or fill: absent, or empty. A run advlab made is resumed, not reused."""
+    if path.exists() and not path.is_dir():
+        raise AdvlabError(f"{flag} {path} is a file; give a directory path")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if (path / "config.yaml").is_file() or (path / "results.json").is_file():
+        state = "a finished run" if (path / "results.json").is_file() else "an unfinished run"
+        raise AdvlabError(f"{flag} {path} already holds {state}; continue it with `advlab run --resume {path}`, "
+                          f"or pick another {flag}")
+    raise AdvlabError(f"{flag} {path} is not empty and holds no advlab run; advlab only writes into a new or empty "
+                      f"directory: pick another {flag}")
+
+
 def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
-    """Run (or resume) an experiment and return its run directory."""
+    """Run (or resume) an experiment and return its run directory. Everything that can be checked
+    (settings, models, data, target classes, starting images) is checked before anything is written."""
     attacks = [build_attack(spec) for spec in cfg.attacks]  # fail on bad settings before any heavy work
     defenses = [build_defense(spec) for spec in cfg.defenses]
+    device = resolve_device(cfg.device)
+    autocast = apply_precision(cfg.precision)
+    subjects = [_subject(spec, cfg, device, autocast) for spec in (cfg.models or [cfg.model])]
+    for subject in subjects:
+        for spec, attack in zip(cfg.attacks, attacks):
+            plan_attack(spec, subject, device, universal=getattr(attack, "universal", False))
+        for defense in defenses:  # a defense that does not fit the model or the images fails here, on one image
+            predict(Defended(subject.model, defense).to(device).eval(), subject.data.x[:1], 1, device)
     if resume is not None:
         run_dir = resume
     else:
@@ -62,10 +89,16 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
         (run_dir / "config.yaml").write_text(to_yaml(_resolved(cfg)), encoding="utf-8")
     handler = log_to(run_dir / "log.txt")
     try:
-        return _execute(cfg, attacks, defenses, run_dir)
+        for subject in subjects:
+            log.info("%s on %d images from %s, device %s", subject.model.name, len(subject.data), subject.data.source,
+                     device_name(device))
+        return _execute(cfg, attacks, defenses, subjects, device, run_dir)
     except AdvlabError as exc:
         log.error("run stopped: %s", exc)  # the run directory says why it is incomplete
         raise
+    except KeyboardInterrupt:
+        log.error("run interrupted; finished chunks are kept")
+        raise Interrupted(f"advlab run --resume {shlex.quote(str(run_dir.resolve()))}") from None
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -77,10 +110,8 @@ def resume_experiment(run_dir: Path) -> Path:
     return run_experiment(load_config(run_dir / "config.yaml"), resume=run_dir)
 
 
-def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], run_dir: Path) -> Path:
-    device = resolve_device(cfg.device)
-    autocast = apply_precision(cfg.precision)
-    subjects = [_subject(spec, cfg, device, autocast) for spec in (cfg.models or [cfg.model])]
+def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], subjects: list[Subject],
+             device: torch.device, run_dir: Path) -> Path:
     first = subjects[0]
     results: dict[str, Any] = {
         "schema": 1, "advlab_version": __version__, "name": cfg.name,
@@ -128,6 +159,7 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], run
     return run_dir
 
 
+
 def _add_row(results: dict[str, Any], row: dict[str, Any], subject: Subject, n_models: int) -> None:
     if n_models > 1:
         row["model"] = subject.model.name
@@ -143,7 +175,8 @@ def _subject(spec: ModelSpec, cfg: RunConfig, device: torch.device, autocast: to
     model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPUs and CPUs alike
     model.autocast_dtype = autocast
     data = load_images(cfg.data.source, model, n=cfg.data.n)
-    log.info("%s on %d images from %s, device %s", model.name, len(data), data.source, device_name(device))
+    if data.class_names is not None:
+        model.adopt_class_names(data.class_names)
     clean = predict(model, data.x, cfg.batch_size, device)
     labels = torch.where(data.y >= 0, data.y, clean.label)
     held_out = None
@@ -154,12 +187,23 @@ def _subject(spec: ModelSpec, cfg: RunConfig, device: torch.device, autocast: to
 
 
 def _resolved(cfg: RunConfig) -> RunConfig:
-    """A copy with every attack and defense setting filled with its default, for RUN_DIR/config.yaml."""
-    specs = [AttackSpec(s.method, s.target_class, s.starting_image,
-                        {**attack_defaults(get_attack(s.method).cls), **s.params}) for s in cfg.attacks]
-    defenses = [DefenseSpec(d.method, d.adaptive, {**attack_defaults(get_defense(d.method).cls), **d.params})
+    """A copy for RUN_DIR/config.yaml: every attack and defense setting filled with its default, and
+    every path (model and weights files, data, starting images, plugin files) absolute, so that
+    `--resume` works from any working directory."""
+    def settings(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+        paths = getattr(cls, "path_settings", ())
+        full = {**attack_defaults(cls), **params}
+        return {k: absolute(v) if k in paths and isinstance(v, str) else v for k, v in full.items()}
+
+    specs = [AttackSpec(s.method, s.target_class, absolute(s.starting_image) if s.starting_image else None,
+                        settings(get_attack(s.method).cls, s.params)) for s in cfg.attacks]
+    defenses = [DefenseSpec(d.method, d.adaptive, settings(get_defense(d.method).cls, d.params))
                 for d in cfg.defenses]
-    return RunConfig(**{**cfg.__dict__, "attacks": specs, "defenses": defenses})
+    data = dataclasses.replace(cfg.data, source=absolute_source(cfg.data.source),
+                               eval_source=absolute_source(cfg.data.eval_source) if cfg.data.eval_source else None)
+    return dataclasses.replace(cfg, attacks=specs, defenses=defenses, data=data, model=absolute_model(cfg.model),
+                               models=[absolute_model(m) for m in cfg.models],
+                               out=absolute(cfg.out) if cfg.out else None)
 
 
 def log_to(path: Path) -> logging.Handler:

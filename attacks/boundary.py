@@ -32,6 +32,7 @@ from advlab.rng import image_keys, normal, step_keys, uniform
 from advlab.tasks import Criterion, Targeted
 
 _INIT_STREAM, _SEARCH_STREAM, _STEP_STREAM = 1, 2, 3
+DEFAULT_CANDIDATES = 4  # proposals per image per step (backend ours); `candidates=None` picks it
 
 
 @dataclass
@@ -65,13 +66,23 @@ class BoundaryAttack(Attack):
     spherical_band = (0.2, 0.5)  # keep the orthogonal-step success rate in here (paper: about 50%)
     source_band = (0.2, 0.5)  # and the full-step success rate in here
 
-    def __init__(self, *, steps: int = 1000, candidates: int = 4, max_queries: int | None = None,
+    def __init__(self, *, steps: int = 1000, candidates: int | None = None, max_queries: int | None = None,
                  target_l2: float | None = None, spherical_step: float = 0.01, source_step: float = 0.01,
                  step_adaptation: float = 1.5, adapt_window: int = 16, spherical_every: int = 4,
                  source_step_convergence: float = 1e-7, init_trials: int = 100, compact_every: int = 10,
                  backend: str = "ours", progress: bool = True) -> None:
         positive_int("steps", steps)
+        if backend not in ("ours", "foolbox"):
+            raise ValueError(f"backend must be 'ours' or 'foolbox', got {backend!r}")
+        if candidates is None:  # foolbox evaluates one candidate per step; ours defaults to 4 per forward pass
+            candidates = 1 if backend == "foolbox" else DEFAULT_CANDIDATES
         positive_int("candidates", candidates)
+        if backend == "foolbox" and candidates != 1:
+            raise ValueError(f"candidates must be 1 with backend foolbox (it evaluates one candidate per step), "
+                             f"got {candidates}")
+        if backend == "foolbox" and (max_queries is not None or target_l2 is not None):
+            raise ValueError("max_queries and target_l2 are not supported by backend foolbox; drop them or use "
+                             "backend ours")
         positive_int("adapt_window", adapt_window)
         positive_int("spherical_every", spherical_every)
         positive_int("init_trials", init_trials)
@@ -85,8 +96,6 @@ class BoundaryAttack(Attack):
                 raise ValueError(f"{name} must be in (0, 1), got {value}")
         if not step_adaptation > 1:
             raise ValueError(f"step_adaptation must be > 1, got {step_adaptation}")
-        if backend not in ("ours", "foolbox"):
-            raise ValueError(f"backend must be 'ours' or 'foolbox', got {backend!r}")
         self.steps, self.candidates, self.max_queries, self.target_l2 = steps, candidates, max_queries, target_l2
         self.spherical_step, self.source_step, self.step_adaptation = spherical_step, source_step, step_adaptation
         self.adapt_window, self.spherical_every = adapt_window, spherical_every
@@ -97,13 +106,11 @@ class BoundaryAttack(Attack):
         return {k: v for k, v in super().params().items() if k != "progress"}
 
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
-            generator: torch.Generator | None, starting_points: torch.Tensor | None) -> AttackResult:
+            seed: int, starting_points: torch.Tensor | None) -> AttackResult:
         if self.backend == "foolbox":
             from attacks.boundary_foolbox import run_foolbox_boundary
 
-            return run_foolbox_boundary(self, model, x, criterion, generator=generator,
-                                        starting_points=starting_points)
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()) if generator is not None else 0
+            return run_foolbox_boundary(self, model, x, criterion, seed=seed, starting_points=starting_points)
         with torch.no_grad():
             return self._run(model, x, criterion, seed, starting_points)
 

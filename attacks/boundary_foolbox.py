@@ -9,6 +9,7 @@ from torch import nn
 
 from advlab.attack import AttackResult
 from advlab.errors import AdvlabError
+from advlab.rng import M32, image_keys, mix32
 from advlab.tasks import Criterion, Targeted
 
 if TYPE_CHECKING:
@@ -29,16 +30,9 @@ class CallCounter(nn.Module):
 
 
 def run_foolbox_boundary(attack: "BoundaryAttack", model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
-                         generator: torch.Generator | None, starting_points: torch.Tensor | None) -> AttackResult:
+                         seed: int, starting_points: torch.Tensor | None) -> AttackResult:
     import foolbox as fb
 
-    for name in ("max_queries", "target_l2"):
-        if getattr(attack, name) is not None:
-            raise AdvlabError(f"--{name.replace('_', '-')} is not supported by --backend foolbox; "
-                              "drop it or use --backend ours")
-    if attack.candidates != 1:
-        raise AdvlabError("foolbox's BoundaryAttack evaluates one candidate per step; use --candidates 1 "
-                          "with --backend foolbox")
     counter = CallCounter(model).eval()
     fmodel = fb.PyTorchModel(counter, bounds=(0.0, 1.0), device=x.device)
     labels = criterion.labels
@@ -47,10 +41,12 @@ def run_foolbox_boundary(attack: "BoundaryAttack", model: nn.Module, x: torch.Te
     fb_attack = fb.attacks.BoundaryAttack(steps=attack.steps, spherical_step=attack.spherical_step,
                                           source_step=attack.source_step, step_adaptation=attack.step_adaptation,
                                           source_step_convergance=attack.source_step_convergence)
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()) if generator is not None else 0
+    # foolbox draws one noise vector per step for the whole batch, so its results depend on the batch by
+    # design; the seed at least follows the images and the run seed, never a chunk index
+    batch_seed = int(mix32(image_keys(x, seed).sum() & M32))
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # foolbox draws from the global RNG; leave it untouched
-        torch.manual_seed(seed)
+        torch.manual_seed(batch_seed)
         try:
             _, x_adv, success = fb_attack(fmodel, x, fb_criterion, epsilons=None, starting_points=starting_points)
         except ValueError as exc:

@@ -17,8 +17,9 @@ Everything is batched: every step sends the whole batch through the model once a
 with respect to the input only (`torch.autograd.grad`), so the model's parameters are never touched.
 Each image has its own eps and step size (tensors (N,)) in the module-level `pgd_linf` / `pgd_l2`,
 which the registered classes call with filled tensors (and which HGD-style training can call with
-per-image budgets directly). Random starts are drawn from the given `torch.Generator` (on the
-generator's device, then moved to the images' device), never from the global RNG.
+per-image budgets directly). Random starts are drawn per image on the images' device from the
+counter-based streams of `advlab.rng`, keyed by the seed and the image's own pixels: an image gets
+the same start alone or in any batch, and the global RNG is never used.
 """
 from __future__ import annotations
 
@@ -31,34 +32,36 @@ from torch import nn
 from advlab.attack import Attack, AttackResult
 from advlab.checks import check_bool, check_choice, check_eps, is_real, positive_int
 from advlab.registry import register_attack
+from advlab.rng import image_keys, normal, step_keys, uniform
 from advlab.tasks import Criterion, Targeted
 
 LOSSES = ("ce", "margin")
 PGD_NORMS = ("linf", "l2")
+_START_STREAM = 11  # advlab.rng stream of PGD's random start
 
 
 # ---------------------------------------------------------------- functional core
 def pgd_linf(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: torch.Tensor | float, steps: int,
-             step_size: torch.Tensor | float, generator: torch.Generator | None = None, targeted: bool = False, *,
+             step_size: torch.Tensor | float, seed: int = 0, targeted: bool = False, *,
              random_start: bool = True, loss: str = "ce", early_stop: bool = False) -> torch.Tensor:
     """l_inf PGD with a budget per image. x (N, C, H, W) in [0, 1]; labels (N,) true classes
     (untargeted) or targets (`targeted=True`); eps, step_size (N,) tensors or floats. Returns x_adv
-    (N, C, H, W) with |x_adv - x| <= eps per image, in [0, 1]. `generator=None` with `random_start`
-    uses a private generator seeded 0 (deterministic; the global RNG is never used)."""
-    return _pgd(model, x, labels, eps, steps, step_size, norm="linf", generator=generator, targeted=targeted,
+    (N, C, H, W) with |x_adv - x| <= eps per image, in [0, 1]. The random start of each image is
+    keyed by `seed` and its own pixels."""
+    return _pgd(model, x, labels, eps, steps, step_size, norm="linf", seed=seed, targeted=targeted,
                 random_start=random_start, loss=loss, early_stop=early_stop)[0]
 
 
 def pgd_l2(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: torch.Tensor | float, steps: int,
-           step_size: torch.Tensor | float, generator: torch.Generator | None = None, targeted: bool = False, *,
+           step_size: torch.Tensor | float, seed: int = 0, targeted: bool = False, *,
            random_start: bool = True, loss: str = "ce", early_stop: bool = False) -> torch.Tensor:
     """As `pgd_linf`, in the l2 norm: ||x_adv - x||_2 <= eps per image."""
-    return _pgd(model, x, labels, eps, steps, step_size, norm="l2", generator=generator, targeted=targeted,
+    return _pgd(model, x, labels, eps, steps, step_size, norm="l2", seed=seed, targeted=targeted,
                 random_start=random_start, loss=loss, early_stop=early_stop)[0]
 
 
 def _pgd(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: torch.Tensor | float, steps: int,
-         step_size: torch.Tensor | float, *, norm: str, generator: torch.Generator | None, targeted: bool,
+         step_size: torch.Tensor | float, *, norm: str, seed: int, targeted: bool,
          random_start: bool, loss: str, early_stop: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The shared loop. Returns (x_adv (N, C, H, W) in x's dtype, queries (N,) int64).
 
@@ -78,7 +81,7 @@ def _pgd(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: torch.Ten
 
     adv = x0.clone()
     if random_start:
-        adv = (x0 + _random_start(x0.shape, norm, generator).to(device) * eps_t).clamp_(0.0, 1.0)
+        adv = (x0 + _random_start(image_keys(x0, seed), x0.shape, norm) * eps_t).clamp_(0.0, 1.0)
     queries = torch.zeros(n, dtype=torch.long, device=device)
     frozen = torch.zeros(n, dtype=torch.bool, device=device)  # early stop: already adversarial
     for _ in range(steps):
@@ -108,18 +111,15 @@ def _per_image(value: torch.Tensor | float, n: int, device: torch.device, name: 
     return t
 
 
-def _random_start(shape: torch.Size, norm: str, generator: torch.Generator | None) -> torch.Tensor:
-    """A unit-budget random perturbation (N, C, H, W): uniform in the l_inf ball, or uniform in the
-    l2 ball (uniform direction, radius u**(1/D)). Drawn with `generator` on its own device."""
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
-    dev = generator.device
+def _random_start(keys: torch.Tensor, shape: torch.Size, norm: str) -> torch.Tensor:
+    """A unit-budget random perturbation (N, C, H, W) from per-image keys (N,): uniform in the l_inf
+    ball, or uniform in the l2 ball (uniform direction, radius u**(1/D)). Drawn on the keys' device."""
+    d = math.prod(shape[1:])
     if norm == "linf":
-        return torch.rand(shape, generator=generator, device=dev) * 2.0 - 1.0
-    n, d = shape[0], math.prod(shape[1:])
-    direction = torch.randn((n, d), generator=generator, device=dev)
+        return (uniform(step_keys(keys, _START_STREAM, 0), (d,)) * 2.0 - 1.0).view(shape)
+    direction = normal(step_keys(keys, _START_STREAM, 1), (d,))  # (N, D)
     direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    radius = torch.rand((n, 1), generator=generator, device=dev).pow(1.0 / d)
+    radius = uniform(step_keys(keys, _START_STREAM, 2), (1,)).pow(1.0 / d)  # (N, 1)
     return (direction * radius).view(shape)
 
 
@@ -163,10 +163,10 @@ class FGSM(Attack):
         self.loss = check_choice("loss", loss, LOSSES)
 
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
-            generator: torch.Generator | None, starting_points: torch.Tensor | None) -> AttackResult:
+            seed: int, starting_points: torch.Tensor | None) -> AttackResult:
         n = x.shape[0]
         eps = torch.full((n,), self.eps, device=x.device)
-        x_adv, queries = _pgd(model, x, criterion.labels, eps, 1, eps, norm="linf", generator=None,
+        x_adv, queries = _pgd(model, x, criterion.labels, eps, 1, eps, norm="linf", seed=seed,
                               targeted=isinstance(criterion, Targeted), random_start=False, loss=self.loss,
                               early_stop=False)
         return _result(x_adv, queries)
@@ -174,7 +174,7 @@ class FGSM(Attack):
 
 @register_attack("pgd", threat="white-box", tasks={"classification"})
 class PGD(Attack):
-    """PGD (Madry et al., ICLR 2018; I-FGSM without random start): projected gradient steps, l_inf or l2."""
+    """PGD (Madry et al., ICLR 2018): projected gradient steps from a random start, l_inf or l2 (no start: I-FGSM)."""
 
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
 
@@ -193,11 +193,11 @@ class PGD(Attack):
         self.early_stop = check_bool("early_stop", early_stop)
 
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
-            generator: torch.Generator | None, starting_points: torch.Tensor | None) -> AttackResult:
+            seed: int, starting_points: torch.Tensor | None) -> AttackResult:
         n = x.shape[0]
         x_adv, queries = _pgd(model, x, criterion.labels, torch.full((n,), self.eps, device=x.device), self.steps,
                               torch.full((n,), self.step_size, device=x.device), norm=self.norm,
-                              generator=generator, targeted=isinstance(criterion, Targeted),
+                              seed=seed, targeted=isinstance(criterion, Targeted),
                               random_start=self.random_start, loss=self.loss, early_stop=self.early_stop)
         return _result(x_adv, queries)
 

@@ -21,7 +21,8 @@ the clean predictions, so fooling ratio = share of images whose predicted label 
 `Targeted` criterion v pushes every image toward the target class instead. `perturbation=FILE`
 skips solving and applies a saved v (see `save_perturbation` / `load_perturbation`).
 
-All randomness (pass order, random v) comes from the given `torch.Generator`, never the global RNG;
+All randomness (pass order, random v) comes from a CPU generator seeded with the run seed alone (v is
+one object for the whole set: same seed, same data, same v on any device), never the global RNG;
 gradients are taken with respect to v or the images only, never the model's parameters. Gradients
 are taken at the clamped images and reduced to their feasible part (`_feasible`): autograd through
 clamp is 0 for pixels exactly at 0 or 1, which would freeze e.g. the all-zero Fashion-MNIST background.
@@ -59,6 +60,7 @@ class UniversalPerturbation(Attack):
 
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
     universal: ClassVar[bool] = True  # the runner passes the whole data set in one call, not chunks
+    path_settings: ClassVar[tuple[str, ...]] = ("perturbation",)
 
     def __init__(self, *, solver: str = "sgd", norm: str = "linf", eps: float = 10 / 255, max_passes: int = 5,
                  delta: float = 0.2, overshoot: float = 0.02, candidate_classes: int = 10, deepfool_steps: int = 50,
@@ -97,16 +99,19 @@ class UniversalPerturbation(Attack):
         self.progress = check_bool("progress", progress)
 
     def params(self) -> dict[str, Any]:
-        return {k: v for k, v in super().params().items() if k != "progress"}
+        """The settings that shaped the result: with a loaded `perturbation` the solver settings are
+        ignored, so only the file and the evaluation batch size are recorded."""
+        if self.perturbation is not None:
+            return {"perturbation": self.perturbation, "batch_size": self.batch_size}
+        return {k: v for k, v in super().params().items() if k not in ("progress", "perturbation")}
 
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
-            generator: torch.Generator | None, starting_points: torch.Tensor | None) -> AttackResult:
+            seed: int, starting_points: torch.Tensor | None) -> AttackResult:
         """One v for all of x (N, C, H, W); x_adv = clamp(x + v). extras: "perturbation" v (C, H, W),
         "fooling_trace" (passes + 1,) on CPU: the fooling ratio on x at v = 0 and after each pass (for
         "random" or a loaded v, no pass: just the ratio of that v), "passes". queries: model
         evaluations per image (a forward, or a forward and its backward passes, counts 1)."""
-        if generator is None:
-            generator = torch.Generator().manual_seed(0)
+        generator = torch.Generator().manual_seed(seed)  # set-level draws: keyed by the seed alone
         x0 = x.detach().float()  # (N, C, H, W), the working precision
         n, device = x0.shape[0], x0.device
         queries = torch.zeros(n, dtype=torch.long, device=device)

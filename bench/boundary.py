@@ -45,7 +45,7 @@ def attack_once(attack: BoundaryAttack, model: torch.nn.Module, x: torch.Tensor,
                 seed: int, device: torch.device) -> dict[str, float]:
     synchronize(device)
     t0 = time.perf_counter()
-    r = attack(model, x, Untargeted(y), generator=torch.Generator().manual_seed(seed))
+    r = attack(model, x, Untargeted(y), seed=seed)
     synchronize(device)
     wall = time.perf_counter() - t0
     images = float(r.queries.sum())

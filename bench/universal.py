@@ -122,7 +122,7 @@ def main() -> None:
         attack = UniversalPerturbation(solver=solver, norm="linf", eps=eps, max_passes=args.passes, progress=False)
         synchronize(device)
         t0 = time.perf_counter()
-        r = attack(model, xd, Untargeted(clean_x.to(device)), generator=torch.Generator().manual_seed(args.seed))
+        r = attack(model, xd, Untargeted(clean_x.to(device)), seed=args.seed)
         synchronize(device)
         wall = time.perf_counter() - t0
         v = r.extras["perturbation"]

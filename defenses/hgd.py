@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab.defense import Defense, clamp_unit
-from advlab.errors import AdvlabError
+from advlab.errors import AdvlabError, first_line
 from advlab.registry import register_defense
 from defenses.dunet import DUNET
 
@@ -133,7 +133,7 @@ def load_checkpoint(path: str | Path) -> tuple[DUNET, dict[str, Any]]:
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  # pickle errors, truncated files, refused globals
-        raise AdvlabError(f"HGD checkpoint {p} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+        raise AdvlabError(f"HGD checkpoint {p} cannot be read ({type(exc).__name__}: {first_line(exc)}); "
                           "it must be a file written by `advlab defend --hgd --train`") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise AdvlabError(f"{p} is not an advlab HGD checkpoint (no format {CHECKPOINT_FORMAT!r}); "
@@ -143,7 +143,7 @@ def load_checkpoint(path: str | Path) -> tuple[DUNET, dict[str, Any]]:
     try:
         denoiser.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
-        raise AdvlabError(f"HGD checkpoint {p} does not match its own config: {str(exc).splitlines()[0]}") from None
+        raise AdvlabError(f"HGD checkpoint {p} does not match its own config: {first_line(exc)}") from None
     return denoiser.eval(), config
 
 
@@ -151,6 +151,8 @@ def load_checkpoint(path: str | Path) -> tuple[DUNET, dict[str, Any]]:
 @register_defense("hgd", tasks={"classification"})
 class HGD(Defense):
     """HGD (Liao et al., CVPR 2018): a DUNET denoiser trained with guidance from the target model."""
+
+    path_settings = ("checkpoint",)
 
     def __init__(self, *, checkpoint: str) -> None:
         super().__init__()

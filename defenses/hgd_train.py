@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from advlab.checks import check_eps, is_real, positive_int
 from advlab.defense import clamp_unit
 from advlab.errors import AdvlabError
-from advlab.rng import image_keys
+from advlab.rng import image_keys, step_keys, uniform
 from attacks.gradient import pgd_linf
 from defenses.dunet import DUNET
 from defenses.hgd import Guidance, default_feature_layer, variant_name
@@ -34,6 +34,7 @@ from defenses.hgd import Guidance, default_feature_layer, variant_name
 TRAIN_ATTACKS = ("fgsm", "pgd")
 EPS_LEVELS = 16  # eps = k * eps_max / 16, k uniform in 1..16 (the paper's 1..16 of 255)
 STATE_FORMAT = "advlab-hgd-train-2"
+_PAIR_STREAM = 21  # advlab.rng stream of each pair's eps and (attack, source) draw
 
 
 @dataclass
@@ -71,12 +72,16 @@ def make_pairs(sources: Sequence[nn.Module], x: torch.Tensor, labels: torch.Tens
     """Adversarial versions of x (N, C, H, W): returns (x_adv (N, C, H, W) on CPU, eps (N,), source (N,)),
     source being the index in `sources` of the model each example was made on.
 
-    Image i gets attack and source model number `perm[i] % (attacks * sources)` and its own eps."""
-    gen = torch.Generator().manual_seed(settings.seed)
+    Each image's eps and random start come from its own counter-based stream (`advlab.rng`), keyed by
+    the seed and its pixels; the (attack, source) combinations are dealt in turn over the images
+    sorted by that key, so they stay balanced. No draw depends on an image's position or the batch size."""
     n = x.shape[0]
-    eps = torch.randint(1, EPS_LEVELS + 1, (n,), generator=gen).float() * (settings.eps_max / EPS_LEVELS)
     combos = [(a, s) for a in settings.attacks for s in range(len(sources))]
-    assignment = torch.randperm(n, generator=gen) % len(combos)
+    keys = image_keys(x, settings.seed)  # (N,)
+    draws = uniform(step_keys(keys, _PAIR_STREAM, 0), (1,))[:, 0]  # (N,) in (0, 1)
+    eps = (draws * EPS_LEVELS).floor().add(1).clamp(max=EPS_LEVELS) * (settings.eps_max / EPS_LEVELS)
+    assignment = torch.empty(n, dtype=torch.long)
+    assignment[keys.argsort(stable=True)] = torch.arange(n) % len(combos)  # (N,) balanced, by key rank
     x_adv = torch.empty_like(x)
     bs = settings.batch_size * 4  # attacks need no optimizer state: larger batches than training
     bar = tqdm(total=n, desc="HGD pairs", unit="img", disable=not progress)
@@ -89,7 +94,7 @@ def make_pairs(sources: Sequence[nn.Module], x: torch.Tensor, labels: torch.Tens
                 adv = pgd_linf(sources[source], xs, ys, es, 1, es, random_start=False)
             else:
                 adv = pgd_linf(sources[source], xs, ys, es, settings.pgd_steps, es * (2.5 / settings.pgd_steps),
-                               generator=torch.Generator().manual_seed(settings.seed * 7919 + c * 104729 + i))
+                               seed=settings.seed)
             x_adv[idx] = adv.cpu()
             bar.update(idx.numel())
     bar.close()
@@ -99,7 +104,7 @@ def make_pairs(sources: Sequence[nn.Module], x: torch.Tensor, labels: torch.Tens
 
 def pairs_fingerprint(x: torch.Tensor, settings: TrainSettings, source_names: Sequence[str]) -> str:
     """Identifies a set of pairs: the images, the attack settings and the source models."""
-    text = "|".join([str(image_keys(x, 0).sum().item()), str(x.shape[0]), repr(settings.attacks),
+    text = "|".join(["pairs-v2", str(image_keys(x, 0).sum().item()), str(x.shape[0]), repr(settings.attacks),
                      repr(settings.eps_max), str(settings.pgd_steps), str(settings.seed), *source_names])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -9,7 +9,7 @@ from attacks.boundary import BoundaryAttack
 
 
 def attack(model, x, criterion, seed=0, starting_points=None, **settings):
-    return BoundaryAttack(progress=False, **settings)(model, x, criterion, generator=torch.Generator().manual_seed(seed),
+    return BoundaryAttack(progress=False, **settings)(model, x, criterion, seed=seed,
                                                       starting_points=starting_points)
 
 

@@ -125,6 +125,7 @@ def test_defend_errors_are_one_line(run_error, digits, tmp_path):
     rgb = save_checkpoint(tmp_path / "rgb.pt", DUNET(3, 0.125), {"variant": "lgd"})
     err = run_error("defend", "--hgd", "--checkpoint", str(rgb), *common, "--out", str(tmp_path / "r"))
     assert "denoises 3-channel images but got 1" in err
+    assert not (tmp_path / "r").exists()  # found before the run directory was made
     yaml_cfg = tmp_path / "d.yaml"
     yaml_cfg.write_text("defenses: [{method: hgd}]\n")
     assert "needs the setting 'checkpoint'" in run_error("run", str(yaml_cfg))

@@ -76,7 +76,7 @@ class Fashion:
             settings, n = RUNS[name]
             attack = UniversalPerturbation(progress=False, **settings)
             self.runs[name] = attack(self.model, self.x[:n], Untargeted(self.x_label[:n]),
-                                     generator=torch.Generator().manual_seed(0))
+                                     seed=0)
         return self.runs[name]
 
 
@@ -190,7 +190,7 @@ def test_targeted_uap_sends_held_out_images_to_the_target(fashion, solver):
     n = 1000 if solver == "sgd" else 200
     settings = {"batch_size": 16, "deepfool_steps": 20, "max_passes": 1} if solver == "deepfool" else {"max_passes": 2}
     r = UniversalPerturbation(solver=solver, norm="l2", eps=3.0, delta=0.0, progress=False, **settings)(
-        fashion.model, fashion.x[:n], Targeted(torch.full((n,), BAG)), generator=torch.Generator().manual_seed(0))
+        fashion.model, fashion.x[:n], Targeted(torch.full((n,), BAG)), seed=0)
     hit = float((fashion.predict((fashion.held + r.extras["perturbation"]).clamp(0, 1)) == BAG).float().mean())
     base = float((fashion.held_label == BAG).float().mean())
     print(f"targeted {solver}: held-out share in Bag {hit:.3f} (clean {base:.3f})")
@@ -220,7 +220,7 @@ def test_fooling_trace_rises_and_ends_at_the_final_fooling_ratio(fashion):
     assert early.extras["passes"] == 1 and float(early.extras["fooling_trace"][-1]) >= 0.1
 
 
-def test_randomness_comes_only_from_the_generator(fashion):
+def test_randomness_comes_only_from_the_seed(fashion):
     x, labels = fashion.x[:128], Untargeted(fashion.x_label[:128])
     state = torch.get_rng_state()
     grads = [None if p.grad is None else p.grad.clone() for p in fashion.model.parameters()]
@@ -228,7 +228,7 @@ def test_randomness_comes_only_from_the_generator(fashion):
     def v(seed, n=128, **settings):
         attack = UniversalPerturbation(**{"max_passes": 1, "batch_size": 64, "progress": False, **settings})
         return attack(fashion.model, x[:n], labels.subset(slice(0, n)),
-                      generator=torch.Generator().manual_seed(seed)).extras["perturbation"]
+                      seed=seed).extras["perturbation"]
 
     for settings in ({"solver": "sgd"}, {"solver": "random"}, {"solver": "random", "norm": "l2", "eps": 3.0},
                      {"solver": "deepfool", "norm": "l2", "eps": 3.0, "candidate_classes": 3, "deepfool_steps": 5,
@@ -238,7 +238,7 @@ def test_randomness_comes_only_from_the_generator(fashion):
         assert not torch.equal(a, v(2, **settings)), settings  # the pass order / the draw follows the seed
     assert torch.equal(state, torch.get_rng_state())
     assert torch.equal(v(0, solver="sgd"), UniversalPerturbation(max_passes=1, batch_size=64, progress=False)(
-        fashion.model, x, labels).extras["perturbation"])  # generator=None: a private seed-0 generator
+        fashion.model, x, labels).extras["perturbation"])  # the default seed is 0
     assert torch.equal(state, torch.get_rng_state())
     for before, p in zip(grads, fashion.model.parameters()):  # gradients w.r.t. v and the images only
         assert (p.grad is None) if before is None else torch.equal(p.grad, before)
@@ -269,7 +269,7 @@ def test_registered_as_a_universal_white_box_attack():
 
 @pytest.mark.gpu  # `make test-gpu` on a CUDA machine; CI has none
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_runs_on_the_gpu_with_a_cpu_generator(fashion):
+def test_runs_on_the_gpu(fashion):
     import copy
 
     model = copy.deepcopy(fashion.model).cuda()
@@ -277,7 +277,7 @@ def test_runs_on_the_gpu_with_a_cpu_generator(fashion):
     state = torch.get_rng_state(), torch.cuda.get_rng_state()
     for solver in ("sgd", "deepfool", "random"):
         r = UniversalPerturbation(solver=solver, norm="l2", eps=3.0, max_passes=1, progress=False)(
-            model, x, Untargeted(labels), generator=torch.Generator().manual_seed(0))
+            model, x, Untargeted(labels), seed=0)
         v = r.extras["perturbation"]
         assert v.is_cuda and r.x_adv.is_cuda and r.queries.is_cuda and float(v.norm()) <= 3.0 * (1 + 1e-6)
     assert torch.equal(state[0], torch.get_rng_state()) and torch.equal(state[1], torch.cuda.get_rng_state())

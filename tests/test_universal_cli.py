@@ -61,6 +61,8 @@ def test_uap_from_the_cli_beats_random_noise_on_held_out_data(fashion_weights, t
                  "--device", "cpu", "--out", str(again)]) == 0
     rows = json.loads((again / "results.json").read_text())["attacks"]
     assert len(rows) == 1  # a saved perturbation gets no new random baseline
+    # the settings actually used, not the solver settings that were ignored
+    assert rows[0]["params"] == {"perturbation": str(out / uap["perturbation_file"]), "batch_size": 128}
     assert rows[0]["fooling_ratio"] == pytest.approx(uap["fooling_ratio"], abs=1e-9)
     assert "universal" in (again / "index.html").read_text()
 

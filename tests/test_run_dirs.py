@@ -1,0 +1,131 @@
+"""Run directories and the user's files: validate before writing, write only into a new or empty
+directory (or a run advlab made, through --resume), absolute paths in config.yaml, and the real
+command that continues an interrupted job."""
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from advlab.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFTEST = ROOT / "tests" / "conftest.py"
+
+pytestmark = pytest.mark.usefixtures("in_tmp")
+
+
+@pytest.fixture()
+def digits_npz(digits, tmp_path) -> Path:
+    x, y = digits.correct(4)
+    path = tmp_path / "digits.npz"
+    np.savez(path, x=(x.numpy() * 255).round().astype(np.uint8), y=y.numpy())
+    return path
+
+
+def attack_args(digits, data: Path | str, weights: Path | str | None = None) -> list[str]:
+    return ["attack", "--method", "boundary", "--steps", "20", "--candidates", "1", "--model",
+            f"{CONFTEST}:digits_net", "--weights", str(weights or digits.weights), "--mean", "0.5", "--std", "0.5",
+            "--input-size", "8", "--data", f"tensors:{data}"]
+
+
+def test_a_validation_error_writes_nothing_and_the_out_stays_usable(digits, digits_npz, tmp_path, run_error):
+    """Before: the run directory was created, then the target class was found out of range; the stub
+    (config.yaml + log.txt) made the same --out refused and --resume could not fix it."""
+    out = tmp_path / "run"
+    assert "out of range" in run_error(*attack_args(digits, digits_npz), "--target-class", "42", "--out", str(out))
+    assert not out.exists()
+    assert not (tmp_path / "reports").exists()
+    target = str(int(digits.correct(4)[1][0]))  # a class some image has: a starting point exists
+    assert main([*attack_args(digits, digits_npz), "--target-class", target, "--out", str(out)]) == 0
+    assert (out / "results.json").is_file()
+
+
+def test_never_writes_into_a_folder_of_the_users(digits, digits_npz, tmp_path, run_error, capsys):
+    """Before: --out into an existing folder overwrote the user's own index.html."""
+    mine = tmp_path / "my-site"
+    mine.mkdir()
+    (mine / "index.html").write_text("<h1>my page</h1>")
+    err = run_error(*attack_args(digits, digits_npz), "--out", str(mine))
+    assert "is not empty and holds no advlab run" in err
+    assert (mine / "index.html").read_text() == "<h1>my page</h1>" and len(list(mine.iterdir())) == 1
+    as_file = tmp_path / "a-file"
+    as_file.write_text("x")
+    assert "is a file" in run_error(*attack_args(digits, digits_npz), "--out", str(as_file))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*attack_args(digits, digits_npz), "--out", str(empty)]) == 0  # an empty folder is fine
+    capsys.readouterr()
+    err = run_error(*attack_args(digits, digits_npz), "--out", str(empty))
+    assert "already holds a finished run" in err and f"advlab run --resume {empty}" in err
+
+
+def test_config_stores_absolute_paths_and_resumes_from_anywhere(digits, tmp_path, monkeypatch):
+    """Before: config.yaml kept paths as typed, so --resume from another directory failed."""
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    x, y = digits.correct(4)
+    np.savez(work / "data" / "d.npz", x=(x.numpy() * 255).round().astype(np.uint8), y=y.numpy())
+    (work / "w.pt").write_bytes(Path(digits.weights).read_bytes())
+    (work / "names.txt").write_text("\n".join(f"digit {i}" for i in range(10)))
+    monkeypatch.chdir(work)
+    assert main([*attack_args(digits, "data/d.npz", "w.pt"), "--class-names", "names.txt", "--out", "run"]) == 0
+    saved = yaml.safe_load((work / "run" / "config.yaml").read_text())
+    assert saved["data"]["source"] == f"tensors:{work / 'data' / 'd.npz'}"
+    assert saved["model"]["weights"] == str(work / "w.pt") and saved["model"]["class_names"] == str(work / "names.txt")
+    assert saved["model"]["name"] == f"{CONFTEST}:digits_net" and saved["out"] == str(work / "run")
+    first = json.loads((work / "run" / "results.json").read_text())["attacks"][0]
+    (work / "run" / "results.json").unlink()
+    for chunk in (work / "run" / "arrays").rglob("chunk-*.pt"):
+        chunk.unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["run", "--resume", str(work / "run")]) == 0
+    again = json.loads((work / "run" / "results.json").read_text())["attacks"][0]
+    assert [s["l2"] for s in again["samples"]] == [s["l2"] for s in first["samples"]]
+    assert again["samples"][0]["label_name"].startswith("digit ")
+
+
+def test_an_interrupted_run_prints_the_command_that_continues_it(digits, digits_npz, tmp_path, monkeypatch, capsys):
+    """Before: the literal text `advlab run --resume RUN_DIR`."""
+    out = tmp_path / "stopped"
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("advlab.runner._execute", ctrl_c)
+    assert main([*attack_args(digits, digits_npz), "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"Continue with: advlab run --resume {out.resolve()}")
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    command = shlex.split(err.split("Continue with: ")[1])
+    assert main(command[1:]) == 0 and (out / "results.json").is_file()
+
+
+def test_an_interrupted_hgd_training_prints_its_own_command(fashion, tmp_path, monkeypatch, capsys):
+    """Before: `advlab run --resume RUN_DIR`, which is wrong for training: running the same command
+    again (with the same --out) is what continues it; without --out the stamp must be pinned."""
+    args = ["defend", "--hgd", "--train", "--model", "advlab.smallnets:fashion_cnn", "--weights", str(fashion.weights),
+            "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data", "fashion-mnist:train", "-n", "24",
+            "--width", "0.125", "--epochs", "1", "--batch-size", "8", "--train-attacks", "fgsm", "--device", "cpu"]
+    real_train = __import__("advlab.defend", fromlist=["_train"])._train
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("advlab.defend._train", ctrl_c)
+    assert main(args) == 130
+    err = capsys.readouterr().err.strip()
+    command = shlex.split(err.split("Continue with: ")[1])
+    out = Path(command[command.index("--out") + 1])
+    assert command[:3] == ["advlab", "defend", "--hgd"] and out.is_absolute() and out.is_dir()
+    assert str(out).startswith(str(tmp_path / "reports" / "hgd-lgd-"))
+    monkeypatch.setattr("advlab.defend._train", real_train)
+    assert main(command[1:]) == 0
+    assert (out / "hgd-lgd.pt").is_file() and len(list((tmp_path / "reports").iterdir())) == 1
