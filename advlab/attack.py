@@ -15,13 +15,14 @@ from __future__ import annotations
 import abc
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from advlab.criteria import Criterion
 from advlab.errors import AdvlabError
-from advlab.tasks import Criterion
 
 NORMS = ("l2", "linf")
 VERIFY_BATCH = 256  # images per forward pass of the final success check
@@ -99,7 +100,29 @@ class Attack(abc.ABC):
 
     def params(self) -> dict[str, Any]:
         """The settings, for results.json (subclasses store them as public attributes)."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "control_of"}
+
+    # ---------------------------------------------------------------- hooks for the runner
+    control_tag: ClassVar[str] = "control"  # file-name suffix of a control row
+    control_of: str | None = None  # set on a control attack: what it is a baseline for (results' "baseline")
+
+    def control(self) -> "Attack | None":
+        """A control attack whose row goes next to this one's (e.g. a random perturbation of the same
+        size, the baseline of Moosavi-Dezfooli et al. 2017), or None."""
+        return None
+
+    def row_extras(self, tag: str, extras: dict[str, torch.Tensor], subject: Any, row: dict[str, Any],
+                   batch_size: int, device: torch.device, arrays: Path) -> dict[str, Any]:
+        """Keys this attack adds to its results row (and files it writes under `arrays`), given the
+        tensors its `run` returned in `extras` and the row built so far."""
+        return {}
+
+    @classmethod
+    def transfer(cls, subjects: list[Any], rows: list[tuple[int, dict[str, Any]]], run_dir: Path, batch_size: int,
+                 device: torch.device) -> dict[str, Any] | None:
+        """In runs with several models: results' "transfer" entry from this attack's rows
+        (model index, row), e.g. each model's perturbation evaluated on every model; None for none."""
+        return None
 
 
 def empty_result(x: torch.Tensor) -> AttackResult:

@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="registered attacks and defenses with their capabilities")
     ls.add_argument("method", nargs="?", help="an attack or defense: show its settings, types and defaults")
+    ls.add_argument("--task", help="only the plugins that support this task (e.g. classification)")
     ls.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -212,8 +213,8 @@ def train_job_from_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> A
     from datetime import datetime
 
     from advlab.config import DataSpec, ModelSpec
-    from advlab.defend import TrainJob
-    from defenses.hgd_train import TrainSettings
+    from advlab.defenses.hgd_job import TrainJob
+    from advlab.defenses.hgd_train import TrainSettings
 
     if not args.hgd:
         raise AdvlabError("--train trains the HGD denoiser; add --hgd")
@@ -346,13 +347,14 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         if args.method:
             print(describe_plugin(args.method))
         else:
-            print(_format_plugins(registry.attacks(), registry.defenses()))
+            print(_format_plugins(*(_for_task(plugins, args.task) for plugins in (registry.attacks(),
+                                                                                   registry.defenses()))))
         return 0
     if args.verb == "report":
         print(render_report(Path(args.run_dir)))
         return 0
     if args.verb == "defend" and args.train:
-        from advlab.defend import train_hgd
+        from advlab.defenses.hgd_job import train_hgd
 
         checkpoint = train_hgd(train_job_from_args(args, argv))
         print(f"checkpoint: {checkpoint}")
@@ -372,6 +374,16 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         run_dir = run_experiment(apply_run_overrides(cfg, args))
     print(f"report: {run_dir / 'index.html'}")
     return 0
+
+
+def _for_task(plugins: dict[str, Any], task: str | None) -> dict[str, Any]:
+    if task is None:
+        return plugins
+    from advlab.tasks import task_names
+
+    if task not in task_names():
+        raise AdvlabError(f"unknown task {task!r}; choose one of: {', '.join(task_names())}")
+    return {name: info for name, info in plugins.items() if task in info.tasks}
 
 
 def describe_plugin(name: str) -> str:
@@ -414,7 +426,7 @@ def _format_plugins(attacks: dict, defenses: dict) -> str:
     lines += [f"  {i.name:12s} adaptive={'exact' if getattr(i.cls, 'differentiable', True) else 'bpda':5s}   "
               f"tasks={','.join(sorted(i.tasks)):16s} {i.summary}" for i in defenses.values()]
     if not defenses:
-        lines.append("  (none registered)")
+        lines.append("  (none)")
     return "\n".join(lines)
 
 

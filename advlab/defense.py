@@ -78,6 +78,10 @@ class Defended(nn.Module):
         return len(self.model.class_names)
 
     @property
+    def task(self) -> str:
+        return self.model.task
+
+    @property
     def name(self) -> str:
         return f"{self.model.name}+{self.defense.name}"
 

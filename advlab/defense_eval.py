@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,8 @@ import torch
 from advlab.attack import Attack
 from advlab.config import AttackSpec, DefenseSpec, RunConfig, instantiate
 from advlab.defense import Defended, Defense
-from advlab.evaluate import accuracy, predict
 from advlab.registry import get_defense
-from advlab.rows import Outcome, Subject, attack_row
-from advlab.universal_eval import HeldOut
+from advlab.rows import HeldOut, Outcome, RowContext, Subject, attack_row
 
 log = logging.getLogger("advlab")
 GALLERY_PER_ATTACK = 3  # image rows per attack in the report: clean, adversarial, denoised, removed noise
@@ -42,34 +41,38 @@ def attack_keys(specs: list[AttackSpec]) -> list[str]:
 
 def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: Subject,
                      bare: list[tuple[str, str, AttackSpec, Attack, Outcome]], cfg: RunConfig,
-                     device: torch.device, arrays: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                     device: torch.device, arrays: Path,
+                     context: RowContext = RowContext()) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The defense row and its adaptive attack rows. `bare` holds, per attack of the run,
-    (key, tag, spec, attack, outcome on the bare model)."""
+    (key, tag, spec, attack, outcome on the bare model). Scores are the task's headline number
+    (accuracy for classifiers), under the schema's accuracy keys."""
     defended = Defended(subject.model, defense).to(device).eval()
-    data, labels = subject.data, subject.labels
-    clean = predict(defended, data.x, cfg.batch_size, device)
+    task, data, labels = subject.task, subject.data, subject.labels
+    clean = task.predict(defended, data.x, cfg.batch_size, device)
     held = subject.held_out
-    held_def = HeldOut(held.data, predict(defended, held.data.x, cfg.batch_size, device)) if held else None
-    defended_subject = Subject(defended, data, clean, labels, held_def)
+    held_def = HeldOut(held.data, task.predict(defended, held.data.x, cfg.batch_size, device)) if held else None
+    defended_subject = Subject(defended, task, data, clean, labels, held_def)
+    adaptive_context = replace(context, setting="defended model (adaptive)", defense=defense.name,
+                               defense_variant=defense.variant(), adaptive=defended.adaptive_gradient)
     row: dict[str, Any] = {
         **defense.describe(), "adaptive_gradient": defended.adaptive_gradient,
-        "clean_accuracy": accuracy(clean.label, labels),
-        "clean_accuracy_undefended": accuracy(subject.clean.label, labels),
+        **({"model": context.model} if context.model is not None else {}),
+        "clean_accuracy": task.score(clean, labels),
+        "clean_accuracy_undefended": task.score(subject.clean, labels),
         "accuracy_without_defense": {}, "accuracy_after_defense": {},
     }
     adaptive_rows: list[dict[str, Any]] = []
     gallery: list[tuple[str, Outcome, torch.Tensor]] = []
     for key, tag, attack_spec, attack, outcome in bare:
-        after = predict(defended, outcome.x_adv, cfg.batch_size, device)
-        row["accuracy_without_defense"][key] = accuracy(outcome.adv_label, labels)
-        row["accuracy_after_defense"][key] = accuracy(after.label, labels)
+        after = task.predict(defended, outcome.x_adv, cfg.batch_size, device)
+        row["accuracy_without_defense"][key] = task.score(outcome.adv, labels)
+        row["accuracy_after_defense"][key] = task.score(after, labels)
         gallery.append((key, outcome, after.label))
         if spec.adaptive:
-            adaptive = attack_row(f"{tag}-d{index}", attack_spec, attack, defended_subject, cfg, device, arrays).row
-            adaptive |= {"defense": defense.name, "defense_variant": defense.variant(),
-                         "adaptive": defended.adaptive_gradient, "setting": "defended model (adaptive)"}
+            adaptive = attack_row(f"{tag}-d{index}", attack_spec, attack, defended_subject, cfg, device, arrays,
+                                  adaptive_context).row
             adaptive_rows.append(adaptive)
-            row["accuracy_after_defense"][f"{key}(adaptive)"] = adaptive["accuracy"]
+            row["accuracy_after_defense"][f"{key}(adaptive)"] = adaptive[task.score_name]
         log.info("%s on %s: %s accuracy %.3f undefended, %.3f non-adaptive%s", defense.name, subject.model.name, key,
                  row["accuracy_without_defense"][key], row["accuracy_after_defense"][key],
                  f", {row['accuracy_after_defense'][key + '(adaptive)']:.3f} adaptive" if spec.adaptive else "")
@@ -97,7 +100,7 @@ def _gallery(index: int, defended: Defended, subject: Subject, per_attack: list[
             label = int(subject.labels[j])
             rows.append({"attack": key, "name": subject.data.names[j], "label": label, "label_name": names[label],
                          "clean_pred_name": names[int(subject.clean.label[j])],
-                         "adv_pred_name": names[int(outcome.adv_label[j])],
+                         "adv_pred_name": names[int(outcome.adv.label[j])],
                          "denoised_pred": int(after_label[j]), "denoised_pred_name": names[int(after_label[j])]})
     if not rows:
         return {"file": None, "rows": []}

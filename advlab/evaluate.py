@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from advlab.attack import Attack, AttackResult, distances
+from advlab.criteria import Criterion
 from advlab.device import synchronize
 from advlab.errors import AdvlabError, first_line
 from advlab.models import check_logits
 from advlab.rng import image_keys
-from advlab.tasks import Criterion
 
 
 @dataclass
@@ -127,11 +127,6 @@ def _pad_cat(traces: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(padded, dim=1)
 
 
-def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
-    """Share of (N,) predictions equal to the (N,) labels."""
-    return float((pred == labels).float().mean())
-
-
 def median(values: torch.Tensor) -> float | None:
     """The usual median of the finite values (the mean of the two middle ones for an even count, as
     numpy's and the report's plots), or None when there are none."""
@@ -142,23 +137,3 @@ def median(values: torch.Tensor) -> float | None:
 def image_distances(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-image (N,) distances in every reported norm, computed once per attack row."""
     return {norm: distances(x, x_adv, norm) for norm in ("l2", "linf", "mse")}
-
-
-def summarize(dist: dict[str, torch.Tensor], labels: torch.Tensor, clean: Predictions, adv: Predictions,
-              attacked: torch.Tensor, success: torch.Tensor, queries: torch.Tensor) -> dict[str, Any]:
-    """Row metrics. All (N,) over the full data set; `attacked` marks the images the attack ran on.
-    Success rate is over attacked images; fooling ratio over all (Moosavi-Dezfooli et al. 2017: the
-    share of images whose predicted label changes); distances are medians over successful attacks."""
-    won = attacked & success
-    l2, linf, mse = dist["l2"], dist["linf"], dist["mse"]
-    return {
-        "n_attacked": int(attacked.sum()),
-        "success_rate": float(won.sum() / attacked.sum()) if attacked.any() else None,
-        "fooling_ratio": float((adv.label != clean.label).float().mean()),
-        "accuracy": float((adv.label == labels).float().mean()),
-        "median_l2": median(l2[won]),
-        "median_linf": median(linf[won]),
-        "median_mse": median(mse[won]),
-        "queries_median": median(queries[attacked].float()),
-        "queries_total": int(queries[attacked].sum()),
-    }

@@ -35,6 +35,8 @@ log = logging.getLogger("advlab")
 class ImageClassifier(nn.Module):
     """[0, 1] images (N, C, H, W) -> logits (N, K). Resizes to `input_size`, normalises with mean/std."""
 
+    task = "classification"  # the task adapter that plans and measures attacks on it (advlab.tasks)
+
     def __init__(self, net: nn.Module, *, name: str, weights: str, mean: Sequence[float], std: Sequence[float],
                  input_size: int | None, class_names: Sequence[str], in_channels: int,
                  named_classes: bool = True) -> None:
@@ -68,7 +70,7 @@ class ImageClassifier(nn.Module):
         return self.net(x).float()
 
     def describe(self) -> dict[str, object]:
-        return {"name": self.name, "weights": self.weights, "task": "classification",
+        return {"name": self.name, "weights": self.weights, "task": self.task,
                 "num_classes": self.num_classes, "input_size": self.input_size, "in_channels": self.in_channels,
                 "mean": [round(v, 6) for v in self.mean.flatten().tolist()],
                 "std": [round(v, 6) for v in self.std.flatten().tolist()]}

@@ -12,7 +12,8 @@ from advlab.errors import AdvlabError
 
 T = TypeVar("T")
 
-BUILTIN_MODULES = ("attacks.boundary", "attacks.gradient", "attacks.universal", "defenses.transforms", "defenses.hgd")
+BUILTIN_MODULES = ("advlab.attacks.boundary", "advlab.attacks.gradient", "advlab.attacks.universal",
+                   "advlab.defenses.transforms", "advlab.defenses.hgd")
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,11 @@ from advlab.defense import Defended, Defense
 from advlab.defense_eval import attack_keys, build_defense, evaluate_defense
 from advlab.device import apply_precision, device_name, resolve_device
 from advlab.errors import AdvlabError, Interrupted
-from advlab.evaluate import accuracy, predict
 from advlab.models import load_model
-from advlab.registry import get_attack, get_defense
+from advlab.registry import PluginInfo, get_attack, get_defense
 from advlab.report import render_report
-from advlab.rows import Subject, plan_attack, run_attack
-from advlab.universal_eval import HeldOut, transfer_matrix
+from advlab.rows import HeldOut, RowContext, Subject, run_attack
+from advlab.tasks import get_task
 
 log = logging.getLogger("advlab")
 
@@ -79,9 +78,11 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
     subjects = [_subject(spec, cfg, device, autocast) for spec in (cfg.models or [cfg.model])]
     for subject in subjects:
         for spec, attack in zip(cfg.attacks, attacks):
-            plan_attack(spec, subject, device, universal=getattr(attack, "universal", False))
-        for defense in defenses:  # a defense that does not fit the model or the images fails here, on one image
-            predict(Defended(subject.model, defense).to(device).eval(), subject.data.x[:1], 1, device)
+            check_task(get_attack(spec.method), subject)
+            subject.task.plan(spec, subject, device, universal=getattr(attack, "universal", False))
+        for dspec, defense in zip(cfg.defenses, defenses):  # a defense that does not fit fails here, on one image
+            check_task(get_defense(dspec.method), subject)
+            subject.task.predict(Defended(subject.model, defense).to(device).eval(), subject.data.x[:1], 1, device)
     if resume is not None:
         run_dir = resume
     else:
@@ -104,6 +105,14 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
         handler.close()
 
 
+def check_task(info: PluginInfo, subject: Subject) -> None:
+    """The registry's declared tasks are enforced: a plugin runs only on the tasks it declares."""
+    if subject.task.name not in info.tasks:
+        raise AdvlabError(f"{info.kind} {info.name} does not support the {subject.task.name} task of "
+                          f"{subject.model.name} (it declares {', '.join(sorted(info.tasks))}); "
+                          f"see `advlab list --task {subject.task.name}`")
+
+
 def resume_experiment(run_dir: Path) -> Path:
     if not (run_dir / "config.yaml").is_file():
         raise AdvlabError(f"--resume {run_dir}: no config.yaml there; give a run directory advlab wrote")
@@ -121,52 +130,49 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
         "precision": cfg.precision, "batch_size": cfg.batch_size,
         "model": first.model.describe(),
         "data": {"name": first.data.source, "n": len(first.data), "label_source": first.data.label_source},
-        "clean": {"accuracy": accuracy(first.clean.label, first.labels)},
+        "clean": {first.task.score_name: first.task.score(first.clean, first.labels)},
         "attacks": [], "defenses": [],
     }
     if first.held_out is not None:
         results["data"]["eval"] = {"name": first.held_out.data.source, "n": len(first.held_out.data)}
     if len(subjects) > 1:
-        results["models"] = [{**s.model.describe(), "clean_accuracy": accuracy(s.clean.label, s.labels)}
+        results["models"] = [{**s.model.describe(), f"clean_{s.task.score_name}": s.task.score(s.clean, s.labels)}
                              for s in subjects]
     arrays = run_dir / "arrays"
-    universal_rows: list[tuple[int, dict[str, Any]]] = []
+    rows_by_class: dict[type, list[tuple[int, dict[str, Any]]]] = {}
     keys = attack_keys(cfg.attacks)
     for m, subject in enumerate(subjects):
         suffix = f"-m{m}" if len(subjects) > 1 else ""
+        context = RowContext(model=subject.model.name if len(subjects) > 1 else None)
         bare = []
         for i, (spec, attack) in enumerate(zip(cfg.attacks, attacks)):
             tag = f"{spec.method}-{i}{suffix}"
-            outcomes = run_attack(tag, spec, attack, subject, cfg, device, arrays)
+            outcomes = run_attack(tag, spec, attack, subject, cfg, device, arrays, context)
             for outcome in outcomes:
-                _add_row(results, outcome.row, subject, len(subjects))
+                _add_row(results, outcome.row, subject)
             bare.append((keys[i], tag, spec, attack, outcomes[0]))
-            if "perturbation_file" in outcomes[0].row:
-                universal_rows.append((m, outcomes[0].row))
+            rows_by_class.setdefault(type(attack), []).append((m, outcomes[0].row))
         for k, (dspec, defense) in enumerate(zip(cfg.defenses, defenses)):
             row, adaptive_rows = evaluate_defense(k + len(cfg.defenses) * m, dspec, defense, subject, bare, cfg,
-                                                  device, arrays)
-            if len(subjects) > 1:
-                row["model"] = subject.model.name
+                                                  device, arrays, context)
             results["defenses"].append(row)
             for adaptive in adaptive_rows:
-                _add_row(results, adaptive, subject, len(subjects))
-    if len(subjects) > 1 and universal_rows:
-        results["transfer"] = transfer_matrix([(s.model, s.held_out or HeldOut.of(s)) for s in subjects],
-                                              universal_rows, run_dir, cfg.batch_size, device)
+                _add_row(results, adaptive, subject)
+    if len(subjects) > 1:
+        for cls, rows in rows_by_class.items():
+            transfer = cls.transfer(subjects, rows, run_dir, cfg.batch_size, device)
+            if transfer is not None:
+                results["transfer"] = transfer
     (run_dir / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     render_report(run_dir)
     return run_dir
 
 
-
-def _add_row(results: dict[str, Any], row: dict[str, Any], subject: Subject, n_models: int) -> None:
-    if n_models > 1:
-        row["model"] = subject.model.name
+def _add_row(results: dict[str, Any], row: dict[str, Any], subject: Subject) -> None:
     results["attacks"].append(row)
-    log.info("%s on %s (%s): success %s, fooling %.3f, accuracy %.3f, median L2 %s, %.1f s", row["method"],
-             subject.model.name, row["setting"], row["success_rate"], row["fooling_ratio"], row["accuracy"],
-             row["median_l2"], row["wall_s"])
+    log.info("%s on %s (%s): success %s, %s %s, median L2 %s, %.1f s", row["method"], subject.model.name,
+             row["setting"], row.get("success_rate"), subject.task.score_name, row.get(subject.task.score_name),
+             row.get("median_l2"), row["wall_s"])
 
 
 def _subject(spec: ModelSpec, cfg: RunConfig, device: torch.device, autocast: torch.dtype | None) -> Subject:
@@ -174,16 +180,16 @@ def _subject(spec: ModelSpec, cfg: RunConfig, device: torch.device, autocast: to
                        num_classes=spec.num_classes, class_names_file=spec.class_names).to(device)
     model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPUs and CPUs alike
     model.autocast_dtype = autocast
+    task = get_task(model.task)
     data = load_images(cfg.data.source, model, n=cfg.data.n)
     if data.class_names is not None:
         model.adopt_class_names(data.class_names)
-    clean = predict(model, data.x, cfg.batch_size, device)
-    labels = torch.where(data.y >= 0, data.y, clean.label)
+    clean = task.predict(model, data.x, cfg.batch_size, device)
     held_out = None
     if cfg.data.eval_source:
         held = load_images(cfg.data.eval_source, model, n=cfg.data.eval_n)
-        held_out = HeldOut(held, predict(model, held.x, cfg.batch_size, device))
-    return Subject(model, data, clean, labels, held_out)
+        held_out = HeldOut(held, task.predict(model, held.x, cfg.batch_size, device))
+    return Subject(model, task, data, clean, task.reference(data, clean), held_out)
 
 
 def _resolved(cfg: RunConfig) -> RunConfig:

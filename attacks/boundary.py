@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 
 from advlab.attack import Attack, AttackResult
 from advlab.checks import positive_int
+from advlab.criteria import Criterion, Targeted
 from advlab.errors import AdvlabError
 from advlab.registry import register_attack
 from advlab.rng import image_keys, normal, step_keys, uniform
-from advlab.tasks import Criterion, Targeted
 
 _INIT_STREAM, _SEARCH_STREAM, _STEP_STREAM = 1, 2, 3
 DEFAULT_CANDIDATES = 4  # proposals per image per step (backend ours); `candidates=None` picks it
@@ -44,7 +44,6 @@ class _State:
     adv: torch.Tensor  # (A, D) current adversarials
     dist: torch.Tensor  # (A,) L2 of adv - x
     keys: torch.Tensor  # (A,) noise keys
-    labels: torch.Tensor  # (A,) criterion labels
     spherical: torch.Tensor  # (A,) orthogonal step, relative to dist
     source: torch.Tensor  # (A,) step toward the original, relative to dist
     sph_tries: torch.Tensor  # (A,) outcomes collected in the current window
@@ -108,7 +107,7 @@ class BoundaryAttack(Attack):
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
             seed: int, starting_points: torch.Tensor | None) -> AttackResult:
         if self.backend == "foolbox":
-            from attacks.boundary_foolbox import run_foolbox_boundary
+            from advlab.attacks.boundary_foolbox import run_foolbox_boundary
 
             return run_foolbox_boundary(self, model, x, criterion, seed=seed, starting_points=starting_points)
         with torch.no_grad():
@@ -121,15 +120,15 @@ class BoundaryAttack(Attack):
         flat = x.flatten(1).float()  # (N, D)
         keys = image_keys(x, seed)  # (N,)
 
-        def is_adv(points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # (M, D), (M,) -> (M,)
-            return type(criterion)(labels).is_adversarial(model(points.view(-1, *shape)))
+        def is_adv(points: torch.Tensor, which: torch.Tensor) -> torch.Tensor:  # (M, D), (M,) image index -> (M,)
+            return criterion.subset(which).is_adversarial(model(points.view(-1, *shape)))
 
         adv, queries = self._initial_points(flat, keys, criterion, starting_points, is_adv)
         found = torch.isfinite(adv[:, 0])
         dist = torch.where(found, (adv - flat).norm(dim=1), torch.full_like(flat[:, 0], math.inf))
         zeros = torch.zeros(n, device=x.device)
         state = _State(index=torch.arange(n, device=x.device), x=flat, adv=torch.where(found[:, None], adv, flat),
-                       dist=dist, keys=keys, labels=criterion.labels,
+                       dist=dist, keys=keys,
                        spherical=torch.full_like(zeros, self.spherical_step),
                        source=torch.full_like(zeros, self.source_step), sph_tries=zeros.clone(),
                        sph_hits=zeros.clone(), src_tries=zeros.clone(), src_hits=zeros.clone(),
@@ -176,15 +175,15 @@ class BoundaryAttack(Attack):
         shrink = 1.0 / torch.sqrt(1.0 + s.spherical**2)  # back onto the sphere of radius dist
         on_sphere = diff[:, None] + eta  # (A, K, D), norm = dist * sqrt(1 + spherical^2)
         cand = (s.x[:, None] + on_sphere * (shrink * (1.0 - s.source))[:, None, None]).clamp_(0.0, 1.0)
-        labels = s.labels.repeat_interleave(k)
+        which = s.index.repeat_interleave(k)  # (A * K,) the image each candidate belongs to
         if check_spherical:
             sph = (s.x[:, None] + on_sphere * shrink[:, None, None]).clamp_(0.0, 1.0)
-            verdict = is_adv(torch.cat([cand.view(a * k, d), sph.view(a * k, d)]), torch.cat([labels, labels]))
+            verdict = is_adv(torch.cat([cand.view(a * k, d), sph.view(a * k, d)]), torch.cat([which, which]))
             cand_ok, sph_ok = verdict[: a * k].view(a, k), verdict[a * k:].view(a, k)
             s.sph_tries += k * s.running
             s.sph_hits += sph_ok.sum(1) * s.running
         else:
-            cand_ok = is_adv(cand.view(a * k, d), labels).view(a, k)
+            cand_ok = is_adv(cand.view(a * k, d), which).view(a, k)
         s.queries += cost * s.running
         s.src_tries += k * s.running
         s.src_hits += cand_ok.sum(1) * s.running
@@ -227,16 +226,17 @@ class BoundaryAttack(Attack):
         toward the original brings the start close to the decision boundary."""
         n, d = x.shape
         queries = torch.zeros(n, dtype=torch.long, device=x.device)
+        everyone = torch.arange(n, device=x.device)
         if starting_points is not None:
             start = starting_points.flatten(1).float()
-            ok = is_adv(start, criterion.labels)
+            ok = is_adv(start, everyone)
             queries += 1
         elif isinstance(criterion, Targeted):
             raise AdvlabError("a targeted boundary attack needs starting_points: images the model already "
                               "classifies as the target class (the runner finds them in the data)")
         else:
             start = torch.full_like(x, math.inf)
-            ok = is_adv(x, criterion.labels)  # already misclassified: the original is its own answer
+            ok = is_adv(x, everyone)  # already misclassified: the original is its own answer
             start[ok] = x[ok]
             queries += 1
             for trial in range(self.init_trials):
@@ -244,7 +244,7 @@ class BoundaryAttack(Attack):
                 if todo.numel() == 0:
                     break
                 noise = uniform(step_keys(keys[todo], _INIT_STREAM, trial), (d,))  # (T, D)
-                hit = is_adv(noise, criterion.labels[todo])
+                hit = is_adv(noise, todo)
                 queries[todo] += 1
                 start[todo[hit]] = noise[hit]
                 ok[todo[hit]] = True
@@ -260,7 +260,7 @@ class BoundaryAttack(Attack):
         searching = ok & (safe_start != x).any(dim=1)
         for _ in range(iterations):
             mid = (lo + hi) / 2
-            hit = is_adv(x + mid[:, None] * (safe_start - x), criterion.labels)
+            hit = is_adv(x + mid[:, None] * (safe_start - x), torch.arange(x.shape[0], device=x.device))
             hi = torch.where(searching & hit, mid, hi)
             lo = torch.where(searching & ~hit, mid, lo)
             queries += searching.long()

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from advlab.attack import AttackResult
+from advlab.criteria import Criterion, Targeted
 from advlab.errors import AdvlabError
 from advlab.rng import M32, image_keys, mix32
-from advlab.tasks import Criterion, Targeted
 
 if TYPE_CHECKING:
-    from attacks.boundary import BoundaryAttack
+    from advlab.attacks.boundary import BoundaryAttack
 
 
 class CallCounter(nn.Module):

@@ -10,8 +10,10 @@
   Iterative Method / I-FGSM (Kurakin, Goodfellow & Bengio, "Adversarial Examples in the Physical
   World", ICLR workshop 2017).
 
-Losses: "ce" (cross-entropy; ascended for untargeted criteria, descended on the target's loss for
-targeted ones) or "margin" (the logit margin of Carlini & Wagner, S&P 2017, without the kappa clamp).
+Losses come from the criterion, so the attacks run on any task whose criteria define them (per-pixel
+for segmentation): "ce" (`criterion.loss`: cross-entropy, ascended for untargeted criteria, descended
+on the target's for targeted ones) or "margin" (`criterion.margin_loss`: the logit margin of Carlini &
+Wagner, S&P 2017, without the kappa clamp).
 
 Everything is batched: every step sends the whole batch through the model once and takes gradients
 with respect to the input only (`torch.autograd.grad`), so the model's parameters are never touched.
@@ -26,14 +28,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from advlab.attack import Attack, AttackResult
 from advlab.checks import check_bool, check_choice, check_eps, is_real, positive_int
+from advlab.criteria import Criterion, Targeted, Untargeted
 from advlab.registry import register_attack
 from advlab.rng import image_keys, normal, step_keys, uniform
-from advlab.tasks import Criterion, Targeted
 
 LOSSES = ("ce", "margin")
 PGD_NORMS = ("linf", "l2")
@@ -48,7 +49,7 @@ def pgd_linf(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: torch
     (untargeted) or targets (`targeted=True`); eps, step_size (N,) tensors or floats. Returns x_adv
     (N, C, H, W) with |x_adv - x| <= eps per image, in [0, 1]. The random start of each image is
     keyed by `seed` and its own pixels."""
-    return _pgd(model, x, labels, eps, steps, step_size, norm="linf", seed=seed, targeted=targeted,
+    return _pgd(model, x, _criterion(labels, targeted), eps, steps, step_size, norm="linf", seed=seed,
                 random_start=random_start, loss=loss, early_stop=early_stop)[0]
 
 
@@ -56,12 +57,16 @@ def pgd_l2(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: torch.T
            step_size: torch.Tensor | float, seed: int = 0, targeted: bool = False, *,
            random_start: bool = True, loss: str = "ce", early_stop: bool = False) -> torch.Tensor:
     """As `pgd_linf`, in the l2 norm: ||x_adv - x||_2 <= eps per image."""
-    return _pgd(model, x, labels, eps, steps, step_size, norm="l2", seed=seed, targeted=targeted,
+    return _pgd(model, x, _criterion(labels, targeted), eps, steps, step_size, norm="l2", seed=seed,
                 random_start=random_start, loss=loss, early_stop=early_stop)[0]
 
 
-def _pgd(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: torch.Tensor | float, steps: int,
-         step_size: torch.Tensor | float, *, norm: str, seed: int, targeted: bool,
+def _criterion(labels: torch.Tensor, targeted: bool) -> Criterion:
+    return Targeted(labels) if targeted else Untargeted(labels)
+
+
+def _pgd(model: nn.Module, x: torch.Tensor, criterion: Criterion, eps: torch.Tensor | float, steps: int,
+         step_size: torch.Tensor | float, *, norm: str, seed: int,
          random_start: bool, loss: str, early_stop: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The shared loop. Returns (x_adv (N, C, H, W) in x's dtype, queries (N,) int64).
 
@@ -77,7 +82,7 @@ def _pgd(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: torch.Ten
     view = (n,) + (1,) * (x.dim() - 1)
     eps_t = _per_image(eps, n, device, "eps").view(view)  # (N, 1, 1, 1)
     step_t = _per_image(step_size, n, device, "step_size").view(view)  # (N, 1, 1, 1)
-    labels = labels.to(device)
+    criterion = criterion.to(device)
 
     adv = x0.clone()
     if random_start:
@@ -88,14 +93,13 @@ def _pgd(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: torch.Ten
         adv.requires_grad_(True)
         with torch.enable_grad():
             logits = model(adv.to(x.dtype)).float()  # (N, K)
-            objective = _objective(logits, labels, loss, targeted)  # (N,), to ascend
+            objective = criterion.loss(logits) if loss == "ce" else criterion.margin_loss(logits)  # (N,), ascend
             (grad,) = torch.autograd.grad(objective.sum(), adv)  # sum: each image's gradient is its own
         adv = adv.detach()
         queries += (~frozen).long()
         if early_stop:
             with torch.no_grad():
-                pred = logits.detach().argmax(dim=1)
-                frozen |= (pred == labels) if targeted else (pred != labels)
+                frozen |= criterion.is_adversarial(logits.detach())
         step = _steepest(grad, norm) * step_t
         new = _project(adv + step, x0, eps_t, norm)
         adv = torch.where(frozen.view(view), adv, new) if early_stop else new
@@ -121,16 +125,6 @@ def _random_start(keys: torch.Tensor, shape: torch.Size, norm: str) -> torch.Ten
     direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
     radius = uniform(step_keys(keys, _START_STREAM, 2), (1,)).pow(1.0 / d)  # (N, 1)
     return (direction * radius).view(shape)
-
-
-def _objective(logits: torch.Tensor, labels: torch.Tensor, loss: str, targeted: bool) -> torch.Tensor:
-    """(N, K), (N,) -> (N,) objective to ascend: the label's loss (untargeted) or minus the target's."""
-    if loss == "ce":
-        ce = F.cross_entropy(logits, labels, reduction="none")
-        return -ce if targeted else ce
-    own = logits.gather(1, labels[:, None]).squeeze(1)  # (N,)
-    other = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), -math.inf).amax(dim=1)  # (N,)
-    return own - other if targeted else other - own
 
 
 def _steepest(grad: torch.Tensor, norm: str) -> torch.Tensor:
@@ -166,9 +160,8 @@ class FGSM(Attack):
             seed: int, starting_points: torch.Tensor | None) -> AttackResult:
         n = x.shape[0]
         eps = torch.full((n,), self.eps, device=x.device)
-        x_adv, queries = _pgd(model, x, criterion.labels, eps, 1, eps, norm="linf", seed=seed,
-                              targeted=isinstance(criterion, Targeted), random_start=False, loss=self.loss,
-                              early_stop=False)
+        x_adv, queries = _pgd(model, x, criterion, eps, 1, eps, norm="linf", seed=seed, random_start=False,
+                              loss=self.loss, early_stop=False)
         return _result(x_adv, queries)
 
 
@@ -195,9 +188,8 @@ class PGD(Attack):
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
             seed: int, starting_points: torch.Tensor | None) -> AttackResult:
         n = x.shape[0]
-        x_adv, queries = _pgd(model, x, criterion.labels, torch.full((n,), self.eps, device=x.device), self.steps,
-                              torch.full((n,), self.step_size, device=x.device), norm=self.norm,
-                              seed=seed, targeted=isinstance(criterion, Targeted),
+        x_adv, queries = _pgd(model, x, criterion, torch.full((n,), self.eps, device=x.device), self.steps,
+                              torch.full((n,), self.step_size, device=x.device), norm=self.norm, seed=seed,
                               random_start=self.random_start, loss=self.loss, early_stop=self.early_stop)
         return _result(x_adv, queries)
 

@@ -40,15 +40,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from advlab.attack import Attack, AttackResult
 from advlab.checks import check_bool, check_choice, check_eps, is_real, positive_int
+from advlab.criteria import Criterion, Targeted
 from advlab.errors import AdvlabError
 from advlab.registry import register_attack
-from advlab.tasks import Criterion, Targeted
 
 SOLVERS = ("deepfool", "sgd", "random")
 UAP_NORMS = ("linf", "l2")
@@ -60,6 +59,7 @@ class UniversalPerturbation(Attack):
 
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
     universal: ClassVar[bool] = True  # the runner passes the whole data set in one call, not chunks
+    control_tag: ClassVar[str] = "random"
     path_settings: ClassVar[tuple[str, ...]] = ("perturbation",)
 
     def __init__(self, *, solver: str = "sgd", norm: str = "linf", eps: float = 10 / 255, max_passes: int = 5,
@@ -97,6 +97,30 @@ class UniversalPerturbation(Attack):
             perturbation = str(perturbation)
         self.perturbation = perturbation
         self.progress = check_bool("progress", progress)
+
+    def control(self) -> "UniversalPerturbation | None":
+        """The paper's baseline: a random v of the same norm, next to every solved one."""
+        if self.solver == "random" or self.perturbation is not None:
+            return None
+        baseline = type(self)(**{**self.params(), "solver": "random", "progress": False})
+        baseline.control_of = "random perturbation of the same norm (Moosavi-Dezfooli et al. 2017)"
+        return baseline
+
+    def row_extras(self, tag: str, extras: dict[str, torch.Tensor], subject: Any, row: dict[str, Any],
+                   batch_size: int, device: torch.device, arrays: Path) -> dict[str, Any]:
+        """The saved perturbation (.pt, PNG), its size, the per-pass fooling trace, held-out results."""
+        from advlab.attacks.universal_eval import universal_summary  # it imports this module
+
+        return universal_summary(tag, self, extras, subject.model, subject.held_out, row, batch_size, device, arrays)
+
+    @classmethod
+    def transfer(cls, subjects: list[Any], rows: list[tuple[int, dict[str, Any]]], run_dir: Path, batch_size: int,
+                 device: torch.device) -> dict[str, Any] | None:
+        """Every model's perturbations on every model (Moosavi-Dezfooli et al. 2017, Table 2)."""
+        from advlab.attacks.universal_eval import transfer_matrix
+
+        sources = [(m, row) for m, row in rows if "perturbation_file" in row]
+        return transfer_matrix(subjects, sources, run_dir, batch_size, device) if sources else None
 
     def params(self) -> dict[str, Any]:
         """The settings that shaped the result: with a loaded `perturbation` the solver settings are
@@ -151,7 +175,7 @@ class UniversalPerturbation(Attack):
                     v = project(v + dv.sum(dim=0), self.norm, self.eps)  # v + sum_i dv_i: (C, H, W)
                     queries[idx] += q
                 else:
-                    v = self._sgd_step(model, xb, labels, v, targeted, dtype)
+                    v = self._sgd_step(model, xb, criterion.subset(idx), v, dtype)
                     queries[idx] += 1
             passes += 1
             trace.append(self._fooled(model, x0, v, criterion, dtype).float().mean())
@@ -161,14 +185,14 @@ class UniversalPerturbation(Attack):
         bar.close()
         return v, trace, passes
 
-    def _sgd_step(self, model: nn.Module, xb: torch.Tensor, labels: torch.Tensor, v: torch.Tensor, targeted: bool,
+    def _sgd_step(self, model: nn.Module, xb: torch.Tensor, criterion: Criterion, v: torch.Tensor,
                   dtype: torch.dtype) -> torch.Tensor:
-        """One projected ascent step on the clipped minibatch loss (descent on the target's CE)."""
+        """One projected ascent step on the minibatch mean of the criterion's loss, clipped at
+        `loss_clip` (untargeted CE; a targeted loss is minus the target's CE, never above 0)."""
         p = (xb + v).clamp(0.0, 1.0).requires_grad_(True)  # (B, C, H, W), the images the model sees
         with torch.enable_grad():
             logits = model(p.to(dtype)).float()  # (B, K)
-            ce = F.cross_entropy(logits, labels, reduction="none")  # (B,)
-            objective = -ce.mean() if targeted else ce.clamp(max=self.loss_clip).mean()
+            objective = criterion.loss(logits).clamp(max=self.loss_clip).mean()
             (grad,) = torch.autograd.grad(objective, p)  # (B, C, H, W)
         grad = _feasible(grad, p).sum(dim=0)  # (C, H, W), d objective / d v through the box
         direction = grad.sign() if self.norm == "linf" else grad / grad.norm().clamp_min(1e-12)

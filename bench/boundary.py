@@ -16,13 +16,13 @@ import json
 import time
 
 import torch
+from advlab.attacks.boundary import BoundaryAttack
 
+from advlab.criteria import Untargeted
 from advlab.data import load_images
 from advlab.device import apply_precision, device_name, resolve_device, synchronize
 from advlab.evaluate import median, predict
 from advlab.models import load_model
-from advlab.tasks import Untargeted
-from attacks.boundary import BoundaryAttack
 
 
 def forward_ceiling(model: torch.nn.Module, shape: tuple[int, ...], batch: int, device: torch.device,

@@ -24,6 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from advlab.attacks.gradient import pgd_linf
+from advlab.defenses.dunet import DUNET
+from advlab.defenses.hgd import HGD, save_checkpoint
+from advlab.defenses.hgd_train import Split, TrainSettings, train_denoiser
 from torch import nn
 
 from advlab.data import load_images
@@ -31,10 +35,6 @@ from advlab.defense import Defended
 from advlab.device import apply_precision, device_name, resolve_device, synchronize
 from advlab.models import ImageClassifier, load_model
 from advlab.smallnets import fashion_cnn
-from attacks.gradient import pgd_linf
-from defenses.dunet import DUNET
-from defenses.hgd import HGD, save_checkpoint
-from defenses.hgd_train import Split, TrainSettings, train_denoiser
 
 
 def rate(step: Callable[[], object], images: int, device: torch.device, seconds: float) -> float:

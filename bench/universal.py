@@ -19,15 +19,15 @@ from fractions import Fraction
 
 import numpy as np
 import torch
+from advlab.attacks.universal import UniversalPerturbation
 from torch import nn
 
+from advlab.criteria import Untargeted
 from advlab.data import load_images
 from advlab.device import apply_precision, device_name, resolve_device, synchronize
 from advlab.evaluate import predict
 from advlab.models import ImageClassifier, load_model
 from advlab.smallnets import fashion_cnn, train_classifier
-from advlab.tasks import Untargeted
-from attacks.universal import UniversalPerturbation
 
 
 def gradient_ceiling(model: nn.Module, x: torch.Tensor, device: torch.device, seconds: float = 3.0) -> float:

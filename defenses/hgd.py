@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from advlab.defenses.dunet import DUNET
 from torch import nn
 
 from advlab.defense import Defense, clamp_unit
 from advlab.errors import AdvlabError, first_line
 from advlab.registry import register_defense
-from defenses.dunet import DUNET
 
 VARIANTS = {"pgd": "pixel guided", "fgd": "feature guided", "lgd": "logits guided", "cgd": "class label guided"}
 ALIASES = {"pixel": "pgd", "feature": "fgd", "logit": "lgd", "logits": "lgd", "class": "cgd"}

@@ -4,7 +4,7 @@ gradient attacks, then the DUNET trained under a guidance loss with the target m
 Pairs follow the paper's recipe: every training image gets an attack (FGSM or PGD / I-FGSM) and
 a source model (the target, or others for the transfer/ensemble setting) and an l_inf budget eps
 drawn uniformly from {1, ..., 16} / 255 (scaled by `eps_max`). The attacks run batched with a
-per-image eps (`attacks.gradient.pgd_linf`). Training is resumable: the pairs and the state after
+per-image eps (`advlab.attacks.gradient.pgd_linf`). Training is resumable: the pairs and the state after
 every epoch are kept in the output directory, and a restarted run continues from there, also
 with more epochs than before (the cosine schedule is then stretched over the new length).
 """
@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from advlab.attacks.gradient import pgd_linf
+from advlab.defenses.dunet import DUNET
+from advlab.defenses.hgd import Guidance, default_feature_layer, variant_name
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -27,9 +30,6 @@ from advlab.checks import check_eps, is_real, positive_int
 from advlab.defense import clamp_unit
 from advlab.errors import AdvlabError
 from advlab.rng import image_keys, step_keys, uniform
-from attacks.gradient import pgd_linf
-from defenses.dunet import DUNET
-from defenses.hgd import Guidance, default_feature_layer, variant_name
 
 TRAIN_ATTACKS = ("fgsm", "pgd")
 EPS_LEVELS = 16  # eps = k * eps_max / 16, k uniform in 1..16 (the paper's 1..16 of 255)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from advlab.attacks.boundary import BoundaryAttack
 
-from advlab.tasks import Targeted, Untargeted
-from attacks.boundary import BoundaryAttack
+from advlab.criteria import Targeted, Untargeted
 
 
 def attack(model, x, criterion, seed=0, starting_points=None, **settings):

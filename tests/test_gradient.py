@@ -2,13 +2,13 @@
 ordering, targeted mode, randomness, settings, per-image budgets, autocast."""
 from __future__ import annotations
 
+import advlab.attacks.gradient  # noqa: F401  (registers fgsm and pgd)
 import pytest
 import torch
+from advlab.attacks.gradient import FGSM, PGD, pgd_l2, pgd_linf
 
-import attacks.gradient  # noqa: F401  (registers fgsm and pgd)
 from advlab import registry
-from advlab.tasks import Targeted, Untargeted
-from attacks.gradient import FGSM, PGD, pgd_l2, pgd_linf
+from advlab.criteria import Targeted, Untargeted
 
 
 def accuracy(model, x_adv, y) -> float:
@@ -201,7 +201,7 @@ def test_runs_on_the_gpu(digits):
 
 
 def test_registered_as_white_box_classification_attacks():
-    known = registry._ATTACKS  # registered on import of attacks.gradient (BUILTIN_MODULES lists it too)
+    known = registry._ATTACKS  # registered on import of advlab.attacks.gradient (BUILTIN_MODULES lists it too)
     for name, cls in (("fgsm", FGSM), ("pgd", PGD)):
         info = known[name]
         assert info.cls is cls and info.threat == "white-box" and info.tasks == {"classification"}

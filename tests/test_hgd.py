@@ -16,17 +16,17 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from advlab.attacks.gradient import pgd_linf
+from advlab.defenses import hgd_train
+from advlab.defenses.dunet import DUNET
+from advlab.defenses.hgd import HGD, Guidance, default_feature_layer, load_checkpoint, save_checkpoint
+from advlab.defenses.hgd_train import Split, TrainSettings, cosine_lr, make_pairs, train_denoiser
 
 from advlab.defense import Defended, clamp_unit
 from advlab.errors import AdvlabError
 from advlab.models import ImageClassifier
 from advlab.registry import get_defense
 from advlab.smallnets import fashion_mlp
-from attacks.gradient import pgd_linf
-from defenses import hgd_train
-from defenses.dunet import DUNET
-from defenses.hgd import HGD, Guidance, default_feature_layer, load_checkpoint, save_checkpoint
-from defenses.hgd_train import Split, TrainSettings, cosine_lr, make_pairs, train_denoiser
 
 CPU = torch.device("cpu")
 EPS = 0.2  # l_inf budget of the evaluation PGD (Fashion-MNIST work commonly uses 0.1-0.3)

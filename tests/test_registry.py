@@ -7,8 +7,8 @@ import torch
 from advlab import registry
 from advlab.attack import Attack
 from advlab.cli import main
+from advlab.criteria import Untargeted
 from advlab.evaluate import attack_in_chunks
-from advlab.tasks import Untargeted
 
 # Small budgets per attack for the shared checks; a new plugin must add its entry here.
 SMALL_SETTINGS: dict[str, dict] = {

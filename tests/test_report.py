@@ -13,8 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from advlab.report import render_report
-from advlab.report import fmt
+from advlab.report import fmt, render_report
 from advlab.report.images import amplified_perturbation
 from advlab.report.plots import l2_vs_queries_png
 

@@ -114,18 +114,18 @@ def test_an_interrupted_hgd_training_prints_its_own_command(fashion, tmp_path, m
     args = ["defend", "--hgd", "--train", "--model", "advlab.smallnets:fashion_cnn", "--weights", str(fashion.weights),
             "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data", "fashion-mnist:train", "-n", "24",
             "--width", "0.125", "--epochs", "1", "--batch-size", "8", "--train-attacks", "fgsm", "--device", "cpu"]
-    real_train = __import__("advlab.defend", fromlist=["_train"])._train
+    real_train = __import__("advlab.defenses.hgd_job", fromlist=["_train"])._train
 
     def ctrl_c(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("advlab.defend._train", ctrl_c)
+    monkeypatch.setattr("advlab.defenses.hgd_job._train", ctrl_c)
     assert main(args) == 130
     err = capsys.readouterr().err.strip()
     command = shlex.split(err.split("Continue with: ")[1])
     out = Path(command[command.index("--out") + 1])
     assert command[:3] == ["advlab", "defend", "--hgd"] and out.is_absolute() and out.is_dir()
     assert str(out).startswith(str(tmp_path / "reports" / "hgd-lgd-"))
-    monkeypatch.setattr("advlab.defend._train", real_train)
+    monkeypatch.setattr("advlab.defenses.hgd_job._train", real_train)
     assert main(command[1:]) == 0
     assert (out / "hgd-lgd.pt").is_file() and len(list((tmp_path / "reports").iterdir())) == 1

@@ -25,9 +25,9 @@ from advlab.data import FASHION_CLASSES, load_images
 from advlab.errors import AdvlabError
 from advlab.models import ImageClassifier
 from advlab.smallnets import fashion_cnn, train_classifier
-from advlab.tasks import Targeted, Untargeted
-from attacks.universal import (UniversalPerturbation, deepfool, load_perturbation, perturbation_png, project,
-                               save_perturbation)
+from advlab.attacks.universal import (UniversalPerturbation, deepfool, load_perturbation, perturbation_png, project,
+                                      save_perturbation)
+from advlab.criteria import Targeted, Untargeted
 
 N_TRAIN, N_X, N_HELD = 5000, 2000, 2000
 BAG = FASHION_CLASSES.index("Bag")  # the easiest target class for this net (held-out hit rate ~0.5 at l2 = 3)
@@ -256,7 +256,7 @@ def test_invalid_settings_name_the_field(bad):
 
 
 def test_registered_as_a_universal_white_box_attack():
-    import attacks.universal  # noqa: F401  (registers "universal")
+    import advlab.attacks.universal  # noqa: F401  (registers "universal")
 
     info = registry._ATTACKS["universal"]
     assert info.cls is UniversalPerturbation and info.threat == "white-box" and info.tasks == {"classification"}

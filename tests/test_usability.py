@@ -7,10 +7,10 @@ import json
 
 import pytest
 import torch
+from advlab.attacks.boundary import BoundaryAttack
 
 from advlab.cli import main
 from advlab.evaluate import median
-from attacks.boundary import BoundaryAttack
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
 

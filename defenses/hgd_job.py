@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from advlab.defenses.hgd import save_checkpoint
+from advlab.defenses.hgd_train import Split, TrainSettings, cached_pairs, train_denoiser
 
 from advlab.config import DataSpec, ModelSpec
 from advlab.data import ImageSet, load_images
@@ -22,8 +24,6 @@ from advlab.errors import AdvlabError, Interrupted
 from advlab.evaluate import predict
 from advlab.models import ImageClassifier, load_model
 from advlab.runner import check_writable_dir, log_to
-from defenses.hgd import save_checkpoint
-from defenses.hgd_train import Split, TrainSettings, cached_pairs, train_denoiser
 
 log = logging.getLogger("advlab")
 TRAIN_MARKER = ".advlab-hgd-train"  # marks an output directory as this kind of job's (it may be continued)

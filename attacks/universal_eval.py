@@ -1,44 +1,18 @@
-"""Universal perturbations in the runner: held-out fooling ratios, the saved perturbation (.pt and
+"""Universal perturbations in the runner (the universal attack's row hooks): held-out fooling ratios, the saved perturbation (.pt and
 PNG), the random-noise baseline, and the transfer matrix across models (Moosavi-Dezfooli et al.,
 CVPR 2017, Table 2: a UAP computed on one model, evaluated on another)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
+from advlab.attacks.universal import load_perturbation, perturbation_png, save_perturbation
 
 from advlab.attack import Attack
-from advlab.data import ImageSet
-from advlab.evaluate import Predictions, predict
+from advlab.evaluate import predict
 from advlab.models import ImageClassifier
-
-
-class _HasDataAndClean(Protocol):
-    data: ImageSet
-    clean: Predictions
-
-
-@dataclass
-class HeldOut:
-    """Images a perturbation is evaluated on, with the model's clean predictions on them."""
-
-    data: ImageSet
-    clean: Predictions
-
-    @classmethod
-    def of(cls, subject: _HasDataAndClean) -> "HeldOut":
-        return cls(subject.data, subject.clean)
-
-
-def random_baseline(attack: Attack) -> Attack | None:
-    """For a universal attack that solves for v: the same attack with a random v of the same norm."""
-    if not getattr(attack, "universal", False) or getattr(attack, "solver", "random") == "random":
-        return None
-    if getattr(attack, "perturbation", None):
-        return None
-    return type(attack)(**{**attack.params(), "solver": "random", "progress": False})
+from advlab.rows import HeldOut, Subject
 
 
 def apply_perturbation(model: ImageClassifier, held: HeldOut, v: torch.Tensor, batch_size: int,
@@ -60,8 +34,6 @@ def universal_summary(tag: str, attack: Attack, extras: dict[str, torch.Tensor],
                       held_out: HeldOut | None, row: dict[str, Any], batch_size: int, device: torch.device,
                       arrays: Path) -> dict[str, Any]:
     """Extra result keys of a universal row; saves the perturbation next to the arrays."""
-    from attacks.universal import perturbation_png, save_perturbation
-
     v = extras["perturbation"].float().cpu()  # (C, H, W)
     arrays.mkdir(parents=True, exist_ok=True)
     meta = {"model": model.name, "weights": model.weights, "params": repr(attack.params())}
@@ -83,12 +55,11 @@ def universal_summary(tag: str, attack: Attack, extras: dict[str, torch.Tensor],
     return out
 
 
-def transfer_matrix(targets: list[tuple[ImageClassifier, HeldOut]], sources: list[tuple[int, dict[str, Any]]],
-                    run_dir: Path, batch_size: int, device: torch.device) -> dict[str, Any]:
-    """matrix[i][j]: fooling ratio on model j of the i-th universal perturbation (made on model
-    sources[i][0]); None where the input sizes differ."""
-    from attacks.universal import load_perturbation
-
+def transfer_matrix(subjects: list[Subject], sources: list[tuple[int, dict[str, Any]]], run_dir: Path,
+                    batch_size: int, device: torch.device) -> dict[str, Any]:
+    """matrix[i][j]: fooling ratio on model j (on its held-out data, else its attacked data) of the
+    i-th universal perturbation (made on model sources[i][0]); None where the input sizes differ."""
+    targets = [(s.model, s.held_out_or_data()) for s in subjects]
     matrix = []
     for _, row in sources:
         v, _meta = load_perturbation(run_dir / row["perturbation_file"])

@@ -1,0 +1,111 @@
+"""Criteria: what counts as adversarial, defined on model outputs rather than on labels (the
+criteria objects of foolbox 3, Rauber et al., JOSS 2020, extended to dense targets).
+
+A criterion holds per-image targets `labels` (N, ...): one class per image for classification, one
+per pixel for segmentation (255 = ignored). From the model's outputs it gives
+
+- `margins(outputs)` (N, T): one margin per target, > 0 where that target is fooled;
+- `is_adversarial(outputs)` (N,) bool: the share of an image's valid targets that are fooled is at
+  least `threshold` (1.0 = all of them; one target per image makes it the usual top-1 test);
+- `loss(outputs)` (N,): an objective to ascend, so that gradient attacks (FGSM, PGD, universal
+  perturbations) run on any task whose criteria define it.
+
+Untargeted and Targeted below serve every task; task adapters (`advlab.tasks`) build them."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = 255  # a target label that is not a target (segmentation's void pixels)
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """Base criterion. Outputs are (N, K) logits with labels (N,), or dense (N, K, *S) logits with
+    labels (N, *S) (segmentation: S = (H, W)); targets are the N x prod(S) label positions."""
+
+    labels: torch.Tensor  # (N, *S) int64: the class each target must leave (untargeted) or reach (targeted)
+    threshold: float = 1.0  # share of an image's valid targets that must be fooled
+
+    targeted: ClassVar[bool] = False  # reach `labels` rather than leave them
+
+    def fooled(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(N, K, *S) -> (N, T) bool: targets whose top-1 class is fooled (ignored targets: False)."""
+        pred = outputs.argmax(dim=1).flatten(1) if outputs.dim() > 2 else outputs.argmax(dim=1)[:, None]
+        labels = self._flat_labels()
+        hit = pred == labels if self.targeted else pred != labels
+        return hit & self.valid()
+
+    def margins(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(N, K, *S) -> (N, T) logit margins, > 0 where a target is fooled: best other class minus
+        the label's logit (untargeted), or the target's logit minus the best other (targeted)."""
+        labels = torch.where(self.labels == IGNORE, 0, self.labels) if self.dense else self.labels  # masked below
+        own = outputs.gather(1, labels.unsqueeze(1))  # (N, 1, *S)
+        other = outputs.scatter(1, labels.unsqueeze(1), -math.inf).amax(dim=1, keepdim=True)  # (N, 1, *S)
+        margin = (own - other if self.targeted else other - own).flatten(1)  # (N, T)
+        return margin.masked_fill(~self.valid(), -math.inf)
+
+    def loss(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(N, K, *S) -> (N,) cross-entropy of the labels, averaged over each image's valid targets:
+        ascended as is (untargeted) or negated (targeted: descend the target's cross-entropy)."""
+        ignore = IGNORE if self.dense else -100
+        ce = F.cross_entropy(outputs, self.labels, reduction="none", ignore_index=ignore).reshape(len(self), -1)
+        per_image = ce.sum(1) / self.valid().sum(1).clamp_min(1)
+        return -per_image if self.targeted else per_image
+
+    def margin_loss(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(N, K, *S) -> (N,) mean margin over valid targets (Carlini & Wagner's, without the kappa clamp)."""
+        margins, valid = self.margins(outputs), self.valid()
+        return margins.masked_fill(~valid, 0.0).sum(1) / valid.sum(1).clamp_min(1)
+
+    @property
+    def dense(self) -> bool:
+        """Per-position targets (N, *S), where IGNORE marks void positions; (N,) labels are all valid
+        (class 255 is a real ImageNet class)."""
+        return self.labels.dim() > 1
+
+    def valid(self) -> torch.Tensor:
+        """(N, T) bool: the targets that count (dense labels other than IGNORE)."""
+        flat = self._flat_labels()
+        return flat != IGNORE if self.dense else torch.ones_like(flat, dtype=torch.bool)
+
+    def fooled_share(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(N,) share of each image's valid targets that are fooled (1 for an image without targets)."""
+        count = self.valid().sum(1)
+        return torch.where(count > 0, self.fooled(outputs).sum(1) / count.clamp_min(1), 1.0)
+
+    def is_adversarial(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: at least `threshold` of the image's valid targets are fooled."""
+        if self.threshold >= 1.0:
+            valid = self.valid()
+            return (self.fooled(outputs) | ~valid).all(dim=1)
+        return self.fooled_share(outputs) >= self.threshold
+
+    def subset(self, index: torch.Tensor | slice) -> "Criterion":
+        """The criterion of some images: a slice, a bool mask or an index tensor (repeats allowed)."""
+        return replace(self, labels=self.labels[index])
+
+    def to(self, device: torch.device | str) -> "Criterion":
+        return replace(self, labels=self.labels.to(device))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def _flat_labels(self) -> torch.Tensor:
+        return self.labels.flatten(1) if self.labels.dim() > 1 else self.labels[:, None]
+
+
+class Untargeted(Criterion):
+    """Adversarial when the top-1 class differs from `labels` (the true or the clean-predicted class),
+    at every target (or at `threshold` of them)."""
+
+
+class Targeted(Criterion):
+    """Adversarial when the top-1 class equals the target in `labels`, at every target (or at
+    `threshold` of them)."""
+
+    targeted = True

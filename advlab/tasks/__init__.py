@@ -1,0 +1,93 @@
+"""Tasks as adapters: one object per task (classification, later segmentation and detection) owns
+everything task-specific, so that the runner, the rows and the report look the task up and never
+branch on it (the pattern of detectron2's per-task evaluators and timm's registry).
+
+A task gives: `predict` (outputs of a batch -> predictions), `reference` (ground truth, or the
+clean prediction for unlabeled data), `plan` (the criterion, which images to attack, starting
+points), `score` (the headline number: accuracy, mIoU, ...), `metrics` and `samples` (the row keys
+and the per-image records of results.json)."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from advlab.errors import AdvlabError
+
+if TYPE_CHECKING:
+    from advlab.config import AttackSpec
+    from advlab.criteria import Criterion
+    from advlab.data import ImageSet
+    from advlab.rows import Subject
+
+
+@dataclass
+class Plan:
+    """What one attack runs on: its criterion over all N images, which images it attacks (N,) bool,
+    and starting points (N, C, H, W) for decision-based targeted attacks (or None)."""
+
+    criterion: "Criterion"
+    attacked: torch.Tensor
+    starting_points: torch.Tensor | None
+
+
+class Task(abc.ABC):
+    """Base class of task adapters; register subclasses with `@register_task`."""
+
+    name: ClassVar[str] = ""
+    score_name: ClassVar[str] = "accuracy"  # the headline number: results' clean[score_name], defense rows
+
+    @abc.abstractmethod
+    def predict(self, model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> Any:
+        """Predictions for (N, C, H, W) images, in batches, on the CPU."""
+
+    @abc.abstractmethod
+    def reference(self, data: "ImageSet", clean: Any) -> torch.Tensor:
+        """The targets results are measured against: ground truth where the data has it, else the clean prediction."""
+
+    @abc.abstractmethod
+    def plan(self, spec: "AttackSpec", subject: "Subject", device: torch.device, *, universal: bool) -> Plan:
+        """The criterion, the images to attack and starting points; raises AdvlabError for a bad target.
+        Cheap and side-effect free: the runner calls it for every attack before it writes anything."""
+
+    @abc.abstractmethod
+    def score(self, predictions: Any, reference: torch.Tensor) -> float:
+        """The headline number of predictions against the reference (e.g. accuracy)."""
+
+    @abc.abstractmethod
+    def metrics(self, subject: "Subject", adv: Any, attacked: torch.Tensor, success: torch.Tensor,
+                queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The row metrics of one attack (N images, `attacked` and `success` (N,) bool)."""
+
+    @abc.abstractmethod
+    def samples(self, subject: "Subject", adv: Any, attacked: torch.Tensor, success: torch.Tensor,
+                queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """One record per image for results.json."""
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task adapter available under `cls.name`."""
+    _TASKS[cls.name] = cls()
+    return cls
+
+
+def get_task(name: str) -> Task:
+    _load_builtin()
+    if name not in _TASKS:
+        raise AdvlabError(f"unknown task {name!r}; choose one of: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name]
+
+
+def task_names() -> list[str]:
+    _load_builtin()
+    return sorted(_TASKS)
+
+
+def _load_builtin() -> None:
+    import advlab.tasks.classification  # noqa: F401  (registers itself)

@@ -1,0 +1,107 @@
+"""Image classification: top-1 predictions, labels as references, untargeted / targeted criteria
+over the images (one target each), accuracy and fooling ratio (Moosavi-Dezfooli et al., CVPR 2017:
+the share of images whose predicted label changes), per-image records with class names."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from advlab.criteria import Targeted, Untargeted
+from advlab.data import ImageSet, load_image_file
+from advlab.errors import AdvlabError
+from advlab.evaluate import Predictions, median, predict
+from advlab.registry import get_attack
+from advlab.tasks import Plan, Task, register_task
+
+if TYPE_CHECKING:
+    from advlab.config import AttackSpec
+    from advlab.rows import Subject
+
+
+@register_task
+class Classification(Task):
+    name = "classification"
+    score_name = "accuracy"
+
+    def predict(self, model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> Predictions:
+        return predict(model, x, batch_size, device)
+
+    def reference(self, data: ImageSet, clean: Predictions) -> torch.Tensor:
+        return torch.where(data.y >= 0, data.y, clean.label)  # (N,)
+
+    def score(self, predictions: Predictions, reference: torch.Tensor) -> float:
+        return float((predictions.label == reference).float().mean()) if len(reference) else 0.0
+
+    def plan(self, spec: "AttackSpec", subject: "Subject", device: torch.device, *, universal: bool) -> Plan:
+        """Untargeted: the correctly classified images, away from their label; targeted: those not yet
+        in the target class. Universal perturbations run on every image, away from its clean prediction
+        (the fooling ratio). No image to attack is a valid plan."""
+        model, data, clean, labels = subject.model, subject.data, subject.clean, subject.labels
+        if spec.target_class is not None and not 0 <= spec.target_class < model.num_classes:
+            raise AdvlabError(f"--target-class {spec.target_class} is out of range: the model has "
+                              f"{model.num_classes} classes (0..{model.num_classes - 1})")
+        if universal:
+            everyone = torch.ones(len(data), dtype=torch.bool)
+            if spec.target_class is not None:
+                return Plan(Targeted(torch.full_like(labels, spec.target_class)), everyone, None)
+            return Plan(Untargeted(clean.label), everyone, None)
+        if spec.target_class is None and spec.starting_image is None:
+            return Plan(Untargeted(labels), clean.label == labels, None)
+        start = _starting_image(spec, data, model, device) if spec.starting_image else None
+        target = spec.target_class if spec.target_class is not None else int(start[1])  # type: ignore[index]
+        if start is not None and start[1] != target:
+            raise AdvlabError(f"--starting-image {spec.starting_image} is classified as class {start[1]} "
+                              f"({model.class_names[start[1]]}), not the target class {target}; pick another image")
+        attacked = clean.label != target
+        starting = None
+        if get_attack(spec.method).threat == "decision" and bool(attacked.any()):
+            if start is None:
+                pool = (clean.label == target).nonzero().squeeze(1)
+                if pool.numel() == 0:
+                    raise AdvlabError(f"no image in {data.source} is classified as class {target} "
+                                      f"({model.class_names[target]}), so the decision-based attack has no starting "
+                                      "point; pass --starting-image FILE (an image of that class)")
+                start = (data.x[pool[0]], target)
+            starting = start[0].expand_as(data.x).clone()
+        return Plan(Targeted(torch.full_like(labels, target)), attacked, starting)
+
+    def metrics(self, subject: "Subject", adv: Predictions, attacked: torch.Tensor, success: torch.Tensor,
+                queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Success rate over attacked images; fooling ratio and accuracy over all; distances are
+        medians over successful attacks."""
+        won = attacked & success
+        return {
+            "n_attacked": int(attacked.sum()),
+            "success_rate": float(won.sum() / attacked.sum()) if attacked.any() else None,
+            "fooling_ratio": float((adv.label != subject.clean.label).float().mean()),
+            "accuracy": self.score(adv, subject.labels),
+            "median_l2": median(dist["l2"][won]),
+            "median_linf": median(dist["linf"][won]),
+            "median_mse": median(dist["mse"][won]),
+            "queries_median": median(queries[attacked].float()),
+            "queries_total": int(queries[attacked].sum()),
+        }
+
+    def samples(self, subject: "Subject", adv: Predictions, attacked: torch.Tensor, success: torch.Tensor,
+                queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """One record per image (tensors turned into lists once, not per element)."""
+        names, clean = subject.model.class_names, subject.clean
+        won = (attacked & success).tolist()
+        columns = zip(subject.data.names, subject.labels.tolist(), clean.label.tolist(), clean.confidence.tolist(),
+                      adv.label.tolist(), adv.confidence.tolist(), attacked.tolist(), won, dist["l2"].tolist(),
+                      dist["linf"].tolist(), queries.tolist())
+        return [{"name": name, "label": y, "label_name": names[y], "clean_pred": c, "clean_pred_name": names[c],
+                 "clean_conf": cc, "adv_pred": a, "adv_pred_name": names[a], "adv_conf": ac, "attacked": hit,
+                 "success": ok, "l2": l2 if ok else None, "linf": linf if ok else None, "queries": q}
+                for name, y, c, cc, a, ac, hit, ok, l2, linf, q in columns]
+
+
+def _starting_image(spec: "AttackSpec", data: ImageSet, model: nn.Module,
+                    device: torch.device) -> tuple[torch.Tensor, int]:
+    image = load_image_file(str(spec.starting_image), model)  # (C, H, W)
+    if image.shape != data.x.shape[1:]:
+        raise AdvlabError(f"--starting-image has shape {tuple(image.shape)} but the images are "
+                          f"{tuple(data.x.shape[1:])}; set --input-size or use an image of that size")
+    return image, int(predict(model, image[None], 1, device).label[0])
