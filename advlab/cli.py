@@ -13,8 +13,19 @@ from typing import Any, Sequence
 
 import yaml
 
-from advlab.config import AttackSpec, DefenseSpec, RunConfig, default_weights, load_config, validate
+from advlab.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig, default_weights, load_config, validate
 from advlab.errors import AdvlabError, Interrupted, first_line
+
+SEGMENTATION_DEFAULT_N = 16  # scenes in the embedded segmentation default (a few minutes of DAG on 2 CPU cores)
+
+
+def segmentation_default_model() -> ModelSpec:
+    """The lab's own segmenter (advlab.segnet), trained on fashion-scenes; its weights ship with advlab."""
+    from advlab.segnet import MEAN, STD, WEIGHTS
+
+    return ModelSpec(name="advlab.segnet:fashion_segnet", weights=str(WEIGHTS), mean=[MEAN], std=[STD],
+                     task="segmentation")
+
 
 # CLI flags that become attack settings when given (dest -> setting name).
 ATTACK_FLAGS = {"steps": "steps", "max_queries": "max_queries", "target_l2": "target_l2",
@@ -84,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--input-size", type=int, help="square input side, e.g. 28 or 224")
     m.add_argument("--num-classes", type=int)
     m.add_argument("--class-names", help="file with one class name per line")
+    m.add_argument("--task", choices=["classification", "segmentation"],
+                   help="the model's task (default: inferred from its outputs); segmentation without --model runs "
+                        "the lab's fashion-scenes segmenter")
     d = model_data.add_argument_group("data (default: imagenet-samples, the 20 ImageNet photos shipped in foolbox)")
     d.add_argument("--data", help="imagenet-samples | photos | fashion-mnist[:train|test] | folder:PATH | tensors:FILE")
     d.add_argument("--eval-data", help="held-out images for universal perturbations (same forms as --data)")
@@ -158,9 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_attack_args(args: argparse.Namespace) -> RunConfig:
     from advlab.registry import get_attack
 
-    get_attack(args.method)  # an unknown method is named before anything else
+    info = get_attack(args.method)  # an unknown method is named before anything else
     cfg = RunConfig(name=args.method)
-    _model_and_data(cfg, args)
+    _model_and_data(cfg, args, info.tasks)
     cfg.attacks = [AttackSpec(method=args.method, target_class=args.target_class, starting_image=args.starting_image,
                               params=_attack_params(args))]
     return cfg
@@ -212,7 +226,7 @@ def train_job_from_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> A
     """`advlab defend --hgd --train`: the training job (`argv` gives the command that continues it)."""
     from datetime import datetime
 
-    from advlab.config import DataSpec, ModelSpec
+    from advlab.config import DataSpec
     from advlab.defenses.hgd_job import TrainJob
     from advlab.defenses.hgd_train import TrainSettings
 
@@ -253,10 +267,18 @@ def same_command_into(argv: Sequence[str], out: Path) -> str:
     return shlex.join(["advlab", *kept, "--out", str(out.expanduser().resolve())])
 
 
-def _model_and_data(cfg: RunConfig, args: argparse.Namespace) -> None:
+def _model_and_data(cfg: RunConfig, args: argparse.Namespace, tasks: frozenset[str] = frozenset()) -> None:
+    """Model and data from the flags. Without --model, a segmentation run (--task segmentation, or an
+    attack that only supports segmentation) gets the lab's embedded segmentation default."""
+    segmentation = args.task == "segmentation" or (tasks and "classification" not in tasks)
+    if not args.model and segmentation:
+        cfg.model = segmentation_default_model()
+        cfg.data.source, cfg.data.n = "fashion-scenes:test", SEGMENTATION_DEFAULT_N
     if args.model:
         cfg.model.name = args.model
         cfg.model.weights = default_weights(args.model)
+    if args.task:
+        cfg.model.task = args.task
     for key in ("weights", "mean", "std", "input_size", "num_classes", "class_names"):
         if getattr(args, key) is not None:
             setattr(cfg.model, key, getattr(args, key))

@@ -22,7 +22,9 @@ from advlab.evaluate import predict
 from advlab.models import ImageClassifier
 
 T = TypeVar("T")
-SCHEMES = "imagenet-samples, photos, fashion-mnist[:train|test], folder:PATH, tensors:FILE"
+SCHEMES = ("imagenet-samples, photos, fashion-mnist[:train|test], fashion-scenes[:train|test], folder:PATH, "
+           "tensors:FILE")
+SCENES_DEFAULT_N = {"train": 4000, "test": 1000}  # fashion-scenes without -n
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")
 # Where Fashion-MNIST's idx files may already be: Debian's dataset-fashion-mnist, then advlab's cache.
@@ -44,7 +46,7 @@ PHOTO_FILES = (
 @dataclass
 class ImageSet:
     x: torch.Tensor  # (N, C, H, W) float32 in [0, 1], CPU
-    y: torch.Tensor  # (N,) int64 class index in the model's classes; -1 = unknown
+    y: torch.Tensor  # (N,) int64 class index in the model's classes, -1 = unknown; segmentation: (N, H, W), 255 = void
     names: list[str]  # one per image: file name (relative path for folders), or "FILE[i]" for tensors
     source: str  # the spec string given, e.g. "imagenet-samples", "folder:/data/val"
     label_source: str  # "ground-truth" | "prediction" | "none"
@@ -65,6 +67,8 @@ def load_images(spec: str, model: ImageClassifier, *, n: int | None = None) -> I
         return _photos(spec, model, n)
     if scheme == "fashion-mnist" and arg in ("", "train", "test") and (sep or spec == "fashion-mnist"):
         return _fashion_mnist(spec, arg or "test", model, n)
+    if scheme == "fashion-scenes" and arg in ("", "train", "test") and (sep or spec == "fashion-scenes"):
+        return _fashion_scenes(spec, arg or "test", model, n)
     if sep and arg and scheme == "folder":
         return _folder(spec, Path(arg).expanduser(), model, n)
     if sep and arg and scheme == "tensors":
@@ -124,7 +128,7 @@ def _tensors(spec: str, file: str, model: ImageClassifier, n: int | None) -> Ima
     keep = _first_n(list(range(len(x))), n, spec)
     x = _match_tensor_channels(_to_unit_float(x[:len(keep)], spec), model, spec)
     names = [f"{file}[{i}]" for i in keep]
-    if y is None or bool((y == -1).all()):
+    if y is None or (y.dim() == 1 and bool((y == -1).all())):
         return ImageSet(x, torch.full((len(x),), -1, dtype=torch.int64), names, spec, "none")
     return ImageSet(x, y[:len(x)].clone(), names, spec, "ground-truth")
 
@@ -136,6 +140,8 @@ def _photos(spec: str, model: ImageClassifier, n: int | None) -> ImageSet:
                           "(or matplotlib), or use imagenet-samples / folder:PATH")
     files = _first_n(files, n, spec)
     x = _decode_files(files, model)
+    if getattr(model, "task", "classification") != "classification":  # the task takes the clean prediction
+        return ImageSet(x, torch.full((len(x),), -1, dtype=torch.int64), [p.name for p in files], spec, "prediction")
     device = next(model.buffers()).device  # mean/std live where the model does
     labels = predict(model, x, 64, device).label
     return ImageSet(x, labels, [p.name for p in files], spec, "prediction")
@@ -146,18 +152,38 @@ def _fashion_mnist(spec: str, split: str, model: ImageClassifier, n: int | None)
     """Fashion-MNIST (Xiao et al., 2017): 60k train / 10k test 28x28 grayscale images, 10 classes."""
     if model.num_classes != 10:
         raise AdvlabError(f"{spec} is labeled in 10 classes; the model has {model.num_classes}")
-    prefix = "train" if split == "train" else "t10k"
-    folder = next((d for d in FASHION_DIRS if (d / f"{prefix}-images-idx3-ubyte.gz").is_file()), None)
-    if folder is None:
-        folder = _download_fashion_mnist()
-    images = _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")  # (N, 28, 28) uint8
-    labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")  # (N,) uint8
+    images, labels = _fashion_arrays(split)
     count = len(_first_n(range(images.shape[0]), n, spec))
     x = torch.from_numpy(images[:count].copy()).unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28)
     x = _match_tensor_channels(x, model, spec)
     names = [f"{split}[{i}]" for i in range(count)]
     return ImageSet(x, torch.from_numpy(labels[:count].astype(np.int64)), names, spec, "ground-truth",
                     FASHION_CLASSES)
+
+
+def _fashion_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST's (N, 28, 28) uint8 images and (N,) uint8 labels of a split."""
+    prefix = "train" if split == "train" else "t10k"
+    folder = next((d for d in FASHION_DIRS if (d / f"{prefix}-images-idx3-ubyte.gz").is_file()), None)
+    if folder is None:
+        folder = _download_fashion_mnist()
+    return _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz"), _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
+
+
+def _fashion_scenes(spec: str, split: str, model: ImageClassifier, n: int | None) -> ImageSet:
+    """fashion-scenes (advlab.scenes): RGB canvases of real Fashion-MNIST garments with per-pixel masks."""
+    from advlab.scenes import SCENE_CLASSES, compose
+
+    if model.num_classes != len(SCENE_CLASSES) or model.in_channels != 3:
+        raise AdvlabError(f"{spec} is RGB and labeled per pixel in {len(SCENE_CLASSES)} classes (background and "
+                          f"10 garments); the model takes {model.in_channels} channels and has {model.num_classes} "
+                          "classes; use --model advlab.segnet:fashion_segnet or --task segmentation")
+    images, labels = _fashion_arrays(split)
+    count = n or SCENES_DEFAULT_N[split]
+    garments = torch.from_numpy(images.copy()).float().div_(255.0)  # (M, 28, 28)
+    scenes = compose(garments, torch.from_numpy(labels.astype(np.int64)), count, split=split)
+    names = [f"{split}-scene[{i}]" for i in range(count)]
+    return ImageSet(scenes.x, scenes.masks, names, spec, "ground-truth", SCENE_CLASSES)
 
 
 def _download_fashion_mnist() -> Path:
@@ -346,8 +372,17 @@ def _match_tensor_channels(x: torch.Tensor, model: ImageClassifier, spec: str) -
 
 
 def _check_labels(y: torch.Tensor | None, count: int, model: ImageClassifier, spec: str) -> torch.Tensor | None:
+    """Class labels (N,) for a classifier, -1 = unknown; per-pixel masks (N, H, W) for a segmenter,
+    255 = void (their size and class ids are checked against the images by the segmentation task)."""
     if y is None:
         return None
+    if getattr(model, "task", "classification") == "segmentation":
+        if y.dim() != 3 or y.is_floating_point() or y.dtype == torch.bool:
+            raise AdvlabError(f"{spec}: y has shape {tuple(y.shape)} dtype {y.dtype}; a segmentation model needs "
+                              "integer masks (N, H, W), one class id per pixel (255 = void)")
+        if len(y) != count:
+            raise AdvlabError(f"{spec}: y has {len(y)} masks for {count} images; give one mask per image")
+        return y.to(torch.int64)
     if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool:
         raise AdvlabError(f"{spec}: y has shape {tuple(y.shape)} dtype {y.dtype}; give a 1-D integer array of "
                           "class indices (-1 = unknown)")

@@ -97,6 +97,9 @@ def _gallery(index: int, defended: Defended, subject: Subject, per_attack: list[
         x_adv.append(outcome.x_adv[pick])
         purified.append(out)
         for j in pick.tolist():
+            if subject.labels.dim() > 1:  # dense targets: the images tell it, not one label
+                rows.append({"attack": key, "name": subject.data.names[j]})
+                continue
             label = int(subject.labels[j])
             rows.append({"attack": key, "name": subject.data.names[j], "label": label, "label_name": names[label],
                          "clean_pred_name": names[int(subject.clean.label[j])],

@@ -58,8 +58,7 @@ class AttackRun:
     success: torch.Tensor  # (M,) bool
     queries: torch.Tensor  # (M,) int64
     wall_s: float  # attack time, summed over chunks (also those loaded on --resume)
-    trace_queries: torch.Tensor | None  # (T, M), padded with each image's last value
-    trace_l2: torch.Tensor | None  # (T, M)
+    traces: dict[str, torch.Tensor]  # "trace_*" extras: (T, M) per-step values, padded with each image's last
     extras: dict[str, torch.Tensor]  # other tensors the attack returned (single-chunk runs, e.g. a universal v)
 
 
@@ -72,8 +71,7 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
     so the chunking never changes a result. M = 0 (nothing to attack) is an empty run."""
     if x.shape[0] == 0:
         return AttackRun(x_adv=x.clone(), success=torch.zeros(0, dtype=torch.bool),
-                         queries=torch.zeros(0, dtype=torch.long), wall_s=0.0, trace_queries=None, trace_l2=None,
-                         extras={})
+                         queries=torch.zeros(0, dtype=torch.long), wall_s=0.0, traces={}, extras={})
     chunk_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(attack, seed)
     parts: list[dict[str, Any]] = []
@@ -99,20 +97,19 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
         torch.save(part, path.with_suffix(".partial"))
         path.with_suffix(".partial").replace(path)
         parts.append(part)
-    traces = all("trace_l2" in p for p in parts) and bool(parts)
+    traces = sorted(k for k in parts[0] if k.startswith("trace_") and all(k in p for p in parts))
     return AttackRun(
         x_adv=torch.cat([p["x_adv"] for p in parts]),
         success=torch.cat([p["success"] for p in parts]),
         queries=torch.cat([p["queries"] for p in parts]),
         wall_s=float(sum(p["wall_s"] for p in parts)),
-        trace_queries=_pad_cat([p["trace_queries"] for p in parts]) if traces else None,
-        trace_l2=_pad_cat([p["trace_l2"] for p in parts]) if traces else None,
-        extras={k: v for k, v in parts[0].items() if k not in _CHUNK_KEYS} if len(parts) == 1 else {},
+        traces={k: _pad_cat([p[k] for p in parts]) for k in traces},
+        extras={k: v for k, v in parts[0].items() if k not in _CHUNK_KEYS and not k.startswith("trace_")}
+        if len(parts) == 1 else {},
     )
 
 
-_CHUNK_KEYS = frozenset({"fingerprint", "image_keys", "x_adv", "success", "queries", "wall_s", "trace_queries",
-                         "trace_l2"})
+_CHUNK_KEYS = frozenset({"fingerprint", "image_keys", "x_adv", "success", "queries", "wall_s"})
 
 
 def _fingerprint(attack: Attack, seed: int) -> str:

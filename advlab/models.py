@@ -73,7 +73,29 @@ class ImageClassifier(nn.Module):
         return {"name": self.name, "weights": self.weights, "task": self.task,
                 "num_classes": self.num_classes, "input_size": self.input_size, "in_channels": self.in_channels,
                 "mean": [round(v, 6) for v in self.mean.flatten().tolist()],
-                "std": [round(v, 6) for v in self.std.flatten().tolist()]}
+                "std": [round(v, 6) for v in self.std.flatten().tolist()],
+                **({"class_names": self.class_names} if self.task != "classification" else {})}
+
+
+class ImageSegmenter(ImageClassifier):
+    """[0, 1] images (N, C, H, W) -> per-pixel logits (N, K, H, W) at the input's resolution (any H, W).
+    Normalises with mean/std; a dict output (torchvision's) gives its "out" entry, the aux head is ignored."""
+
+    task = "segmentation"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> (N, K, H, W) float32
+        size = tuple(x.shape[-2:])
+        x = (x - self.mean) / self.std
+        if self.autocast_dtype is not None:
+            with torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype):
+                out = self.net(x)
+        else:
+            out = self.net(x)
+        if isinstance(out, dict):
+            out = out["out"]
+        if tuple(out.shape[-2:]) != size:
+            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        return out.float()
 
 
 def _per_channel(values: Sequence[float], channels: int, field_name: str) -> torch.Tensor:
@@ -89,12 +111,25 @@ def _per_channel(values: Sequence[float], channels: int, field_name: str) -> tor
 
 def load_model(name: str, weights: str | None = "DEFAULT", *, mean: Sequence[float] | None = None,
                std: Sequence[float] | None = None, input_size: int | None = None, num_classes: int | None = None,
-               class_names_file: str | None = None) -> ImageClassifier:
-    """A torchvision classifier by name (`resnet50`, weights `IMAGENET1K_V2` | `DEFAULT` | `none`), or a
-    bring-your-own factory `path/to/file.py:factory` / `package.module:factory` with a weights FILE."""
+               class_names_file: str | None = None, task: str | None = None) -> ImageClassifier:
+    """A torchvision classifier or segmenter by name (`resnet50`, weights `IMAGENET1K_V2` | `DEFAULT` |
+    `none`; `fcn_resnet50`, `COCO_WITH_VOC_LABELS_V1`), or a bring-your-own factory
+    `path/to/file.py:factory` / `package.module:factory` with a weights FILE, whose task (`None`:
+    inferred from its output rank) is classification or segmentation."""
+    if task is not None and task not in OUTPUT_SHAPES:
+        raise AdvlabError(f"--task {task!r} is not supported for models; choose {' or '.join(OUTPUT_SHAPES)}")
     if ":" in name:
         return _load_custom(name, weights, mean=mean, std=std, input_size=input_size, num_classes=num_classes,
-                            class_names_file=class_names_file)
+                            class_names_file=class_names_file, task=task)
+    from advlab.segmenters import SEGMENTATION_MODELS, load_torchvision_segmenter
+
+    if name in SEGMENTATION_MODELS:
+        if task not in (None, "segmentation"):
+            raise AdvlabError(f"{name} is a segmentation model, not a {task} one; drop --task or pick another model")
+        return load_torchvision_segmenter(name, weights, mean=mean, std=std)
+    if task not in (None, "classification"):
+        raise AdvlabError(f"{name} is a torchvision classifier, not a {task} model; choose one of "
+                          f"{', '.join(SEGMENTATION_MODELS)} or FILE.py:factory")
     return _load_torchvision(name, weights, mean=mean, std=std, input_size=input_size)
 
 
@@ -173,7 +208,8 @@ def verify_hash_in_name(path: Path) -> None:
 
 # ---------------------------------------------------------------- bring your own
 def _load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None, std: Sequence[float] | None,
-                 input_size: int | None, num_classes: int | None, class_names_file: str | None) -> ImageClassifier:
+                 input_size: int | None, num_classes: int | None, class_names_file: str | None,
+                 task: str | None) -> ImageClassifier:
     factory = _import_factory(spec)
     takes_num_classes = _accepts(factory, "num_classes")
     try:
@@ -195,7 +231,7 @@ def _load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None
     net.eval()
     channels = _in_channels(net, input_size)
     classes = _read_class_names(class_names_file) if class_names_file else None
-    n_out = _probe_classes(net, channels, input_size or 32, spec)
+    n_out, task = _probe_classes(net, channels, input_size or 32, spec, task)
     if num_classes and n_out != num_classes:
         raise AdvlabError(f"--num-classes {num_classes} but the model built by {spec} outputs {n_out} classes; "
                           f"drop --num-classes or fix the factory")
@@ -203,7 +239,7 @@ def _load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None
         raise AdvlabError(f"class-names file {class_names_file} has {len(classes)} names but the model "
                           f"outputs {n_out} classes; give one name per line for each class")
     return _wrap(net, spec, label, mean or (0.0,), std or (1.0,), input_size,
-                 classes or [str(i) for i in range(n_out)], named_classes=classes is not None)
+                 classes or [str(i) for i in range(n_out)], named_classes=classes is not None, task=task)
 
 
 def _accepts(factory: Callable[..., nn.Module], keyword: str) -> bool:
@@ -279,28 +315,42 @@ def _in_channels(net: nn.Module, input_size: int | None = None) -> int:
     return 3
 
 
-def _probe_classes(net: nn.Module, channels: int, size: int, spec: str) -> int:
-    """The number of classes, from one forward pass on a zero image; any failure or an output that is
-    not (N, classes) float logits becomes one line."""
+def _probe_classes(net: nn.Module, channels: int, size: int, spec: str, task: str | None) -> tuple[int, str]:
+    """(number of classes, task) from one forward pass on a zero image: (N, K) logits make a classifier,
+    (N, K, H, W) a segmenter (or the given `task`, checked); anything else is one line."""
     with torch.no_grad():
         try:
             out = net(torch.zeros(2, channels, size, size))
         except Exception as exc:  # noqa: BLE001  (user code)
             raise AdvlabError(f"model {spec} fails on a {channels}x{size}x{size} input ({type(exc).__name__}: "
                               f"{first_line(exc)}); set --input-size to what it expects") from exc
-    check_logits(out, f"model {spec}", batch=2)
-    return int(out.shape[1])
+    if isinstance(out, dict) and isinstance(out.get("out"), torch.Tensor):
+        out = out["out"]  # torchvision's segmentation models
+    found = check_logits(out, f"model {spec}", batch=2, task=task)
+    return int(out.shape[1]), found
 
 
-def check_logits(out: object, who: str, batch: int) -> None:
-    """A classifier's output must be a float tensor (batch, classes); else one line saying what came back."""
+OUTPUT_SHAPES = {"classification": (2, "(N, classes)"), "segmentation": (4, "(N, classes, H, W)")}
+
+
+def check_logits(out: object, who: str, batch: int, task: str | None = "classification") -> str:
+    """A model's output must be float logits (batch, classes) for a classifier or (batch, classes, H, W)
+    for a segmenter (`task=None`: either); else one line saying what came back. Returns the task."""
+    wanted = [task] if task is not None else list(OUTPUT_SHAPES)
+    shapes = " or ".join(OUTPUT_SHAPES[t][1] for t in wanted)
     if not isinstance(out, torch.Tensor):
         kind = type(out).__name__
-        raise AdvlabError(f"{who} returned a {kind}, not a tensor of logits (N, classes); make forward() return "
+        raise AdvlabError(f"{who} returned a {kind}, not a tensor of logits {shapes}; make forward() return "
                           f"only the logits (e.g. the first element of the {kind})")
-    if out.dim() != 2 or out.shape[0] != batch or not out.is_floating_point():
-        raise AdvlabError(f"{who} returned {out.dtype} of shape {tuple(out.shape)} for {batch} images; a classifier "
-                          "must return float logits of shape (N, classes)")
+    found = next((t for t in wanted if out.dim() == OUTPUT_SHAPES[t][0]), None)
+    if found is None or out.shape[0] != batch or not out.is_floating_point():
+        if task is not None and out.dim() in (2, 4) and out.shape[0] == batch and out.is_floating_point():
+            other = "classification" if out.dim() == 2 else "segmentation"
+            raise AdvlabError(f"{who} returns {other} logits of shape {tuple(out.shape)}, but the task is {task}; "
+                              f"use --task {other} (or a {task} model)")
+        raise AdvlabError(f"{who} returned {out.dtype} of shape {tuple(out.shape)} for {batch} images; a model "
+                          f"must return float logits of shape {shapes}")
+    return found
 
 
 def _out_features(net: nn.Module) -> int:
@@ -316,10 +366,12 @@ def _read_class_names(path: str) -> list[str]:
 
 
 def _wrap(net: nn.Module, name: str, weights: str, mean: Sequence[float], std: Sequence[float],
-          input_size: int | None, class_names: Sequence[str], named_classes: bool = True) -> ImageClassifier:
+          input_size: int | None, class_names: Sequence[str], named_classes: bool = True,
+          task: str = "classification") -> ImageClassifier:
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    return ImageClassifier(net, name=name, weights=weights, mean=mean, std=std, input_size=input_size,
+    wrapper = ImageSegmenter if task == "segmentation" else ImageClassifier
+    return wrapper(net, name=name, weights=weights, mean=mean, std=std, input_size=input_size,
                            class_names=class_names, in_channels=_in_channels(net, input_size),
                            named_classes=named_classes).eval()

@@ -88,7 +88,7 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
                arrays: Path, context: RowContext = RowContext()) -> Outcome:
     model, data, task = subject.model, subject.data, subject.task
     universal = getattr(attack, "universal", False)
-    plan = task.plan(spec, subject, device, universal=universal)
+    plan = task.plan(spec, attack, subject, device, seed=cfg.seed)
     index = plan.attacked.nonzero().squeeze(1)
     run = attack_in_chunks(attack, model, data.x[index], plan.criterion.subset(index),
                            starting_points=plan.starting_points[index] if plan.starting_points is not None else None,
@@ -110,18 +110,18 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
         "target_class": int(plan.criterion.labels.flatten()[0]) if targeted else None,
         "starting_image": spec.starting_image, "params": attack.params(),
         f"clean_{task.score_name}": task.score(subject.clean, subject.labels),
-        **task.metrics(subject, adv, plan.attacked, success, queries, dist),
+        **task.metrics(subject, plan, adv, success, queries, dist),
         "wall_s": run.wall_s,
     }
     row["model_images_per_s"] = row["queries_total"] / run.wall_s if run.wall_s > 0 else None
     row["arrays"] = f"arrays/{tag}.pt"
-    row["samples"] = task.samples(subject, adv, plan.attacked, success, queries, dist)
+    row["samples"] = task.samples(subject, plan, adv, success, queries, dist)
     if attack.control_of is not None:
         row["baseline"] = attack.control_of
     row |= attack.row_extras(tag, run.extras, subject, row, cfg.batch_size, device, arrays)
     saved = {"x": data.x, "x_adv": x_adv}
-    if run.trace_l2 is not None and run.trace_queries is not None:
-        saved |= {"trace_queries": run.trace_queries, "trace_l2": run.trace_l2}
+    saved |= run.traces  # e.g. trace_queries and trace_l2 (boundary), trace_active (DAG): (T, M attacked)
+    saved |= task.arrays(subject, adv)  # e.g. label maps for segmentation
     arrays.mkdir(parents=True, exist_ok=True)
     torch.save(saved, arrays / f"{tag}.pt")
     return Outcome(row, x_adv, plan.attacked & success, adv)

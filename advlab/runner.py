@@ -79,7 +79,7 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
     for subject in subjects:
         for spec, attack in zip(cfg.attacks, attacks):
             check_task(get_attack(spec.method), subject)
-            subject.task.plan(spec, subject, device, universal=getattr(attack, "universal", False))
+            subject.task.plan(spec, attack, subject, device, seed=cfg.seed)
         for dspec, defense in zip(cfg.defenses, defenses):  # a defense that does not fit fails here, on one image
             check_task(get_defense(dspec.method), subject)
             subject.task.predict(Defended(subject.model, defense).to(device).eval(), subject.data.x[:1], 1, device)
@@ -177,7 +177,7 @@ def _add_row(results: dict[str, Any], row: dict[str, Any], subject: Subject) -> 
 
 def _subject(spec: ModelSpec, cfg: RunConfig, device: torch.device, autocast: torch.dtype | None) -> Subject:
     model = load_model(spec.name, spec.weights, mean=spec.mean, std=spec.std, input_size=spec.input_size,
-                       num_classes=spec.num_classes, class_names_file=spec.class_names).to(device)
+                       num_classes=spec.num_classes, class_names_file=spec.class_names, task=spec.task).to(device)
     model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPUs and CPUs alike
     model.autocast_dtype = autocast
     task = get_task(model.task)

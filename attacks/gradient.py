@@ -146,7 +146,7 @@ def _project(adv: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, norm: str) 
 
 
 # ---------------------------------------------------------------- plugins
-@register_attack("fgsm", threat="white-box", tasks={"classification"})
+@register_attack("fgsm", threat="white-box", tasks={"classification", "segmentation"})
 class FGSM(Attack):
     """FGSM (Goodfellow et al., ICLR 2015): one signed-gradient step of size eps in l_inf."""
 
@@ -165,7 +165,7 @@ class FGSM(Attack):
         return _result(x_adv, queries)
 
 
-@register_attack("pgd", threat="white-box", tasks={"classification"})
+@register_attack("pgd", threat="white-box", tasks={"classification", "segmentation"})
 class PGD(Attack):
     """PGD (Madry et al., ICLR 2018): projected gradient steps from a random start, l_inf or l2 (no start: I-FGSM)."""
 

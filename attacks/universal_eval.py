@@ -1,15 +1,15 @@
-"""Universal perturbations in the runner (the universal attack's row hooks): held-out fooling ratios, the saved perturbation (.pt and
-PNG), the random-noise baseline, and the transfer matrix across models (Moosavi-Dezfooli et al.,
-CVPR 2017, Table 2: a UAP computed on one model, evaluated on another)."""
+"""Universal perturbations in the runner (the universal attack's row hooks): held-out fooling
+ratios, the saved perturbation (.pt and PNG), and the transfer matrix across models
+(Moosavi-Dezfooli et al., CVPR 2017, Table 2: a UAP computed on one model, evaluated on another)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
 import torch
-from advlab.attacks.universal import load_perturbation, perturbation_png, save_perturbation
 
 from advlab.attack import Attack
+from advlab.attacks.universal import load_perturbation, perturbation_png, save_perturbation
 from advlab.evaluate import predict
 from advlab.models import ImageClassifier
 from advlab.rows import HeldOut, Subject

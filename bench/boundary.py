@@ -16,8 +16,8 @@ import json
 import time
 
 import torch
-from advlab.attacks.boundary import BoundaryAttack
 
+from advlab.attacks.boundary import BoundaryAttack
 from advlab.criteria import Untargeted
 from advlab.data import load_images
 from advlab.device import apply_precision, device_name, resolve_device, synchronize

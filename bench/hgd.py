@@ -24,14 +24,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
+
 from advlab.attacks.gradient import pgd_linf
+from advlab.data import load_images
+from advlab.defense import Defended
 from advlab.defenses.dunet import DUNET
 from advlab.defenses.hgd import HGD, save_checkpoint
 from advlab.defenses.hgd_train import Split, TrainSettings, train_denoiser
-from torch import nn
-
-from advlab.data import load_images
-from advlab.defense import Defended
 from advlab.device import apply_precision, device_name, resolve_device, synchronize
 from advlab.models import ImageClassifier, load_model
 from advlab.smallnets import fashion_cnn

@@ -19,9 +19,9 @@ from fractions import Fraction
 
 import numpy as np
 import torch
-from advlab.attacks.universal import UniversalPerturbation
 from torch import nn
 
+from advlab.attacks.universal import UniversalPerturbation
 from advlab.criteria import Untargeted
 from advlab.data import load_images
 from advlab.device import apply_precision, device_name, resolve_device, synchronize

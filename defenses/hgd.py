@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from advlab.defenses.dunet import DUNET
 from torch import nn
 
 from advlab.defense import Defense, clamp_unit
+from advlab.defenses.dunet import DUNET
 from advlab.errors import AdvlabError, first_line
 from advlab.registry import register_defense
 

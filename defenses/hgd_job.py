@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from advlab.defenses.hgd import save_checkpoint
-from advlab.defenses.hgd_train import Split, TrainSettings, cached_pairs, train_denoiser
 
 from advlab.config import DataSpec, ModelSpec
 from advlab.data import ImageSet, load_images
+from advlab.defenses.hgd import save_checkpoint
+from advlab.defenses.hgd_train import Split, TrainSettings, cached_pairs, train_denoiser
 from advlab.device import apply_precision, device_name, resolve_device
 from advlab.errors import AdvlabError, Interrupted
 from advlab.evaluate import predict

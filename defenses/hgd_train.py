@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from advlab.attacks.gradient import pgd_linf
-from advlab.defenses.dunet import DUNET
-from advlab.defenses.hgd import Guidance, default_feature_layer, variant_name
 from torch import nn
 from tqdm.auto import tqdm
 
+from advlab.attacks.gradient import pgd_linf
 from advlab.checks import check_eps, is_real, positive_int
 from advlab.defense import clamp_unit
+from advlab.defenses.dunet import DUNET
+from advlab.defenses.hgd import Guidance, default_feature_layer, variant_name
 from advlab.errors import AdvlabError
 from advlab.rng import image_keys, step_keys, uniform
 

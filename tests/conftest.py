@@ -148,3 +148,23 @@ def run_error(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
         return err
 
     return run
+
+
+# ---------------------------------------------------------------- segmentation
+@dataclass
+class Segmenter:
+    model: ImageClassifier  # advlab.segnet:fashion_segnet with its shipped weights (an ImageSegmenter)
+    x: torch.Tensor  # (N, 3, 48, 48) fashion-scenes test canvases in [0, 1]
+    masks: torch.Tensor  # (N, 48, 48) their ground truth, 0 = background
+
+
+@pytest.fixture(scope="session")
+def segmenter() -> Segmenter:
+    """The lab's fashion-scenes segmenter (weights shipped in advlab/weights) on 64 test scenes."""
+    from advlab.data import load_images
+    from advlab.models import load_model
+    from advlab.segnet import MEAN, STD, WEIGHTS
+
+    model = load_model("advlab.segnet:fashion_segnet", str(WEIGHTS), mean=[MEAN], std=[STD], task="segmentation")
+    data = load_images("fashion-scenes:test", model, n=64)
+    return Segmenter(model, data.x, data.y)

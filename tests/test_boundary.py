@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from advlab.attacks.boundary import BoundaryAttack
 
+from advlab.attacks.boundary import BoundaryAttack
 from advlab.criteria import Targeted, Untargeted
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from advlab.attacks.gradient import PGD
 from torch import nn
 
+from advlab.attacks.gradient import PGD
 from advlab.criteria import IGNORE, Targeted, Untargeted
 from advlab.errors import AdvlabError
 from advlab.registry import PluginInfo

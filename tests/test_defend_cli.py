@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from advlab.defenses.dunet import DUNET
-from advlab.defenses.hgd import save_checkpoint
 
 from advlab.cli import main
 from advlab.config import load_config
+from advlab.defenses.dunet import DUNET
+from advlab.defenses.hgd import save_checkpoint
 
 CONFTEST = Path(__file__).resolve().parent / "conftest.py"
 

@@ -2,12 +2,12 @@
 ordering, targeted mode, randomness, settings, per-image budgets, autocast."""
 from __future__ import annotations
 
-import advlab.attacks.gradient  # noqa: F401  (registers fgsm and pgd)
 import pytest
 import torch
-from advlab.attacks.gradient import FGSM, PGD, pgd_l2, pgd_linf
 
+import advlab.attacks.gradient  # noqa: F401  (registers fgsm and pgd)
 from advlab import registry
+from advlab.attacks.gradient import FGSM, PGD, pgd_l2, pgd_linf
 from advlab.criteria import Targeted, Untargeted
 
 
@@ -200,9 +200,9 @@ def test_runs_on_the_gpu(digits):
     assert torch.equal(state[0], torch.get_rng_state()) and torch.equal(state[1], torch.cuda.get_rng_state())
 
 
-def test_registered_as_white_box_classification_attacks():
+def test_registered_as_white_box_attacks_for_classification_and_segmentation():
     known = registry._ATTACKS  # registered on import of advlab.attacks.gradient (BUILTIN_MODULES lists it too)
     for name, cls in (("fgsm", FGSM), ("pgd", PGD)):
         info = known[name]
-        assert info.cls is cls and info.threat == "white-box" and info.tasks == {"classification"}
+        assert info.cls is cls and info.threat == "white-box" and info.tasks == {"classification", "segmentation"}
         assert info.summary

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+
 from advlab.attacks.gradient import pgd_linf
+from advlab.defense import Defended, clamp_unit
 from advlab.defenses import hgd_train
 from advlab.defenses.dunet import DUNET
 from advlab.defenses.hgd import HGD, Guidance, default_feature_layer, load_checkpoint, save_checkpoint
 from advlab.defenses.hgd_train import Split, TrainSettings, cosine_lr, make_pairs, train_denoiser
-
-from advlab.defense import Defended, clamp_unit
 from advlab.errors import AdvlabError
 from advlab.models import ImageClassifier
 from advlab.registry import get_defense

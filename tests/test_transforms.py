@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from advlab.attacks.gradient import pgd_linf
-from advlab.defenses.transforms import JPEG, BitDepth, GaussianBlur, MedianFilter
 
 from advlab import registry
+from advlab.attacks.gradient import pgd_linf
 from advlab.defense import Defended, Defense
+from advlab.defenses.transforms import JPEG, BitDepth, GaussianBlur, MedianFilter
 
 CLASSES = {"jpeg": JPEG, "bit-depth": BitDepth, "blur": GaussianBlur, "median": MedianFilter}
 

@@ -21,13 +21,13 @@ from PIL import Image
 
 from advlab import registry
 from advlab.attack import AttackResult
+from advlab.attacks.universal import (UniversalPerturbation, deepfool, load_perturbation, perturbation_png, project,
+                                      save_perturbation)
+from advlab.criteria import Targeted, Untargeted
 from advlab.data import FASHION_CLASSES, load_images
 from advlab.errors import AdvlabError
 from advlab.models import ImageClassifier
 from advlab.smallnets import fashion_cnn, train_classifier
-from advlab.attacks.universal import (UniversalPerturbation, deepfool, load_perturbation, perturbation_png, project,
-                                      save_perturbation)
-from advlab.criteria import Targeted, Untargeted
 
 N_TRAIN, N_X, N_HELD = 5000, 2000, 2000
 BAG = FASHION_CLASSES.index("Bag")  # the easiest target class for this net (held-out hit rate ~0.5 at l2 = 3)

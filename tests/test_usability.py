@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-from advlab.attacks.boundary import BoundaryAttack
 
+from advlab.attacks.boundary import BoundaryAttack
 from advlab.cli import main
 from advlab.evaluate import median
 

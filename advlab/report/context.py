@@ -101,10 +101,15 @@ def metrics(attack: dict[str, Any], clean_accuracy: Any) -> dict[str, str]:
         "queries_median": fmt.integer(attack.get("queries_median")),
         "wall_s": fmt.num(attack.get("wall_s")),
         "model_images_per_s": fmt.integer(attack.get("model_images_per_s")),
+        "miou": f"{fmt.pct(attack.get('miou_clean'))} → {fmt.pct(attack.get('miou_adv'))}",
+        "target_hit_rate": fmt.pct(attack.get("target_hit_rate")),
+        "rms_perturbation": fmt.sci(attack.get("rms_perturbation")),
+        "iterations_median": fmt.integer(attack.get("iterations_median")),
     }
 
 
-def attack_view(run_dir: Path, attack: dict[str, Any], index: int, clean_accuracy: Any) -> AttackView:
+def attack_view(run_dir: Path, attack: dict[str, Any], index: int, clean_accuracy: Any,
+                class_names: list[str] | None = None) -> AttackView:
     """Everything the page shows about one attack row."""
     method = fmt.plain(attack.get("method"))
     baseline = fmt.plain(attack["baseline"]) if attack.get("baseline") else None
@@ -127,7 +132,8 @@ def attack_view(run_dir: Path, attack: dict[str, Any], index: int, clean_accurac
         criterion=criterion,
         metrics=metrics(attack, clean_accuracy),
         params=params,
-        gallery=build_gallery(run_dir, attack, title=f"{method} ({setting})", universal=is_universal(attack)),
+        gallery=build_gallery(run_dir, attack, title=f"{method} ({setting})", universal=is_universal(attack),
+                              class_names=class_names),
         model=model,
         baseline=baseline,
         universal=universal_view(run_dir, attack, title=f"{method} ({model})" if attack.get("model") else method),
@@ -137,13 +143,16 @@ def attack_view(run_dir: Path, attack: dict[str, Any], index: int, clean_accurac
 def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     """The template context for one run."""
     clean_accuracy = fmt.as_dict(results.get("clean")).get("accuracy")
+    names = fmt.as_dict(results.get("model")).get("class_names")
+    class_names = [str(n) for n in names] if isinstance(names, list) else None
     attacks = [a if isinstance(a, dict) else {} for a in (results.get("attacks") or [])]
     files = [name for name in ("config.yaml", "log.txt") if (run_dir / name).is_file()]
     return {
         "name": fmt.plain(results.get("name") or run_dir.name),
         "header": header(results),
         "clean_accuracy": fmt.pct(clean_accuracy),
-        "attacks": [attack_view(run_dir, a, i, clean_accuracy) for i, a in enumerate(attacks)],
+        "attacks": [attack_view(run_dir, a, i, clean_accuracy, class_names) for i, a in enumerate(attacks)],
+        "segmentation_column": any(a.get("task") == "segmentation" for a in attacks),
         "model_column": any(a.get("model") is not None for a in attacks),
         "universal_column": any(is_universal(a) for a in attacks),
         "models": models_table(results.get("models")),

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from advlab.report import fmt
-from advlab.report.images import amplified_perturbation, image_uri
-from advlab.report.plots import l2_vs_queries_uri
+from advlab.report.images import amplified_perturbation, image_uri, mask_image, palette
+from advlab.report.plots import active_share_uri, l2_vs_queries_uri
 
 MAX_IMAGES = 12
 
@@ -28,6 +28,7 @@ class SampleCard:
     orig_uri: str | None = None
     adv_uri: str | None = None
     pert_uri: str | None = None
+    masks: list[tuple[str, str]] = field(default_factory=list)  # segmentation: (caption, label-map image URI)
 
 
 @dataclass
@@ -37,7 +38,9 @@ class Gallery:
     cards: list[SampleCard] = field(default_factory=list)
     note: str | None = None
     plot_uri: str | None = None
+    plot_title: str = "L2 distance vs. model queries"
     n_total: int = 0
+    legend: list[tuple[str, str]] = field(default_factory=list)  # segmentation: (class name, css colour)
 
 
 def _class_text(name: Any, index: Any, conf: Any = None) -> str:
@@ -70,6 +73,15 @@ def sample_card(sample: dict[str, Any], index: int, l2_fallback: float | None = 
     l2 = sample.get("l2", l2_fallback)
     queries = sample.get("queries")
     no_adv = "no adversarial" if status in ("failed", "skipped") and l2 is None else None
+    if "target_hit" in sample:  # a segmentation sample: shares of pixels, not labels
+        return SampleCard(
+            name=str(sample.get("name") or f"image {index}"), status=status, status_text=status_text,
+            label_text="per-pixel masks below",
+            clean_text=f"pixel accuracy {fmt.pct(sample.get('pixel_acc_clean'))}",
+            adv_text=f"pixel accuracy {fmt.pct(sample.get('pixel_acc_adv'))}, targets hit "
+                     f"{fmt.pct(sample.get('target_hit'))}",
+            distance_text=fmt.joined(f"rms {fmt.sci(sample.get('rms'))}", f"L∞ {fmt.num(sample.get('linf'))}",
+                                     f"{fmt.integer(queries)} iterations" if queries is not None else None))
     distance = fmt.joined(
         f"L2 {fmt.num(l2)}" if l2 is not None else no_adv,
         f"L∞ {fmt.num(sample['linf'])}" if sample.get("linf") is not None else None,
@@ -119,7 +131,37 @@ def _trace_plot(data: dict[str, torch.Tensor], title: str) -> str | None:
         return None
 
 
-def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "", universal: bool = False) -> Gallery:
+def _add_masks(gallery: Gallery, data: dict[str, torch.Tensor], class_names: list[str]) -> None:
+    """Reference, clean and adversarial label maps under each card, and a legend of the classes shown."""
+    maps = {key: data.get(key) for key in ("reference", "pred_clean", "pred_adv")}
+    if not all(isinstance(m, torch.Tensor) and m.dim() == 3 for m in maps.values()):
+        return
+    count = max(len(class_names), int(max(int(m[m != 255].max()) if (m != 255).any() else 0
+                                           for m in maps.values())) + 1)
+    colours = palette(count)
+    shown: set[int] = set()
+    for i, card in enumerate(gallery.cards):
+        if i >= maps["pred_adv"].shape[0]:
+            break
+        for caption, key in (("reference", "reference"), ("clean prediction", "pred_clean"),
+                             ("adversarial prediction", "pred_adv")):
+            labels = maps[key][i].long()
+            shown |= set(labels.unique().tolist())
+            card.masks.append((caption, image_uri(mask_image(labels, colours), min_side=96)))
+    gallery.legend = [(class_names[k] if k < len(class_names) else str(k),
+                       "#" + "".join(f"{int(round(float(c) * 255)):02x}" for c in colours[k]))
+                      for k in sorted(shown) if 0 <= k < count]
+
+
+def _active_plot(trace: torch.Tensor, title: str) -> str | None:
+    try:
+        return active_share_uri(trace, title)
+    except (ValueError, IndexError, RuntimeError):
+        return None
+
+
+def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "", universal: bool = False,
+                  class_names: list[str] | None = None) -> Gallery:
     """Cards for up to MAX_IMAGES samples plus the trace plot; never raises on bad arrays."""
     samples = [s if isinstance(s, dict) else {} for s in (attack.get("samples") or [])]
     rel = attack.get("arrays")
@@ -151,7 +193,12 @@ def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "", univer
         card = sample_card(sample, i, l2_fallback=float(l2_all[i]), universal=universal)
         card.orig_uri, card.adv_uri, card.pert_uri = image_uri(x[i]), image_uri(x_adv[i]), image_uri(pert[i])
         gallery.cards.append(card)
+    if isinstance(data.get("pred_adv"), torch.Tensor):
+        _add_masks(gallery, data, class_names or [])
     gallery.plot_uri = _trace_plot(data, title)
+    if gallery.plot_uri is None and isinstance(data.get("trace_active"), torch.Tensor):
+        gallery.plot_uri = _active_plot(data["trace_active"], title)
+        gallery.plot_title = "Share of target pixels still active vs. iterations"
     if len(samples) and len(samples) != n:
         gallery.note = f"results.json lists {len(samples)} samples but the arrays hold {n} images."
     return gallery

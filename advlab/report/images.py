@@ -62,3 +62,25 @@ def amplified_perturbation(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     shape = (-1,) + (1,) * (d.ndim - 1) if batched else ()
     return (0.5 + 0.5 * d / scale.reshape(shape)).float()
+
+
+def palette(num_classes: int) -> torch.Tensor:
+    """(K, 3) colours in [0, 1]: the PASCAL VOC colour map (class 0 black, then bit-interleaved colours)."""
+    colours = torch.zeros(max(num_classes, 1), 3)
+    for k in range(num_classes):
+        c, r, g, b = k, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        colours[k] = torch.tensor([r, g, b]) / 255.0
+    return colours
+
+
+def mask_image(labels: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """(H, W) class ids -> (3, H, W) colour image; ids outside the palette (255 = void) are white."""
+    ids = labels.long()
+    known = (ids >= 0) & (ids < colours.shape[0])
+    rgb = colours[ids.clamp(0, colours.shape[0] - 1)].permute(2, 0, 1)  # (3, H, W)
+    return torch.where(known[None], rgb, torch.ones_like(rgb))

@@ -92,6 +92,30 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def active_share_uri(trace: torch.Tensor, title: str = "") -> str | None:
+    """DAG: the share of each image's target pixels still active against iterations ((T, N) trace,
+    thin lines per image, bold median); None for an empty trace."""
+    y = _as_numpy(trace)
+    if y.ndim != 2 or y.shape[0] < 2 or y.shape[1] == 0:
+        return None
+    fig = Figure(figsize=(5.6, 3.0), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    steps = np.arange(y.shape[0])
+    ax.plot(steps, 100.0 * y, color="#4c72b0", alpha=0.3, linewidth=0.8)
+    ax.plot(steps, 100.0 * np.median(y, axis=1), color="#c44e52", linewidth=2.2, label="median over images")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("target pixels still active (%)")
+    ax.set_ylim(0, 100)
+    if title:
+        ax.set_title(title.replace("$", r"\$"), fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(True, alpha=0.25, linewidth=0.5)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return data_uri(_png(fig))
+
+
 def fooling_trace_png(trace: list[float] | np.ndarray, title: str = "") -> bytes | None:
     """PNG of the training fooling ratio (%) after each pass of a universal perturbation
     (entry 0: before the first pass); None with fewer than two finite values."""

@@ -18,6 +18,7 @@ from torch import nn
 from advlab.errors import AdvlabError
 
 if TYPE_CHECKING:
+    from advlab.attack import Attack
     from advlab.config import AttackSpec
     from advlab.criteria import Criterion
     from advlab.data import ImageSet
@@ -49,23 +50,29 @@ class Task(abc.ABC):
         """The targets results are measured against: ground truth where the data has it, else the clean prediction."""
 
     @abc.abstractmethod
-    def plan(self, spec: "AttackSpec", subject: "Subject", device: torch.device, *, universal: bool) -> Plan:
+    def plan(self, spec: "AttackSpec", attack: "Attack", subject: "Subject", device: torch.device, *,
+             seed: int) -> Plan:
         """The criterion, the images to attack and starting points; raises AdvlabError for a bad target.
-        Cheap and side-effect free: the runner calls it for every attack before it writes anything."""
+        Random choices (e.g. adversarial labels) are keyed by `seed` and each image's pixels. Cheap and
+        side-effect free: the runner calls it for every attack before it writes anything."""
 
     @abc.abstractmethod
     def score(self, predictions: Any, reference: torch.Tensor) -> float:
         """The headline number of predictions against the reference (e.g. accuracy)."""
 
     @abc.abstractmethod
-    def metrics(self, subject: "Subject", adv: Any, attacked: torch.Tensor, success: torch.Tensor,
-                queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """The row metrics of one attack (N images, `attacked` and `success` (N,) bool)."""
+    def metrics(self, subject: "Subject", plan: Plan, adv: Any, success: torch.Tensor, queries: torch.Tensor,
+                dist: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The row metrics of one attack (N images; `plan.attacked` and `success` (N,) bool)."""
 
     @abc.abstractmethod
-    def samples(self, subject: "Subject", adv: Any, attacked: torch.Tensor, success: torch.Tensor,
-                queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    def samples(self, subject: "Subject", plan: Plan, adv: Any, success: torch.Tensor, queries: torch.Tensor,
+                dist: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """One record per image for results.json."""
+
+    def arrays(self, subject: "Subject", adv: Any) -> dict[str, torch.Tensor]:
+        """Tensors the report needs besides x and x_adv (e.g. label maps), saved in the row's arrays file."""
+        return {}
 
 
 _TASKS: dict[str, Task] = {}
@@ -90,4 +97,5 @@ def task_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    import advlab.tasks.classification  # noqa: F401  (registers itself)
+    import advlab.tasks.classification  # noqa: F401  (each registers itself)
+    import advlab.tasks.segmentation  # noqa: F401

@@ -16,6 +16,7 @@ from advlab.registry import get_attack
 from advlab.tasks import Plan, Task, register_task
 
 if TYPE_CHECKING:
+    from advlab.attack import Attack
     from advlab.config import AttackSpec
     from advlab.rows import Subject
 
@@ -34,11 +35,13 @@ class Classification(Task):
     def score(self, predictions: Predictions, reference: torch.Tensor) -> float:
         return float((predictions.label == reference).float().mean()) if len(reference) else 0.0
 
-    def plan(self, spec: "AttackSpec", subject: "Subject", device: torch.device, *, universal: bool) -> Plan:
+    def plan(self, spec: "AttackSpec", attack: "Attack", subject: "Subject", device: torch.device, *,
+             seed: int) -> Plan:
         """Untargeted: the correctly classified images, away from their label; targeted: those not yet
         in the target class. Universal perturbations run on every image, away from its clean prediction
         (the fooling ratio). No image to attack is a valid plan."""
         model, data, clean, labels = subject.model, subject.data, subject.clean, subject.labels
+        universal = getattr(attack, "universal", False)
         if spec.target_class is not None and not 0 <= spec.target_class < model.num_classes:
             raise AdvlabError(f"--target-class {spec.target_class} is out of range: the model has "
                               f"{model.num_classes} classes (0..{model.num_classes - 1})")
@@ -67,10 +70,11 @@ class Classification(Task):
             starting = start[0].expand_as(data.x).clone()
         return Plan(Targeted(torch.full_like(labels, target)), attacked, starting)
 
-    def metrics(self, subject: "Subject", adv: Predictions, attacked: torch.Tensor, success: torch.Tensor,
+    def metrics(self, subject: "Subject", plan: Plan, adv: Predictions, success: torch.Tensor,
                 queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Success rate over attacked images; fooling ratio and accuracy over all; distances are
         medians over successful attacks."""
+        attacked = plan.attacked
         won = attacked & success
         return {
             "n_attacked": int(attacked.sum()),
@@ -84,10 +88,10 @@ class Classification(Task):
             "queries_total": int(queries[attacked].sum()),
         }
 
-    def samples(self, subject: "Subject", adv: Predictions, attacked: torch.Tensor, success: torch.Tensor,
+    def samples(self, subject: "Subject", plan: Plan, adv: Predictions, success: torch.Tensor,
                 queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """One record per image (tensors turned into lists once, not per element)."""
-        names, clean = subject.model.class_names, subject.clean
+        names, clean, attacked = subject.model.class_names, subject.clean, plan.attacked
         won = (attacked & success).tolist()
         columns = zip(subject.data.names, subject.labels.tolist(), clean.label.tolist(), clean.confidence.tolist(),
                       adv.label.tolist(), adv.confidence.tolist(), attacked.tolist(), won, dist["l2"].tolist(),

@@ -1,0 +1,47 @@
+"""Segmentation models: torchvision's by name through its own weights API (the normal download and
+cache path for users with internet), wrapped as `ImageSegmenter` ([0, 1] images in, (N, K, H, W)
+logits at the input resolution out). `--weights none` builds the architecture without pulling any
+weights, backbone included."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+from urllib.error import URLError
+
+import torch
+import torchvision
+
+from advlab.errors import AdvlabError
+from advlab.models import ImageClassifier, _file_name, _wrap, ensure_weights_cached
+
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
+SEGMENTATION_MODELS = ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
+                       "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def load_torchvision_segmenter(name: str, weights: str | None, *, mean: Sequence[float] | None,
+                               std: Sequence[float] | None) -> ImageClassifier:
+    """A torchvision segmentation model (`weights`: COCO_WITH_VOC_LABELS_V1, DEFAULT or none)."""
+    if weights is None or str(weights).lower() == "none":
+        net = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=len(VOC_CLASSES))
+        return _wrap(net, name, "none", mean or IMAGENET_MEAN, std or IMAGENET_STD, None, VOC_CLASSES,
+                     task="segmentation")
+    enum = torchvision.models.get_model_weights(name)
+    try:
+        w = enum[weights]
+    except KeyError:
+        raise AdvlabError(f"model {name} has no weights '{weights}'; choose one of: "
+                          f"{', '.join(['DEFAULT', *enum.__members__])}, or none") from None
+    ensure_weights_cached(w)
+    try:
+        net = torchvision.models.get_model(name, weights=w)
+    except (URLError, OSError) as exc:
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        raise AdvlabError(f"weights {name} {w.name} are not in the torch hub cache ({cache}) and could not be "
+                          f"downloaded ({exc}); connect once, or copy {_file_name(w.url)} into {cache}") from exc
+    preset = w.transforms()
+    return _wrap(net, name, w.name, mean or preset.mean, std or preset.std, None, list(w.meta["categories"]),
+                 task="segmentation")

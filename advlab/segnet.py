@@ -1,0 +1,111 @@
+"""The lab's own segmentation network: a small U-Net (Ronneberger et al., MICCAI 2015) for the
+48x48 RGB fashion-scenes, trained on CPU in minutes. Its weights ship with advlab
+(`advlab/weights/fashion_segnet.pt`, about 1.2 MB), so the embedded segmentation default runs offline;
+this command regenerates them and prints the held-out mIoU:
+
+    python -m advlab.segnet --out advlab/weights/fashion_segnet.pt
+    advlab attack --method dag --task segmentation        # uses them (model advlab.segnet:fashion_segnet)
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advlab.scenes import SCENE_CLASSES
+
+WEIGHTS = Path(__file__).with_name("weights") / "fashion_segnet.pt"
+MEAN, STD = 0.5, 0.5
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class FashionSegNet(nn.Module):
+    """Four encoder stages (w, 2w, 4w, 4w channels; 2x2 max pooling between them), three decoder stages
+    (bilinear upsampling, skip concatenation), a 1x1 classifier: (N, 3, H, W) -> (N, K, H, W)."""
+
+    def __init__(self, num_classes: int = len(SCENE_CLASSES), width: int = 16) -> None:
+        super().__init__()
+        w = width
+        self.encoders = nn.ModuleList([_block(3, w), _block(w, 2 * w), _block(2 * w, 4 * w), _block(4 * w, 4 * w)])
+        self.decoders = nn.ModuleList([_block(8 * w, 4 * w), _block(6 * w, 2 * w), _block(3 * w, w)])
+        self.head = nn.Conv2d(w, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, encode in enumerate(self.encoders):  # (N, w, H, W), (N, 2w, H/2, W/2), ... (N, 4w, H/8, W/8)
+            x = encode(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for decode, skip in zip(self.decoders, reversed(skips[:-1])):  # back up to (N, w, H, W)
+            x = decode(torch.cat([F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False), skip],
+                                 dim=1))
+        return self.head(x)  # (N, K, H, W)
+
+
+def fashion_segnet(num_classes: int = len(SCENE_CLASSES)) -> nn.Module:
+    """The factory for `--model advlab.segnet:fashion_segnet`."""
+    return FashionSegNet(num_classes)
+
+
+def train_segnet(net: nn.Module, x: torch.Tensor, masks: torch.Tensor, *, epochs: int, batch_size: int = 32,
+                 lr: float = 3e-3, seed: int = 0, progress: bool = True) -> nn.Module:
+    """Adam on per-pixel cross-entropy, cosine learning rate; x (N, 3, H, W) in [0, 1], masks (N, H, W)."""
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    steps = epochs * -(-x.shape[0] // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    net.train()
+    bar = tqdm(total=steps, desc="segnet", disable=not progress)
+    for _ in range(epochs):
+        order = torch.randperm(x.shape[0], generator=gen)
+        for i in range(0, x.shape[0], batch_size):
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(net((x[idx] - MEAN) / STD), masks[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+    bar.close()
+    return net.eval()
+
+
+def main() -> None:
+    from advlab.data import load_images
+    from advlab.models import ImageSegmenter
+    from advlab.tasks import get_task
+
+    p = argparse.ArgumentParser(description="Train the lab's fashion-scenes segmenter and save its state_dict.")
+    p.add_argument("--out", default=str(WEIGHTS))
+    p.add_argument("-n", type=int, default=6000, help="training scenes")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    torch.manual_seed(args.seed)
+    net = fashion_segnet()
+    model = ImageSegmenter(net, name="advlab.segnet:fashion_segnet", weights="training", mean=(MEAN,), std=(STD,),
+                           input_size=None, class_names=SCENE_CLASSES, in_channels=3)
+    train = load_images("fashion-scenes:train", model, n=args.n)
+    start = time.perf_counter()
+    train_segnet(net, train.x, train.y, epochs=args.epochs, seed=args.seed)
+    test = load_images("fashion-scenes:test", model, n=500)
+    task = get_task("segmentation")
+    miou = task.score(task.predict(model.eval(), test.x, 64, torch.device("cpu")), test.y)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.clone() for k, v in net.state_dict().items()}, args.out)
+    print(f"trained in {time.perf_counter() - start:.0f} s; held-out mIoU on 500 test scenes {miou:.4f}; "
+          f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Semantic segmentation: per-pixel predictions, reference maps (ground truth with 255 = void, or
+the clean prediction for unlabeled data), pixel targets, dataset-level mIoU from a confusion matrix
+(torchmetrics' `MulticlassJaccardIndex`, ignore_index 255) and pixel accuracy.
+
+Targets (Xie et al., "Adversarial Examples for Semantic Segmentation and Object Detection", ICCV
+2017): an attack that asks for adversarial labels (`dense_targets = "permutation"`, DAG) gets, per
+image, a random one-to-one mapping of the classes in which every class goes to a different one
+(keyed by the run seed and the image's pixels); `--target-class K` sends every pixel to K (0,
+background, makes objects vanish); other attacks (FGSM, PGD) push every pixel away from its
+reference class. An image counts as fooled once 99% of its valid pixels are (the DAG stopping rule).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from advlab.criteria import IGNORE, Targeted, Untargeted
+from advlab.errors import AdvlabError
+from advlab.evaluate import median
+from advlab.models import check_logits
+from advlab.rng import image_keys, step_keys, uniform
+from advlab.tasks import Plan, Task, register_task
+
+if TYPE_CHECKING:
+    from advlab.attack import Attack
+    from advlab.config import AttackSpec
+    from advlab.data import ImageSet
+    from advlab.rows import Subject
+
+FOOLED_SHARE = 0.99  # an image is fooled once this share of its valid pixels is (DAG: < 1% still active)
+_TARGET_STREAM = 31  # advlab.rng stream of the adversarial labels
+
+
+@dataclass
+class SegPredictions:
+    label: torch.Tensor  # (N, H, W) int64 predicted class per pixel, on the CPU
+    num_classes: int
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+
+def predict_segmentation(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> SegPredictions:
+    """Per-pixel argmax for (N, C, H, W) images, in batches; bad outputs and NaN are one-line errors."""
+    labels = [torch.zeros(0, *x.shape[-2:], dtype=torch.long)]
+    classes = getattr(model, "num_classes", 0)
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            batch = x[i:i + batch_size].to(device)
+            logits = model(batch)
+            check_logits(logits, "the model", batch=batch.shape[0], task="segmentation")
+            if not torch.isfinite(logits).all():
+                raise AdvlabError("the model returned NaN or inf logits; check its weights, --mean/--std and "
+                                  "--precision (try fp32)")
+            classes = logits.shape[1]
+            labels.append(logits.argmax(dim=1).cpu())
+    return SegPredictions(torch.cat(labels), classes)
+
+
+def miou(pred: torch.Tensor, reference: torch.Tensor, num_classes: int) -> float:
+    """Dataset-level mean IoU over the classes present in the reference or the prediction, from one
+    confusion matrix over all pixels (void = 255 ignored): the PASCAL VOC measure."""
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    metric = MulticlassJaccardIndex(num_classes=num_classes, ignore_index=IGNORE, average="macro")
+    metric.update(pred.flatten(), reference.flatten())
+    return float(metric.compute())
+
+
+def pixel_accuracy(pred: torch.Tensor, reference: torch.Tensor) -> float:
+    valid = reference != IGNORE
+    return float((pred == reference)[valid].float().mean()) if bool(valid.any()) else math.nan
+
+
+def adversarial_labels(x: torch.Tensor, reference: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
+    """(N, H, W) adversarial label maps: per image a random cyclic order of the K classes, each class
+    mapped to the next one (one-to-one, no class kept), keyed by the seed and the image's pixels."""
+    keys = step_keys(image_keys(x, seed), _TARGET_STREAM, 0)  # (N,)
+    order = uniform(keys, (num_classes,)).argsort(dim=1)  # (N, K): a random cyclic order of the classes
+    successor = torch.empty_like(order)
+    successor.scatter_(1, order, order.roll(-1, dims=1))  # successor[n, c] = the class after c in image n's order
+    safe = torch.where(reference == IGNORE, 0, reference)  # (N, H, W)
+    mapped = successor.gather(1, safe.flatten(1)).view_as(reference)
+    return torch.where(reference == IGNORE, IGNORE, mapped)
+
+
+@register_task
+class Segmentation(Task):
+    name = "segmentation"
+    score_name = "miou"
+
+    def predict(self, model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> SegPredictions:
+        return predict_segmentation(model, x, batch_size, device)
+
+    def reference(self, data: "ImageSet", clean: SegPredictions) -> torch.Tensor:
+        if data.y.dim() == 3:
+            if tuple(data.y.shape[-2:]) != tuple(data.x.shape[-2:]):
+                raise AdvlabError(f"{data.source}: masks are {tuple(data.y.shape[-2:])} but images are "
+                                  f"{tuple(data.x.shape[-2:])}; give one mask per image, of the image's size")
+            bad = (data.y != IGNORE) & ((data.y < 0) | (data.y >= clean.num_classes))
+            if bool(bad.any()):
+                raise AdvlabError(f"{data.source}: mask class ids span [{int(data.y[data.y != IGNORE].min())}, "
+                                  f"{int(data.y[data.y != IGNORE].max())}] but the model has {clean.num_classes} "
+                                  f"classes; use 0..{clean.num_classes - 1} (255 = void)")
+            return data.y
+        return clean.label  # unlabeled data: the clean prediction is the reference map
+
+    def score(self, predictions: SegPredictions, reference: torch.Tensor) -> float:
+        return miou(predictions.label, reference, predictions.num_classes)
+
+    def plan(self, spec: "AttackSpec", attack: "Attack", subject: "Subject", device: torch.device, *,
+             seed: int) -> Plan:
+        model, data, reference = subject.model, subject.data, subject.labels
+        k = subject.clean.num_classes
+        if spec.target_class is not None:
+            if not 0 <= spec.target_class < k:
+                raise AdvlabError(f"--target-class {spec.target_class} is out of range: the model has {k} classes "
+                                  f"(0..{k - 1})")
+            target = torch.where(reference == IGNORE, IGNORE, spec.target_class)
+            criterion = Targeted(target, threshold=FOOLED_SHARE)
+        elif getattr(attack, "dense_targets", None) == "permutation":
+            criterion = Targeted(adversarial_labels(data.x, reference, k, seed), threshold=FOOLED_SHARE)
+        else:
+            criterion = Untargeted(reference, threshold=FOOLED_SHARE)
+        if spec.starting_image is not None:
+            raise AdvlabError(f"--starting-image is for classifiers; {model.name} is a segmentation model")
+        attacked = (reference != IGNORE).flatten(1).any(dim=1)  # every image with a valid pixel
+        return Plan(criterion, attacked, None)
+
+    def metrics(self, subject: "Subject", plan: Plan, adv: SegPredictions, success: torch.Tensor,
+                queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """mIoU and pixel accuracy clean vs adversarial, the target hit rate (share of valid target
+        pixels at their adversarial label, or away from the reference when untargeted), the pixel
+        fooling ratio (share of valid pixels whose prediction changed), rms perturbation
+        (sqrt(mean r^2), the paper's perceptibility) and iterations."""
+        reference, clean, attacked = subject.labels, subject.clean, plan.attacked
+        valid = reference != IGNORE
+        hit = _hits(plan, adv.label)  # (N, H, W)
+        won = attacked & success
+        rms = dist["mse"].sqrt()  # (N,) root mean square perturbation per image
+        miou_adv = miou(adv.label, reference, adv.num_classes)
+        return {
+            "n_attacked": int(attacked.sum()),
+            "success_rate": float(won.sum() / attacked.sum()) if attacked.any() else None,
+            "fooling_ratio": float((adv.label != clean.label)[valid].float().mean()) if valid.any() else None,
+            "accuracy": pixel_accuracy(adv.label, reference),
+            "miou": miou_adv, "miou_clean": miou(clean.label, reference, clean.num_classes), "miou_adv": miou_adv,
+            "pixel_acc_clean": pixel_accuracy(clean.label, reference),
+            "pixel_acc_adv": pixel_accuracy(adv.label, reference),
+            "target_hit_rate": float(hit[valid & attacked[:, None, None]].float().mean()) if attacked.any() else None,
+            "rms_perturbation": median(rms[attacked]),
+            "iterations_median": median(queries[attacked].float()),
+            "median_l2": median(dist["l2"][attacked]),  # over attacked images: every one has a perturbation,
+            "median_linf": median(dist["linf"][attacked]),  # and few reach the strict 99% success
+            "median_mse": median(dist["mse"][attacked]),
+            "queries_median": median(queries[attacked].float()),
+            "queries_total": int(queries[attacked].sum()),
+        }
+
+    def arrays(self, subject: "Subject", adv: SegPredictions) -> dict[str, torch.Tensor]:
+        """The label maps the report draws: reference, clean and adversarial prediction, (N, H, W) uint8."""
+        small = torch.uint8 if adv.num_classes <= IGNORE else torch.int64
+        return {"reference": subject.labels.to(small), "pred_clean": subject.clean.label.to(small),
+                "pred_adv": adv.label.to(small)}
+
+    def samples(self, subject: "Subject", plan: Plan, adv: SegPredictions, success: torch.Tensor,
+                queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """One record per image: its target hit share, pixel accuracy clean and adversarial, sizes."""
+        reference, clean = subject.labels, subject.clean
+        valid = (reference != IGNORE).flatten(1)  # (N, P)
+        count = valid.sum(1).clamp_min(1)
+        hit = (_hits(plan, adv.label).flatten(1) & valid).sum(1) / count
+        acc_clean = ((clean.label == reference).flatten(1) & valid).sum(1) / count
+        acc_adv = ((adv.label == reference).flatten(1) & valid).sum(1) / count
+        won = (plan.attacked & success).tolist()
+        columns = zip(subject.data.names, plan.attacked.tolist(), won, hit.tolist(), acc_clean.tolist(),
+                      acc_adv.tolist(), dist["l2"].tolist(), dist["linf"].tolist(), dist["mse"].sqrt().tolist(),
+                      queries.tolist())
+        return [{"name": name, "attacked": a, "success": ok, "target_hit": h, "pixel_acc_clean": pc,
+                 "pixel_acc_adv": pa, "l2": l2, "linf": linf, "rms": rms, "queries": q}
+                for name, a, ok, h, pc, pa, l2, linf, rms, q in columns]
+
+
+def _hits(plan: Plan, pred: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) bool: pixels at their adversarial label (targeted) or off their reference (untargeted)."""
+    labels = plan.criterion.labels
+    return pred == labels if plan.criterion.targeted else pred != labels

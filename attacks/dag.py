@@ -1,0 +1,141 @@
+"""DAG, Dense Adversary Generation (Xie, Wang, Zhang, Zhou, Xie & Yuille, "Adversarial Examples for
+Semantic Segmentation and Object Detection", ICCV 2017), batched over images.
+
+Every target (a pixel for segmentation) has an adversarial label. Each iteration, over the targets
+still active (not yet predicted as their adversarial label):
+
+    r = grad_x sum_active (z_adversarial - z_current)      (raw logits; z_current: the pixel's prediction)
+    r = gamma * r / max|r|                                  (l_inf normalisation, per image)
+    x_adv = clamp(x + sum of r, 0, 1)
+
+An image stops once fewer than 1% of its targets are still active (`criterion.threshold` = 0.99 in
+the segmentation task), or after `max_iterations` (200, as in the reference code). gamma is the
+reference code's 0.5 in 0..255 pixel units: 0.5/255 here. Unlike the reference code (MATLAB/Caffe,
+cihangxie/DAG) the result is clipped to the valid image range, and an optional l_inf budget `eps`
+can bound it.
+
+Batched on the device: every image has its own active set and stopping point; finished images leave
+the batch at the next compaction (every `compact_every` iterations, the only host syncs); queries are
+forward+backward passes per image. The paper's control, the same perturbation with its pixels
+randomly permuted (which barely changes the prediction), is the row next to every DAG row.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from advlab.attack import Attack, AttackResult
+from advlab.attacks.universal import _feasible
+from advlab.checks import check_bool, is_real, positive_int
+from advlab.criteria import Criterion
+from advlab.registry import register_attack
+from advlab.rng import image_keys, step_keys, uniform
+
+_PERMUTE_STREAM = 41  # advlab.rng stream of the permuted control
+
+
+@register_attack("dag", threat="white-box", tasks={"segmentation"})
+class DAG(Attack):
+    """DAG (Xie et al., ICCV 2017): every pixel pushed to its adversarial label, l_inf-normalised gradient steps."""
+
+    norm = "linf"
+    dense_targets: ClassVar[str] = "permutation"  # the task draws adversarial labels for it
+    control_tag: ClassVar[str] = "permuted"
+
+    def __init__(self, *, gamma: float = 0.5 / 255, max_iterations: int = 200, eps: float | None = None,
+                 compact_every: int = 10, progress: bool = True) -> None:
+        if not is_real(gamma) or not 0 < gamma <= 1:
+            raise ValueError(f"gamma must be a step in (0, 1] (pixels in [0, 1]; the paper's 0.5/255), got {gamma!r}")
+        self.gamma = float(gamma)
+        self.max_iterations = positive_int("max_iterations", max_iterations)
+        if eps is not None and (not is_real(eps) or not 0 < eps <= 1):
+            raise ValueError(f"eps must be an l_inf budget in (0, 1] or null, got {eps!r}")
+        self.eps = None if eps is None else float(eps)
+        self.compact_every = positive_int("compact_every", compact_every)
+        self.progress = check_bool("progress", progress)
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in super().params().items() if k != "progress"}
+
+    def control(self) -> "Attack | None":
+        return PermutedDAG(self)
+
+    def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *, seed: int,
+            starting_points: torch.Tensor | None) -> AttackResult:
+        n = x.shape[0]
+        x0 = x.detach().float()  # (N, C, H, W)
+        r_total = torch.zeros_like(x0)
+        queries = torch.zeros(n, dtype=torch.long, device=x.device)
+        trace = [torch.ones(n, device=x.device)]  # share of targets still active, per image
+        live = torch.arange(n, device=x.device)  # images still in the batch, (A,)
+        active_share = torch.ones(n, device=x.device)
+        finished = torch.zeros(n, dtype=torch.bool, device=x.device)
+        bar = tqdm(total=self.max_iterations, desc="dag", unit="it", disable=not self.progress, leave=False)
+        for it in range(self.max_iterations):
+            crit = criterion.subset(live)
+            xa = (x0[live] + r_total[live]).clamp(0.0, 1.0).requires_grad_(True)  # (A, C, H, W)
+            with torch.enable_grad():
+                logits = model(xa.to(x.dtype)).float()  # (A, K, H, W)
+                target = crit.labels.clamp(max=logits.shape[1] - 1)  # void pixels masked out below
+                pred = logits.detach().argmax(dim=1)  # (A, H, W)
+                active = (pred != crit.labels) & (crit.labels != 255)  # (A, H, W) not yet adversarial
+                share = active.flatten(1).sum(1) / (crit.labels != 255).flatten(1).sum(1).clamp_min(1)
+                running = share > 1.0 - crit.threshold  # (A,) the DAG stopping rule
+                z_adv = logits.gather(1, target[:, None]).squeeze(1)  # (A, H, W)
+                z_cur = logits.gather(1, pred[:, None]).squeeze(1)
+                objective = ((z_adv - z_cur) * active).sum()
+                (grad,) = torch.autograd.grad(objective, xa)  # (A, C, H, W): each image's own gradient
+            grad = _feasible(grad, xa.detach())  # components that would leave [0, 1] are wasted: drop them
+            scale = self.gamma / grad.flatten(1).abs().amax(dim=1).clamp_min(1e-12)  # (A,) l_inf normalisation
+            r = r_total[live] + grad * (scale * running)[:, None, None, None]
+            if self.eps is not None:
+                r = r.clamp(-self.eps, self.eps)
+            r_total[live] = (x0[live] + r).clamp(0.0, 1.0) - x0[live]  # keep x + r inside the image range
+            queries[live] += (~finished[live]).long()  # passes after an image finished (until compaction) are free
+            finished[live] |= ~running
+            active_share[live] = share
+            trace.append(active_share.clone())
+            bar.update(1)
+            if (it + 1) % self.compact_every == 0:
+                keep = running.nonzero().squeeze(1)  # the one host sync per compaction
+                if keep.numel() == 0:
+                    break
+                live = live[keep]
+        bar.close()
+        # queries count every forward+backward pass an image took part in, the pass that found it done included
+        x_adv = (x0 + r_total).clamp(0.0, 1.0).to(x.dtype)
+        empty = torch.zeros(n, device=x.device)
+        return AttackResult(x_adv=x_adv, success=empty.bool(), queries=queries, distance=empty,
+                            extras={"trace_active": torch.stack(trace)})  # (T + 1, N)
+
+
+class PermutedDAG(Attack):
+    """The paper's control for DAG: the same per-image perturbation with its pixels randomly permuted
+    (the permutation keyed by the seed and the image), which should barely change the prediction."""
+
+    norm = "linf"
+    control_tag: ClassVar[str] = "permuted"
+
+    def __init__(self, source: DAG) -> None:
+        self.source = source
+        self.control_of = "DAG perturbation with its pixels randomly permuted (Xie et al. 2017)"
+
+    def params(self) -> dict[str, Any]:
+        return {**self.source.params(), "control": "permuted perturbation"}
+
+    @property
+    def dense_targets(self) -> str:
+        return self.source.dense_targets
+
+    def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *, seed: int,
+            starting_points: torch.Tensor | None) -> AttackResult:
+        source = self.source(model, x, criterion, seed=seed)
+        r = (source.x_adv.float() - x.float()).flatten(1)  # (N, D) the DAG perturbation as applied
+        keys = step_keys(image_keys(x, seed), _PERMUTE_STREAM, 0)
+        order = uniform(keys, (r.shape[1],)).argsort(dim=1)  # (N, D) a random permutation per image
+        x_adv = (x.float() + r.gather(1, order).view_as(x)).clamp(0.0, 1.0).to(x.dtype)
+        empty = torch.zeros(x.shape[0], device=x.device)
+        return AttackResult(x_adv=x_adv, success=empty.bool(), queries=source.queries, distance=empty)

@@ -1,0 +1,155 @@
+"""DAG (Xie et al., ICCV 2017) and the segmentation task on the lab's fashion-scenes segmenter: the
+attack turns its target pixels, mIoU collapses while the permuted control leaves it, per-image active
+sets and stopping, objects vanish with --target-class 0, PGD/FGSM through the generic criterion, and
+one-line errors for segmentation inputs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from advlab.attacks.dag import DAG
+from advlab.cli import main
+from advlab.criteria import Targeted
+from advlab.tasks.segmentation import adversarial_labels, miou
+
+pytestmark = pytest.mark.usefixtures("in_tmp")
+
+
+def test_the_lab_segmenter_is_trained(segmenter):
+    with torch.no_grad():
+        pred = segmenter.model(segmenter.x).argmax(1)
+    assert miou(pred, segmenter.masks, 11) > 0.45  # held-out test scenes (0.52 on 500; chance: about 0.05)
+
+
+def test_adversarial_labels_are_a_per_image_one_to_one_map_without_fixed_points(segmenter):
+    ref = segmenter.masks[:6]
+    adv = adversarial_labels(segmenter.x[:6], ref, 11, seed=0)
+    for i in range(6):
+        pairs = {(int(a), int(b)) for a, b in zip(ref[i].flatten(), adv[i].flatten())}
+        sources = [a for a, _ in pairs]
+        assert len(sources) == len(set(sources))  # each class maps to one class
+        assert all(a != b for a, b in pairs)  # no class kept
+        assert len({b for _, b in pairs}) == len(pairs)  # one-to-one
+    assert torch.equal(adversarial_labels(segmenter.x[2:3], ref[2:3], 11, seed=0), adv[2:3])  # per image, not batch
+    assert not torch.equal(adversarial_labels(segmenter.x[:6], ref, 11, seed=1), adv)
+
+
+def test_dag_turns_the_targets_and_collapses_miou_while_the_permuted_control_does_not(tmp_path):
+    out = tmp_path / "dag"
+    assert main(["attack", "--method", "dag", "--task", "segmentation", "-n", "8", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"]["task"] == "segmentation" and results["data"]["name"] == "fashion-scenes:test"
+    dag, control = results["attacks"]
+    assert dag["method"] == "dag" and dag["task"] == "segmentation" and "baseline" in control
+    # most target pixels reach their adversarial label (0.74 measured; this small segmenter cannot be driven to
+    # the paper's 99% on permuted targets by any attack: targeted PGD at eps 0.4 stops near 93%)
+    assert dag["target_hit_rate"] >= 0.6
+    assert dag["iterations_median"] <= 200 and dag["queries_median"] == dag["iterations_median"]
+    assert dag["miou_clean"] > 0.4 and dag["miou_adv"] < 0.1 * dag["miou_clean"]
+    assert dag["rms_perturbation"] < 8 / 255 and dag["median_linf"] < 0.25
+    # the paper's control: the same perturbations with their pixels permuted hit almost no target
+    assert control["miou_adv"] > 0.6 * dag["miou_clean"] and control["target_hit_rate"] < 0.1
+    assert control["rms_perturbation"] == pytest.approx(dag["rms_perturbation"], rel=0.05)  # same r, then clipped
+    saved = torch.load(out / dag["arrays"], weights_only=True)
+    active = saved["trace_active"]  # (iterations + 1, 8) share of target pixels still active
+    assert active.shape[1] == 8 and float(active[-1].median()) < 0.5 * float(active[0].median())
+    for key in ("reference", "pred_clean", "pred_adv"):
+        assert saved[key].shape == (8, 48, 48)
+    assert (out / "index.html").is_file()
+
+
+def test_finished_images_stop_and_each_image_is_its_own(segmenter):
+    """Per-image active sets: an image alone or inside a batch gives the same result; an image
+    that is done stops counting queries while the others go on."""
+    from test_registry import PerImage  # oneDNN rounds differently per batch size: isolate the attack
+
+    model = PerImage(segmenter.model).eval()
+    x, ref = segmenter.x[:5], segmenter.masks[:5]
+    target = Targeted(adversarial_labels(x, ref, 11, seed=0), threshold=0.99)
+    attack = DAG(progress=False, compact_every=50, max_iterations=120)
+    together = attack(model, x, target, seed=0)
+    alone = attack(model, x[3:4], target.subset(slice(3, 4)), seed=0)
+    assert torch.equal(together.x_adv[3:4], alone.x_adv) and together.queries[3] == alone.queries[0]
+    loose = Targeted(target.labels, threshold=0.6)  # a threshold some images reach early: they stop, others go on
+    early = attack(model, x, loose, seed=0)
+    assert early.queries.min() < early.queries.max() and early.success.any()
+    with torch.no_grad():  # an image whose targets are already its prediction: one pass, no change
+        done = segmenter.model(x[:1]).argmax(1)
+    already = attack(segmenter.model, x[:1], Targeted(done, threshold=0.99), seed=0)
+    assert int(already.queries[0]) == 1 and torch.equal(already.x_adv, x[:1])
+
+
+def test_target_class_0_removes_most_of_the_objects(tmp_path):
+    out = tmp_path / "vanish"
+    assert main(["attack", "--method", "dag", "--task", "segmentation", "-n", "4", "--target-class", "0",
+                 "--out", str(out)]) == 0
+    row = json.loads((out / "results.json").read_text())["attacks"][0]
+    assert row["target_class"] == 0 and row["target_hit_rate"] >= 0.8
+    saved = torch.load(out / row["arrays"], weights_only=True)
+    from advlab.models import load_model
+    from advlab.segnet import MEAN, STD, WEIGHTS
+
+    model = load_model("advlab.segnet:fashion_segnet", str(WEIGHTS), mean=[MEAN], std=[STD])
+    with torch.no_grad():
+        clean, adv = model(saved["x"]).argmax(1), model(saved["x_adv"]).argmax(1)
+    assert (clean > 0).float().mean() > 0.1 and (adv > 0).float().mean() < 0.75 * (clean > 0).float().mean()
+
+
+@pytest.mark.parametrize("method,flags", [("pgd", ["--eps", "8/255", "--steps", "10"]), ("fgsm", ["--eps", "8/255"])])
+def test_gradient_attacks_run_on_the_segmenter_through_the_criterion(method, flags, tmp_path):
+    out = tmp_path / method
+    assert main(["attack", "--method", method, "--task", "segmentation", "-n", "6", *flags, "--out", str(out)]) == 0
+    row = json.loads((out / "results.json").read_text())["attacks"][0]
+    assert row["task"] == "segmentation" and row["criterion"] == "untargeted"
+    assert row["miou_adv"] < 0.6 * row["miou_clean"] and row["pixel_acc_adv"] < row["pixel_acc_clean"]
+
+
+def test_segmentation_inputs_get_one_line(run_error, segmenter, tmp_path, digits):
+    from advlab.segnet import WEIGHTS
+
+    seg = ["--model", "advlab.segnet:fashion_segnet", "--weights", str(WEIGHTS), "--mean", "0.5", "--std", "0.5"]
+    x = (segmenter.x[:2].numpy() * 255).astype(np.uint8)
+    small = tmp_path / "small-masks.npz"
+    np.savez(small, x=x, y=np.zeros((2, 24, 24), np.uint8))
+    assert "masks are (24, 24) but images are (48, 48)" in run_error(
+        "attack", "--method", "dag", *seg, "--data", f"tensors:{small}", "--out", str(tmp_path / "a"))
+    wrong = tmp_path / "class-ids.npz"
+    np.savez(wrong, x=x, y=np.full((2, 48, 48), 12, np.uint8))
+    assert "mask class ids span [12, 12]" in run_error(
+        "attack", "--method", "dag", *seg, "--data", f"tensors:{wrong}", "--out", str(tmp_path / "b"))
+    assert "attack dag does not support the classification task" in run_error(
+        "attack", "--method", "dag", "--model", "mobilenet_v2", "--weights", "IMAGENET1K_V1", "-n", "1")
+    assert "attack boundary does not support the segmentation task" in run_error(
+        "attack", "--method", "boundary", "--task", "segmentation", "-n", "1")
+    conftest = str(__import__("pathlib").Path(__file__).with_name("conftest.py"))
+    assert "returns classification logits" in run_error(
+        "attack", "--method", "fgsm", "--model", f"{conftest}:digits_net", "--weights", str(digits.weights),
+        "--task", "segmentation", "--input-size", "8")
+    assert not any(p.name in ("a", "b") for p in tmp_path.iterdir())
+
+
+def test_torchvision_segmenters_build_offline_without_weights():
+    """`--weights none` pulls nothing (backbone included); the wrapper returns (N, 21, H, W) at the input size."""
+    from advlab.models import ImageSegmenter, load_model
+
+    model = load_model("lraspp_mobilenet_v3_large", "none")
+    assert isinstance(model, ImageSegmenter) and model.task == "segmentation" and model.num_classes == 21
+    assert model.class_names[15] == "person"
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 72, 96))
+    assert out.shape == (2, 21, 72, 96)
+
+
+def test_defenses_run_against_segmentation_attacks(tmp_path):
+    out = tmp_path / "defended"
+    assert main(["defend", "--task", "segmentation", "--defense", "jpeg:quality=50,median", "--attacks", "fgsm",
+                 "--eps", "8/255", "-n", "4", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    jpeg = results["defenses"][0]
+    assert jpeg["method"] == "jpeg" and 0 < jpeg["clean_accuracy"] <= 1  # mIoU through the defense
+    assert set(jpeg["accuracy_after_defense"]) == {"fgsm", "fgsm(adaptive)"}
+    adaptive = [a for a in results["attacks"] if a["setting"] == "defended model (adaptive)"]
+    assert adaptive and all(a["task"] == "segmentation" for a in adaptive)
