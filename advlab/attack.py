@@ -104,6 +104,7 @@ class Attack(abc.ABC):
 
     # ---------------------------------------------------------------- hooks for the runner
     control_tag: ClassVar[str] = "control"  # file-name suffix of a control row
+    transfer_key: ClassVar[str] = "transfer"  # results' key of this attack's `transfer` table
     control_of: str | None = None  # set on a control attack: what it is a baseline for (results' "baseline")
 
     def control(self) -> "Attack | None":

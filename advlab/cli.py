@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--candidates", type=int, help="proposals per image per step, one forward pass")
     b.add_argument("--target-class", type=int, help="targeted mode: the class every image should become")
     b.add_argument("--starting-image", help="targeted: an image file to start from; its class is the target")
+    b.add_argument("--target-mask", help="segmentation: a shape (grayscale PNG, white = inside) painted with a class "
+                   "absent from each image (or --target-class), every other pixel targeted to background")
     b.add_argument("--backend", choices=["ours", "foolbox"])
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other attack setting, e.g. --set spherical_every=2")
@@ -176,6 +178,7 @@ def config_from_attack_args(args: argparse.Namespace) -> RunConfig:
     cfg = RunConfig(name=args.method)
     _model_and_data(cfg, args, info.tasks)
     cfg.attacks = [AttackSpec(method=args.method, target_class=args.target_class, starting_image=args.starting_image,
+                              target_mask=args.target_mask,
                               params=_attack_params(args))]
     return cfg
 
@@ -197,6 +200,7 @@ def config_from_defend_args(args: argparse.Namespace) -> RunConfig:
     if unused:
         raise AdvlabError(f"no attack in --attacks {args.attacks} has the setting {unused[0]!r}")
     cfg.attacks = [AttackSpec(method=m, target_class=args.target_class, starting_image=args.starting_image,
+                              target_mask=args.target_mask,
                               params={k: v for k, v in params.items() if k in accepted[m]}) for m in methods]
     adaptive = not args.no_adaptive
     if args.hgd:

@@ -42,6 +42,7 @@ class AttackSpec:
     method: str = "boundary"  # a registered attack (`advlab list`)
     target_class: int | None = None  # targeted mode: push every image to this class; None = untargeted
     starting_image: str | None = None  # targeted decision-based attacks: start here (its class is the target)
+    target_mask: str | None = None  # segmentation: a shape (PNG) painted with another class, the rest background
     params: dict[str, Any] = field(default_factory=dict)  # the attack's own settings (its __init__ keywords)
 
 
@@ -134,13 +135,15 @@ def attack_spec_from_dict(raw: Any, where: str) -> AttackSpec:
     method = entry.pop("method")
     target = entry.pop("target_class", None)
     starting_image = entry.pop("starting_image", None)
-    if starting_image is not None and not isinstance(starting_image, str):
-        raise AdvlabError(f"{where}.starting_image must be an image file path")
+    target_mask = entry.pop("target_mask", None)
+    for key, value in (("starting_image", starting_image), ("target_mask", target_mask)):
+        if value is not None and not isinstance(value, str):
+            raise AdvlabError(f"{where}.{key} must be an image file path")
     if not isinstance(method, str):
         raise AdvlabError(f"{where}.method must be a string")
     if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 0):
         raise AdvlabError(f"{where}.target_class must be a class index >= 0, got {target!r}")
-    return AttackSpec(method=method, target_class=target, starting_image=starting_image,
+    return AttackSpec(method=method, target_class=target, starting_image=starting_image, target_mask=target_mask,
                       params={k: parse_number(v) for k, v in entry.items()})
 
 
@@ -250,6 +253,7 @@ def _is_union(hint: Any) -> bool:
 def to_yaml(cfg: RunConfig) -> str:
     data = dataclasses.asdict(cfg)
     data["attacks"] = [{"method": a.method, "target_class": a.target_class, "starting_image": a.starting_image,
+                        **({"target_mask": a.target_mask} if a.target_mask else {}),
                         **a.params} for a in cfg.attacks]
     data["defenses"] = [{"method": d.method, "adaptive": d.adaptive, **d.params} for d in cfg.defenses]
     return yaml.safe_dump(data, sort_keys=False)
@@ -315,9 +319,12 @@ def absolute(path: str) -> str:
 
 
 def absolute_source(source: str) -> str:
-    """'folder:PATH' / 'tensors:FILE' with PATH made absolute; other sources unchanged."""
+    """'folder:PATH', 'tensors:FILE', 'pairs:DIR', 'voc:ROOT[:...]' with the path made absolute; others unchanged."""
     scheme, sep, arg = source.partition(":")
-    return f"{scheme}:{absolute(arg)}" if sep and arg and scheme in ("folder", "tensors") else source
+    if sep and arg and scheme == "voc":  # voc:ROOT[:YEAR[:SPLIT]]
+        root, colon, rest = arg.partition(":")
+        return f"voc:{absolute(root)}{colon}{rest}"
+    return f"{scheme}:{absolute(arg)}" if sep and arg and scheme in ("folder", "tensors", "pairs") else source
 
 
 def absolute_model(spec: ModelSpec) -> ModelSpec:

@@ -23,7 +23,7 @@ from advlab.models import ImageClassifier
 
 T = TypeVar("T")
 SCHEMES = ("imagenet-samples, photos, fashion-mnist[:train|test], fashion-scenes[:train|test], folder:PATH, "
-           "tensors:FILE")
+           "tensors:FILE, pairs:DIR, voc:ROOT[:YEAR[:SPLIT]]")
 SCENES_DEFAULT_N = {"train": 4000, "test": 1000}  # fashion-scenes without -n
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")
@@ -73,6 +73,14 @@ def load_images(spec: str, model: ImageClassifier, *, n: int | None = None) -> I
         return _folder(spec, Path(arg).expanduser(), model, n)
     if sep and arg and scheme == "tensors":
         return _tensors(spec, arg, model, n)
+    if sep and arg and scheme in ("pairs", "voc"):
+        from advlab.data_masks import load_pairs, load_voc
+
+        if getattr(model, "task", "classification") != "segmentation":
+            raise AdvlabError(f"{spec} holds per-pixel masks for segmentation models; {model.name} is a classifier")
+        if scheme == "pairs":
+            return load_pairs(spec, Path(arg).expanduser(), model, n)
+        return load_voc(spec, arg, model, n)
     hint = f" (did you mean folder:{spec}?)" if Path(spec).is_dir() else ""
     raise AdvlabError(f"unknown image source {spec!r}{hint}; use one of: {SCHEMES}")
 

@@ -162,7 +162,7 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
         for cls, rows in rows_by_class.items():
             transfer = cls.transfer(subjects, rows, run_dir, cfg.batch_size, device)
             if transfer is not None:
-                results["transfer"] = transfer
+                results[cls.transfer_key] = transfer
     (run_dir / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     render_report(run_dir)
     return run_dir
@@ -202,6 +202,7 @@ def _resolved(cfg: RunConfig) -> RunConfig:
         return {k: absolute(v) if k in paths and isinstance(v, str) else v for k, v in full.items()}
 
     specs = [AttackSpec(s.method, s.target_class, absolute(s.starting_image) if s.starting_image else None,
+                        absolute(s.target_mask) if s.target_mask else None,
                         settings(get_attack(s.method).cls, s.params)) for s in cfg.attacks]
     defenses = [DefenseSpec(d.method, d.adaptive, settings(get_defense(d.method).cls, d.params))
                 for d in cfg.defenses]

@@ -75,7 +75,7 @@ def train_segnet(net: nn.Module, x: torch.Tensor, masks: torch.Tensor, *, epochs
             opt.step()
             sched.step()
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     bar.close()
     return net.eval()
 

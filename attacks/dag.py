@@ -21,6 +21,7 @@ randomly permuted (which barely changes the prediction), is the row next to ever
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -43,6 +44,7 @@ class DAG(Attack):
 
     norm = "linf"
     dense_targets: ClassVar[str] = "permutation"  # the task draws adversarial labels for it
+    transfer_key: ClassVar[str] = "transfer_dag"  # results' key of the cross-model table
     control_tag: ClassVar[str] = "permuted"
 
     def __init__(self, *, gamma: float = 0.5 / 255, max_iterations: int = 200, eps: float | None = None,
@@ -62,6 +64,37 @@ class DAG(Attack):
 
     def control(self) -> "Attack | None":
         return PermutedDAG(self)
+
+    @classmethod
+    def transfer(cls, subjects: list[Any], rows: list[tuple[int, dict[str, Any]]], run_dir: Path, batch_size: int,
+                 device: torch.device) -> dict[str, Any] | None:
+        """The paper's cross-network table: every model's DAG perturbations (x_adv - x per image) added
+        to the same images for every other model; matrix[i][j] = model j's mIoU on them, None where
+        the images differ (size or data)."""
+        matrix, sources = [], []
+        for m, row in rows:
+            saved = torch.load(run_dir / row["arrays"], map_location="cpu", weights_only=True)
+            delta = saved["x_adv"] - saved["x"]  # (N, C, H, W)
+            line = []
+            for subject in subjects:
+                if subject.data.x.shape != saved["x"].shape or not torch.equal(subject.data.x, saved["x"]):
+                    line.append(None)
+                    continue
+                x_adv = (subject.data.x + delta).clamp(0.0, 1.0)
+                line.append(subject.task.score(subject.task.predict(subject.model, x_adv, batch_size, device),
+                                               subject.labels))
+            matrix.append(line)
+            sources.append({"model": subjects[m].model.name, "label": f"DAG on {subjects[m].model.name}",
+                            "file": row["arrays"]})
+        if not matrix:
+            return None
+        return {"title": "Transfer of DAG perturbations",
+                "description": "mIoU of each model (columns) on the images carrying the DAG perturbations made on "
+                               "each model (rows); bold: the model they were made on (Xie et al. 2017, Table 4). "
+                               "Lower = the perturbation transfers.",
+                "metric": "miou", "models": [s.model.name for s in subjects],
+                "clean": [s.task.score(s.clean, s.labels) for s in subjects],
+                "perturbations": sources, "matrix": matrix}
 
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *, seed: int,
             starting_points: torch.Tensor | None) -> AttackResult:

@@ -153,3 +153,65 @@ def test_defenses_run_against_segmentation_attacks(tmp_path):
     assert set(jpeg["accuracy_after_defense"]) == {"fgsm", "fgsm(adaptive)"}
     adaptive = [a for a in results["attacks"] if a["setting"] == "defended model (adaptive)"]
     assert adaptive and all(a["task"] == "segmentation" for a in adaptive)
+
+
+def test_a_target_mask_paints_a_shape_of_an_absent_class(tmp_path):
+    """The paper's demos: inside the shape a class absent from the image, background elsewhere."""
+    from PIL import Image
+
+    shape = np.zeros((48, 48), np.uint8)
+    shape[12:36, 12:36] = 255  # a square
+    mask = tmp_path / "square.png"
+    Image.fromarray(shape).save(mask)
+    out = tmp_path / "painted"
+    assert main(["attack", "--method", "dag", "--task", "segmentation", "-n", "3", "--target-mask", str(mask),
+                 "--out", str(out)]) == 0
+    row = json.loads((out / "results.json").read_text())["attacks"][0]
+    saved = torch.load(out / row["arrays"], weights_only=True)
+    ref, adv = saved["reference"].long(), saved["pred_adv"].long()
+    square = torch.zeros(48, 48, dtype=torch.bool)
+    square[12:36, 12:36] = True
+    for i in range(3):
+        painted = adv[i][square].mode().values  # the class the attack painted into the square
+        assert painted != 0 and not bool((ref[i] == painted).any())  # absent from the reference
+        assert (adv[i][square] == painted).float().mean() > 0.6 and (adv[i][~square] == 0).float().mean() > 0.6
+    assert row["target_hit_rate"] > 0.6
+    assert "target_mask" in (out / "config.yaml").read_text()
+
+
+def test_dag_perturbations_transfer_across_segmentation_models(segmenter, tmp_path):
+    """The paper's cross-network table: every model's DAG perturbations on every model."""
+    from advlab.segnet import WEIGHTS, FashionSegNet, train_segnet
+
+    torch.manual_seed(1)
+    small = FashionSegNet(width=8)
+    from advlab.data import load_images
+
+    train = load_images("fashion-scenes:train", segmenter.model, n=600)
+    train_segnet(small, train.x, train.y, epochs=2, seed=1, progress=False)
+    weights = tmp_path / "small.pt"
+    torch.save(small.state_dict(), weights)
+    factory = tmp_path / "small_segnet.py"
+    factory.write_text("from advlab.segnet import FashionSegNet\n\ndef net():\n    return FashionSegNet(width=8)\n")
+    config = tmp_path / "transfer.yaml"
+    config.write_text(f"""
+name: dag-transfer
+models:
+  - {{name: "advlab.segnet:fashion_segnet", weights: "{WEIGHTS}", mean: [0.5], std: [0.5], task: segmentation}}
+  - {{name: "{factory}:net", weights: "{weights}", mean: [0.5], std: [0.5], task: segmentation}}
+data: {{source: "fashion-scenes:test", n: 4}}
+attacks: [{{method: dag, max_iterations: 60}}]
+""")
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    table = results["transfer_dag"]
+    assert len(table["matrix"]) == 2 and all(len(line) == 2 for line in table["matrix"])
+    own = {row["model"]: row["miou_adv"] for row in results["attacks"] if row["method"] == "dag" and
+           "baseline" not in row}
+    for i, model in enumerate(table["models"]):
+        assert table["matrix"][i][i] == pytest.approx(own[model], abs=1e-6)  # the diagonal is white-box DAG
+        other = 1 - i
+        assert table["matrix"][i][other] > table["matrix"][other][other]  # transferred: weaker than white-box
+        assert table["matrix"][i][other] <= table["clean"][other] + 1e-6
+    assert "Transfer of DAG perturbations" in (out / "index.html").read_text()

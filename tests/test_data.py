@@ -218,7 +218,8 @@ def test_photos_labeled_by_prediction() -> None:
 # ---------------------------------------------------------------- common errors
 @pytest.mark.parametrize("spec, n, match", [
     ("imagenet", None, (r"unknown image source 'imagenet'; use one of: imagenet-samples, photos, "
-                        r"fashion-mnist\[:train\|test\], fashion-scenes\[:train\|test\], folder:PATH, tensors:FILE")),
+                        r"fashion-mnist\[:train\|test\], fashion-scenes\[:train\|test\], folder:PATH, tensors:FILE, "
+                        r"pairs:DIR, voc:ROOT\[:YEAR\[:SPLIT\]\]")),
     ("fashion-mnist:val", None, r"unknown image source 'fashion-mnist:val'"),
     ("folder:", None, r"unknown image source"),
     ("folder:/no/such/dir", None, r"directory /no/such/dir does not exist"),

@@ -156,7 +156,7 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         "model_column": any(a.get("model") is not None for a in attacks),
         "universal_column": any(is_universal(a) for a in attacks),
         "models": models_table(results.get("models")),
-        "transfer": transfer_view(results.get("transfer")),
+        "transfers": [v for v in (transfer_view(results.get(key)) for key in ("transfer", "transfer_dag")) if v],
         "defenses": defense_table(results.get("defenses")),
         "defense_views": defense_views(run_dir, results.get("defenses"), attacks),
         "files": files,

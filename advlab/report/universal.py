@@ -50,6 +50,9 @@ class TransferView:
     rows: list[tuple[str, str, list[TransferCell]]]  # (label, file, cells)
     heatmap_uri: str | None
     has_missing: bool
+    title: str = "Transfer of universal perturbations"
+    description: str = ("Fooling ratio of each universal perturbation (rows) on each model (columns); bold: the "
+                        "model the perturbation was computed on (Moosavi-Dezfooli et al. 2017, Table 2).")
 
 
 
@@ -120,6 +123,8 @@ def universal_view(run_dir: Path, attack: dict[str, Any], title: str = "") -> Un
 def _label(pert: Any, index: int) -> tuple[str, str]:
     """('UAP of mobilenet_v2 (sgd)', file) for one entry of transfer.perturbations."""
     pert = pert if isinstance(pert, dict) else {}
+    if pert.get("label"):
+        return fmt.plain(pert["label"]), str(pert.get("file") or "")
     model = fmt.plain(pert.get("model")) if pert.get("model") is not None else f"perturbation {index + 1}"
     solver = f" ({fmt.plain(pert['solver'])})" if pert.get("solver") is not None else ""
     return f"UAP of {model}{solver}", str(pert.get("file") or "")
@@ -151,10 +156,12 @@ def transfer_view(transfer: Any) -> TransferView | None:
         diagonal.append(diag)
         labels.append(label)
     png = transfer_heatmap_png(np.asarray(values), labels, models, np.asarray(diagonal))
+    texts = {k: fmt.plain(transfer[k]) for k in ("title", "description") if transfer.get(k)}
     return TransferView(
         eval_data=fmt.plain(transfer.get("eval_data")) if transfer.get("eval_data") is not None else "",
         models=models,
         rows=rows,
         heatmap_uri=data_uri(png) if png is not None else None,
         has_missing=any(c.missing for _, _, cells in rows for c in cells),
+        **texts,
     )

@@ -42,6 +42,8 @@ class Classification(Task):
         (the fooling ratio). No image to attack is a valid plan."""
         model, data, clean, labels = subject.model, subject.data, subject.clean, subject.labels
         universal = getattr(attack, "universal", False)
+        if spec.target_mask is not None:
+            raise AdvlabError(f"--target-mask is for segmentation models; {model.name} is a classifier")
         if spec.target_class is not None and not 0 <= spec.target_class < model.num_classes:
             raise AdvlabError(f"--target-class {spec.target_class} is out of range: the model has "
                               f"{model.num_classes} classes (0..{model.num_classes - 1})")

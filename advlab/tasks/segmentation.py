@@ -15,11 +15,12 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from advlab.criteria import IGNORE, Targeted, Untargeted
-from advlab.errors import AdvlabError
+from advlab.errors import AdvlabError, first_line
 from advlab.evaluate import median
 from advlab.models import check_logits
 from advlab.rng import image_keys, step_keys, uniform
@@ -88,6 +89,37 @@ def adversarial_labels(x: torch.Tensor, reference: torch.Tensor, num_classes: in
     return torch.where(reference == IGNORE, IGNORE, mapped)
 
 
+def painted_targets(path: str, x: torch.Tensor, reference: torch.Tensor, num_classes: int, seed: int,
+                    target_class: int | None) -> torch.Tensor:
+    """The paper's demo targets (Xie et al. 2017, cihangxie/DAG): inside the shape of the mask file
+    (white = inside, resized to each image) a class absent from the image's reference map (chosen per
+    image, keyed by the seed and the image; or `target_class`), background (0) everywhere else."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            shape = torch.from_numpy(np.array(im.convert("L"))).float()[None, None] / 255.0  # (1, 1, h, w)
+    except (OSError, ValueError) as exc:
+        raise AdvlabError(f"--target-mask {path}: cannot read it ({first_line(exc)}); give a grayscale PNG") from None
+    inside = torch.nn.functional.interpolate(shape, size=reference.shape[-2:], mode="nearest")[0, 0] > 0.5  # (H, W)
+    if not bool(inside.any()):
+        raise AdvlabError(f"--target-mask {path} has no white pixel: nothing would be painted")
+    if target_class is None:
+        present = torch.zeros(reference.shape[0], num_classes, dtype=torch.bool)  # (N, K)
+        valid = reference != IGNORE
+        present.scatter_(1, torch.where(valid, reference, 0).flatten(1), valid.flatten(1))
+        present[:, 0] = True  # background is never the painted class
+        draws = uniform(step_keys(image_keys(x, seed), _TARGET_STREAM, 1), (num_classes,))  # (N, K)
+        paint = draws.masked_fill(present, -1.0).argmax(dim=1)  # (N,) a random absent class
+        if bool(present.all(dim=1).any()):
+            raise AdvlabError("--target-mask: an image contains every class, so no absent class can be painted; "
+                              "add --target-class K")
+    else:
+        paint = torch.full((reference.shape[0],), target_class, dtype=torch.long)
+    target = torch.where(inside[None], paint[:, None, None], torch.zeros_like(reference))
+    return torch.where(reference == IGNORE, IGNORE, target)
+
+
 @register_task
 class Segmentation(Task):
     name = "segmentation"
@@ -116,10 +148,13 @@ class Segmentation(Task):
              seed: int) -> Plan:
         model, data, reference = subject.model, subject.data, subject.labels
         k = subject.clean.num_classes
-        if spec.target_class is not None:
-            if not 0 <= spec.target_class < k:
-                raise AdvlabError(f"--target-class {spec.target_class} is out of range: the model has {k} classes "
-                                  f"(0..{k - 1})")
+        if spec.target_class is not None and not 0 <= spec.target_class < k:
+            raise AdvlabError(f"--target-class {spec.target_class} is out of range: the model has {k} classes "
+                              f"(0..{k - 1})")
+        if spec.target_mask is not None:
+            painted = painted_targets(spec.target_mask, data.x, reference, k, seed, spec.target_class)
+            criterion = Targeted(painted, threshold=FOOLED_SHARE)
+        elif spec.target_class is not None:
             target = torch.where(reference == IGNORE, IGNORE, spec.target_class)
             criterion = Targeted(target, threshold=FOOLED_SHARE)
         elif getattr(attack, "dense_targets", None) == "permutation":
