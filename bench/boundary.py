@@ -63,6 +63,8 @@ def main() -> None:
     p.add_argument("-n", type=int, default=20)
     p.add_argument("--budgets", default="1000,5000", help="foolbox steps per row, comma-separated")
     p.add_argument("--candidates", type=int, default=4)
+    p.add_argument("--priors", default="lowfreq,normal", help="proposal priors of ours to compare, comma-separated "
+                   "(lowfreq, normal, perlin); the first also runs the time-to-foolbox's-best row")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
     p.add_argument("--seed", type=int, default=0)
@@ -87,17 +89,18 @@ def main() -> None:
     print("forward ceiling: " + ", ".join(f"batch {b}: {v:,.0f} img/s" for b, v in ceiling.items()))
 
     rows = []
-    header = f"{'run':34s} {'wall s':>8s} {'img/s':>9s} {'%ceil':>6s} {'queries':>8s} {'median L2':>10s} {'median MSE':>11s}"
+    header = f"{'run':44s} {'wall s':>8s} {'img/s':>9s} {'%ceil':>6s} {'queries':>8s} {'median L2':>10s} {'median MSE':>11s}"
     print(header)
     print("-" * len(header))
 
     def show(name: str, r: dict[str, float], b: int) -> None:
         r["ceiling"] = ceiling[b]
         rows.append({"run": name, **r})
-        print(f"{name:34s} {r['wall_s']:8.1f} {r['images_per_s']:9,.0f} {100 * r['images_per_s'] / ceiling[b]:5.0f}% "
+        print(f"{name:44s} {r['wall_s']:8.1f} {r['images_per_s']:9,.0f} {100 * r['images_per_s'] / ceiling[b]:5.0f}% "
               f"{r['queries_median']:8,.0f} {r['median_l2']:10.3f} {r['median_mse']:11.2e}")
 
     best_foolbox = None
+    priors = [p.strip() for p in args.priors.split(",") if p.strip()]
     for steps in [int(s) for s in args.budgets.split(",")]:
         if args.skip_foolbox:
             budget = int(steps * 1.1)
@@ -106,15 +109,16 @@ def main() -> None:
                              model, x, y, args.seed, device)
             show(f"foolbox steps={steps}", fb, n)
             budget, best_foolbox = int(fb["queries_median"]), fb
-        ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, max_queries=budget,
-                                          progress=False), model, x, y, args.seed, device)
-        show(f"ours K={args.candidates} max_queries={budget}", ours, batch)
+        for prior in priors:
+            ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, max_queries=budget,
+                                              prior=prior, progress=False), model, x, y, args.seed, device)
+            show(f"ours {prior} K={args.candidates} max_queries={budget}", ours, batch)
     if best_foolbox is not None:
         target = best_foolbox["median_l2"]  # how fast do we get to foolbox's best result?
-        ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, target_l2=target,
+        ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, target_l2=target, prior=priors[0],
                                           max_queries=int(best_foolbox["queries_median"]), progress=False),
                            model, x, y, args.seed, device)
-        show(f"ours K={args.candidates} target_l2={target:.3g}", ours, batch)
+        show(f"ours {priors[0]} K={args.candidates} target_l2={target:.3g}", ours, batch)
         print(f"time to foolbox's best median L2: {ours['wall_s']:.1f} s vs {best_foolbox['wall_s']:.1f} s "
               f"({best_foolbox['wall_s'] / ours['wall_s']:.1f}x)")
     again = {b: forward_ceiling(model, tuple(x.shape[1:]), b, device) for b in ceiling}

@@ -1,0 +1,65 @@
+"""Proposal priors of the Boundary Attack (normal, lowfreq, perlin): each keeps batch invariance and
+the exact query budget; low-frequency proposals reach a smaller L2 at the same budget."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advlab.attacks.boundary import BoundaryAttack
+from advlab.attacks.priors import PRIORS, perlin, proposals
+from advlab.criteria import Untargeted
+from advlab.evaluate import attack_in_chunks
+from advlab.rng import image_keys
+
+
+def test_priors_draw_per_image_noise_of_the_right_kind():
+    keys = image_keys(torch.rand(4, 3, 32, 32), seed=0)
+    for prior in PRIORS:
+        z = proposals(prior, keys, 3, (3, 32, 32))
+        assert z.shape == (4, 3, 3 * 32 * 32) and torch.isfinite(z).all()
+        assert torch.equal(proposals(prior, keys[2:3], 3, (3, 32, 32)), z[2:3])  # per image, not per batch
+    smooth = proposals("lowfreq", keys, 1, (1, 32, 32), ratio=0.125).view(4, 32, 32)
+    rough = proposals("normal", keys, 1, (1, 32, 32)).view(4, 32, 32)
+
+    def neighbour_correlation(z: torch.Tensor) -> float:
+        a, b = z[:, :, :-1].flatten(), z[:, :, 1:].flatten()
+        return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+    assert neighbour_correlation(smooth) > 0.9 and abs(neighbour_correlation(rough)) < 0.1
+    noise = perlin(keys, 1, (1, 64, 64), frequency=4)[:, 0, 0]  # (4, 64, 64)
+    lattice = noise[:, ::16, ::16]  # Perlin noise is 0 on the lattice points
+    assert float(lattice.abs().max()) < 0.05 and float(noise.abs().max()) > 0.2
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+def test_each_prior_keeps_batch_invariance_and_the_exact_budget(prior, fashion, tmp_path):
+    x, y = fashion.correct(7)
+    runs = []
+    for batch_size in (1, 3, 7):
+        attack = BoundaryAttack(prior=prior, max_queries=120, steps=10**6, candidates=2, progress=False)
+        runs.append(attack_in_chunks(attack, fashion.model, x, Untargeted(y), starting_points=None,
+                                     batch_size=batch_size, device=torch.device("cpu"), seed=3,
+                                     chunk_dir=tmp_path / f"{prior}-{batch_size}"))
+    for run in runs[1:]:
+        assert torch.equal(run.x_adv, runs[0].x_adv) and torch.equal(run.queries, runs[0].queries)
+    queries = runs[0].queries
+    assert (queries <= 120).all() and (queries > 120 - 2 * 2).all()  # spends the budget, never more
+
+
+def test_low_frequency_proposals_reach_a_smaller_l2_at_the_same_budget(fashion):
+    x, y = fashion.correct(16)
+    l2 = {}
+    for prior, extra in (("normal", {}), ("lowfreq", {"lowfreq_ratio": 0.25}), ("perlin", {"perlin_frequency": 4})):
+        result = BoundaryAttack(prior=prior, max_queries=500, steps=10**6, progress=False, **extra)(
+            fashion.model, x, Untargeted(y), seed=0)
+        assert result.success.all()
+        l2[prior] = float(result.distance.median())
+    assert l2["perlin"] < 0.85 * l2["normal"] and l2["lowfreq"] < l2["normal"]
+
+
+def test_prior_settings_are_checked():
+    for bad, match in (({"prior": "pink"}, "prior must be one of"), ({"lowfreq_ratio": 0}, "lowfreq_ratio"),
+                       ({"perlin_frequency": 0}, "perlin_frequency"),
+                       ({"prior": "perlin", "backend": "foolbox"}, "prior must be normal with backend foolbox")):
+        with pytest.raises(ValueError, match=match):
+            BoundaryAttack(**bad)
