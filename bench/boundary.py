@@ -89,7 +89,8 @@ def main() -> None:
     print("forward ceiling: " + ", ".join(f"batch {b}: {v:,.0f} img/s" for b, v in ceiling.items()))
 
     rows = []
-    header = f"{'run':44s} {'wall s':>8s} {'img/s':>9s} {'%ceil':>6s} {'queries':>8s} {'median L2':>10s} {'median MSE':>11s}"
+    header = (f"{'run':44s} {'wall s':>8s} {'img/s':>9s} {'%ceil':>6s} {'queries':>8s} {'median L2':>10s} "
+              f"{'median MSE':>11s}")
     print(header)
     print("-" * len(header))
 
