@@ -145,6 +145,16 @@ def _load_torchvision(name: str, weights: str | None, *, mean: Sequence[float] |
         net = torchvision.models.get_model(name, weights=None)
         return _wrap(net, name, "none", mean or (0.485, 0.456, 0.406), std or (0.229, 0.224, 0.225),
                      input_size or 224, [str(i) for i in range(_out_features(net))], named_classes=False)
+    net, w = build_with_weights(name, weights)
+    preset = w.transforms()
+    size = input_size or _first(getattr(preset, "crop_size", None)) or 224
+    return _wrap(net, name, w.name, mean or preset.mean, std or preset.std, size, list(w.meta["categories"]))
+
+
+def build_with_weights(name: str, weights: str) -> tuple[nn.Module, torchvision.models.WeightsEnum]:
+    """A torchvision model with its named weights through torchvision's own API (download and cache
+    for users with internet, an offline weights package otherwise); bad names and a missing file offline
+    are one line."""
     enum = torchvision.models.get_model_weights(name)
     try:
         w = enum[weights]
@@ -153,14 +163,11 @@ def _load_torchvision(name: str, weights: str | None, *, mean: Sequence[float] |
                           f"{', '.join(['DEFAULT', *enum.__members__])}, or none") from None
     ensure_weights_cached(w)
     try:
-        net = torchvision.models.get_model(name, weights=w)
+        return torchvision.models.get_model(name, weights=w), w
     except (URLError, OSError) as exc:
         cache = Path(torch.hub.get_dir()) / "checkpoints"
         raise AdvlabError(f"weights {name} {w.name} are not in the torch hub cache ({cache}) and could not be "
                           f"downloaded ({exc}); connect once, or copy {_file_name(w.url)} into {cache}") from exc
-    preset = w.transforms()
-    size = input_size or _first(getattr(preset, "crop_size", None)) or 224
-    return _wrap(net, name, w.name, mean or preset.mean, std or preset.std, size, list(w.meta["categories"]))
 
 
 def _first(value: object) -> int | None:

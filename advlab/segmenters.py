@@ -4,15 +4,11 @@ logits at the input resolution out). `--weights none` builds the architecture wi
 weights, backbone included."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
-from urllib.error import URLError
 
-import torch
 import torchvision
 
-from advlab.errors import AdvlabError
-from advlab.models import ImageClassifier, _file_name, _wrap, ensure_weights_cached
+from advlab.models import ImageClassifier, _wrap, build_with_weights
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -29,19 +25,7 @@ def load_torchvision_segmenter(name: str, weights: str | None, *, mean: Sequence
         net = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=len(VOC_CLASSES))
         return _wrap(net, name, "none", mean or IMAGENET_MEAN, std or IMAGENET_STD, None, VOC_CLASSES,
                      task="segmentation")
-    enum = torchvision.models.get_model_weights(name)
-    try:
-        w = enum[weights]
-    except KeyError:
-        raise AdvlabError(f"model {name} has no weights '{weights}'; choose one of: "
-                          f"{', '.join(['DEFAULT', *enum.__members__])}, or none") from None
-    ensure_weights_cached(w)
-    try:
-        net = torchvision.models.get_model(name, weights=w)
-    except (URLError, OSError) as exc:
-        cache = Path(torch.hub.get_dir()) / "checkpoints"
-        raise AdvlabError(f"weights {name} {w.name} are not in the torch hub cache ({cache}) and could not be "
-                          f"downloaded ({exc}); connect once, or copy {_file_name(w.url)} into {cache}") from exc
+    net, w = build_with_weights(name, weights)
     preset = w.transforms()
     return _wrap(net, name, w.name, mean or preset.mean, std or preset.std, None, list(w.meta["categories"]),
                  task="segmentation")

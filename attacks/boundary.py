@@ -29,12 +29,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from advlab.attack import Attack, AttackResult
-from advlab.attacks.priors import PRIORS, proposals
+from advlab.attacks.priors import PRIORS, proposals, starting_noise
 from advlab.checks import is_real, positive_int
 from advlab.criteria import Criterion, Targeted
 from advlab.errors import AdvlabError
 from advlab.registry import register_attack
-from advlab.rng import image_keys, step_keys, uniform
+from advlab.rng import image_keys, step_keys
 
 _INIT_STREAM, _SEARCH_STREAM, _STEP_STREAM = 1, 2, 3
 DEFAULT_CANDIDATES = 4  # proposals per image per step (backend ours); `candidates=None` picks it
@@ -140,7 +140,7 @@ class BoundaryAttack(Attack):
         def is_adv(points: torch.Tensor, which: torch.Tensor) -> torch.Tensor:  # (M, D), (M,) image index -> (M,)
             return criterion.subset(which).is_adversarial(model(points.view(-1, *shape)))
 
-        adv, queries = self._initial_points(flat, keys, criterion, starting_points, is_adv)
+        adv, queries = self._initial_points(flat, keys, criterion, starting_points, is_adv, tuple(shape))
         found = torch.isfinite(adv[:, 0])
         dist = torch.where(found, (adv - flat).norm(dim=1), torch.full_like(flat[:, 0], math.inf))
         zeros = torch.zeros(n, device=x.device)
@@ -238,7 +238,8 @@ class BoundaryAttack(Attack):
 
     # ------------------------------------------------------------------ starting points
     def _initial_points(self, x: torch.Tensor, keys: torch.Tensor, criterion: Criterion,
-                        starting_points: torch.Tensor | None, is_adv) -> tuple[torch.Tensor, torch.Tensor]:
+                        starting_points: torch.Tensor | None, is_adv,
+                        shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, D) adversarial starting points (rows of inf where none was found) and queries spent.
         Untargeted: uniform noise, redrawn up to `init_trials` times; then a binary search on the blend
         toward the original brings the start close to the decision boundary."""
@@ -261,7 +262,8 @@ class BoundaryAttack(Attack):
                 todo = (~ok).nonzero().squeeze(1)
                 if todo.numel() == 0:
                     break
-                noise = uniform(step_keys(keys[todo], _INIT_STREAM, trial), (d,))  # (T, D)
+                noise = starting_noise(self.prior, step_keys(keys[todo], _INIT_STREAM, trial), shape,
+                                       ratio=self.lowfreq_ratio, frequency=self.perlin_frequency)  # (T, D)
                 hit = is_adv(noise, todo)
                 queries[todo] += 1
                 start[todo[hit]] = noise[hit]

@@ -65,3 +65,17 @@ def perlin(keys: torch.Tensor, k: int, shape: tuple[int, int, int], frequency: i
     top = corner(0, 0) * (1 - u) + corner(0, 1) * u
     bottom = corner(1, 0) * (1 - u) + corner(1, 1) * u
     return (top * (1 - v) + bottom * v).view(a, k, c, h, w)
+
+
+def starting_noise(prior: str, keys: torch.Tensor, shape: tuple[int, ...], *, ratio: float = 0.125,
+                   frequency: int = 6) -> torch.Tensor:
+    """(T,) keys -> (T, D) random images in [0, 1] to start an untargeted attack from: uniform noise per
+    pixel ("normal"), or uniform noise on the prior's coarse grid, upsampled (smooth images start much
+    closer to the boundary of a natural-image classifier)."""
+    t, (c, h, w) = keys.shape[0], shape
+    if prior == "normal":
+        return uniform(keys, (c * h * w,))
+    cells = [frequency, frequency] if prior == "perlin" else [max(min(MIN_GRID, side), round(side * ratio))
+                                                              for side in (h, w)]
+    coarse = uniform(keys, (c, *cells)).view(t, c, *cells)
+    return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False).reshape(t, c * h * w)

@@ -25,8 +25,9 @@ FEWER_STEPS = {"dag": {"max_iterations": 50}}  # batch invariance runs an attack
 
 
 class PerImage(torch.nn.Module):
-    """Runs a model one image at a time. oneDNN convolutions round differently for different batch sizes,
-    and DAG's active sets amplify the last bit; this isolates the attack's own batch invariance."""
+    """Runs a model one image at a time. oneDNN convolutions round differently for different batch sizes
+    (the last bit), and decision-based steps and DAG's active sets amplify it; this isolates the
+    attack's own batch invariance from the model's kernels."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -41,7 +42,7 @@ def task_case(info, digits, segmenter, n: int):
     classified images, or fashion-scenes on the lab's segmenter with the task's own targets."""
     if "classification" in info.tasks:
         x, y = digits.correct(n)
-        return digits.model, x, Untargeted(y)
+        return PerImage(digits.model).eval(), x, Untargeted(y)
     from advlab.config import AttackSpec
     from advlab.data import ImageSet
     from advlab.rows import Subject
