@@ -446,11 +446,11 @@ def _type_name(hint: Any) -> str:
 def _format_plugins(attacks: dict, defenses: dict) -> str:
     lines = ["attacks:"]
     for info in attacks.values():
-        lines.append(f"  {info.name:12s} threat={info.threat:9s} tasks={','.join(sorted(info.tasks)):16s} "
+        lines.append(f"  {info.name:12s} threat={info.threat:9s} tasks={','.join(sorted(info.tasks)):27s} "
                      f"{info.summary}")
     lines.append("defenses:")
     lines += [f"  {i.name:12s} adaptive={'exact' if getattr(i.cls, 'differentiable', True) else 'bpda':5s}   "
-              f"tasks={','.join(sorted(i.tasks)):16s} {i.summary}" for i in defenses.values()]
+              f"tasks={','.join(sorted(i.tasks)):36s} {i.summary}" for i in defenses.values()]
     if not defenses:
         lines.append("  (none)")
     return "\n".join(lines)
