@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import shlex
 import sys
@@ -365,6 +364,7 @@ def _console_warnings() -> logging.Handler:
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     from advlab import registry  # heavy imports after argument parsing
+    from advlab.listing import describe_plugin, for_task, format_plugins
     from advlab.report import render_report
     from advlab.runner import resume_experiment, run_experiment
 
@@ -373,8 +373,8 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         if args.method:
             print(describe_plugin(args.method))
         else:
-            print(_format_plugins(*(_for_task(plugins, args.task) for plugins in (registry.attacks(),
-                                                                                   registry.defenses()))))
+            print(format_plugins(*(for_task(plugins, args.task) for plugins in (registry.attacks(),
+                                                                                 registry.defenses()))))
         return 0
     if args.verb == "report":
         print(render_report(Path(args.run_dir)))
@@ -400,60 +400,6 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         run_dir = run_experiment(apply_run_overrides(cfg, args))
     print(f"report: {run_dir / 'index.html'}")
     return 0
-
-
-def _for_task(plugins: dict[str, Any], task: str | None) -> dict[str, Any]:
-    if task is None:
-        return plugins
-    from advlab.tasks import task_names
-
-    if task not in task_names():
-        raise AdvlabError(f"unknown task {task!r}; choose one of: {', '.join(task_names())}")
-    return {name: info for name, info in plugins.items() if task in info.tasks}
-
-
-def describe_plugin(name: str) -> str:
-    """`advlab list NAME`: a plugin's summary and its settings with types and defaults."""
-    from advlab import registry
-    from advlab.config import setting_types
-
-    attacks, defenses = registry.attacks(), registry.defenses()
-    if name not in attacks and name not in defenses:
-        raise AdvlabError(f"no attack or defense named {name!r}; choose one of: "
-                          f"{', '.join([*attacks, *defenses])}")
-    info = attacks.get(name) or defenses[name]
-    cls = info.cls
-    head = f"{info.kind} {name}: {info.summary}"
-    if info.kind == "attack":
-        head += f"\n  threat={info.threat} tasks={','.join(sorted(info.tasks))}"
-    hints = setting_types(cls)
-    lines = [head, "settings:"]
-    for param in inspect.signature(cls.__init__).parameters.values():
-        if param.kind is not inspect.Parameter.KEYWORD_ONLY or param.name == "progress":
-            continue
-        kind = _type_name(hints.get(param.name, param.annotation))
-        default = "required" if param.default is inspect.Parameter.empty else f"default {param.default!r}"
-        lines.append(f"  {param.name:24s} {kind:14s} {default}")
-    return "\n".join(lines)
-
-
-def _type_name(hint: Any) -> str:
-    if hint is inspect.Parameter.empty:
-        return "any"
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "").replace("NoneType", "None")
-
-
-def _format_plugins(attacks: dict, defenses: dict) -> str:
-    lines = ["attacks:"]
-    for info in attacks.values():
-        lines.append(f"  {info.name:12s} threat={info.threat:9s} tasks={','.join(sorted(info.tasks)):27s} "
-                     f"{info.summary}")
-    lines.append("defenses:")
-    lines += [f"  {i.name:12s} adaptive={'exact' if getattr(i.cls, 'differentiable', True) else 'bpda':5s}   "
-              f"tasks={','.join(sorted(i.tasks)):36s} {i.summary}" for i in defenses.values()]
-    if not defenses:
-        lines.append("  (none)")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,62 @@
+"""`advlab list`: the registered plugins with their capabilities, filtered by task, and one plugin's
+settings with their types and defaults (read from its `__init__` signature)."""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from advlab.errors import AdvlabError
+
+
+def for_task(plugins: dict[str, Any], task: str | None) -> dict[str, Any]:
+    if task is None:
+        return plugins
+    from advlab.tasks import task_names
+
+    if task not in task_names():
+        raise AdvlabError(f"unknown task {task!r}; choose one of: {', '.join(task_names())}")
+    return {name: info for name, info in plugins.items() if task in info.tasks}
+
+
+def describe_plugin(name: str) -> str:
+    """`advlab list NAME`: a plugin's summary and its settings with types and defaults."""
+    from advlab import registry
+    from advlab.config import setting_types
+
+    attacks, defenses = registry.attacks(), registry.defenses()
+    if name not in attacks and name not in defenses:
+        raise AdvlabError(f"no attack or defense named {name!r}; choose one of: "
+                          f"{', '.join([*attacks, *defenses])}")
+    info = attacks.get(name) or defenses[name]
+    cls = info.cls
+    head = f"{info.kind} {name}: {info.summary}"
+    if info.kind == "attack":
+        head += f"\n  threat={info.threat} tasks={','.join(sorted(info.tasks))}"
+    hints = setting_types(cls)
+    lines = [head, "settings:"]
+    for param in inspect.signature(cls.__init__).parameters.values():
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY or param.name == "progress":
+            continue
+        kind = _type_name(hints.get(param.name, param.annotation))
+        default = "required" if param.default is inspect.Parameter.empty else f"default {param.default!r}"
+        lines.append(f"  {param.name:24s} {kind:14s} {default}")
+    return "\n".join(lines)
+
+
+def _type_name(hint: Any) -> str:
+    if hint is inspect.Parameter.empty:
+        return "any"
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "").replace("NoneType", "None")
+
+
+def format_plugins(attacks: dict, defenses: dict) -> str:
+    lines = ["attacks:"]
+    for info in attacks.values():
+        lines.append(f"  {info.name:12s} threat={info.threat:9s} tasks={','.join(sorted(info.tasks)):27s} "
+                     f"{info.summary}")
+    lines.append("defenses:")
+    lines += [f"  {i.name:12s} adaptive={'exact' if getattr(i.cls, 'differentiable', True) else 'bpda':5s}   "
+              f"tasks={','.join(sorted(i.tasks)):36s} {i.summary}" for i in defenses.values()]
+    if not defenses:
+        lines.append("  (none)")
+    return "\n".join(lines)
