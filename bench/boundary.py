@@ -7,7 +7,9 @@ and seed, plus the model's own forward ceiling measured in the same run.
 For each budget B: foolbox runs B steps (one candidate per step plus its spherical checks); ours
 runs with --max-queries equal to foolbox's model calls per image (equal model evaluations). A
 last row runs ours with --target-l2 set to foolbox's median L2 at the largest budget, to time how
-fast we reach foolbox's best result. Prints a table and one JSON line.
+fast we reach foolbox's best result. `--priors` compares our proposal priors; `--hopskipjump S,...`
+adds foolbox's HopSkipJumpAttack (Chen et al., IEEE S&P 2020) as a second reference, each followed
+by ours at the same model evaluations per image. Prints a table and one JSON line.
 """
 from __future__ import annotations
 
@@ -55,6 +57,41 @@ def attack_once(attack: BoundaryAttack, model: torch.nn.Module, x: torch.Tensor,
             "success_rate": float(r.success.float().mean())}
 
 
+class ImageCounter(torch.nn.Module):
+    """Counts the images a model is evaluated on (HopSkipJump evaluates many points per image per call)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.images = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += x.shape[0]
+        return self.model(x)
+
+
+def hopskipjump_once(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int,
+                     device: torch.device) -> dict[str, float]:
+    """foolbox 3's HopSkipJumpAttack (Chen, Jordan & Wainwright, IEEE S&P 2020), untargeted, l2;
+    queries per image = images evaluated / images attacked (it batches all images' probes together)."""
+    import foolbox as fb
+
+    counter = ImageCounter(model).eval()
+    fmodel = fb.PyTorchModel(counter, bounds=(0.0, 1.0), device=device)
+    attack = fb.attacks.HopSkipJumpAttack(steps=steps)
+    synchronize(device)
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        _, x_adv, success = attack(fmodel, x, fb.criteria.Misclassification(y), epsilons=None)
+    synchronize(device)
+    wall = time.perf_counter() - t0
+    l2 = (x_adv - x).flatten(1).norm(dim=1)
+    mse = l2[success] ** 2 / x[0].numel()
+    return {"wall_s": wall, "images_per_s": counter.images / wall, "queries_median": counter.images / x.shape[0],
+            "median_l2": median(l2[success]) or float("nan"), "median_mse": median(mse) or float("nan"),
+            "success_rate": float(success.float().mean())}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="mobilenet_v2")
@@ -69,6 +106,8 @@ def main() -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-foolbox", action="store_true")
+    p.add_argument("--hopskipjump", default="", metavar="STEPS,...", help="also run foolbox's HopSkipJumpAttack "
+                   "with these step counts, and ours (first prior) at the same model evaluations per image")
     args = p.parse_args()
 
     device = resolve_device(args.device)
@@ -114,6 +153,13 @@ def main() -> None:
             ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, max_queries=budget,
                                               prior=prior, progress=False), model, x, y, args.seed, device)
             show(f"ours {prior} K={args.candidates} max_queries={budget}", ours, batch)
+    for steps in [int(v) for v in args.hopskipjump.split(",") if v.strip()]:
+        hsj = hopskipjump_once(model, x, y, steps, args.seed, device)
+        show(f"foolbox HopSkipJump steps={steps}", hsj, n)
+        ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, prior=priors[0],
+                                          max_queries=int(hsj["queries_median"]), progress=False),
+                           model, x, y, args.seed, device)
+        show(f"ours {priors[0]} K={args.candidates} max_queries={int(hsj['queries_median'])}", ours, batch)
     if best_foolbox is not None:
         target = best_foolbox["median_l2"]  # how fast do we get to foolbox's best result?
         ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, target_l2=target, prior=priors[0],
