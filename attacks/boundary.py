@@ -246,6 +246,7 @@ class BoundaryAttack(Attack):
         n, d = x.shape
         queries = torch.zeros(n, dtype=torch.long, device=x.device)
         everyone = torch.arange(n, device=x.device)
+        budget = self.max_queries if self.max_queries is not None else math.inf
         if starting_points is not None:
             start = starting_points.flatten(1).float()
             ok = is_adv(start, everyone)
@@ -259,7 +260,7 @@ class BoundaryAttack(Attack):
             start[ok] = x[ok]
             queries += 1
             for trial in range(self.init_trials):
-                todo = (~ok).nonzero().squeeze(1)
+                todo = (~ok & (queries < budget)).nonzero().squeeze(1)  # the budget covers the start too
                 if todo.numel() == 0:
                     break
                 noise = starting_noise(self.prior, step_keys(keys[todo], _INIT_STREAM, trial), shape,
@@ -274,11 +275,13 @@ class BoundaryAttack(Attack):
     def _blend_search(self, x: torch.Tensor, start: torch.Tensor, ok: torch.Tensor, criterion: Criterion,
                       queries: torch.Tensor, is_adv, iterations: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
         """Binary search of the smallest blend (1 - a) * x + a * start that stays adversarial."""
+        budget = self.max_queries if self.max_queries is not None else math.inf
         lo = torch.zeros(x.shape[0], device=x.device)
         hi = torch.ones(x.shape[0], device=x.device)
         safe_start = torch.where(ok[:, None], start, x)
         searching = ok & (safe_start != x).any(dim=1)
         for _ in range(iterations):
+            searching &= queries < budget
             mid = (lo + hi) / 2
             hit = is_adv(x + mid[:, None] * (safe_start - x), torch.arange(x.shape[0], device=x.device))
             hi = torch.where(searching & hit, mid, hi)

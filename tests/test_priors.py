@@ -77,3 +77,11 @@ def test_prior_settings_are_checked():
                        ({"prior": "perlin", "backend": "foolbox"}, "prior must be normal with backend foolbox")):
         with pytest.raises(ValueError, match=match):
             BoundaryAttack(**bad)
+
+
+def test_the_budget_covers_the_start_too(fashion):
+    """A budget smaller than the start's noise trials and blend search is still never exceeded."""
+    x, y = fashion.correct(6)
+    for budget in (3, 9, 14):
+        result = BoundaryAttack(max_queries=budget, progress=False)(fashion.model, x, Untargeted(y), seed=0)
+        assert (result.queries <= budget).all(), (budget, result.queries.tolist())
