@@ -1,7 +1,10 @@
-"""Image sources for attacks: foolbox's ImageNet samples, class folders, tensor files, offline photos.
+"""Image sources for attacks: `load_images(spec, model)` dispatches on the spec and returns an
+`ImageSet` of [0, 1] float32 CPU images in the model's channel count and (for files) its input size,
+with labels in the model's class indices (or per-pixel masks for segmenters).
 
-`load_images(spec, model)` returns an `ImageSet` of [0, 1] float32 CPU images in the model's channel
-count and (for files) its input size, with labels in the model's class indices.
+Here: foolbox's ImageNet samples, class folders, offline photos, and the decoding helpers the
+sources share. Elsewhere: `data_fashion` (fashion-mnist, fashion-scenes), `data_tensors`
+(tensors:FILE), `data_masks` (pairs:DIR, voc:ROOT).
 """
 from __future__ import annotations
 
@@ -17,18 +20,13 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from advlab.errors import AdvlabError, first_line
+from advlab.errors import AdvlabError
 from advlab.evaluate import predict
 from advlab.models import ImageClassifier
 
 T = TypeVar("T")
 SCHEMES = ("imagenet-samples, photos, fashion-mnist[:train|test], fashion-scenes[:train|test], folder:PATH, "
            "tensors:FILE, pairs:DIR, voc:ROOT[:YEAR[:SPLIT]]")
-SCENES_DEFAULT_N = {"train": 4000, "test": 1000}  # fashion-scenes without -n
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot")
-# Where Fashion-MNIST's idx files may already be: Debian's dataset-fashion-mnist, then advlab's cache.
-FASHION_DIRS = (Path("/usr/share/datasets/fashion-mnist"), Path.home() / ".cache" / "advlab" / "FashionMNIST" / "raw")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 CROP_FRACTION = 0.875  # torchvision's ImageNet convention: resize 256, center-crop 224
 _WNID = re.compile(r"n\d{8}")
@@ -65,14 +63,17 @@ def load_images(spec: str, model: ImageClassifier, *, n: int | None = None) -> I
         return _imagenet_samples(spec, model, n)
     if spec == "photos":
         return _photos(spec, model, n)
-    if scheme == "fashion-mnist" and arg in ("", "train", "test") and (sep or spec == "fashion-mnist"):
-        return _fashion_mnist(spec, arg or "test", model, n)
-    if scheme == "fashion-scenes" and arg in ("", "train", "test") and (sep or spec == "fashion-scenes"):
-        return _fashion_scenes(spec, arg or "test", model, n)
+    if scheme in ("fashion-mnist", "fashion-scenes") and arg in ("", "train", "test") and (sep or spec == scheme):
+        from advlab.data_fashion import load_fashion_mnist, load_fashion_scenes
+
+        load = load_fashion_mnist if scheme == "fashion-mnist" else load_fashion_scenes
+        return load(spec, arg or "test", model, n)
     if sep and arg and scheme == "folder":
         return _folder(spec, Path(arg).expanduser(), model, n)
     if sep and arg and scheme == "tensors":
-        return _tensors(spec, arg, model, n)
+        from advlab.data_tensors import load_tensors
+
+        return load_tensors(spec, arg, model, n)
     if sep and arg and scheme in ("pairs", "voc"):
         from advlab.data_masks import load_pairs, load_voc
 
@@ -97,7 +98,7 @@ def _imagenet_samples(spec: str, model: ImageClassifier, n: int | None) -> Image
         raise AdvlabError("foolbox's ImageNet samples (foolbox/data/imagenet_*.jpg) were not found; "
                           "reinstall foolbox (pip install foolbox==3.3.4)")
     found.sort(key=lambda mp: int(mp[0].group(1)))
-    found = _first_n(found, n, spec)
+    found = first_n(found, n, spec)
     x = _decode_files([p for _, p in found], model)
     y = torch.tensor([int(m.group(2)) for m, _ in found], dtype=torch.int64)
     return ImageSet(x, y, [p.name for _, p in found], spec, "ground-truth")
@@ -121,24 +122,10 @@ def _folder(spec: str, root: Path, model: ImageClassifier, n: int | None) -> Ima
     if not files:
         raise AdvlabError(f"{spec}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in class subfolders of "
                           f"{root}; use the layout PATH/<class>/image.jpg")
-    files = _first_n(files, n, spec)
+    files = first_n(files, n, spec)
     x = _decode_files(files, model)
     names = [p.relative_to(root).as_posix() for p in files]
     return ImageSet(x, torch.tensor(labels[:len(files)], dtype=torch.int64), names, spec, "ground-truth")
-
-
-def _tensors(spec: str, file: str, model: ImageClassifier, n: int | None) -> ImageSet:
-    x_raw, y_raw = _read_tensor_file(Path(file).expanduser(), spec)
-    x = _to_nchw_view(x_raw, spec)  # (N, C, H, W), dtype as stored
-    if len(x) == 0:
-        raise AdvlabError(f"{spec}: x holds no images; save at least one")
-    y = _check_labels(y_raw, len(x), model, spec)
-    keep = _first_n(list(range(len(x))), n, spec)
-    x = _match_tensor_channels(_to_unit_float(x[:len(keep)], spec), model, spec)
-    names = [f"{file}[{i}]" for i in keep]
-    if y is None or (y.dim() == 1 and bool((y == -1).all())):
-        return ImageSet(x, torch.full((len(x),), -1, dtype=torch.int64), names, spec, "none")
-    return ImageSet(x, y[:len(x)].clone(), names, spec, "ground-truth")
 
 
 def _photos(spec: str, model: ImageClassifier, n: int | None) -> ImageSet:
@@ -146,7 +133,7 @@ def _photos(spec: str, model: ImageClassifier, n: int | None) -> ImageSet:
     if not files:
         raise AdvlabError("photos: no sample photos found; pip install scikit-image scikit-learn "
                           "(or matplotlib), or use imagenet-samples / folder:PATH")
-    files = _first_n(files, n, spec)
+    files = first_n(files, n, spec)
     x = _decode_files(files, model)
     if getattr(model, "task", "classification") != "classification":  # the task takes the clean prediction
         return ImageSet(x, torch.full((len(x),), -1, dtype=torch.int64), [p.name for p in files], spec, "prediction")
@@ -155,72 +142,7 @@ def _photos(spec: str, model: ImageClassifier, n: int | None) -> ImageSet:
     return ImageSet(x, labels, [p.name for p in files], spec, "prediction")
 
 
-# ---------------------------------------------------------------- helpers
-def _fashion_mnist(spec: str, split: str, model: ImageClassifier, n: int | None) -> ImageSet:
-    """Fashion-MNIST (Xiao et al., 2017): 60k train / 10k test 28x28 grayscale images, 10 classes."""
-    if model.num_classes != 10:
-        raise AdvlabError(f"{spec} is labeled in 10 classes; the model has {model.num_classes}")
-    images, labels = _fashion_arrays(split)
-    count = len(_first_n(range(images.shape[0]), n, spec))
-    x = torch.from_numpy(images[:count].copy()).unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28)
-    x = _match_tensor_channels(x, model, spec)
-    names = [f"{split}[{i}]" for i in range(count)]
-    return ImageSet(x, torch.from_numpy(labels[:count].astype(np.int64)), names, spec, "ground-truth",
-                    FASHION_CLASSES)
-
-
-def _fashion_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Fashion-MNIST's (N, 28, 28) uint8 images and (N,) uint8 labels of a split."""
-    prefix = "train" if split == "train" else "t10k"
-    folder = next((d for d in FASHION_DIRS if (d / f"{prefix}-images-idx3-ubyte.gz").is_file()), None)
-    if folder is None:
-        folder = _download_fashion_mnist()
-    return _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz"), _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
-
-
-def _fashion_scenes(spec: str, split: str, model: ImageClassifier, n: int | None) -> ImageSet:
-    """fashion-scenes (advlab.scenes): RGB canvases of real Fashion-MNIST garments with per-pixel masks."""
-    from advlab.scenes import SCENE_CLASSES, compose
-
-    if model.num_classes != len(SCENE_CLASSES) or model.in_channels != 3:
-        raise AdvlabError(f"{spec} is RGB and labeled per pixel in {len(SCENE_CLASSES)} classes (background and "
-                          f"10 garments); the model takes {model.in_channels} channels and has {model.num_classes} "
-                          "classes; use --model advlab.segnet:fashion_segnet or --task segmentation")
-    images, labels = _fashion_arrays(split)
-    count = n or SCENES_DEFAULT_N[split]
-    garments = torch.from_numpy(images.copy()).float().div_(255.0)  # (M, 28, 28)
-    scenes = compose(garments, torch.from_numpy(labels.astype(np.int64)), count, split=split)
-    names = [f"{split}-scene[{i}]" for i in range(count)]
-    return ImageSet(scenes.x, scenes.masks, names, spec, "ground-truth", SCENE_CLASSES)
-
-
-def _download_fashion_mnist() -> Path:
-    """The normal path with internet: torchvision's dataset class with advlab's cache as its root."""
-    import torchvision
-
-    root = FASHION_DIRS[-1].parent.parent
-    try:
-        torchvision.datasets.FashionMNIST(root=str(root), train=True, download=True)
-        torchvision.datasets.FashionMNIST(root=str(root), train=False, download=True)
-    except Exception as exc:
-        raise AdvlabError(f"Fashion-MNIST is not on this machine and could not be downloaded ({type(exc).__name__}); "
-                          "install it with `apt-get install dataset-fashion-mnist`, or connect once") from exc
-    return FASHION_DIRS[-1]
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """An idx file (LeCun's MNIST format), gzipped: big-endian dims after a 4-byte magic."""
-    import gzip
-
-    try:
-        raw = gzip.decompress(path.read_bytes())
-    except (OSError, EOFError) as exc:
-        raise AdvlabError(f"cannot read {path}: {exc}; reinstall the data set") from exc
-    ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(int(d) for d in dims))
-
-
+# ---------------------------------------------------------------- helpers shared by the sources
 def _package_dir(package: str) -> Path | None:
     """The directory of an installed package, found without importing it."""
     spec = importlib.util.find_spec(package)
@@ -233,7 +155,7 @@ def _is_image(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
 
 
-def _first_n(items: list[T], n: int | None, spec: str) -> list[T]:
+def first_n(items: list[T], n: int | None, spec: str) -> list[T]:
     if n is not None and n > len(items):
         raise AdvlabError(f"{spec} has {len(items)} images; lower -n to at most {len(items)}")
     return items[:n]
@@ -284,7 +206,7 @@ def _decode_files(files: list[Path], model: ImageClassifier) -> torch.Tensor:  #
         raise AdvlabError(f"image files are RGB or grayscale but the model wants {model.in_channels} channels; "
                           "use tensors:FILE")
     mode = "RGB" if model.in_channels == 3 else "L"
-    images = [_geometry(_decode(p, mode), model.input_size) for p in files]  # each (C, H, W) uint8
+    images = [_geometry(decode(p, mode), model.input_size) for p in files]  # each (C, H, W) uint8
     sizes = sorted({tuple(im.shape[-2:]) for im in images})
     if len(sizes) > 1:
         raise AdvlabError(f"images differ in size ({sizes[0]} vs {sizes[-1]}) and the model has no input size; "
@@ -292,7 +214,7 @@ def _decode_files(files: list[Path], model: ImageClassifier) -> torch.Tensor:  #
     return torch.stack(images).to(torch.float32).div_(255.0)
 
 
-def _decode(path: Path, mode: str) -> torch.Tensor:  # -> (C, H, W) uint8
+def decode(path: Path, mode: str) -> torch.Tensor:  # -> (C, H, W) uint8
     try:
         with Image.open(path) as im:
             arr = np.array(im.convert(mode))  # (H, W) or (H, W, 3) uint8
@@ -309,95 +231,3 @@ def _geometry(img: torch.Tensor, size: int | None) -> torch.Tensor:  # (C, H, W)
     img = TF.resize(img, [round(size / CROP_FRACTION)], interpolation=TF.InterpolationMode.BILINEAR,
                     antialias=True)
     return TF.center_crop(img, [size, size])
-
-
-def _read_tensor_file(path: Path, spec: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(x, y or None) from a .npz or .pt file holding keys 'x' and optional 'y'."""
-    if not path.is_file():
-        raise AdvlabError(f"{spec}: file {path} does not exist; check the path")
-    suffix = path.suffix.lower()
-    if suffix not in (".npz", ".pt", ".pth"):
-        raise AdvlabError(f"{spec}: unsupported file type {suffix!r}; save x (and y) with np.savez or torch.save "
-                          "as .npz or .pt")
-    try:
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise AdvlabError(f"{spec}: cannot read {path}: {type(exc).__name__}: {first_line(exc)}; "
-                          "save a dict {'x': images, 'y': labels} with np.savez or torch.save") from exc
-    if not isinstance(data, dict) or "x" not in data:
-        keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
-        raise AdvlabError(f"{spec}: {path} has no 'x' (found {keys}); save a dict {{'x': images, 'y': labels}}")
-    y = data.get("y")
-    return _as_tensor(data["x"], "x", spec), None if y is None else _as_tensor(y, "y", spec)
-
-
-def _as_tensor(value: object, key: str, spec: str) -> torch.Tensor:
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind not in "biuf":
-            raise AdvlabError(f"{spec}: {key} has numpy dtype {value.dtype}; save numeric arrays")
-        return torch.from_numpy(np.ascontiguousarray(value))
-    if isinstance(value, torch.Tensor):
-        return value
-    raise AdvlabError(f"{spec}: {key} is a {type(value).__name__}; save it as a numpy array or torch tensor")
-
-
-def _to_nchw_view(x: torch.Tensor, spec: str) -> torch.Tensor:  # -> (N, C, H, W), no copy
-    shape = tuple(x.shape)
-    if x.dim() == 3 and shape[-1] not in (1, 3):
-        return x.unsqueeze(1)
-    if x.dim() == 4 and shape[1] in (1, 3):
-        return x
-    if x.dim() == 4 and shape[3] in (1, 3):
-        return x.permute(0, 3, 1, 2)
-    raise AdvlabError(f"{spec}: x has shape {shape}; accepted layouts: (N, C, H, W) or (N, H, W, C) with "
-                      "C in {1, 3}, or (N, H, W) grayscale (add a batch axis to a single image)")
-
-
-def _to_unit_float(x: torch.Tensor, spec: str) -> torch.Tensor:  # uint8 | float -> float32 in [0, 1]
-    if x.dtype == torch.uint8:
-        return x.to(torch.float32).div_(255.0).contiguous()
-    if not x.is_floating_point():
-        raise AdvlabError(f"{spec}: x has dtype {x.dtype}; give float values in [0, 1] or uint8 in [0, 255]")
-    x = x.to(torch.float32).contiguous()
-    if not bool(torch.isfinite(x).all()) or float(x.min()) < 0.0 or float(x.max()) > 1.0:
-        raise AdvlabError(f"{spec}: x values span [{float(x.min()):g}, {float(x.max()):g}] but float images must "
-                          "lie in [0, 1]; divide by 255 (or save uint8)")
-    return x
-
-
-def _match_tensor_channels(x: torch.Tensor, model: ImageClassifier, spec: str) -> torch.Tensor:
-    c, want = int(x.shape[1]), model.in_channels
-    if c == want:
-        return x
-    if c == 1 and want == 3:
-        return x.repeat(1, 3, 1, 1)
-    raise AdvlabError(f"{spec}: x has {c} channels but the model wants {want}; convert the images to "
-                      f"{want} channel(s) before saving")
-
-
-def _check_labels(y: torch.Tensor | None, count: int, model: ImageClassifier, spec: str) -> torch.Tensor | None:
-    """Class labels (N,) for a classifier, -1 = unknown; per-pixel masks (N, H, W) for a segmenter,
-    255 = void (their size and class ids are checked against the images by the segmentation task)."""
-    if y is None:
-        return None
-    if getattr(model, "task", "classification") == "segmentation":
-        if y.dim() != 3 or y.is_floating_point() or y.dtype == torch.bool:
-            raise AdvlabError(f"{spec}: y has shape {tuple(y.shape)} dtype {y.dtype}; a segmentation model needs "
-                              "integer masks (N, H, W), one class id per pixel (255 = void)")
-        if len(y) != count:
-            raise AdvlabError(f"{spec}: y has {len(y)} masks for {count} images; give one mask per image")
-        return y.to(torch.int64)
-    if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool:
-        raise AdvlabError(f"{spec}: y has shape {tuple(y.shape)} dtype {y.dtype}; give a 1-D integer array of "
-                          "class indices (-1 = unknown)")
-    if len(y) != count:
-        raise AdvlabError(f"{spec}: y has {len(y)} labels for {count} images; give one label per image")
-    y = y.to(torch.int64)
-    if int(y.min()) < -1 or int(y.max()) >= model.num_classes:
-        raise AdvlabError(f"{spec}: y spans [{int(y.min())}, {int(y.max())}] but the model has "
-                          f"{model.num_classes} classes; use 0..{model.num_classes - 1} (-1 = unknown)")
-    return y

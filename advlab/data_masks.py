@@ -30,7 +30,7 @@ VOC_YEARS = ("2007", "2008", "2009", "2010", "2011", "2012")
 
 
 def load_pairs(spec: str, root: Path, model: "ImageClassifier", n: int | None) -> "ImageSet":
-    from advlab.data import IMAGE_SUFFIXES, ImageSet, _first_n
+    from advlab.data import IMAGE_SUFFIXES, ImageSet, first_n
 
     images, masks = root / "images", root / "masks"
     if not images.is_dir() or not masks.is_dir():
@@ -43,7 +43,7 @@ def load_pairs(spec: str, root: Path, model: "ImageClassifier", n: int | None) -
                           "image a mask PNG with the same stem")
     if not files:
         raise AdvlabError(f"{spec}: no images in {images}")
-    files = _first_n(files, n, spec)
+    files = first_n(files, n, spec)
     x, y = _decode_pairs([(p, by_stem[p.stem]) for p in files], model, spec)
     return ImageSet(x, y, [p.name for p in files], spec, "ground-truth")
 
@@ -52,7 +52,7 @@ def load_voc(spec: str, arg: str, model: "ImageClassifier", n: int | None) -> "I
     """PASCAL VOC segmentation (Everingham et al., IJCV 2010) from a local root; never downloads."""
     from torchvision.datasets import VOCSegmentation
 
-    from advlab.data import ImageSet, _first_n
+    from advlab.data import ImageSet, first_n
     from advlab.segmenters import VOC_CLASSES
 
     root, _, rest = arg.partition(":")
@@ -69,7 +69,7 @@ def load_voc(spec: str, arg: str, model: "ImageClassifier", n: int | None) -> "I
     if model.num_classes != len(VOC_CLASSES):
         raise AdvlabError(f"{spec} is labeled in the {len(VOC_CLASSES)} VOC classes; the model has "
                           f"{model.num_classes}")
-    pairs = _first_n(list(zip(dataset.images, dataset.masks)), n, spec)
+    pairs = first_n(list(zip(dataset.images, dataset.masks)), n, spec)
     x, y = _decode_pairs([(Path(i), Path(m)) for i, m in pairs], model, spec)
     return ImageSet(x, y, [Path(i).name for i, _ in pairs], spec, "ground-truth", VOC_CLASSES)
 
@@ -77,12 +77,12 @@ def load_voc(spec: str, arg: str, model: "ImageClassifier", n: int | None) -> "I
 def _decode_pairs(pairs: list[tuple[Path, Path]], model: "ImageClassifier",
                   spec: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C, H, W) float images in [0, 1] and (N, H, W) int64 masks, one geometry for both."""
-    from advlab.data import _decode
+    from advlab.data import decode
 
     mode = "RGB" if model.in_channels == 3 else "L"
     images, masks = [], []
     for image_path, mask_path in pairs:
-        image, mask = _decode(image_path, mode), _read_mask(mask_path, spec)  # (C, H, W) uint8, (H, W) int64
+        image, mask = decode(image_path, mode), _read_mask(mask_path, spec)  # (C, H, W) uint8, (H, W) int64
         if image.shape[-2:] != mask.shape:
             raise AdvlabError(f"{spec}: mask {mask_path.name} is {tuple(mask.shape)} but its image is "
                               f"{tuple(image.shape[-2:])}; give each image a mask of its size")

@@ -105,7 +105,8 @@ def fashion(tmp_path_factory: pytest.TempPathFactory) -> Fashion:
     """`advlab.smallnets.fashion_cnn` trained for one epoch on the first 20,000 Fashion-MNIST training
     images. Where Fashion-MNIST is neither installed nor downloadable the tests fail with the data
     loader's message (how to install it): a skip would hide the HGD checks."""
-    from advlab.data import FASHION_CLASSES, load_images
+    from advlab.data import load_images
+    from advlab.data_fashion import FASHION_CLASSES
     from advlab.smallnets import FASHION_MEAN, FASHION_STD, fashion_cnn, train_classifier
 
     torch.manual_seed(0)

@@ -24,7 +24,8 @@ from advlab.attack import AttackResult
 from advlab.attacks.universal import (UniversalPerturbation, deepfool, load_perturbation, perturbation_png, project,
                                       save_perturbation)
 from advlab.criteria import Targeted, Untargeted
-from advlab.data import FASHION_CLASSES, load_images
+from advlab.data import load_images
+from advlab.data_fashion import FASHION_CLASSES
 from advlab.errors import AdvlabError
 from advlab.models import ImageClassifier
 from advlab.smallnets import fashion_cnn, train_classifier

@@ -1,0 +1,119 @@
+"""`tensors:FILE`: images (and labels or masks) saved as arrays, `.npz` or `.pt` with `x` in [0, 1]
+float or uint8, NCHW or NHWC, and optional `y`: class ids (N,) for classifiers (-1 = unknown), masks
+(N, H, W) for segmenters (255 = void). Files are read with `allow_pickle=False` / `weights_only=True`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from advlab.data import ImageSet, first_n
+from advlab.errors import AdvlabError, first_line
+from advlab.models import ImageClassifier
+
+
+def load_tensors(spec: str, file: str, model: ImageClassifier, n: int | None) -> ImageSet:
+    x_raw, y_raw = _read_tensor_file(Path(file).expanduser(), spec)
+    x = _to_nchw_view(x_raw, spec)  # (N, C, H, W), dtype as stored
+    if len(x) == 0:
+        raise AdvlabError(f"{spec}: x holds no images; save at least one")
+    y = _check_labels(y_raw, len(x), model, spec)
+    keep = first_n(list(range(len(x))), n, spec)
+    x = match_channels(_to_unit_float(x[:len(keep)], spec), model, spec)
+    names = [f"{file}[{i}]" for i in keep]
+    if y is None or (y.dim() == 1 and bool((y == -1).all())):
+        return ImageSet(x, torch.full((len(x),), -1, dtype=torch.int64), names, spec, "none")
+    return ImageSet(x, y[:len(x)].clone(), names, spec, "ground-truth")
+
+
+def _read_tensor_file(path: Path, spec: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(x, y or None) from a .npz or .pt file holding keys 'x' and optional 'y'."""
+    if not path.is_file():
+        raise AdvlabError(f"{spec}: file {path} does not exist; check the path")
+    suffix = path.suffix.lower()
+    if suffix not in (".npz", ".pt", ".pth"):
+        raise AdvlabError(f"{spec}: unsupported file type {suffix!r}; save x (and y) with np.savez or torch.save "
+                          "as .npz or .pt")
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise AdvlabError(f"{spec}: cannot read {path}: {type(exc).__name__}: {first_line(exc)}; "
+                          "save a dict {'x': images, 'y': labels} with np.savez or torch.save") from exc
+    if not isinstance(data, dict) or "x" not in data:
+        keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise AdvlabError(f"{spec}: {path} has no 'x' (found {keys}); save a dict {{'x': images, 'y': labels}}")
+    y = data.get("y")
+    return _as_tensor(data["x"], "x", spec), None if y is None else _as_tensor(y, "y", spec)
+
+
+def _as_tensor(value: object, key: str, spec: str) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biuf":
+            raise AdvlabError(f"{spec}: {key} has numpy dtype {value.dtype}; save numeric arrays")
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, torch.Tensor):
+        return value
+    raise AdvlabError(f"{spec}: {key} is a {type(value).__name__}; save it as a numpy array or torch tensor")
+
+
+def _to_nchw_view(x: torch.Tensor, spec: str) -> torch.Tensor:  # -> (N, C, H, W), no copy
+    shape = tuple(x.shape)
+    if x.dim() == 3 and shape[-1] not in (1, 3):
+        return x.unsqueeze(1)
+    if x.dim() == 4 and shape[1] in (1, 3):
+        return x
+    if x.dim() == 4 and shape[3] in (1, 3):
+        return x.permute(0, 3, 1, 2)
+    raise AdvlabError(f"{spec}: x has shape {shape}; accepted layouts: (N, C, H, W) or (N, H, W, C) with "
+                      "C in {1, 3}, or (N, H, W) grayscale (add a batch axis to a single image)")
+
+
+def _to_unit_float(x: torch.Tensor, spec: str) -> torch.Tensor:  # uint8 | float -> float32 in [0, 1]
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32).div_(255.0).contiguous()
+    if not x.is_floating_point():
+        raise AdvlabError(f"{spec}: x has dtype {x.dtype}; give float values in [0, 1] or uint8 in [0, 255]")
+    x = x.to(torch.float32).contiguous()
+    if not bool(torch.isfinite(x).all()) or float(x.min()) < 0.0 or float(x.max()) > 1.0:
+        raise AdvlabError(f"{spec}: x values span [{float(x.min()):g}, {float(x.max()):g}] but float images must "
+                          "lie in [0, 1]; divide by 255 (or save uint8)")
+    return x
+
+
+def match_channels(x: torch.Tensor, model: ImageClassifier, spec: str) -> torch.Tensor:
+    c, want = int(x.shape[1]), model.in_channels
+    if c == want:
+        return x
+    if c == 1 and want == 3:
+        return x.repeat(1, 3, 1, 1)
+    raise AdvlabError(f"{spec}: x has {c} channels but the model wants {want}; convert the images to "
+                      f"{want} channel(s) before saving")
+
+
+def _check_labels(y: torch.Tensor | None, count: int, model: ImageClassifier, spec: str) -> torch.Tensor | None:
+    """Class labels (N,) for a classifier, -1 = unknown; per-pixel masks (N, H, W) for a segmenter,
+    255 = void (their size and class ids are checked against the images by the segmentation task)."""
+    if y is None:
+        return None
+    if getattr(model, "task", "classification") == "segmentation":
+        if y.dim() != 3 or y.is_floating_point() or y.dtype == torch.bool:
+            raise AdvlabError(f"{spec}: y has shape {tuple(y.shape)} dtype {y.dtype}; a segmentation model needs "
+                              "integer masks (N, H, W), one class id per pixel (255 = void)")
+        if len(y) != count:
+            raise AdvlabError(f"{spec}: y has {len(y)} masks for {count} images; give one mask per image")
+        return y.to(torch.int64)
+    if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool:
+        raise AdvlabError(f"{spec}: y has shape {tuple(y.shape)} dtype {y.dtype}; give a 1-D integer array of "
+                          "class indices (-1 = unknown)")
+    if len(y) != count:
+        raise AdvlabError(f"{spec}: y has {len(y)} labels for {count} images; give one label per image")
+    y = y.to(torch.int64)
+    if int(y.min()) < -1 or int(y.max()) >= model.num_classes:
+        raise AdvlabError(f"{spec}: y spans [{int(y.min())}, {int(y.max())}] but the model has "
+                          f"{model.num_classes} classes; use 0..{model.num_classes - 1} (-1 = unknown)")
+    return y
