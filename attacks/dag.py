@@ -107,8 +107,8 @@ class DAG(Attack):
         active_share = torch.ones(n, device=x.device)
         finished = torch.zeros(n, dtype=torch.bool, device=x.device)
         bar = tqdm(total=self.max_iterations, desc="dag", unit="it", disable=not self.progress, leave=False)
+        crit = criterion  # the targets of the images still in the batch, re-cut at each compaction
         for it in range(self.max_iterations):
-            crit = criterion.subset(live)
             xa = (x0[live] + r_total[live]).clamp(0.0, 1.0).requires_grad_(True)  # (A, C, H, W)
             with torch.enable_grad():
                 logits = model(xa.to(x.dtype)).float()  # (A, K, H, W)
@@ -136,7 +136,7 @@ class DAG(Attack):
                 keep = running.nonzero().squeeze(1)  # the one host sync per compaction
                 if keep.numel() == 0:
                     break
-                live = live[keep]
+                live, crit = live[keep], crit.subset(keep)
         bar.close()
         # queries count every forward+backward pass an image took part in, the pass that found it done included
         x_adv = (x0 + r_total).clamp(0.0, 1.0).to(x.dtype)

@@ -10,7 +10,6 @@ from PIL import Image
 
 from advlab.data import load_images
 from advlab.errors import AdvlabError
-from advlab.scenes import SCENE_CLASSES
 
 
 def _png(x: torch.Tensor) -> Image.Image:  # (3, H, W) in [0, 1]
@@ -100,4 +99,3 @@ def test_voc_from_a_local_root_never_downloads(segmenter, tmp_path):
         load_images(f"voc:{tmp_path}", segmenter.model)
     with pytest.raises(AdvlabError, match="holds per-pixel masks for segmentation models"):
         load_images(f"voc:{tmp_path}", load_model("mobilenet_v2", "none"))
-    assert len(SCENE_CLASSES) == 11
