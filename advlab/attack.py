@@ -60,6 +60,7 @@ class Attack(abc.ABC):
     name: ClassVar[str] = ""
     norm: ClassVar[str] = "l2"
     path_settings: ClassVar[tuple[str, ...]] = ()  # settings that name files (made absolute in config.yaml)
+    model_settings: ClassVar[tuple[str, ...]] = ()  # settings that name a model (name or model entry), likewise
 
     def __call__(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
                  seed: int = 0, starting_points: torch.Tensor | None = None) -> AttackResult:
@@ -106,6 +107,11 @@ class Attack(abc.ABC):
     control_tag: ClassVar[str] = "control"  # file-name suffix of a control row
     transfer_key: ClassVar[str] = "transfer"  # results' key of this attack's `transfer` table
     control_of: str | None = None  # set on a control attack: what it is a baseline for (results' "baseline")
+
+    def prepare(self, model: nn.Module, shape: tuple[int, ...], device: torch.device) -> None:
+        """Check that the attack fits this model and images of this (C, H, W) shape, loading what it needs
+        besides them (e.g. a surrogate model); the runner calls it before anything is written, and an
+        AdvlabError here is the one line the user sees."""
 
     def control(self) -> "Attack | None":
         """A control attack whose row goes next to this one's (e.g. a random perturbation of the same

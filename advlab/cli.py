@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-queries", type=int, help="model evaluations per image")
     b.add_argument("--target-l2", type=number, help="stop an image once its L2 is at most this")
     b.add_argument("--candidates", type=int, help="proposals per image per step, one forward pass")
+    b.add_argument("--prior", choices=["lowfreq", "normal", "perlin"],
+                   help="boundary: where the random steps come from (default lowfreq)")
+    b.add_argument("--surrogate", metavar="MODEL", help="boundary: tilt the random steps toward the gradient of this "
+                   "local model (a torchvision name or FILE.py:factory); the attacked model still gives decisions only")
+    b.add_argument("--surrogate-weights", metavar="WEIGHTS", help="the surrogate's weights (enum name or FILE)")
     b.add_argument("--target-class", type=int, help="targeted mode: the class every image should become")
     b.add_argument("--starting-image", help="targeted: an image file to start from; its class is the target")
     b.add_argument("--target-mask", help="segmentation: a shape (grayscale PNG, white = inside) painted with a class "

@@ -27,7 +27,8 @@ def segmentation_default_model() -> ModelSpec:
 # CLI flags that become attack settings when given (dest -> setting name).
 ATTACK_FLAGS = {"steps": "steps", "max_queries": "max_queries", "target_l2": "target_l2",
                 "candidates": "candidates", "backend": "backend", "eps": "eps", "norm": "norm", "solver": "solver",
-                "max_passes": "max_passes", "delta": "delta", "perturbation": "perturbation"}
+                "max_passes": "max_passes", "delta": "delta", "perturbation": "perturbation", "prior": "prior",
+                "surrogate": "surrogate"}
 
 
 def config_from_attack_args(args: argparse.Namespace) -> RunConfig:
@@ -152,6 +153,10 @@ def _model_and_data(cfg: RunConfig, args: argparse.Namespace, tasks: frozenset[s
 
 def _attack_params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {ATTACK_FLAGS[k]: getattr(args, k) for k in ATTACK_FLAGS if getattr(args, k) is not None}
+    if args.surrogate_weights is not None:
+        if args.surrogate is None:
+            raise AdvlabError("--surrogate-weights needs --surrogate MODEL (the model those weights belong to)")
+        params["surrogate"] = {"name": args.surrogate, "weights": args.surrogate_weights}
     params.update(key_value(item, f"--set {item!r}", "--set spherical_every=2") for item in args.set)
     return params
 

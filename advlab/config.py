@@ -327,6 +327,24 @@ def absolute_source(source: str) -> str:
     return f"{scheme}:{absolute(arg)}" if sep and arg and scheme in ("folder", "tensors", "pairs") else source
 
 
+def absolute_settings(cls: type, settings: dict[str, Any]) -> dict[str, Any]:
+    """A plugin's settings with the files they name made absolute: its `path_settings` (a path) and
+    `model_settings` (a model name, FILE.py:factory, or a model entry mapping)."""
+    out = dict(settings)
+    for key in getattr(cls, "path_settings", ()):
+        if isinstance(out.get(key), str):
+            out[key] = absolute(out[key])
+    fields = {f.name for f in dataclasses.fields(ModelSpec)}
+    for key in getattr(cls, "model_settings", ()):
+        value = out.get(key)
+        if isinstance(value, str) and value.strip():
+            out[key] = absolute_model(ModelSpec(name=value, weights=None)).name
+        elif isinstance(value, dict) and isinstance(value.get("name"), str) and set(value) <= fields:
+            resolved = dataclasses.asdict(absolute_model(ModelSpec(**value)))
+            out[key] = {k: resolved[k] for k in value}
+    return out
+
+
 def absolute_model(spec: ModelSpec) -> ModelSpec:
     """A model entry whose factory file, weights file and class-names file are absolute paths."""
     name, weights = spec.name, spec.weights

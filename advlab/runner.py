@@ -15,8 +15,20 @@ import torch
 
 from advlab import __version__
 from advlab.attack import Attack
-from advlab.config import (AttackSpec, DefenseSpec, ModelSpec, RunConfig, absolute, absolute_model, absolute_source,
-                           attack_defaults, instantiate, load_config, to_yaml)
+from advlab.config import (
+    AttackSpec,
+    DefenseSpec,
+    ModelSpec,
+    RunConfig,
+    absolute,
+    absolute_model,
+    absolute_settings,
+    absolute_source,
+    attack_defaults,
+    instantiate,
+    load_config,
+    to_yaml,
+)
 from advlab.data import load_images
 from advlab.defense import Defended, Defense
 from advlab.defense_eval import attack_keys, build_defense, evaluate_defense
@@ -79,6 +91,7 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
     for subject in subjects:
         for spec, attack in zip(cfg.attacks, attacks):
             check_task(get_attack(spec.method), subject)
+            attack.prepare(subject.model, tuple(subject.data.x.shape[1:]), device)
             subject.task.plan(spec, attack, subject, device, seed=cfg.seed)
         for dspec, defense in zip(cfg.defenses, defenses):  # a defense that does not fit fails here, on one image
             check_task(get_defense(dspec.method), subject)
@@ -197,9 +210,7 @@ def _resolved(cfg: RunConfig) -> RunConfig:
     every path (model and weights files, data, starting images, plugin files) absolute, so that
     `--resume` works from any working directory."""
     def settings(cls: type, params: dict[str, Any]) -> dict[str, Any]:
-        paths = getattr(cls, "path_settings", ())
-        full = {**attack_defaults(cls), **params}
-        return {k: absolute(v) if k in paths and isinstance(v, str) else v for k, v in full.items()}
+        return absolute_settings(cls, {**attack_defaults(cls), **params})
 
     specs = [AttackSpec(s.method, s.target_class, absolute(s.starting_image) if s.starting_image else None,
                         absolute(s.target_mask) if s.target_mask else None,

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from advlab.attacks.boundary import BoundaryAttack
+from advlab.attacks.boundary import DEFAULT_CANDIDATES, BoundaryAttack
 from advlab.criteria import Untargeted
 from advlab.data import load_images
 from advlab.device import apply_precision, device_name, resolve_device, synchronize
@@ -99,13 +99,15 @@ def main() -> None:
     p.add_argument("--data", default="imagenet-samples")
     p.add_argument("-n", type=int, default=20)
     p.add_argument("--budgets", default="1000,5000", help="foolbox steps per row, comma-separated")
-    p.add_argument("--candidates", type=int, default=4)
+    p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help="ours: proposals per image per step")
     p.add_argument("--priors", default="lowfreq,normal", help="proposal priors of ours to compare, comma-separated "
                    "(lowfreq, normal, perlin); the first also runs the time-to-foolbox's-best row")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-foolbox", action="store_true")
+    p.add_argument("--surrogate", help="also run ours (first prior) biased by this surrogate model (Brunner et "
+                   "al.), e.g. resnet18; it needs its weights (torchvision's download, or the cache)")
     p.add_argument("--hopskipjump", default="", metavar="STEPS,...", help="also run foolbox's HopSkipJumpAttack "
                    "with these step counts, and ours (first prior) at the same model evaluations per image")
     args = p.parse_args()
@@ -153,6 +155,11 @@ def main() -> None:
             ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, max_queries=budget,
                                               prior=prior, progress=False), model, x, y, args.seed, device)
             show(f"ours {prior} K={args.candidates} max_queries={budget}", ours, batch)
+        if args.surrogate:
+            ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, max_queries=budget,
+                                              prior=priors[0], surrogate=args.surrogate, progress=False),
+                               model, x, y, args.seed, device)
+            show(f"ours {priors[0]} + surrogate {args.surrogate} max_queries={budget}", ours, batch)
     for steps in [int(v) for v in args.hopskipjump.split(",") if v.strip()]:
         hsj = hopskipjump_once(model, x, y, steps, args.seed, device)
         show(f"foolbox HopSkipJump steps={steps}", hsj, n)

@@ -156,7 +156,7 @@ CLI_CASES = {
     "missing weights file": (lambda f: ["attack", "--method", "fgsm", "--model", f"{CONFTEST}:digits_net",
                                         "--weights", "nowhere.pt"], "weights file nowhere.pt does not exist"),
     "a setting of the wrong type": (lambda f: ["attack", "--method", "boundary", *digits_model(f), "--set",
-                                               "spherical_step=abc"], "spherical_step must be a number, got 'abc'"),
+                                               "spherical_step=abc"], "spherical_step must be a number (or null), got 'abc'"),
     "a list where a scalar belongs": (lambda f: ["attack", "--method", "boundary", *digits_model(f), "--set",
                                                  "steps=[1, 2]"], "steps must be an integer"),
     "a float where an int belongs": (lambda f: ["attack", "--method", "boundary", *digits_model(f), "--candidates",

@@ -18,7 +18,10 @@ pytestmark = pytest.mark.usefixtures("in_tmp")
 def test_foolbox_backend_takes_one_candidate_by_itself_and_records_it():
     assert BoundaryAttack(backend="foolbox").candidates == 1
     assert BoundaryAttack(backend="foolbox").params()["candidates"] == 1
-    assert BoundaryAttack().candidates == 4  # ours: several proposals per forward pass
+    assert BoundaryAttack().candidates == 2  # ours: several proposals per forward pass
+    assert BoundaryAttack(backend="foolbox").spherical_step == 0.01  # foolbox's own defaults, not ours
+    assert BoundaryAttack().spherical_step == BoundaryAttack().source_step == 0.05
+    assert BoundaryAttack().max_queries == 2000 and BoundaryAttack(backend="foolbox").max_queries is None
     with pytest.raises(ValueError, match="candidates must be 1 with backend foolbox"):
         BoundaryAttack(backend="foolbox", candidates=4)
 
@@ -86,3 +89,17 @@ def test_fashion_mnist_names_its_classes(fashion, tmp_path):
     sample = json.loads((out / "results.json").read_text())["attacks"][0]["samples"][0]
     assert sample["label"] == 9 and sample["label_name"] == "Ankle boot"
     assert "Ankle boot" in (out / "index.html").read_text()
+
+
+def test_cpu_runs_keep_freed_memory_for_reuse_on_glibc():
+    """README, CPU speed: on Linux (glibc) resolving the CPU device sets the allocator to reuse memory."""
+    import sys
+
+    from advlab.device import keep_freed_memory, resolve_device
+
+    resolve_device("cpu")
+    if sys.platform.startswith("linux"):
+        import platform
+
+        if platform.libc_ver()[0] == "glibc":
+            assert keep_freed_memory() is True
