@@ -61,6 +61,7 @@ class Attack(abc.ABC):
     norm: ClassVar[str] = "l2"
     path_settings: ClassVar[tuple[str, ...]] = ()  # settings that name files (made absolute in config.yaml)
     model_settings: ClassVar[tuple[str, ...]] = ()  # settings that name a model (name or model entry), likewise
+    minimal_perturbation: ClassVar[bool] = False  # minimises the distance: its distances give a robustness curve
 
     def __call__(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
                  seed: int = 0, starting_points: torch.Tensor | None = None) -> AttackResult:

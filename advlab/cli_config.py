@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from advlab.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig, default_weights, validate
+from advlab.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig, default_weights, expand_sweeps, validate
 from advlab.errors import AdvlabError
 
 SEGMENTATION_DEFAULT_N = 16  # scenes in the embedded segmentation default (a few minutes of DAG on 2 CPU cores)
@@ -178,5 +178,6 @@ def apply_run_overrides(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
         cfg.data.n = args.n
     if args.eval_n is not None:
         cfg.data.eval_n = args.eval_n
+    cfg.attacks = expand_sweeps(cfg.attacks, "command line")
     validate(cfg)
     return cfg

@@ -97,7 +97,8 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> RunConfi
     if attacks is not None:
         if not isinstance(attacks, list) or not attacks:
             raise AdvlabError(f"{source}: 'attacks' must be a non-empty list of {{method: NAME, ...}} entries")
-        cfg.attacks = [attack_spec_from_dict(a, f"{source}: attacks[{i}]") for i, a in enumerate(attacks)]
+        cfg.attacks = expand_sweeps([attack_spec_from_dict(a, f"{source}: attacks[{i}]")
+                                     for i, a in enumerate(attacks)], source)
     if defenses is not None:
         if not isinstance(defenses, list):
             raise AdvlabError(f"{source}: 'defenses' must be a list of {{method: NAME, ...}} entries")
@@ -145,6 +146,25 @@ def attack_spec_from_dict(raw: Any, where: str) -> AttackSpec:
         raise AdvlabError(f"{where}.target_class must be a class index >= 0, got {target!r}")
     return AttackSpec(method=method, target_class=target, starting_image=starting_image, target_mask=target_mask,
                       params={k: parse_number(v) for k, v in entry.items()})
+
+
+def expand_sweeps(specs: list[AttackSpec], source: str = "config") -> list[AttackSpec]:
+    """An attack entry whose setting is a list (`eps: [2/255, 4/255, 8/255]`) becomes one entry per
+    value, in order: a sweep, which the report draws as a robustness curve. One list per entry."""
+    out = []
+    for i, spec in enumerate(specs):
+        swept = [k for k, v in spec.params.items() if isinstance(v, list)]
+        if len(swept) > 1:
+            raise AdvlabError(f"{source}: attacks[{i}] sweeps {swept[0]} and {swept[1]}; sweep one setting per "
+                              f"entry (write one entry per value of the other)")
+        if not swept:
+            out.append(spec)
+            continue
+        values = spec.params[swept[0]]
+        if not values:
+            raise AdvlabError(f"{source}: attacks[{i}].{swept[0]} is an empty list; give at least one value")
+        out += [dataclasses.replace(spec, params={**spec.params, swept[0]: parse_number(v)}) for v in values]
+    return out
 
 
 def defense_spec_from_dict(raw: Any, where: str) -> DefenseSpec:

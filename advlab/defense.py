@@ -66,7 +66,11 @@ class Defended(nn.Module):
 
     @property
     def adaptive_gradient(self) -> str:
-        return "exact" if self.defense.differentiable else "bpda"
+        """"exact", "bpda" (the identity through a non-differentiable defense), or "none" (its naive,
+        zero gradient: a defense with `bpda` off, kept to show what gradient masking looks like)."""
+        if self.defense.differentiable:
+            return "exact"
+        return "bpda" if getattr(self.defense, "bpda", True) else "none"
 
     # the attributes the runner, the report and attacks read from an ImageClassifier
     @property
@@ -115,6 +119,8 @@ class Defended(nn.Module):
             return self.model(self.purify(x))
         with torch.no_grad():
             purified = self.purify(x.detach())
+        if self.adaptive_gradient == "none":
+            return self.model(purified + 0 * x)  # the gradient of a piecewise-constant map: zero
         return self.model(bpda_identity(x, purified))
 
     def describe(self) -> dict[str, Any]:

@@ -21,7 +21,8 @@ import torch
 from advlab.attack import Attack
 from advlab.config import AttackSpec, DefenseSpec, RunConfig, instantiate
 from advlab.defense import Defended, Defense
-from advlab.registry import get_defense
+from advlab.registry import get_attack, get_defense
+from advlab.robustness import ADAPTIVE, NON_ADAPTIVE, Column, Ledger, entry
 from advlab.rows import HeldOut, Outcome, RowContext, Subject, attack_row
 
 log = logging.getLogger("advlab")
@@ -33,6 +34,12 @@ def build_defense(spec: DefenseSpec) -> Defense:
     return instantiate("defense", spec.method, get_defense(spec.method).cls, spec.params)
 
 
+def defense_label(defense: Defense) -> str:
+    """The defense as the robustness matrix names it: its method and settings, e.g. 'bit-depth 2 bits'."""
+    variant = defense.variant()
+    return f"{defense.name} {variant}" if variant else defense.name
+
+
 def attack_keys(specs: list[AttackSpec]) -> list[str]:
     """The accuracy_after_defense key of each attack: its method, or method-i when a method repeats."""
     counts = Counter(s.method for s in specs)
@@ -41,11 +48,13 @@ def attack_keys(specs: list[AttackSpec]) -> list[str]:
 
 def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: Subject,
                      bare: list[tuple[str, str, AttackSpec, Attack, Outcome]], cfg: RunConfig,
-                     device: torch.device, arrays: Path,
-                     context: RowContext = RowContext()) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                     device: torch.device, arrays: Path, context: RowContext = RowContext(),
+                     ledger: Ledger | None = None,
+                     names: list[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The defense row and its adaptive attack rows. `bare` holds, per attack of the run,
     (key, tag, spec, attack, outcome on the bare model). Scores are the task's headline number
-    (accuracy for classifiers), under the schema's accuracy keys."""
+    (accuracy for classifiers), under the schema's accuracy keys. With a `ledger`, the per-image
+    verdicts of both settings go into it under the attacks' `names`."""
     defended = Defended(subject.model, defense).to(device).eval()
     task, data, labels = subject.task, subject.data, subject.labels
     clean = task.predict(defended, data.x, cfg.batch_size, device)
@@ -63,15 +72,29 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
     }
     adaptive_rows: list[dict[str, Any]] = []
     gallery: list[tuple[str, Outcome, torch.Tensor]] = []
-    for key, tag, attack_spec, attack, outcome in bare:
+    clean_correct = task.correct(clean, labels) if ledger is not None else None
+    columns = {s: Column(context.model, defense_label(defense), s) for s in (NON_ADAPTIVE, ADAPTIVE)}
+    if clean_correct is not None:
+        ledger.add_column(columns[NON_ADAPTIVE], clean_correct)
+        if spec.adaptive:
+            ledger.add_column(columns[ADAPTIVE], clean_correct)
+    for i, (key, tag, attack_spec, attack, outcome) in enumerate(bare):
+        threat = get_attack(attack_spec.method).threat
         after = task.predict(defended, outcome.x_adv, cfg.batch_size, device)
+        if clean_correct is not None:
+            ledger.record(columns[NON_ADAPTIVE], names[i], entry(task.correct(after, labels), outcome.dist,
+                                                                  attack_spec, attack, threat))
         row["accuracy_without_defense"][key] = task.score(outcome.adv, labels)
         row["accuracy_after_defense"][key] = task.score(after, labels)
         gallery.append((key, outcome, after.label))
         if spec.adaptive:
-            adaptive = attack_row(f"{tag}-d{index}", attack_spec, attack, defended_subject, cfg, device, arrays,
-                                  adaptive_context).row
+            adaptive_outcome = attack_row(f"{tag}-d{index}", attack_spec, attack, defended_subject, cfg, device,
+                                          arrays, adaptive_context)
+            adaptive = adaptive_outcome.row
             adaptive_rows.append(adaptive)
+            if clean_correct is not None:
+                ledger.record(columns[ADAPTIVE], names[i], entry(task.correct(adaptive_outcome.adv, labels),
+                                                                  adaptive_outcome.dist, attack_spec, attack, threat))
             row["accuracy_after_defense"][f"{key}(adaptive)"] = adaptive[task.score_name]
         log.info("%s on %s: %s accuracy %.3f undefended, %.3f non-adaptive%s", defense.name, subject.model.name, key,
                  row["accuracy_without_defense"][key], row["accuracy_after_defense"][key],

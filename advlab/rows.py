@@ -71,6 +71,7 @@ class Outcome:
     x_adv: torch.Tensor  # (N, C, H, W) on CPU; the clean image where the attack did not run
     won: torch.Tensor  # (N,) bool, attacked and successful
     adv: Any  # the subject's task predictions on x_adv
+    dist: dict[str, torch.Tensor]  # norm -> (N,) distance of x_adv from x (0 where the attack did not run)
 
 
 def run_attack(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg: RunConfig, device: torch.device,
@@ -124,4 +125,4 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
     saved |= task.arrays(subject, adv)  # e.g. label maps for segmentation
     arrays.mkdir(parents=True, exist_ok=True)
     torch.save(saved, arrays / f"{tag}.pt")
-    return Outcome(row, x_adv, plan.attacked & success, adv)
+    return Outcome(row, x_adv, plan.attacked & success, adv, dist)

@@ -31,13 +31,15 @@ from advlab.config import (
 )
 from advlab.data import load_images
 from advlab.defense import Defended, Defense
-from advlab.defense_eval import attack_keys, build_defense, evaluate_defense
+from advlab.defense_eval import attack_keys, build_defense, defense_label, evaluate_defense
 from advlab.device import apply_precision, device_name, resolve_device
 from advlab.errors import AdvlabError, Interrupted
 from advlab.models import load_model
 from advlab.registry import PluginInfo, get_attack, get_defense
 from advlab.report import render_report
+from advlab.robustness import ADAPTIVE, NO_DEFENSE, Column, Ledger, attack_labels, entry
 from advlab.rows import HeldOut, RowContext, Subject, run_attack
+from advlab.sanity import probe, result_checks
 from advlab.tasks import get_task
 
 log = logging.getLogger("advlab")
@@ -153,10 +155,15 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
                              for s in subjects]
     arrays = run_dir / "arrays"
     rows_by_class: dict[type, list[tuple[int, dict[str, Any]]]] = {}
-    keys = attack_keys(cfg.attacks)
+    keys, labels = attack_keys(cfg.attacks), attack_labels(cfg.attacks)
+    ledger, warnings = Ledger(), []
     for m, subject in enumerate(subjects):
         suffix = f"-m{m}" if len(subjects) > 1 else ""
         context = RowContext(model=subject.model.name if len(subjects) > 1 else None)
+        column = Column(context.model, None, NO_DEFENSE)
+        clean_correct = subject.task.correct(subject.clean, subject.labels)
+        if clean_correct is not None:
+            ledger.add_column(column, clean_correct)
         bare = []
         for i, (spec, attack) in enumerate(zip(cfg.attacks, attacks)):
             tag = f"{spec.method}-{i}{suffix}"
@@ -165,9 +172,18 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
                 _add_row(results, outcome.row, subject)
             bare.append((keys[i], tag, spec, attack, outcomes[0]))
             rows_by_class.setdefault(type(attack), []).append((m, outcomes[0].row))
+            if clean_correct is not None:
+                ledger.record(column, labels[i], entry(subject.task.correct(outcomes[0].adv, subject.labels),
+                                                       outcomes[0].dist, spec, attack, get_attack(spec.method).threat))
+        unbounded = clean_correct is not None
+        warnings += probe(subject.model, subject.data.x, subject.labels, column.label(), device, unbounded=unbounded)
         for k, (dspec, defense) in enumerate(zip(cfg.defenses, defenses)):
+            if dspec.adaptive:
+                warnings += probe(Defended(subject.model, defense).to(device).eval(), subject.data.x, subject.labels,
+                                  Column(context.model, defense_label(defense), ADAPTIVE).label(), device,
+                                  unbounded=unbounded)
             row, adaptive_rows = evaluate_defense(k + len(cfg.defenses) * m, dspec, defense, subject, bare, cfg,
-                                                  device, arrays, context)
+                                                  device, arrays, context, ledger, labels)
             results["defenses"].append(row)
             for adaptive in adaptive_rows:
                 _add_row(results, adaptive, subject)
@@ -176,6 +192,11 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
             transfer = cls.transfer(subjects, rows, run_dir, cfg.batch_size, device)
             if transfer is not None:
                 results[cls.transfer_key] = transfer
+    if ledger.columns:
+        results["robustness"] = ledger.summary()
+    results["warnings"] = warnings + result_checks(ledger, results["attacks"])
+    for found in results["warnings"]:
+        log.warning("check %s (%s): %s", found["check"], found["where"], found["message"])
     (run_dir / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     render_report(run_dir)
     return run_dir

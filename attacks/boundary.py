@@ -83,6 +83,7 @@ class BoundaryAttack(Attack):
     """Boundary Attack (Brendel et al., ICLR 2018): decision-based, minimises L2 from an adversarial start."""
 
     norm = "l2"
+    minimal_perturbation = True
     model_settings = ("surrogate",)
     spherical_band = (0.2, 0.5)  # keep the orthogonal-step success rate in here (paper: about 50%)
     source_band = (0.2, 0.5)  # and the full-step success rate in here

@@ -13,7 +13,9 @@
 Losses come from the criterion, so the attacks run on any task whose criteria define them (per-pixel
 for segmentation): "ce" (`criterion.loss`: cross-entropy, ascended for untargeted criteria, descended
 on the target's for targeted ones) or "margin" (`criterion.margin_loss`: the logit margin of Carlini &
-Wagner, S&P 2017, without the kappa clamp).
+Wagner, S&P 2017, without the kappa clamp). `eot_samples` > 1 averages the gradient over that many
+forward/backward passes per step, for randomised models and defenses (Expectation over
+Transformation: Athalye, Engstrom, Ilyas & Kwok, ICML 2018); each pass counts as a query.
 
 Everything is batched: every step sends the whole batch through the model once and takes gradients
 with respect to the input only (`torch.autograd.grad`), so the model's parameters are never touched.
@@ -67,7 +69,7 @@ def _criterion(labels: torch.Tensor, targeted: bool) -> Criterion:
 
 def _pgd(model: nn.Module, x: torch.Tensor, criterion: Criterion, eps: torch.Tensor | float, steps: int,
          step_size: torch.Tensor | float, *, norm: str, seed: int,
-         random_start: bool, loss: str, early_stop: bool) -> tuple[torch.Tensor, torch.Tensor]:
+         random_start: bool, loss: str, early_stop: bool, eot_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """The shared loop. Returns (x_adv (N, C, H, W) in x's dtype, queries (N,) int64).
 
     queries: model evaluations (one forward + backward each) spent on an image; `steps` for every
@@ -91,12 +93,14 @@ def _pgd(model: nn.Module, x: torch.Tensor, criterion: Criterion, eps: torch.Ten
     frozen = torch.zeros(n, dtype=torch.bool, device=device)  # early stop: already adversarial
     for _ in range(steps):
         adv.requires_grad_(True)
-        with torch.enable_grad():
-            logits = model(adv.to(x.dtype)).float()  # (N, K)
-            objective = criterion.loss(logits) if loss == "ce" else criterion.margin_loss(logits)  # (N,), ascend
-            (grad,) = torch.autograd.grad(objective.sum(), adv)  # sum: each image's gradient is its own
+        grad = torch.zeros_like(adv)
+        for _ in range(eot_samples):  # EOT: the mean gradient over passes of a randomised model
+            with torch.enable_grad():
+                logits = model(adv.to(x.dtype)).float()  # (N, K)
+                objective = criterion.loss(logits) if loss == "ce" else criterion.margin_loss(logits)  # (N,), ascend
+                grad += torch.autograd.grad(objective.sum(), adv)[0]  # sum: each image's gradient is its own
         adv = adv.detach()
-        queries += (~frozen).long()
+        queries += (~frozen).long() * eot_samples
         if early_stop:
             with torch.no_grad():
                 frozen |= criterion.is_adversarial(logits.detach())
@@ -152,16 +156,17 @@ class FGSM(Attack):
 
     norm = "linf"
 
-    def __init__(self, *, eps: float = 8 / 255, loss: str = "ce") -> None:
+    def __init__(self, *, eps: float = 8 / 255, loss: str = "ce", eot_samples: int = 1) -> None:
         self.eps = check_eps(eps, "linf")
         self.loss = check_choice("loss", loss, LOSSES)
+        self.eot_samples = positive_int("eot_samples", eot_samples)
 
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
             seed: int, starting_points: torch.Tensor | None) -> AttackResult:
         n = x.shape[0]
         eps = torch.full((n,), self.eps, device=x.device)
         x_adv, queries = _pgd(model, x, criterion, eps, 1, eps, norm="linf", seed=seed, random_start=False,
-                              loss=self.loss, early_stop=False)
+                              loss=self.loss, early_stop=False, eot_samples=self.eot_samples)
         return _result(x_adv, queries)
 
 
@@ -172,7 +177,8 @@ class PGD(Attack):
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
 
     def __init__(self, *, eps: float = 8 / 255, steps: int = 10, step_size: float | None = None,
-                 norm: str = "linf", random_start: bool = True, loss: str = "ce", early_stop: bool = False) -> None:
+                 norm: str = "linf", random_start: bool = True, loss: str = "ce", early_stop: bool = False,
+                 eot_samples: int = 1) -> None:
         self.norm = check_choice("norm", norm, PGD_NORMS)  # type: ignore[misc]  # instance overrides the ClassVar
         self.eps = check_eps(eps, norm)
         self.steps = positive_int("steps", steps)
@@ -184,13 +190,15 @@ class PGD(Attack):
         self.random_start = check_bool("random_start", random_start)
         self.loss = check_choice("loss", loss, LOSSES)
         self.early_stop = check_bool("early_stop", early_stop)
+        self.eot_samples = positive_int("eot_samples", eot_samples)
 
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
             seed: int, starting_points: torch.Tensor | None) -> AttackResult:
         n = x.shape[0]
         x_adv, queries = _pgd(model, x, criterion, torch.full((n,), self.eps, device=x.device), self.steps,
                               torch.full((n,), self.step_size, device=x.device), norm=self.norm, seed=seed,
-                              random_start=self.random_start, loss=self.loss, early_stop=self.early_stop)
+                              random_start=self.random_start, loss=self.loss, early_stop=self.early_stop,
+                              eot_samples=self.eot_samples)
         return _result(x_adv, queries)
 
 

@@ -10,7 +10,9 @@ and median filtering, each a `Defense` (a preprocessor on (N, C, H, W) images in
 
 JPEG and bit-depth reduction have no useful gradient (none at all, or zero almost everywhere), so
 they declare `differentiable = False` and adaptive attacks go through BPDA with the identity
-(Athalye, Carlini & Wagner, ICML 2018); blur and the median filter are differentiated exactly.
+(Athalye, Carlini & Wagner, ICML 2018); `bpda: false` gives the attacks the naive gradient instead
+(zero), the masked evaluation that the lab's sanity checks must flag. Blur and the median filter are
+differentiated exactly.
 Everything is batched and stays on the input's device, except that JPEG falls back to the CPU
 codec where nvjpeg cannot encode (grayscale, or a torchvision built without it).
 """
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
-from advlab.checks import is_real, positive_int
+from advlab.checks import check_bool, is_real, positive_int
 from advlab.defense import Defense
 from advlab.registry import register_defense
 
@@ -48,12 +50,13 @@ class JPEG(Defense):
 
     differentiable = False
 
-    def __init__(self, *, quality: int = 75) -> None:
+    def __init__(self, *, quality: int = 75, bpda: bool = True) -> None:
         super().__init__()
         self.quality = _int_in("quality", quality, 1, 100)
+        self.bpda = check_bool("bpda", bpda)
 
     def variant(self) -> str:
-        return f"q{self.quality}"
+        return f"q{self.quality}" + ("" if self.bpda else ", no BPDA")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> same, C in {1, 3}
         channels = x.shape[1]
@@ -90,12 +93,13 @@ class BitDepth(Defense):
 
     differentiable = False  # a step function: its gradient is zero almost everywhere
 
-    def __init__(self, *, bits: int = 4) -> None:
+    def __init__(self, *, bits: int = 4, bpda: bool = True) -> None:
         super().__init__()
         self.bits = _int_in("bits", bits, 1, 8)
+        self.bpda = check_bool("bpda", bpda)
 
     def variant(self) -> str:
-        return f"{self.bits} bits"
+        return f"{self.bits} bits" + ("" if self.bpda else ", no BPDA")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> same, 2**bits levels
         levels = 2 ** self.bits - 1

@@ -92,7 +92,8 @@ def test_evaluation_reports_three_settings_per_attack(trained, digits):
     assert "Defenses" in html and "BPDA" in html and html.count("def-denoised") >= 3
     cfg = load_config(run / "config.yaml")  # the resolved config holds the defenses with every default
     assert [(d.method, d.params) for d in cfg.defenses] == [
-        ("hgd", {"checkpoint": str(out / "hgd-lgd.pt")}), ("jpeg", {"quality": 75}), ("bit-depth", {"bits": 2})]
+        ("hgd", {"checkpoint": str(out / "hgd-lgd.pt")}), ("jpeg", {"quality": 75, "bpda": True}),
+        ("bit-depth", {"bits": 2, "bpda": True})]
 
 
 

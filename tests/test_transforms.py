@@ -52,7 +52,8 @@ def test_registered_for_every_task():
 
 
 @pytest.mark.parametrize("defense, params, variant", [
-    (JPEG(), {"quality": 75}, "q75"), (BitDepth(), {"bits": 4}, "4 bits"),
+    (JPEG(), {"quality": 75, "bpda": True}, "q75"), (BitDepth(), {"bits": 4, "bpda": True}, "4 bits"),
+    (BitDepth(bits=2, bpda=False), {"bits": 2, "bpda": False}, "2 bits, no BPDA"),
     (GaussianBlur(), {"sigma": 1.0}, "sigma 1"), (MedianFilter(size=5), {"size": 5}, "5x5"),
     (GaussianBlur(sigma=0.5), {"sigma": 0.5}, "sigma 0.5"),
 ])
@@ -66,7 +67,7 @@ def test_settings_are_keyword_only_attributes_with_a_short_label(defense, params
 
 @pytest.mark.parametrize("cls, settings, name", [
     (JPEG, {"quality": 0}, "quality"), (JPEG, {"quality": 101}, "quality"), (JPEG, {"quality": 75.0}, "quality"),
-    (BitDepth, {"bits": 9}, "bits"), (BitDepth, {"bits": 0}, "bits"), (BitDepth, {"bits": True}, "bits"),
+    (BitDepth, {"bits": 9}, "bits"), (BitDepth, {"bpda": "no"}, "bpda"), (BitDepth, {"bits": 0}, "bits"), (BitDepth, {"bits": True}, "bits"),
     (GaussianBlur, {"sigma": 0}, "sigma"), (GaussianBlur, {"sigma": -1.0}, "sigma"),
     (GaussianBlur, {"sigma": math.nan}, "sigma"), (GaussianBlur, {"sigma": "1"}, "sigma"),
     (MedianFilter, {"size": 2}, "size"), (MedianFilter, {"size": 4}, "size"), (MedianFilter, {"size": 1}, "size"),

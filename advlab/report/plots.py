@@ -74,7 +74,7 @@ def l2_vs_queries_png(
     ax.grid(True, which="both", alpha=0.25, linewidth=0.5)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def l2_vs_queries_uri(
@@ -85,7 +85,7 @@ def l2_vs_queries_uri(
     return data_uri(png) if png is not None else None
 
 
-def _png(fig: Figure) -> bytes:
+def figure_png(fig: Figure) -> bytes:
     """The figure as PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -113,7 +113,7 @@ def active_share_uri(trace: torch.Tensor, title: str = "") -> str | None:
     ax.grid(True, alpha=0.25, linewidth=0.5)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    return data_uri(_png(fig))
+    return data_uri(figure_png(fig))
 
 
 def fooling_trace_png(trace: list[float] | np.ndarray, title: str = "") -> bytes | None:
@@ -139,7 +139,7 @@ def fooling_trace_png(trace: list[float] | np.ndarray, title: str = "") -> bytes
     ax.grid(True, alpha=0.25, linewidth=0.5)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def transfer_heatmap_png(matrix: np.ndarray, row_labels: list[str], col_labels: list[str],
@@ -175,4 +175,4 @@ def transfer_heatmap_png(matrix: np.ndarray, row_labels: list[str], col_labels: 
     cbar.set_label("fooling ratio", fontsize=9)
     cbar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)

@@ -70,6 +70,11 @@ class Task(abc.ABC):
                 dist: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """One record per image for results.json."""
 
+    def correct(self, predictions: Any, reference: torch.Tensor) -> torch.Tensor | None:
+        """(N,) bool: images the predictions get right, for the worst case over attacks
+        (`advlab.robustness`); None where the task has no per-image verdict."""
+        return None
+
     def arrays(self, subject: "Subject", adv: Any) -> dict[str, torch.Tensor]:
         """Tensors the report needs besides x and x_adv (e.g. label maps), saved in the row's arrays file."""
         return {}

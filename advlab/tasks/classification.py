@@ -35,6 +35,9 @@ class Classification(Task):
     def score(self, predictions: Predictions, reference: torch.Tensor) -> float:
         return float((predictions.label == reference).float().mean()) if len(reference) else 0.0
 
+    def correct(self, predictions: Predictions, reference: torch.Tensor) -> torch.Tensor:
+        return predictions.label == reference  # (N,)
+
     def plan(self, spec: "AttackSpec", attack: "Attack", subject: "Subject", device: torch.device, *,
              seed: int) -> Plan:
         """Untargeted: the correctly classified images, away from their label; targeted: those not yet

@@ -1,0 +1,96 @@
+"""The top of the report: warnings from the sanity checks, the robustness matrix (attacks and the worst
+case x model / defense / setting, colour-scaled) and the robustness curves (accuracy against eps, and
+against the threshold for minimal-perturbation attacks)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from advlab.report import fmt
+from advlab.report.images import data_uri
+from advlab.report.plots import figure_png
+
+WORST_CASE = "worst case"
+
+
+@dataclass
+class Cell:
+    text: str
+    style: str  # inline background colour, or ""
+
+
+@dataclass
+class Matrix:
+    columns: list[str]
+    clean: list[str]
+    rows: list[tuple[str, list[Cell], bool]]  # (attack, cells, is the worst case)
+
+
+def warnings_view(warnings: Any) -> list[dict[str, Any]]:
+    """The sanity checks' warnings as plain strings, one entry per (check, where) with its messages."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for w in warnings if isinstance(warnings, list) else []:
+        w = fmt.as_dict(w)
+        if not w:
+            continue
+        key = (fmt.plain(w.get("check")), fmt.plain(w.get("where")))
+        group = groups.setdefault(key, {"check": key[0], "where": key[1], "messages": [],
+                                        "advice": fmt.plain(w.get("advice"))})
+        group["messages"].append(fmt.plain(w.get("message")))
+    return list(groups.values())
+
+
+def _colour(value: Any) -> str:
+    """Red (0) through yellow to green (1), light enough for black text."""
+    v = fmt.finite(value)
+    if v is None:
+        return ""
+    v = min(max(v, 0.0), 1.0)
+    red, green = (255, int(120 + 270 * v)) if v < 0.5 else (int(255 - 200 * (v - 0.5)), 255)
+    return f"background: rgb({min(red, 255)}, {min(green, 255)}, 160)"
+
+
+def matrix_view(robustness: Any) -> Matrix | None:
+    """results["robustness"] as the matrix the page shows; None without one."""
+    rob = fmt.as_dict(robustness)
+    columns = [fmt.as_dict(c) for c in rob.get("columns") or []]
+    rows = [fmt.as_dict(r) for r in rob.get("rows") or []]
+    if not columns or not rows:
+        return None
+    out = []
+    for row in rows:
+        values = row.get("accuracy") if isinstance(row.get("accuracy"), list) else []
+        cells = [Cell(fmt.pct(v), _colour(v)) for v in values]
+        out.append((fmt.plain(row.get("attack")), cells, row.get("attack") == WORST_CASE))
+    return Matrix([fmt.plain(c.get("label")) for c in columns], [fmt.pct(c.get("clean_accuracy")) for c in columns],
+                  out)
+
+
+def curves_view(robustness: Any) -> list[dict[str, str]]:
+    """One plot per curve kind and attack: accuracy against eps (one line per column), or robust
+    accuracy against the distance threshold for minimal-perturbation attacks."""
+    curves = [fmt.as_dict(c) for c in fmt.as_dict(robustness).get("curves") or []]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for c in curves:
+        if isinstance(c.get("points"), list) and c["points"]:
+            groups.setdefault((str(c.get("kind")), str(c.get("attack")), str(c.get("norm"))), []).append(c)
+    plots = []
+    for (kind, attack, norm), members in groups.items():
+        fig = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
+        ax = fig.add_subplot()
+        for c in members:
+            pts = [p for p in c["points"] if isinstance(p, list) and len(p) == 2 and p[1] is not None]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if kind == "eps" else None,
+                    markersize=3, label=str(c.get("column")), drawstyle="steps-post" if kind == "minimal" else None)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("accuracy")
+        ax.set_xlabel(f"eps ({norm})" if kind == "eps" else f"{norm} threshold")
+        title = (f"{attack}: accuracy against eps" if kind == "eps"
+                 else f"{attack}: robust accuracy at every {norm} threshold (from minimal perturbations)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        plots.append({"title": title, "uri": data_uri(figure_png(fig))})
+    return plots
