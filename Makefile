@@ -21,6 +21,10 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	@test -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz || $(APT_INSTALL) dataset-fashion-mnist \
 	  || (apt-get update -q && $(APT_INSTALL) dataset-fashion-mnist) \
 	  || echo "make: could not install dataset-fashion-mnist (needs root); Fashion-MNIST tests will say how to get it"
+	# Chromium renders the report in tests/test_report_browser.py (it skips, saying how, where this fails)
+	@command -v chromium >/dev/null || $(APT_INSTALL) chromium \
+	  || (apt-get update -q && $(APT_INSTALL) chromium) \
+	  || echo "make: could not install chromium (needs root); the browser test will skip and say how to get it"
 	touch $(STAMP)
 
 demo: $(STAMP)

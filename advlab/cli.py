@@ -152,6 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.add_argument("--debug", action="store_true", help="show tracebacks")
 
+    rs = sub.add_parser("runs", help="list finished runs with their headline numbers")
+    rs.add_argument("dir", nargs="?", default="reports", help="folder holding run directories (default reports)")
+    rs.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    ex = sub.add_parser("export", help="write a run's robustness matrix as csv, markdown or latex")
+    ex.add_argument("run_dir")
+    ex.add_argument("--format", default="markdown", choices=["csv", "markdown", "latex"])
+    ex.add_argument("--out", help="file to write (default: print it)")
+    ex.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    cmp = sub.add_parser("compare", help="one HTML page with several runs' matrices side by side, deltas highlighted")
+    cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    cmp.add_argument("--out", default="compare.html", help="HTML file to write (default compare.html)")
+    cmp.add_argument("--debug", action="store_true", help="show tracebacks")
+
     ls = sub.add_parser("list", help="registered attacks and defenses with their capabilities")
     ls.add_argument("method", nargs="?", help="an attack or defense: show its settings, types and defaults")
     ls.add_argument("--task", help="only the plugins that support this task (e.g. classification)")
@@ -204,6 +219,26 @@ def _console_warnings() -> logging.Handler:
     return handler
 
 
+def _runs_verbs(args: argparse.Namespace) -> int:
+    """advlab runs / export / compare: read finished runs, write nothing into them."""
+    from advlab.runs import export, find_runs, format_runs
+
+    if args.verb == "runs":
+        print(format_runs(find_runs(Path(args.dir))))
+    elif args.verb == "export":
+        text = export(Path(args.run_dir), args.format)
+        if args.out:
+            Path(args.out).write_text(text, encoding="utf-8")
+            print(f"wrote {args.out}")
+        else:
+            print(text, end="")
+    else:
+        from advlab.report.compare import render_compare
+
+        print(f"compare: {render_compare([Path(r) for r in args.run_dirs], Path(args.out))}")
+    return 0
+
+
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     from advlab import registry  # heavy imports after argument parsing
     from advlab.listing import describe_plugin, for_task, format_plugins
@@ -221,6 +256,8 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.verb == "report":
         print(render_report(Path(args.run_dir)))
         return 0
+    if args.verb in ("runs", "export", "compare"):
+        return _runs_verbs(args)
     if args.verb == "defend" and args.train:
         from advlab.defenses.hgd_job import train_hgd
 

@@ -76,6 +76,8 @@ class Ledger:
                 continue
             worst = Column(column.model, column.defense, WORST_SETTING)
             out.add_column(worst, self.clean[column] & self.clean[adaptive])
+            out.columns.remove(worst)  # next to the defense's two settings
+            out.columns.insert(out.columns.index(adaptive) + 1, worst)
             for label, entry in self.entries[column].items():
                 other = self.entries[adaptive].get(label)
                 if other is not None:

@@ -169,3 +169,30 @@ def segmenter() -> Segmenter:
     model = load_model("advlab.segnet:fashion_segnet", str(WEIGHTS), mean=[MEAN], std=[STD], task="segmentation")
     data = load_images("fashion-scenes:test", model, n=64)
     return Segmenter(model, data.x, data.y)
+
+
+# ---------------------------------------------------------------- a robustness matrix run
+@pytest.fixture(scope="session")
+def matrix_run(fashion: Fashion, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The Fashion-MNIST CNN (80 images) against FGSM, a PGD eps sweep and the Boundary Attack, behind
+    bit-depth reduction attacked with BPDA and without it: (run directory, results.json)."""
+    import json
+
+    import yaml
+
+    from advlab.cli import main
+
+    root = tmp_path_factory.mktemp("matrix")
+    config = {
+        "name": "matrix", "seed": 0, "batch_size": 100,
+        "model": {"name": "advlab.smallnets:fashion_cnn", "weights": str(fashion.weights), "mean": [0.5],
+                  "std": [0.5], "input_size": 28},
+        "data": {"source": "fashion-mnist:test", "n": 80},
+        "attacks": [{"method": "fgsm", "eps": 0.1}, {"method": "pgd", "eps": [0.03, 0.1, 0.3], "steps": 5},
+                    {"method": "boundary", "max_queries": 150}],
+        "defenses": [{"method": "bit-depth", "bits": 2}, {"method": "bit-depth", "bits": 2, "bpda": False}],
+    }
+    path = root / "matrix.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path), "--out", str(root / "run")]) == 0
+    return root / "run", json.loads((root / "run" / "results.json").read_text())

@@ -7,29 +7,10 @@ import json
 
 import pytest
 import torch
-import yaml
 
 from advlab.cli import main
 from advlab.config import AttackSpec, expand_sweeps
 from advlab.robustness import attack_labels
-
-
-@pytest.fixture(scope="module")
-def matrix_run(fashion, tmp_path_factory):
-    root = tmp_path_factory.mktemp("matrix")
-    config = {
-        "name": "matrix", "seed": 0, "batch_size": 100,
-        "model": {"name": "advlab.smallnets:fashion_cnn", "weights": str(fashion.weights), "mean": [0.5],
-                  "std": [0.5], "input_size": 28},
-        "data": {"source": "fashion-mnist:test", "n": 80},
-        "attacks": [{"method": "fgsm", "eps": 0.1}, {"method": "pgd", "eps": [0.03, 0.1, 0.3], "steps": 5},
-                    {"method": "boundary", "max_queries": 150}],
-        "defenses": [{"method": "bit-depth", "bits": 2}, {"method": "bit-depth", "bits": 2, "bpda": False}],
-    }
-    path = root / "matrix.yaml"
-    path.write_text(yaml.safe_dump(config))
-    assert main(["run", str(path), "--out", str(root / "run")]) == 0
-    return root / "run", json.loads((root / "run" / "results.json").read_text())
 
 
 def test_the_worst_case_is_at_or_below_every_attack_in_every_column(matrix_run):
@@ -95,3 +76,48 @@ def test_a_sweep_from_the_command_line(fashion, in_tmp):
     results = json.loads((in_tmp / "run" / "results.json").read_text())
     assert [a["params"]["eps"] for a in results["attacks"]] == [0.05, 0.2]
     assert results["robustness"]["curves"][0]["points"][0][0] == 0.05
+
+
+def test_export_writes_the_matrix_as_csv_markdown_and_latex(matrix_run, capsys):
+    run, results = matrix_run
+    rob = results["robustness"]
+    worst = next(r for r in rob["rows"] if r["attack"] == "worst case")["accuracy"]
+    assert main(["export", str(run), "--format", "csv"]) == 0
+    rows = [line.split(",") for line in capsys.readouterr().out.splitlines()]
+    assert rows[0][:2] == ["attack", "no defense"] and rows[1][0] == "clean"
+    assert rows[-1][:2] == ["worst case", f"{100 * worst[0]:.1f}"]
+    assert main(["export", str(run), "--format", "markdown"]) == 0
+    markdown = capsys.readouterr().out
+    assert markdown.startswith("| attack | no defense |") and "| pgd eps=0.3 |" in markdown
+    out = run.parent / "matrix.tex"
+    assert main(["export", str(run), "--format", "latex", "--out", str(out)]) == 0
+    latex = out.read_text()
+    assert latex.startswith(r"\begin{tabular}{l" + "r" * len(rob["columns"]) + "}") and r"\bottomrule" in latex
+
+
+def test_runs_lists_a_run_with_its_headline_numbers(matrix_run, capsys):
+    run, results = matrix_run
+    assert main(["runs", str(run.parent)]) == 0
+    listing = capsys.readouterr().out
+    line = next(line for line in listing.splitlines() if str(run) in line or line.startswith("…"))
+    assert f"{100 * results['clean']['accuracy']:.1f}" in line and "bit-depth 2 bits" in line
+
+
+def test_compare_highlights_the_deltas_between_runs(matrix_run, tmp_path, run_error):
+    import shutil
+
+    run, _ = matrix_run
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    changed = json.loads((other / "results.json").read_text())
+    worst = next(r for r in changed["robustness"]["rows"] if r["attack"] == "worst case")
+    worst["accuracy"][0] += 0.1
+    (other / "results.json").write_text(json.dumps(changed))
+    assert main(["compare", str(run), str(other), "--out", str(tmp_path / "cmp.html")]) == 0
+    html = (tmp_path / "cmp.html").read_text()
+    assert '<span class="up">+10.0</span>' in html and html.count('class="down"') == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "results.json").write_text(json.dumps({"name": "old", "attacks": []}))
+    assert "has no robustness matrix" in run_error("compare", str(run), str(empty), "--out", str(tmp_path / "x.html"))
+    assert "has no robustness matrix" in run_error("export", str(empty))

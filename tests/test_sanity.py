@@ -62,8 +62,8 @@ def _entry(correct: list[bool], *, eps: float | None = None, threat: str = "whit
                  threat == "decision")
 
 
-def _ledger(entries: dict[str, Entry], column: Column = Column(None, None, NO_DEFENSE)) -> Ledger:
-    ledger = Ledger()
+def _ledger(entries: dict[str, Entry]) -> Ledger:
+    column, ledger = Column(None, None, NO_DEFENSE), Ledger()
     ledger.add_column(column, torch.ones(len(next(iter(entries.values())).correct), dtype=torch.bool))
     for label, e in entries.items():
         ledger.record(column, label, e)

@@ -14,12 +14,12 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from advlab.errors import AdvlabError
 from advlab.report.context import build_context
 
-__all__ = ["render_report", "load_results", "render_html"]
+__all__ = ["render_report", "load_results", "render_html", "environment"]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
 
-def _environment() -> Environment:
+def environment() -> Environment:
     """The jinja2 environment: templates next to this module, autoescaping always on."""
     return Environment(
         loader=FileSystemLoader(str(TEMPLATE_DIR)),
@@ -49,7 +49,7 @@ def render_html(run_dir: str | Path, results: dict[str, Any] | None = None) -> s
     run_dir = Path(run_dir)
     if results is None:
         results = load_results(run_dir)
-    return _environment().get_template("index.html").render(**build_context(run_dir, results))
+    return environment().get_template("index.html").render(**build_context(run_dir, results))
 
 
 def render_report(run_dir: str | Path) -> Path:

@@ -1,0 +1,38 @@
+"""The report rendered by a real browser: headless Chromium loads a matrix run's page without console
+errors, and its screenshot shows the warnings box, the colour-scaled matrix and the curves.
+
+Chromium comes from Debian (`apt-get install chromium`; `make test` installs it like Fashion-MNIST);
+where it is missing the test skips and says how to get it."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _near(pixels: np.ndarray, rgb: tuple[int, int, int], tolerance: int = 6) -> int:
+    return int((np.abs(pixels.astype(int) - np.array(rgb)).max(axis=-1) <= tolerance).sum())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: `sudo apt-get install chromium` (make test does it "
+                    "where it can)")
+def test_the_report_renders_in_headless_chromium(matrix_run, tmp_path):
+    run, _ = matrix_run
+    shot = tmp_path / "report.png"
+    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--enable-logging=stderr", "--v=0", "--window-size=1400,2600", f"--screenshot={shot}",
+                           (run / "index.html").resolve().as_uri()], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Failed to load" in line]
+    assert console == [], console
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[:2] == (2600, 1400)
+    assert _near(pixels, (253, 236, 234)) > 5000  # the warnings box (#fdecea)
+    assert _near(pixels, (255, 120, 160), 30) > 2000  # red matrix cells (accuracy near 0)
+    assert _near(pixels, (31, 119, 180), 30) > 300  # matplotlib's first line colour: the curves are drawn
