@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.advlab-installed
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(shell [ "$$(id -u)" = 0 ] || echo sudo -n) apt-get install -y -q
 
-.PHONY: demo test test-gpu bench fashion-models hgd-fashion install clean
+.PHONY: demo test test-gpu bench bench-gpu fashion-models hgd-fashion install clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ test-gpu: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/boundary.py
+
+# Every GPU benchmark in one call (a short GPU lease): tables on stdout and in $(OUT)/bench.txt
+bench-gpu: $(STAMP)
+	PATH=$(VENV)/bin:$$PATH sh bench/gpu.sh $(or $(OUT),reports/bench-gpu)
 
 # The lab's own Fashion-MNIST classifiers, for configs/uap-transfer-fashion.yaml and hgd-fashion.yaml
 MODELS := reports/models

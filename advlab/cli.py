@@ -28,6 +28,12 @@ def floats(text: str) -> list[float]:
     return [number(v) for v in text.split(",")]
 
 
+def number_or_sweep(text: str) -> float | list[float]:
+    """A number, or comma-separated numbers: a sweep (one attack row per value, and a curve)."""
+    values = floats(text)
+    return values[0] if len(values) == 1 else values
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """Shows '(default: X)' where an option has a real default of its own (not None or False)."""
 
@@ -89,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = settings.add_argument_group("attack settings (defaults: each attack's own, see `advlab list METHOD`; "
                                     "advlab defend: applied to every listed attack that has them)")
     b.add_argument("--steps", type=int)
-    b.add_argument("--eps", type=number, help="perturbation budget, e.g. 10/255 (l_inf) or 2.0 (l2)")
+    b.add_argument("--eps", type=number_or_sweep, help="perturbation budget, e.g. 10/255 (l_inf) or 2.0 (l2); "
+                   "several, comma-separated, sweep it: 2/255,4/255,8/255")
     b.add_argument("--norm", choices=["linf", "l2"])
     b.add_argument("--solver", help="universal: deepfool | sgd | random")
     b.add_argument("--max-passes", type=int, help="universal: passes over the data (epochs for sgd)")

@@ -76,6 +76,11 @@ def test_a_sweep_from_the_command_line(fashion, in_tmp):
     results = json.loads((in_tmp / "run" / "results.json").read_text())
     assert [a["params"]["eps"] for a in results["attacks"]] == [0.05, 0.2]
     assert results["robustness"]["curves"][0]["points"][0][0] == 0.05
+    assert main(["attack", "--method", "pgd", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+                 str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data",
+                 "fashion-mnist", "-n", "20", "--eps", "2/255,8/255,0.1", "--steps", "3", "--out", "run2"]) == 0
+    results = json.loads((in_tmp / "run2" / "results.json").read_text())
+    assert [a["params"]["eps"] for a in results["attacks"]] == [2 / 255, 8 / 255, 0.1]
 
 
 def test_export_writes_the_matrix_as_csv_markdown_and_latex(matrix_run, capsys):
