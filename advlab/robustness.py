@@ -45,6 +45,7 @@ class Entry:
     threat: str
     norm: str
     minimal: bool  # minimises the distance (its distances give a whole curve)
+    per_image: bool = True  # False for a universal perturbation (one for all images: a weaker threat)
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Ledger:
                 other = self.entries[adaptive].get(label)
                 if other is not None:
                     out.record(worst, label, Entry(entry.correct & other.correct, {}, entry.method, entry.params,
-                                                   entry.threat, entry.norm, False))
+                                                   entry.threat, entry.norm, False, entry.per_image))
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -127,8 +128,8 @@ def eps_curves(ledger: Ledger) -> list[dict[str, Any]]:
                 continue
             members.sort(key=lambda m: m[0])
             points = [[eps, _accuracy(ledger, column, [label])] for eps, label, _ in members]
-            curves.append({"kind": "eps", "column": column.label(), "attack": method, "norm": members[0][2].norm,
-                           "points": points})
+            curves.append({"kind": "eps", "column": column.label(), "setting": column.setting, "attack": method,
+                           "norm": members[0][2].norm, "points": points})
     return curves
 
 
@@ -150,8 +151,8 @@ def minimal_curves(ledger: Ledger) -> list[dict[str, Any]]:
             top = float(finite.max())
             thresholds = torch.linspace(0.0, top * 1.05, CURVE_POINTS)
             points = [[float(t), float((clean & ~(dist <= t)).float().mean())] for t in thresholds]
-            curves.append({"kind": "minimal", "column": column.label(), "attack": label, "norm": entry.norm,
-                           "points": points})
+            curves.append({"kind": "minimal", "column": column.label(), "setting": column.setting, "attack": label,
+                           "norm": entry.norm, "points": points})
     return curves
 
 
@@ -186,4 +187,5 @@ def entry(correct: torch.Tensor, dist: dict[str, torch.Tensor], spec: Any, attac
     return Entry(correct=correct.bool().cpu(),
                  distances={k: torch.where(fooled, v.float().cpu(), inf) for k, v in dist.items()},
                  method=spec.method, params=attack.params(), threat=threat, norm=getattr(attack, "norm", "l2"),
-                 minimal=bool(getattr(attack, "minimal_perturbation", False)))
+                 minimal=bool(getattr(attack, "minimal_perturbation", False)),
+                 per_image=not getattr(attack, "universal", False))
