@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from advlab import atomic
 from advlab.attack import Attack
 from advlab.config import AttackSpec, DefenseSpec, RunConfig, instantiate
 from advlab.defense import Defended, Defense
@@ -132,5 +133,5 @@ def _gallery(index: int, defended: Defended, subject: Subject, per_attack: list[
         return {"file": None, "rows": []}
     arrays.mkdir(parents=True, exist_ok=True)
     path = arrays / f"defense-{index}-gallery.pt"
-    torch.save({"x": torch.cat(x), "x_adv": torch.cat(x_adv), "denoised": torch.cat(purified)}, path)
+    atomic.save_tensors({"x": torch.cat(x), "x_adv": torch.cat(x_adv), "denoised": torch.cat(purified)}, path)
     return {"file": f"arrays/{path.name}", "rows": rows}

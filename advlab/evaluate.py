@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab import atomic
 from advlab.attack import Attack, AttackResult, distances
 from advlab.criteria import Criterion
 from advlab.device import synchronize
@@ -94,8 +95,7 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
                 "success": result.success.cpu(),
                 "queries": result.queries.cpu(), "wall_s": time.perf_counter() - t0,
                 **{k2: v.cpu() for k2, v in result.extras.items() if isinstance(v, torch.Tensor)}}
-        torch.save(part, path.with_suffix(".partial"))
-        path.with_suffix(".partial").replace(path)
+        atomic.save_tensors(part, path)
         parts.append(part)
     traces = sorted(k for k in parts[0] if k.startswith("trace_") and all(k in p for p in parts))
     return AttackRun(

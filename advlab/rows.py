@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab import atomic
 from advlab.attack import Attack
 from advlab.config import AttackSpec, RunConfig
 from advlab.criteria import Targeted
@@ -124,5 +125,5 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
     saved |= run.traces  # e.g. trace_queries and trace_l2 (boundary), trace_active (DAG): (T, M attacked)
     saved |= task.arrays(subject, adv)  # e.g. label maps for segmentation
     arrays.mkdir(parents=True, exist_ok=True)
-    torch.save(saved, arrays / f"{tag}.pt")
+    atomic.save_tensors(saved, arrays / f"{tag}.pt")
     return Outcome(row, x_adv, plan.attacked & success, adv, dist)

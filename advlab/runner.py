@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from advlab import __version__
+from advlab import __version__, atomic
 from advlab.attack import Attack
 from advlab.config import (
     AttackSpec,
@@ -102,7 +102,7 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
         run_dir = resume
     else:
         run_dir = new_run_dir(cfg)
-        (run_dir / "config.yaml").write_text(to_yaml(_resolved(cfg)), encoding="utf-8")
+        atomic.write_text(run_dir / "config.yaml", to_yaml(_resolved(cfg)))
     handler = log_to(run_dir / "log.txt")
     try:
         for subject in subjects:
@@ -131,6 +131,7 @@ def check_task(info: PluginInfo, subject: Subject) -> None:
 def resume_experiment(run_dir: Path) -> Path:
     if not (run_dir / "config.yaml").is_file():
         raise AdvlabError(f"--resume {run_dir}: no config.yaml there; give a run directory advlab wrote")
+    atomic.remove_leftovers(run_dir)  # half-written files of a killed process
     return run_experiment(load_config(run_dir / "config.yaml"), resume=run_dir)
 
 
@@ -197,7 +198,7 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
     results["warnings"] = warnings + result_checks(ledger, results["attacks"])
     for found in results["warnings"]:
         log.warning("check %s (%s): %s", found["check"], found["where"], found["message"])
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    atomic.write_text(run_dir / "results.json", json.dumps(results, indent=1))
     render_report(run_dir)
     return run_dir
 

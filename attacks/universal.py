@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from advlab import atomic
 from advlab.attack import Attack, AttackResult
 from advlab.checks import check_bool, check_choice, check_eps, is_real, positive_int
 from advlab.criteria import Criterion, Targeted
@@ -300,7 +301,7 @@ def save_perturbation(path: str | os.PathLike, v: torch.Tensor, meta: dict[str, 
     meta = dict(meta or {})
     if "perturbation" in meta:
         raise ValueError("meta must not contain the key 'perturbation'")
-    torch.save({"perturbation": v.detach().float().cpu(), **meta}, Path(path))
+    atomic.save_tensors({"perturbation": v.detach().float().cpu(), **meta}, Path(path))
 
 
 def load_perturbation(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, Any]]:

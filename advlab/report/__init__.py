@@ -11,6 +11,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from advlab import atomic
 from advlab.errors import AdvlabError
 from advlab.report.context import build_context
 
@@ -57,5 +58,5 @@ def render_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     html = render_html(run_dir)
     out = run_dir / "index.html"
-    out.write_text(html, encoding="utf-8")
+    atomic.write_text(out, html)
     return out
