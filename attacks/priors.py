@@ -44,27 +44,32 @@ def proposals(prior: str, keys: torch.Tensor, k: int, shape: tuple[int, ...], *,
 
 def perlin(keys: torch.Tensor, k: int, shape: tuple[int, int, int], frequency: int) -> torch.Tensor:
     """(A,) keys -> (A, K, C, H, W) Perlin noise: random unit gradients on a (F+1) x (F+1) lattice,
-    dotted with each pixel's offsets to its cell's four corners, blended with the quintic fade."""
+    dotted with each pixel's offsets to its cell's four corners, blended with the quintic fade.
+
+    The blend is separable, so the whole field is two small matrix products per channel,
+    N = Py Gx Qx^T + Qy Gy Px^T, where P holds each pixel's fade weights on its two lattice
+    neighbours and Q those weights times the pixel's offset to them (no per-pixel gathers)."""
     a, (c, h, w) = keys.shape[0], shape
-    f = frequency
-    angle = 2 * math.pi * uniform(keys, (k * c, f + 1, f + 1))  # (A, K*C, F+1, F+1)
-    gx, gy = torch.cos(angle), torch.sin(angle)
-    ys = torch.linspace(0, f, h + 1, device=keys.device)[:-1] + f / (2 * h)  # pixel centres in lattice units
-    xs = torch.linspace(0, f, w + 1, device=keys.device)[:-1] + f / (2 * w)
-    y0, x0 = ys.floor().long().clamp(max=f - 1), xs.floor().long().clamp(max=f - 1)  # (H,), (W,)
-    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]  # (H, 1), (1, W) offsets inside the cell
+    angle = 2 * math.pi * uniform(keys, (k * c, frequency + 1, frequency + 1))  # (A, K*C, F+1, F+1)
+    py, qy = _fade_weights(h, frequency, keys.device)  # (H, F+1) each
+    px, qx = _fade_weights(w, frequency, keys.device)  # (W, F+1) each
+    noise = py @ torch.cos(angle) @ qx.T + qy @ torch.sin(angle) @ px.T  # (A, K*C, H, W)
+    return noise.view(a, k, c, h, w)
 
-    def corner(dy: int, dx: int) -> torch.Tensor:  # (A, K*C, H, W) dot(gradient, offset)
-        iy, ix = (y0 + dy)[:, None], (x0 + dx)[None, :]
-        return gx[:, :, iy, ix] * (fx - dx) + gy[:, :, iy, ix] * (fy - dy)
 
-    def fade(t: torch.Tensor) -> torch.Tensor:
-        return t * t * t * (t * (t * 6 - 15) + 10)
-
-    u, v = fade(fx), fade(fy)
-    top = corner(0, 0) * (1 - u) + corner(0, 1) * u
-    bottom = corner(1, 0) * (1 - u) + corner(1, 1) * u
-    return (top * (1 - v) + bottom * v).view(a, k, c, h, w)
+def _fade_weights(side: int, frequency: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(side, F+1) fade weights of each pixel centre on its cell's two lattice points, and the same
+    weights times the pixel's offset from each point (t - 0 and t - 1 in cell units)."""
+    t = torch.linspace(0, frequency, side + 1, device=device)[:-1] + frequency / (2 * side)  # pixel centres
+    cell = t.floor().long().clamp(max=frequency - 1)  # (side,)
+    f = t - cell  # offset inside the cell, in [0, 1)
+    fade = f * f * f * (f * (f * 6 - 15) + 10)
+    weights = torch.zeros(side, frequency + 1, device=device)
+    offsets = torch.zeros(side, frequency + 1, device=device)
+    rows = torch.arange(side, device=device)
+    weights[rows, cell], weights[rows, cell + 1] = 1 - fade, fade
+    offsets[rows, cell], offsets[rows, cell + 1] = (1 - fade) * f, fade * (f - 1)
+    return weights, offsets
 
 
 def starting_noise(prior: str, keys: torch.Tensor, shape: tuple[int, ...], *, ratio: float = 0.125,
