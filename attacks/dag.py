@@ -140,14 +140,40 @@ class DAG(Attack):
         bar.close()
         # queries count every forward+backward pass an image took part in, the pass that found it done included
         x_adv = (x0 + r_total).clamp(0.0, 1.0).to(x.dtype)
+        self._remember(model, x, criterion, seed, x_adv, queries)
         empty = torch.zeros(n, device=x.device)
         return AttackResult(x_adv=x_adv, success=empty.bool(), queries=queries, distance=empty,
                             extras={"trace_active": torch.stack(trace)})  # (T + 1, N)
 
+    def _remember(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, seed: int, x_adv: torch.Tensor,
+                  queries: torch.Tensor) -> None:
+        """Keep each image's result for the permuted control, which runs next on the same model and
+        images (keyed by the model, the seed and the image's pixels; targets compared on use)."""
+        memo = getattr(self, "_memo", None)
+        if memo is None or memo["model"] != id(model) or memo["seed"] != seed:
+            memo = self._memo = {"model": id(model), "seed": seed, "images": {}}
+        for key, labels, adv, q in zip(image_keys(x, seed).tolist(), criterion.labels, x_adv, queries):
+            memo["images"][key] = (labels.cpu(), adv.cpu(), int(q))
+
+    def recall(self, model: nn.Module, x: torch.Tensor, criterion: Criterion,
+               seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(x_adv, queries) of these images from the last run on this model and seed, or None if any is
+        missing or had other targets."""
+        memo = getattr(self, "_memo", None)
+        if memo is None or memo["model"] != id(model) or memo["seed"] != seed:
+            return None
+        found = [memo["images"].get(key) for key in image_keys(x, seed).tolist()]
+        if any(f is None for f in found) or not all(torch.equal(f[0], lab.cpu())
+                                                    for f, lab in zip(found, criterion.labels)):
+            return None
+        return (torch.stack([f[1] for f in found]).to(x.device),
+                torch.tensor([f[2] for f in found], dtype=torch.long, device=x.device))
+
 
 class PermutedDAG(Attack):
     """The paper's control for DAG: the same per-image perturbation with its pixels randomly permuted
-    (the permutation keyed by the seed and the image), which should barely change the prediction."""
+    (the permutation keyed by the seed and the image), which should barely change the prediction.
+    It reuses the DAG results of the row just run on the same model and images (no second DAG)."""
 
     norm = "linf"
     control_tag: ClassVar[str] = "permuted"
@@ -165,10 +191,14 @@ class PermutedDAG(Attack):
 
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *, seed: int,
             starting_points: torch.Tensor | None) -> AttackResult:
-        source = self.source(model, x, criterion, seed=seed)
-        r = (source.x_adv.float() - x.float()).flatten(1)  # (N, D) the DAG perturbation as applied
+        remembered = self.source.recall(model, x, criterion, seed)  # the DAG row just ran on these images
+        if remembered is None:  # e.g. a resume that loaded DAG's chunks from disk: run DAG again
+            source = self.source(model, x, criterion, seed=seed)
+            remembered = (source.x_adv, source.queries)
+        x_src, queries = remembered
+        r = (x_src.float() - x.float()).flatten(1)  # (N, D) the DAG perturbation as applied
         keys = step_keys(image_keys(x, seed), _PERMUTE_STREAM, 0)
         order = uniform(keys, (r.shape[1],)).argsort(dim=1)  # (N, D) a random permutation per image
         x_adv = (x.float() + r.gather(1, order).view_as(x)).clamp(0.0, 1.0).to(x.dtype)
         empty = torch.zeros(x.shape[0], device=x.device)
-        return AttackResult(x_adv=x_adv, success=empty.bool(), queries=source.queries, distance=empty)
+        return AttackResult(x_adv=x_adv, success=empty.bool(), queries=queries, distance=empty)

@@ -82,6 +82,35 @@ def test_finished_images_stop_and_each_image_is_its_own(segmenter):
     assert int(already.queries[0]) == 1 and torch.equal(already.x_adv, x[:1])
 
 
+class Counted(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.model(x)
+
+
+def test_the_permuted_control_reuses_the_dag_run_instead_of_repeating_it(segmenter):
+    model = Counted(segmenter.model).eval()
+    x, ref = segmenter.x[:3], segmenter.masks[:3]
+    target = Targeted(adversarial_labels(x, ref, 11, seed=0), threshold=0.99)
+    dag = DAG(progress=False, max_iterations=30)
+    first = dag(model, x, target, seed=0)
+    control = dag.control()
+    model.calls = 0
+    permuted = control(model, x, target, seed=0)
+    assert model.calls == 1  # only the verification pass: no second DAG
+    assert torch.equal(permuted.queries, first.queries)
+    r, r_perm = (first.x_adv - x).flatten(1), (permuted.x_adv - x).flatten(1)
+    assert torch.allclose(r.abs().sum(1), r_perm.abs().sum(1), rtol=0.05)  # the same perturbation, permuted
+    model.calls = 0
+    other_targets = Targeted(adversarial_labels(x, ref, 11, seed=1), threshold=0.99)
+    control(model, x, other_targets, seed=0)  # other targets: nothing to reuse, DAG runs again
+    assert model.calls > 1
+
+
 def test_target_class_0_removes_most_of_the_objects(tmp_path):
     out = tmp_path / "vanish"
     assert main(["attack", "--method", "dag", "--task", "segmentation", "-n", "4", "--target-class", "0",
