@@ -3,6 +3,7 @@ data and clean predictions), planned and measured by the subject's task, built o
 context (setting, defense, model) and whatever the attack adds itself (`Attack.row_extras`)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,19 @@ from advlab.data import ImageSet
 from advlab.evaluate import attack_in_chunks, image_distances
 from advlab.registry import get_attack
 from advlab.tasks import Task
+
+SAMPLES_IN_RESULTS = 1000  # per-image records kept in results.json; all of them go to a sidecar beyond this
+
+
+def _samples(records: list[dict[str, Any]], arrays: Path, tag: str) -> dict[str, Any]:
+    """The row's `samples`: every record, or beyond SAMPLES_IN_RESULTS the first ones, with all of them
+    in arrays/<tag>.samples.jsonl (one JSON object per line), so results.json and the report stay small."""
+    if len(records) <= SAMPLES_IN_RESULTS:
+        return {"samples": records}
+    arrays.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(arrays / f"{tag}.samples.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    return {"samples": records[:SAMPLES_IN_RESULTS], "samples_total": len(records),
+            "samples_file": f"arrays/{tag}.samples.jsonl"}
 
 
 @dataclass
@@ -117,7 +131,7 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
     }
     row["model_images_per_s"] = row["queries_total"] / run.wall_s if run.wall_s > 0 else None
     row["arrays"] = f"arrays/{tag}.pt"
-    row["samples"] = task.samples(subject, plan, adv, success, queries, dist)
+    row |= _samples(task.samples(subject, plan, adv, success, queries, dist), arrays, tag)
     if attack.control_of is not None:
         row["baseline"] = attack.control_of
     row |= attack.row_extras(tag, run.extras, subject, row, cfg.batch_size, device, arrays)

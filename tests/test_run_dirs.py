@@ -129,3 +129,24 @@ def test_an_interrupted_hgd_training_prints_its_own_command(fashion, tmp_path, m
     monkeypatch.setattr("advlab.defenses.hgd_job._train", real_train)
     assert main(command[1:]) == 0
     assert (out / "hgd-lgd.pt").is_file() and len(list((tmp_path / "reports").iterdir())) == 1
+
+
+def test_samples_beyond_the_bound_go_to_a_sidecar_and_the_report_stays_bounded(fashion, tmp_path, monkeypatch):
+    """results.json keeps its `samples` key but at most SAMPLES_IN_RESULTS records; all of them are in
+    arrays/<tag>.samples.jsonl."""
+    import json
+
+    import advlab.rows
+    from advlab.cli import main
+
+    monkeypatch.setattr(advlab.rows, "SAMPLES_IN_RESULTS", 5)
+    out = tmp_path / "run"
+    assert main(["attack", "--method", "fgsm", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+                 str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data",
+                 "fashion-mnist", "-n", "12", "--out", str(out)]) == 0
+    row = json.loads((out / "results.json").read_text())["attacks"][0]
+    assert len(row["samples"]) == 5 and row["samples_total"] == 12
+    lines = (out / row["samples_file"]).read_text().splitlines()
+    assert len(lines) == 12 and [json.loads(line) for line in lines[:5]] == row["samples"]
+    html = (out / "index.html").read_text()
+    assert "samples but the arrays hold" not in html

@@ -199,6 +199,6 @@ def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "", univer
     if gallery.plot_uri is None and isinstance(data.get("trace_active"), torch.Tensor):
         gallery.plot_uri = _active_plot(data["trace_active"], title)
         gallery.plot_title = "Share of target pixels still active vs. iterations"
-    if len(samples) and len(samples) != n:
+    if len(samples) and attack.get("samples_total", len(samples)) != n:
         gallery.note = f"results.json lists {len(samples)} samples but the arrays hold {n} images."
     return gallery
