@@ -33,20 +33,36 @@ def describe_plugin(name: str) -> str:
     if info.kind == "attack":
         head += f"\n  threat={info.threat} tasks={','.join(sorted(info.tasks))}"
     hints = setting_types(cls)
+    resolved = _resolved_defaults(cls)
     lines = [head, "settings:"]
     for param in inspect.signature(cls.__init__).parameters.values():
         if param.kind is not inspect.Parameter.KEYWORD_ONLY or param.name == "progress":
             continue
         kind = _type_name(hints.get(param.name, param.annotation))
         default = "required" if param.default is inspect.Parameter.empty else f"default {param.default!r}"
+        if param.default is None and resolved.get(param.name) is not None:
+            default += f" (= {resolved[param.name]!r})"  # what None picks, e.g. the Boundary Attack's budget
         lines.append(f"  {param.name:24s} {kind:14s} {default}")
     return "\n".join(lines)
+
+
+def _resolved_defaults(cls: type) -> dict[str, Any]:
+    """The plugin's settings as an instance built with its defaults holds them (a None default often
+    picks a value); empty where it cannot be built without arguments."""
+    try:
+        instance = cls()
+    except Exception:  # noqa: BLE001  (required settings, or a plugin that needs files: show the signature only)
+        return {}
+    values = vars(instance)
+    return {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool))}
 
 
 def _type_name(hint: Any) -> str:
     if hint is inspect.Parameter.empty:
         return "any"
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "").replace("NoneType", "None")
+    text = getattr(hint, "__name__", None) or str(hint)
+    text = text.replace("typing.", "").replace("NoneType", "None")
+    return text.replace("torch.nn.modules.module.Module", "nn.Module")
 
 
 def format_plugins(attacks: dict, defenses: dict) -> str:

@@ -62,6 +62,9 @@ def test_plugin_descriptions_match_their_defaults(capsys):
     assert "random_start" in pgd and "bool" in pgd and "default True" in pgd
     assert main(["list", "jpeg"]) == 0
     assert "quality" in capsys.readouterr().out
+    assert main(["list", "boundary"]) == 0  # a None default says what it picks
+    boundary = capsys.readouterr().out
+    assert "default None (= 2000)" in boundary and "default None (= 'lowfreq')" in boundary
     with pytest.raises(SystemExit) as version:
         main(["--version"])
     assert version.value.code == 0 and capsys.readouterr().out.startswith("advlab 0.")
