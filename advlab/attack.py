@@ -62,6 +62,7 @@ class Attack(abc.ABC):
     path_settings: ClassVar[tuple[str, ...]] = ()  # settings that name files (made absolute in config.yaml)
     model_settings: ClassVar[tuple[str, ...]] = ()  # settings that name a model (name or model entry), likewise
     minimal_perturbation: ClassVar[bool] = False  # minimises the distance: its distances give a robustness curve
+    keep_all_arrays: ClassVar[bool] = False  # its `transfer` reads every image's x / x_adv back from arrays/
 
     def __call__(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
                  seed: int = 0, starting_points: torch.Tensor | None = None) -> AttackResult:

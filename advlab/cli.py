@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="default fp32")
     g.add_argument("--batch-size", type=int, help="images per attack chunk; never changes a result (default 32)")
     g.add_argument("--out", help="run directory (default reports/NAME-YYYYmmdd-HHMMSS)")
+    g.add_argument("--save-adversarials", action="store_const", const=True, default=None,
+                   help="also save every adversarial image (8-bit) under arrays/; by default arrays/ keeps the "
+                   "first 64 images of each row, what the report shows")
     g.add_argument("--name", help="run name")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
 

@@ -171,7 +171,8 @@ def key_value(text: str, where: str, example: str) -> tuple[str, Any]:
 
 def apply_run_overrides(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
     for flag, key in (("seed", "seed"), ("device", "device"), ("precision", "precision"),
-                      ("batch_size", "batch_size"), ("out", "out"), ("name", "name")):
+                      ("batch_size", "batch_size"), ("out", "out"), ("name", "name"),
+                      ("save_adversarials", "save_adversarials")):
         if getattr(args, flag) is not None:
             setattr(cfg, key, getattr(args, flag))
     if args.n is not None:

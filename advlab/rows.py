@@ -20,6 +20,7 @@ from advlab.evaluate import attack_in_chunks, image_distances
 from advlab.registry import get_attack
 from advlab.tasks import Task
 
+REPORT_IMAGES = 64  # images per row whose x / x_adv arrays/<tag>.pt keeps (the report shows the first 12)
 SAMPLES_IN_RESULTS = 1000  # per-image records kept in results.json; all of them go to a sidecar beyond this
 
 
@@ -135,9 +136,14 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
     if attack.control_of is not None:
         row["baseline"] = attack.control_of
     row |= attack.row_extras(tag, run.extras, subject, row, cfg.batch_size, device, arrays)
-    saved = {"x": data.x, "x_adv": x_adv}
+    keep = len(data) if attack.keep_all_arrays else min(len(data), REPORT_IMAGES)  # what the report shows
+    saved = {"x": data.x[:keep], "x_adv": x_adv[:keep], "n_images": torch.tensor(len(data))}
     saved |= run.traces  # e.g. trace_queries and trace_l2 (boundary), trace_active (DAG): (T, M attacked)
-    saved |= task.arrays(subject, adv)  # e.g. label maps for segmentation
+    saved |= {k: v[:keep] for k, v in task.arrays(subject, adv).items()}  # e.g. label maps for segmentation
     arrays.mkdir(parents=True, exist_ok=True)
     atomic.save_tensors(saved, arrays / f"{tag}.pt")
+    if cfg.save_adversarials:
+        atomic.save_tensors({"x_adv": (x_adv * 255).round().to(torch.uint8), "names": list(data.names)},
+                            arrays / f"{tag}.adversarials.pt")
+        row["adversarials_file"] = f"arrays/{tag}.adversarials.pt"
     return Outcome(row, x_adv, plan.attacked & success, adv, dist)

@@ -46,6 +46,7 @@ class DAG(Attack):
     dense_targets: ClassVar[str] = "permutation"  # the task draws adversarial labels for it
     transfer_key: ClassVar[str] = "transfer_dag"  # results' key of the cross-model table
     control_tag: ClassVar[str] = "permuted"
+    keep_all_arrays: ClassVar[bool] = True  # transfer() adds every image's perturbation to the other models' images
 
     def __init__(self, *, gamma: float = 0.5 / 255, max_iterations: int = 200, eps: float | None = None,
                  compact_every: int = 10, progress: bool = True) -> None:

@@ -150,3 +150,30 @@ def test_samples_beyond_the_bound_go_to_a_sidecar_and_the_report_stays_bounded(f
     assert len(lines) == 12 and [json.loads(line) for line in lines[:5]] == row["samples"]
     html = (out / "index.html").read_text()
     assert "samples but the arrays hold" not in html
+
+
+def test_arrays_keep_what_the_report_shows_and_every_adversarial_only_on_request(fashion, tmp_path, monkeypatch):
+    import json
+
+    import torch
+
+    import advlab.rows
+    from advlab.cli import main
+
+    monkeypatch.setattr(advlab.rows, "REPORT_IMAGES", 4)
+    common = ["attack", "--method", "fgsm", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+              str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data",
+              "fashion-mnist", "-n", "10"]
+    assert main([*common, "--out", str(tmp_path / "small")]) == 0
+    row = json.loads((tmp_path / "small" / "results.json").read_text())["attacks"][0]
+    saved = torch.load(tmp_path / "small" / row["arrays"], weights_only=True)
+    assert saved["x"].shape[0] == saved["x_adv"].shape[0] == 4 and int(saved["n_images"]) == 10
+    assert "adversarials_file" not in row and not list((tmp_path / "small" / "arrays").glob("*.adversarials.pt"))
+    assert "samples but the arrays hold" not in (tmp_path / "small" / "index.html").read_text()
+    assert main([*common, "--save-adversarials", "--out", str(tmp_path / "all")]) == 0
+    row = json.loads((tmp_path / "all" / "results.json").read_text())["attacks"][0]
+    everything = torch.load(tmp_path / "all" / row["adversarials_file"], weights_only=True)
+    assert everything["x_adv"].dtype == torch.uint8 and everything["x_adv"].shape == (10, 1, 28, 28)
+    assert len(everything["names"]) == 10
+    shown = torch.load(tmp_path / "all" / row["arrays"], weights_only=True)["x_adv"]  # float, the first 4
+    assert (everything["x_adv"][:4].float() / 255 - shown).abs().max() <= 0.5 / 255 + 1e-6

@@ -185,7 +185,9 @@ def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "", univer
 
     x, x_adv = data["x"], data["x_adv"]
     n = x.shape[0]
-    gallery.n_total = max(n, len(samples))
+    stored = data.get("n_images")  # the row's image count; arrays keep only the first ones
+    total = int(stored) if isinstance(stored, torch.Tensor) and stored.numel() == 1 else n
+    gallery.n_total = max(total, int(attack.get("samples_total") or len(samples)))
     l2_all = (x_adv.double() - x.double()).flatten(1).norm(dim=1)
     pert = amplified_perturbation(x[:MAX_IMAGES], x_adv[:MAX_IMAGES])
     for i in range(min(n, MAX_IMAGES)):
@@ -199,6 +201,6 @@ def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "", univer
     if gallery.plot_uri is None and isinstance(data.get("trace_active"), torch.Tensor):
         gallery.plot_uri = _active_plot(data["trace_active"], title)
         gallery.plot_title = "Share of target pixels still active vs. iterations"
-    if len(samples) and attack.get("samples_total", len(samples)) != n:
-        gallery.note = f"results.json lists {len(samples)} samples but the arrays hold {n} images."
+    if len(samples) and attack.get("samples_total", len(samples)) != total:
+        gallery.note = f"results.json lists {len(samples)} samples but the arrays hold {total} images."
     return gallery
