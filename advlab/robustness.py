@@ -92,8 +92,8 @@ class Ledger:
         labels: list[str] = []
         for column in full.columns:
             labels += [label for label in full.entries[column] if label not in labels]
-        rows = [{"attack": label, "accuracy": [_accuracy(full, c, [label]) for c in full.columns]} for label in labels]
-        rows.append({"attack": WORST_CASE, "accuracy": [_accuracy(full, c, list(full.entries[c]))
+        rows = [{"attack": label, "accuracy": [accuracy(full, c, [label]) for c in full.columns]} for label in labels]
+        rows.append({"attack": WORST_CASE, "accuracy": [accuracy(full, c, list(full.entries[c]))
                                                         for c in full.columns]})
         columns = [{"model": c.model, "defense": c.defense, "setting": c.setting, "label": c.label(),
                     "clean_accuracy": float(full.clean[c].float().mean()) if len(full.clean[c]) else None}
@@ -102,7 +102,9 @@ class Ledger:
                 "curves": eps_curves(self) + minimal_curves(self)}
 
 
-def _accuracy(ledger: Ledger, column: Column, labels: list[str]) -> float | None:
+def accuracy(ledger: Ledger, column: Column, labels: list[str]) -> float | None:
+    """The share of the column's images that are clean-correct and that every attack in `labels` left
+    right (None if none of them ran in that column)."""
     present = [ledger.entries[column][label] for label in labels if label in ledger.entries[column]]
     if not present:
         return None
@@ -127,7 +129,7 @@ def eps_curves(ledger: Ledger) -> list[dict[str, Any]]:
             if len({eps for eps, _, _ in members}) < 2:
                 continue
             members.sort(key=lambda m: m[0])
-            points = [[eps, _accuracy(ledger, column, [label])] for eps, label, _ in members]
+            points = [[eps, accuracy(ledger, column, [label])] for eps, label, _ in members]
             curves.append({"kind": "eps", "column": column.label(), "setting": column.setting, "attack": method,
                            "norm": members[0][2].norm, "points": points})
     return curves

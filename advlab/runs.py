@@ -10,6 +10,7 @@ from typing import Any
 
 from advlab.errors import AdvlabError
 from advlab.report import load_results
+from advlab.robustness import NO_DEFENSE, WORST_CASE, WORST_SETTING
 
 FORMATS = ("csv", "markdown", "latex")
 
@@ -27,22 +28,16 @@ def headline(run: Path) -> dict[str, Any]:
     best defense's worst setting) of one run."""
     results = load_results(run)
     model, data = results.get("model") or {}, results.get("data") or {}
-    found = matrix(results)
-    worst = {"no defense": None, "best defense": None}
-    if found is not None:
-        columns, rows = found
-        worst_row = next((r for r in rows if r[0] == "worst case"), None)
-        if worst_row is not None:
-            by_column = dict(zip(columns, worst_row[1]))
-            worst["no defense"] = by_column.get("no defense")
-            defended = [(v, c) for c, v in by_column.items() if c.endswith("worst setting") and v is not None]
-            if defended:
-                value, column = max(defended)
-                worst["best defense"] = (value, column.removesuffix(", worst setting"))
+    rob = results.get("robustness") if isinstance(results.get("robustness"), dict) else {}
+    columns = [c if isinstance(c, dict) else {} for c in rob.get("columns") or []]
+    worst_row = next((r.get("accuracy") or [] for r in rob.get("rows") or [] if r.get("attack") == WORST_CASE), [])
+    by_setting = [(c.get("setting"), c.get("defense"), v) for c, v in zip(columns, worst_row)]
+    no_defense = next((v for setting, _, v in by_setting if setting == NO_DEFENSE), None)
+    defended = [(v, d) for setting, d, v in by_setting if setting == WORST_SETTING and v is not None]
     return {"run": str(run), "name": results.get("name"), "created": results.get("created"),
             "model": model.get("name"), "data": f"{data.get('name')} (n = {data.get('n')})",
-            "clean": (results.get("clean") or {}).get("accuracy"), "worst_case": worst["no defense"],
-            "best_defense": worst["best defense"]}
+            "clean": (results.get("clean") or {}).get("accuracy"), "worst_case": no_defense,
+            "best_defense": max(defended) if defended else None}
 
 
 def format_runs(runs: list[Path]) -> str:

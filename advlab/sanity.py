@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from advlab.criteria import Untargeted
-from advlab.robustness import ADAPTIVE, NON_ADAPTIVE, Column, Ledger, eps_curves
+from advlab.robustness import ADAPTIVE, NON_ADAPTIVE, Column, Ledger, accuracy, eps_curves
 
 PROBE_IMAGES = 8  # images each model probe looks at
 MASKED_SHARE = 0.1  # zero / NaN gradients on at least this share of images is flagged
@@ -104,11 +104,6 @@ def result_checks(ledger: Ledger, rows: list[dict[str, Any]]) -> list[dict[str, 
     return _transfer_beats_adaptive(ledger) + _decision_beats_gradient(ledger) + _curves(ledger) + _controls(rows)
 
 
-def _accuracy(ledger: Ledger, column: Column, label: str) -> float:
-    right = ledger.clean[column] & ledger.entries[column][label].correct
-    return float(right.float().mean())
-
-
 def _transfer_beats_adaptive(ledger: Ledger) -> list[dict[str, str]]:
     found = []
     for column in ledger.columns:
@@ -118,7 +113,7 @@ def _transfer_beats_adaptive(ledger: Ledger) -> list[dict[str, str]]:
         for label, entry in ledger.entries[column].items():
             if entry.threat != "white-box" or label not in ledger.entries.get(adaptive, {}):
                 continue
-            transfer, direct = _accuracy(ledger, column, label), _accuracy(ledger, adaptive, label)
+            transfer, direct = accuracy(ledger, column, [label]), accuracy(ledger, adaptive, [label])
             if transfer < direct - GAP:
                 found.append(warning("gradient-masking", adaptive.label(),
                                      f"{label}: examples made on the bare model leave accuracy {transfer:.2f} on "

@@ -34,13 +34,14 @@ from tqdm.auto import tqdm
 from advlab.attack import Attack, AttackResult
 from advlab.attacks.priors import PRIORS, proposals, starting_noise
 from advlab.attacks.surrogate import (
+    TRANSFER_RMS,
     SurrogateSetting,
     check_compatible,
     describe,
     gradient_directions,
     load_surrogate,
     surrogate_spec,
-    transfer_points,
+    transfer_step,
 )
 from advlab.checks import is_real, positive_int
 from advlab.criteria import Criterion, Targeted
@@ -324,11 +325,14 @@ class BoundaryAttack(Attack):
             ok = is_adv(x, everyone)  # already misclassified: the original is its own answer
             start[ok] = x[ok]
             queries += 1
-            if surrogate is not None:
-                for _, points in transfer_points(surrogate, x, criterion, shape):
-                    todo = (~ok & (queries < budget)).nonzero().squeeze(1)
+            if surrogate is not None:  # the surrogate's adversarials at growing radii until one transfers
+                points = x.clone()  # (N, D)
+                for rms in TRANSFER_RMS:
+                    todo = (~ok & (queries < budget)).nonzero().squeeze(1)  # only images still without a start
                     if todo.numel() == 0:
                         break
+                    points[todo] = transfer_step(surrogate, x[todo], points[todo], criterion.subset(todo), shape,
+                                                 rms * d**0.5)
                     hit = is_adv(points[todo], todo)
                     queries[todo] += 1
                     start[todo[hit]] = points[todo[hit]]

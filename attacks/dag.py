@@ -153,8 +153,9 @@ class DAG(Attack):
         memo = getattr(self, "_memo", None)
         if memo is None or memo["model"] != id(model) or memo["seed"] != seed:
             memo = self._memo = {"model": id(model), "seed": seed, "images": {}}
-        for key, labels, adv, q in zip(image_keys(x, seed).tolist(), criterion.labels, x_adv, queries):
-            memo["images"][key] = (labels.cpu(), adv.cpu(), int(q))
+        labels, adv, spent = criterion.labels.cpu(), x_adv.cpu(), queries.tolist()  # one transfer, not per image
+        for i, key in enumerate(image_keys(x, seed).tolist()):
+            memo["images"][key] = (labels[i], adv[i], spent[i])
 
     def recall(self, model: nn.Module, x: torch.Tensor, criterion: Criterion,
                seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -164,8 +165,8 @@ class DAG(Attack):
         if memo is None or memo["model"] != id(model) or memo["seed"] != seed:
             return None
         found = [memo["images"].get(key) for key in image_keys(x, seed).tolist()]
-        if any(f is None for f in found) or not all(torch.equal(f[0], lab.cpu())
-                                                    for f, lab in zip(found, criterion.labels)):
+        if any(f is None for f in found) or not torch.equal(torch.stack([f[0] for f in found]),
+                                                            criterion.labels.cpu()):
             return None
         return (torch.stack([f[1] for f in found]).to(x.device),
                 torch.tensor([f[2] for f in found], dtype=torch.long, device=x.device))

@@ -113,18 +113,14 @@ def gradient_directions(surrogate: nn.Module, points: torch.Tensor, criterion: C
 TRANSFER_RMS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16)  # per-pixel RMS radii of the transfer start (x sqrt(D) = L2)
 
 
-def transfer_points(surrogate: nn.Module, x: torch.Tensor, criterion: Criterion, shape: tuple[int, ...], *,
-                    steps: int = 5):
-    """Yield (radius, (N, D) points): l2 PGD on the surrogate's margin within growing radii, each warm-
-    started from the last, for a start that transfers to the attacked model (the transfer prior of
-    Brunner et al., ICCV 2019, used once at the start). Deterministic: no random draws."""
-    scale = float(x.shape[1]) ** 0.5
-    adv = x.clone()
-    for rms in TRANSFER_RMS:
-        radius = rms * scale
-        for _ in range(steps):
-            grad = gradient_directions(surrogate, adv, criterion, shape)  # (N, D)
-            adv = adv + (2.5 * radius / steps) * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            delta = adv - x
-            adv = (x + delta * (radius / delta.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)).clamp(0, 1)
-        yield radius, adv
+def transfer_step(surrogate: nn.Module, x: torch.Tensor, adv: torch.Tensor, criterion: Criterion,
+                  shape: tuple[int, ...], radius: float, *, steps: int = 5) -> torch.Tensor:
+    """(M, D) originals and warm starts -> (M, D) l2 PGD on the surrogate's margin within `radius`: a
+    start that may transfer to the attacked model (Brunner et al., ICCV 2019, used once at the start,
+    at growing radii TRANSFER_RMS). Deterministic: no random draws."""
+    for _ in range(steps):
+        grad = gradient_directions(surrogate, adv, criterion, shape)  # (M, D)
+        adv = adv + (2.5 * radius / steps) * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        delta = adv - x
+        adv = (x + delta * (radius / delta.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)).clamp(0, 1)
+    return adv

@@ -9,6 +9,7 @@ from typing import Any
 
 from advlab.errors import AdvlabError
 from advlab.report import environment, fmt, load_results
+from advlab.robustness import WORST_CASE
 from advlab.runs import headline, matrix
 
 DELTA = 0.005  # deltas smaller than half a point are not highlighted
@@ -34,9 +35,9 @@ def compare_context(runs: list[Path]) -> dict[str, Any]:
         for name, column in m:
             columns += [column] if column not in columns else []
             attacks += [name] if name not in attacks else []
-    attacks = [a for a in attacks if a not in ("clean", "worst case")]
+    attacks = [a for a in attacks if a not in ("clean", WORST_CASE)]
     table = []
-    for name in ["clean", *attacks, "worst case"]:
+    for name in ["clean", *attacks, WORST_CASE]:
         cells = []
         for column in columns:
             values = [m.get((name, column)) for m in matrices]

@@ -11,8 +11,7 @@ from matplotlib.figure import Figure
 from advlab.report import fmt
 from advlab.report.images import data_uri
 from advlab.report.plots import figure_png
-
-WORST_CASE = "worst case"
+from advlab.robustness import WORST_CASE
 
 
 @dataclass
