@@ -24,17 +24,22 @@ def test_the_lab_segmenter_is_trained(segmenter):
     assert miou(pred, segmenter.masks, 11) > 0.45  # held-out test scenes (0.52 on 500; chance: about 0.05)
 
 
-def test_adversarial_labels_are_a_per_image_one_to_one_map_without_fixed_points(segmenter):
+def test_adversarial_labels_keep_background_and_send_each_object_class_to_an_absent_one(segmenter):
+    """The reference code's mapping (cihangxie/DAG generate_mapping.m), per image and one-to-one."""
     ref = segmenter.masks[:6]
     adv = adversarial_labels(segmenter.x[:6], ref, 11, seed=0)
     for i in range(6):
         pairs = {(int(a), int(b)) for a, b in zip(ref[i].flatten(), adv[i].flatten())}
-        sources = [a for a, _ in pairs]
-        assert len(sources) == len(set(sources))  # each class maps to one class
-        assert all(a != b for a, b in pairs)  # no class kept
+        present = {a for a, _ in pairs}
+        assert len(present) == len(pairs)  # each class maps to one class
+        assert (0, 0) in pairs  # background stays background
+        assert all(b not in present for a, b in pairs if a != 0)  # objects go to classes absent from the image
         assert len({b for _, b in pairs}) == len(pairs)  # one-to-one
     assert torch.equal(adversarial_labels(segmenter.x[2:3], ref[2:3], 11, seed=0), adv[2:3])  # per image, not batch
     assert not torch.equal(adversarial_labels(segmenter.x[:6], ref, 11, seed=1), adv)
+    crowded = torch.arange(11).repeat(2, 11)[:, :121].view(2, 11, 11)  # every class present: a cyclic map instead
+    cyc = adversarial_labels(torch.rand(2, 3, 11, 11), crowded, 11, seed=0)
+    assert (cyc != crowded).all() and len({(int(a), int(b)) for a, b in zip(crowded[0].flatten(), cyc[0].flatten())}) == 11
 
 
 def test_dag_turns_the_targets_and_collapses_miou_while_the_permuted_control_does_not(tmp_path):
@@ -44,14 +49,17 @@ def test_dag_turns_the_targets_and_collapses_miou_while_the_permuted_control_doe
     assert results["model"]["task"] == "segmentation" and results["data"]["name"] == "fashion-scenes:test"
     dag, control = results["attacks"]
     assert dag["method"] == "dag" and dag["task"] == "segmentation" and "baseline" in control
-    # most target pixels reach their adversarial label (0.74 measured; this small segmenter cannot be driven to
-    # the paper's 99% on permuted targets by any attack: targeted PGD at eps 0.4 stops near 93%)
-    assert dag["target_hit_rate"] >= 0.6
+    # nearly every target pixel reaches its adversarial label (0.979 measured, 5 of 8 scenes stop at 99%; on the
+    # rest this small segmenter resists any attack: Adam on the targets, unbounded, 300 steps stops at 0.986)
+    assert dag["target_hit_rate"] >= 0.95 and dag["changed_hit_rate"] >= 0.85
+    assert dag["success_rate"] >= 0.5  # images that reached the 99% stop
     assert dag["iterations_median"] <= 200 and dag["queries_median"] == dag["iterations_median"]
-    assert dag["miou_clean"] > 0.4 and dag["miou_adv"] < 0.1 * dag["miou_clean"]
+    # background keeps its label (as in the paper: its VOC mIoU 65.49 -> 4.09 is about background's IoU / 21), so
+    # mIoU falls to about background's share: 0.558 -> 0.093 measured, background IoU / 11 classes ~ 0.08
+    assert dag["miou_clean"] > 0.4 and dag["miou_adv"] < 0.2 * dag["miou_clean"]
     assert dag["rms_perturbation"] < 8 / 255 and dag["median_linf"] < 0.25
-    # the paper's control: the same perturbations with their pixels permuted hit almost no target
-    assert control["miou_adv"] > 0.6 * dag["miou_clean"] and control["target_hit_rate"] < 0.1
+    # the paper's control: the same perturbations with their pixels permuted turn almost no object pixel
+    assert control["miou_adv"] > 0.8 * dag["miou_clean"] and control["changed_hit_rate"] < 0.05
     assert control["rms_perturbation"] == pytest.approx(dag["rms_perturbation"], rel=0.05)  # same r, then clipped
     saved = torch.load(out / dag["arrays"], weights_only=True)
     active = saved["trace_active"]  # (iterations + 1, 8) share of target pixels still active
@@ -73,7 +81,7 @@ def test_finished_images_stop_and_each_image_is_its_own(segmenter):
     together = attack(model, x, target, seed=0)
     alone = attack(model, x[3:4], target.subset(slice(3, 4)), seed=0)
     assert torch.equal(together.x_adv[3:4], alone.x_adv) and together.queries[3] == alone.queries[0]
-    loose = Targeted(target.labels, threshold=0.6)  # a threshold some images reach early: they stop, others go on
+    loose = Targeted(target.labels, threshold=0.95)  # a threshold some images reach early: they stop, others go on
     early = attack(model, x, loose, seed=0)
     assert early.queries.min() < early.queries.max() and early.success.any()
     with torch.no_grad():  # an image whose targets are already its prediction: one pass, no change
@@ -216,8 +224,8 @@ def test_dag_perturbations_transfer_across_segmentation_models(segmenter, tmp_pa
     small = FashionSegNet(width=8)
     from advlab.data import load_images
 
-    train = load_images("fashion-scenes:train", segmenter.model, n=600)
-    train_segnet(small, train.x, train.y, epochs=2, seed=1, progress=False)
+    train = load_images("fashion-scenes:train", segmenter.model, n=1200)  # held-out mIoU 0.12 (9 s): above
+    train_segnet(small, train.x, train.y, epochs=3, lr=1e-2, seed=1, progress=False)  # background-only 0.02
     weights = tmp_path / "small.pt"
     torch.save(small.state_dict(), weights)
     factory = tmp_path / "small_segnet.py"

@@ -96,8 +96,9 @@ def test_every_attack_gives_each_image_the_same_result_in_any_batch(name, digits
                                             batch_size=batch_size, device=torch.device("cpu"), seed=5,
                                             chunk_dir=tmp_path / f"{name}-{batch_size}-{len(runs)}")
     first = runs[7]
-    with torch.no_grad():  # the attack did something worth comparing
-        assert criterion.fooled_share(model(first.x_adv)).mean() > criterion.fooled_share(model(x)).mean() + 0.2
+    with torch.no_grad():  # the attack did something worth comparing: it closed a fifth of the gap to all fooled
+        before, after = (criterion.fooled_share(model(v)).mean() for v in (x, first.x_adv))
+        assert (after - before) / (1 - before) > 0.2  # (DAG's targets keep background: its share starts high)
     for batch_size, run in runs.items():
         assert torch.equal(run.x_adv, first.x_adv), f"{name}: batch size {batch_size} changed x_adv"
         assert torch.equal(run.success, first.success) and torch.equal(run.queries, first.queries)

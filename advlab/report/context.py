@@ -104,6 +104,7 @@ def metrics(attack: dict[str, Any], clean_accuracy: Any) -> dict[str, str]:
         "model_images_per_s": fmt.integer(attack.get("model_images_per_s")),
         "miou": f"{fmt.pct(attack.get('miou_clean'))} → {fmt.pct(attack.get('miou_adv'))}",
         "target_hit_rate": fmt.pct(attack.get("target_hit_rate")),
+        "changed_hit_rate": fmt.pct(attack.get("changed_hit_rate")),
         "rms_perturbation": fmt.sci(attack.get("rms_perturbation")),
         "iterations_median": fmt.integer(attack.get("iterations_median")),
     }

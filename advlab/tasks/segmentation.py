@@ -4,8 +4,8 @@ the clean prediction for unlabeled data), pixel targets, dataset-level mIoU from
 
 Targets (Xie et al., "Adversarial Examples for Semantic Segmentation and Object Detection", ICCV
 2017): an attack that asks for adversarial labels (`dense_targets = "permutation"`, DAG) gets, per
-image, a random one-to-one mapping of the classes in which every class goes to a different one
-(keyed by the run seed and the image's pixels); `--target-class K` sends every pixel to K (0,
+image, background kept and every foreground class sent one-to-one to a foreground class absent from
+the image, as in the reference code (keyed by the run seed and the image's pixels); `--target-class K` sends every pixel to K (0,
 background, makes objects vanish); other attacks (FGSM, PGD) push every pixel away from its
 reference class. An image counts as fooled once 99% of its valid pixels are (the DAG stopping rule).
 """
@@ -78,14 +78,29 @@ def pixel_accuracy(pred: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def adversarial_labels(x: torch.Tensor, reference: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
-    """(N, H, W) adversarial label maps: per image a random cyclic order of the K classes, each class
-    mapped to the next one (one-to-one, no class kept), keyed by the seed and the image's pixels."""
+    """(N, H, W) adversarial label maps, as the reference code draws them (cihangxie/DAG,
+    `generate_mapping.m`): background (class 0) and void stay; each foreground class present in an
+    image goes to a different foreground class, one-to-one, chosen at random among the classes absent
+    from the image. An image with more present classes than absent ones (or a model with one
+    foreground class) falls back to a random cyclic order of all its classes. Keyed by the seed and
+    the image's pixels."""
+    n, k = reference.shape[0], num_classes
     keys = step_keys(image_keys(x, seed), _TARGET_STREAM, 0)  # (N,)
-    order = uniform(keys, (num_classes,)).argsort(dim=1)  # (N, K): a random cyclic order of the classes
-    successor = torch.empty_like(order)
-    successor.scatter_(1, order, order.roll(-1, dims=1))  # successor[n, c] = the class after c in image n's order
-    safe = torch.where(reference == IGNORE, 0, reference)  # (N, H, W)
-    mapped = successor.gather(1, safe.flatten(1)).view_as(reference)
+    draws = uniform(keys, (k,))  # (N, K) in [0, 1)
+    safe = torch.where(reference == IGNORE, 0, reference).flatten(1)  # (N, P)
+    present = torch.zeros(n, k, dtype=torch.bool, device=reference.device).scatter_(1, safe, True)  # (N, K)
+    foreground = torch.arange(k, device=reference.device) > 0  # (K,)
+    present_fg, absent_fg = present & foreground, ~present & foreground
+    # the j-th present class (in random order) goes to the j-th absent class (in random order)
+    sources = (draws + 2.0 * ~present_fg).argsort(dim=1)  # (N, K): present foreground classes first
+    targets = (draws + 2.0 * ~absent_fg).argsort(dim=1)  # (N, K): absent foreground classes first
+    successor = torch.arange(k, device=reference.device).expand(n, k).clone()  # identity: background, absent
+    successor.scatter_(1, sources, torch.where(present_fg.gather(1, sources), targets, sources))
+    order = draws.argsort(dim=1)  # (N, K): the fallback, a random cyclic order of the classes
+    cyclic = torch.empty_like(order).scatter_(1, order, order.roll(-1, dims=1))
+    fallback = (present_fg.sum(1) > absent_fg.sum(1)) | (k < 3)  # (N,)
+    successor = torch.where(fallback[:, None], cyclic, successor)
+    mapped = successor.gather(1, safe).view_as(reference)
     return torch.where(reference == IGNORE, IGNORE, mapped)
 
 
@@ -169,12 +184,15 @@ class Segmentation(Task):
     def metrics(self, subject: "Subject", plan: Plan, adv: SegPredictions, success: torch.Tensor,
                 queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> dict[str, Any]:
         """mIoU and pixel accuracy clean vs adversarial, the target hit rate (share of valid target
-        pixels at their adversarial label, or away from the reference when untargeted), the pixel
+        pixels at their adversarial label, or away from the reference when untargeted), the changed hit
+        rate (the same over the pixels whose target differs from the reference: background kept as
+        background does not count), the pixel
         fooling ratio (share of valid pixels whose prediction changed), rms perturbation
         (sqrt(mean r^2), the paper's perceptibility) and iterations."""
         reference, clean, attacked = subject.labels, subject.clean, plan.attacked
         valid = reference != IGNORE
         hit = _hits(plan, adv.label)  # (N, H, W)
+        changed = valid & attacked[:, None, None] & (plan.criterion.labels != reference)  # pixels sent elsewhere
         won = attacked & success
         rms = dist["mse"].sqrt()  # (N,) root mean square perturbation per image
         miou_adv = miou(adv.label, reference, adv.num_classes)
@@ -187,6 +205,7 @@ class Segmentation(Task):
             "pixel_acc_clean": pixel_accuracy(clean.label, reference),
             "pixel_acc_adv": pixel_accuracy(adv.label, reference),
             "target_hit_rate": float(hit[valid & attacked[:, None, None]].float().mean()) if attacked.any() else None,
+            "changed_hit_rate": float(hit[changed].float().mean()) if changed.any() else None,
             "rms_perturbation": median(rms[attacked]),
             "iterations_median": median(queries[attacked].float()),
             "median_l2": median(dist["l2"][attacked]),  # over attacked images: every one has a perturbation,
