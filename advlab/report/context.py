@@ -1,7 +1,7 @@
 """results.json -> the plain values the template shows (header, summary rows, params, defenses)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ from advlab.report.defenses import defense_table, defense_views
 from advlab.report.gallery import Gallery, build_gallery
 from advlab.report.robustness import curves_view, matrix_view, warnings_view
 from advlab.report.universal import UniversalView, is_universal, transfer_view, universal_view
+from advlab.report.views import Column, task_columns, view_for
 
 
 @dataclass
@@ -29,6 +30,7 @@ class AttackView:
     model: str = fmt.MISSING
     baseline: str | None = None
     universal: UniversalView | None = None
+    task_cells: list[str] = field(default_factory=list)  # one per column of `task_columns`, "—" off-task
 
 
 
@@ -102,16 +104,11 @@ def metrics(attack: dict[str, Any], clean_accuracy: Any) -> dict[str, str]:
         "queries_median": fmt.integer(attack.get("queries_median")),
         "wall_s": fmt.num(attack.get("wall_s")),
         "model_images_per_s": fmt.integer(attack.get("model_images_per_s")),
-        "miou": f"{fmt.pct(attack.get('miou_clean'))} → {fmt.pct(attack.get('miou_adv'))}",
-        "target_hit_rate": fmt.pct(attack.get("target_hit_rate")),
-        "changed_hit_rate": fmt.pct(attack.get("changed_hit_rate")),
-        "rms_perturbation": fmt.sci(attack.get("rms_perturbation")),
-        "iterations_median": fmt.integer(attack.get("iterations_median")),
     }
 
 
 def attack_view(run_dir: Path, attack: dict[str, Any], index: int, clean_accuracy: Any,
-                class_names: list[str] | None = None) -> AttackView:
+                class_names: list[str] | None = None, columns: list[Column] | None = None) -> AttackView:
     """Everything the page shows about one attack row."""
     method = fmt.plain(attack.get("method"))
     baseline = fmt.plain(attack["baseline"]) if attack.get("baseline") else None
@@ -139,6 +136,8 @@ def attack_view(run_dir: Path, attack: dict[str, Any], index: int, clean_accurac
         model=model,
         baseline=baseline,
         universal=universal_view(run_dir, attack, title=f"{method} ({model})" if attack.get("model") else method),
+        task_cells=[column.cell(attack) if column in view_for(attack).columns else fmt.MISSING
+                    for column in columns or []],
     )
 
 
@@ -149,12 +148,13 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     class_names = [str(n) for n in names] if isinstance(names, list) else None
     attacks = [a if isinstance(a, dict) else {} for a in (results.get("attacks") or [])]
     files = [name for name in ("config.yaml", "log.txt") if (run_dir / name).is_file()]
+    columns = task_columns(attacks)
     return {
         "name": fmt.plain(results.get("name") or run_dir.name),
         "header": header(results),
         "clean_accuracy": fmt.pct(clean_accuracy),
-        "attacks": [attack_view(run_dir, a, i, clean_accuracy, class_names) for i, a in enumerate(attacks)],
-        "segmentation_column": any(a.get("task") == "segmentation" for a in attacks),
+        "attacks": [attack_view(run_dir, a, i, clean_accuracy, class_names, columns) for i, a in enumerate(attacks)],
+        "task_columns": columns,
         "model_column": any(a.get("model") is not None for a in attacks),
         "universal_column": any(is_universal(a) for a in attacks),
         "models": models_table(results.get("models")),

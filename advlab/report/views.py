@@ -1,0 +1,164 @@
+"""Report views, one per task, registered by name like the task adapters (`advlab.tasks`): what a
+row's summary cells, image cards and trace plot show. The report looks a row's view up by its
+`task` key and never branches on the task; a row without one (results.json from before tasks
+existed) renders as classification.
+
+A view adds task-specific summary columns, writes a card's text from one `samples` record, draws
+what the arrays file holds beyond x and x_adv under each card (label maps, boxes), and picks the
+trace plot.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from advlab.report import fmt
+from advlab.report.images import image_uri, mask_image, palette
+from advlab.report.plots import active_share_uri, l2_vs_queries_uri
+
+if TYPE_CHECKING:
+    from advlab.report.gallery import Gallery
+
+
+@dataclass(frozen=True)
+class Column:
+    """A task-specific summary column: its header, the row key it reads and how to format it."""
+
+    header: str
+    cell: Callable[[dict[str, Any]], str]
+    title: str = ""  # the header's tooltip
+
+
+@dataclass(frozen=True)
+class Plot:
+    uri: str
+    title: str
+    caption: str
+
+
+class TaskView:
+    """The classification view, and the base every task's view extends."""
+
+    task: ClassVar[str] = "classification"
+    columns: ClassVar[tuple[Column, ...]] = ()
+
+    def card_text(self, sample: dict[str, Any], l2: Any, no_adv: str | None) -> dict[str, str]:
+        """label_text, clean_text, adv_text and distance_text of one card."""
+        queries = sample.get("queries")
+        return {
+            "label_text": _class_text(sample.get("label_name"), sample.get("label")),
+            "clean_text": _class_text(sample.get("clean_pred_name"), sample.get("clean_pred"),
+                                      sample.get("clean_conf")),
+            "adv_text": _class_text(sample.get("adv_pred_name"), sample.get("adv_pred"), sample.get("adv_conf")),
+            "distance_text": fmt.joined(
+                f"L2 {fmt.num(l2)}" if l2 is not None else no_adv,
+                f"L∞ {fmt.num(sample['linf'])}" if sample.get("linf") is not None else None,
+                f"{fmt.integer(queries)} queries" if queries is not None else None),
+        }
+
+    def decorate(self, gallery: Gallery, data: dict[str, torch.Tensor], class_names: list[str]) -> None:
+        """Add what the arrays hold beyond the images to the cards (nothing for classification)."""
+
+    def plot(self, data: dict[str, torch.Tensor], title: str) -> Plot | None:
+        """The L2-vs-queries plot when both trace tensors are there; None otherwise or on bad shapes."""
+        tq, tl = data.get("trace_queries"), data.get("trace_l2")
+        if not isinstance(tq, torch.Tensor) or not isinstance(tl, torch.Tensor):
+            return None
+        try:
+            uri = l2_vs_queries_uri(tq, tl, title)
+        except (ValueError, IndexError, RuntimeError):
+            return None
+        return Plot(uri, "L2 distance vs. model queries", "Thin lines: each image's current adversarial; bold: "
+                    "median over images at equal query budget (drawn once most images have one).")
+
+
+_VIEWS: dict[str, TaskView] = {}
+
+
+def register_view(cls: type[TaskView]) -> type[TaskView]:
+    _VIEWS[cls.task] = cls()
+    return cls
+
+
+def view_for(row: dict[str, Any]) -> TaskView:
+    """The view of a results row: by its `task`, classification when it has none (or an unknown one)."""
+    return _VIEWS.get(str(row.get("task") or "classification"), _VIEWS["classification"])
+
+
+def task_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """The extra summary columns of every task present among the rows, in order of first appearance."""
+    seen: list[TaskView] = []
+    for row in rows:
+        view = view_for(row)
+        if view not in seen:
+            seen.append(view)
+    return [column for view in seen for column in view.columns]
+
+
+def _class_text(name: Any, index: Any, conf: Any = None) -> str:
+    """'bull mastiff #243 (91.0%)' from whichever parts are present."""
+    label = f"{name} #{index}" if name not in (None, "") and index is not None else name if name else index
+    return fmt.joined(label, f"({fmt.pct(conf)})" if conf is not None else None, sep=" ")
+
+
+register_view(TaskView)
+
+
+@register_view
+class SegmentationView(TaskView):
+    """Per-pixel shares on the cards, reference / clean / adversarial label maps with a legend, and the
+    share of active target pixels against iterations (DAG, Xie et al. 2017)."""
+
+    task = "segmentation"
+    columns = (
+        Column("mIoU clean → adv.", lambda r: f"{fmt.pct(r.get('miou_clean'))} → {fmt.pct(r.get('miou_adv'))}"),
+        Column("target hit rate", lambda r: fmt.pct(r.get("target_hit_rate"))),
+        Column("changed pixels hit", lambda r: fmt.pct(r.get("changed_hit_rate")),
+               "over the pixels whose target differs from the reference"),
+        Column("rms", lambda r: fmt.sci(r.get("rms_perturbation"))),
+        Column("median iterations", lambda r: fmt.integer(r.get("iterations_median"))),
+    )
+    MAPS: ClassVar[tuple[tuple[str, str], ...]] = (("reference", "reference"), ("clean prediction", "pred_clean"),
+                                                   ("adversarial prediction", "pred_adv"))
+
+    def card_text(self, sample: dict[str, Any], l2: Any, no_adv: str | None) -> dict[str, str]:
+        queries = sample.get("queries")
+        return {
+            "label_text": "per-pixel masks below",
+            "clean_text": f"pixel accuracy {fmt.pct(sample.get('pixel_acc_clean'))}",
+            "adv_text": f"pixel accuracy {fmt.pct(sample.get('pixel_acc_adv'))}, targets hit "
+                        f"{fmt.pct(sample.get('target_hit'))}",
+            "distance_text": fmt.joined(f"rms {fmt.sci(sample.get('rms'))}", f"L∞ {fmt.num(sample.get('linf'))}",
+                                        f"{fmt.integer(queries)} iterations" if queries is not None else None),
+        }
+
+    def decorate(self, gallery: Gallery, data: dict[str, torch.Tensor], class_names: list[str]) -> None:
+        maps = {key: data.get(key) for _, key in self.MAPS}
+        if not all(isinstance(m, torch.Tensor) and m.dim() == 3 for m in maps.values()):
+            return
+        count = max(len(class_names), max(int(m[m != 255].max()) if (m != 255).any() else 0
+                                          for m in maps.values()) + 1)
+        colours = palette(count)
+        shown: set[int] = set()
+        for i, card in enumerate(gallery.cards[:maps["pred_adv"].shape[0]]):
+            for caption, key in self.MAPS:
+                labels = maps[key][i].long()  # (H, W)
+                shown |= set(labels.unique().tolist())
+                card.masks.append((caption, image_uri(mask_image(labels, colours), min_side=96)))
+        gallery.legend = [(class_names[k] if k < len(class_names) else str(k),
+                           "#" + "".join(f"{round(float(c) * 255):02x}" for c in colours[k]))
+                          for k in sorted(shown) if 0 <= k < count]
+
+    def plot(self, data: dict[str, torch.Tensor], title: str) -> Plot | None:
+        trace = data.get("trace_active")
+        if not isinstance(trace, torch.Tensor):
+            return None
+        try:
+            uri = active_share_uri(trace, title)
+        except (ValueError, IndexError, RuntimeError):
+            return None
+        return Plot(uri, "Share of target pixels still active vs. iterations", "Thin lines: each image; bold: "
+                    "median over images. DAG stops an image once fewer than 1% of its target pixels are active.")
