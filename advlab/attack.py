@@ -88,8 +88,9 @@ class Attack(abc.ABC):
         result = self.run(model, x, criterion, seed=seed, starting_points=starting_points)
         x_adv = result.x_adv.clamp(0.0, 1.0)
         with torch.no_grad():  # in slices: a universal attack hands over a whole data set at once
-            success = torch.cat([criterion.subset(slice(i, i + VERIFY_BATCH)).is_adversarial(
-                model(x_adv[i:i + VERIFY_BATCH]).float()) for i in range(0, x_adv.shape[0], VERIFY_BATCH)])
+            success = torch.cat([part.is_adversarial(part.evaluate(model, x_adv[i:i + VERIFY_BATCH]).float())
+                                 for i in range(0, x_adv.shape[0], VERIFY_BATCH)
+                                 for part in [criterion.subset(slice(i, i + VERIFY_BATCH))]])
         result.x_adv = x_adv
         result.success = success
         result.distance = distances(x, x_adv, self.norm)

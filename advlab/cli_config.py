@@ -14,6 +14,7 @@ from advlab.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig, default
 from advlab.errors import AdvlabError
 
 SEGMENTATION_DEFAULT_N = 16  # scenes in the embedded segmentation default (a few minutes of DAG on 2 CPU cores)
+DETECTION_DEFAULT_N = 16  # scenes in the embedded detection default
 
 
 def segmentation_default_model() -> ModelSpec:
@@ -22,6 +23,17 @@ def segmentation_default_model() -> ModelSpec:
 
     return ModelSpec(name="advlab.segnet:fashion_segnet", weights=str(WEIGHTS), mean=[MEAN], std=[STD],
                      task="segmentation")
+
+
+def detection_default_model() -> ModelSpec:
+    """The lab's own detector (advlab.detnet), trained on fashion-scenes; its weights ship with advlab."""
+    from advlab.detnet import WEIGHTS
+
+    return ModelSpec(name="advlab.detnet:fashion_detector", weights=str(WEIGHTS), task="detection")
+
+
+EMBEDDED_DEFAULTS = {"segmentation": (segmentation_default_model, SEGMENTATION_DEFAULT_N),
+                     "detection": (detection_default_model, DETECTION_DEFAULT_N)}
 
 
 # CLI flags that become attack settings when given (dest -> setting name).
@@ -132,12 +144,14 @@ def same_command_into(argv: Sequence[str], out: Path) -> str:
 
 
 def _model_and_data(cfg: RunConfig, args: argparse.Namespace, tasks: frozenset[str] = frozenset()) -> None:
-    """Model and data from the flags. Without --model, a segmentation run (--task segmentation, or an
-    attack that only supports segmentation) gets the lab's embedded segmentation default."""
-    segmentation = args.task == "segmentation" or (tasks and "classification" not in tasks)
-    if not args.model and segmentation:
-        cfg.model = segmentation_default_model()
-        cfg.data.source, cfg.data.n = "fashion-scenes:test", SEGMENTATION_DEFAULT_N
+    """Model and data from the flags. Without --model, a segmentation or detection run (--task, or an
+    attack that does not support classification: segmentation) gets the lab's embedded default for
+    that task on fashion-scenes."""
+    task = args.task or ("segmentation" if tasks and "classification" not in tasks else None)
+    if not args.model and task in EMBEDDED_DEFAULTS:
+        model, n = EMBEDDED_DEFAULTS[task]
+        cfg.model = model()
+        cfg.data.source, cfg.data.n = "fashion-scenes:test", n
     if args.model:
         cfg.model.name = args.model
         cfg.model.weights = default_weights(args.model)

@@ -26,7 +26,7 @@ class ModelSpec:
     input_size: int | None = None  # square side the model expects; None = the weights' own crop size
     num_classes: int | None = None  # passed to a custom factory as num_classes=
     class_names: str | None = None  # file with one class name per line (custom models)
-    task: str | None = None  # classification | segmentation; None = inferred from the model's outputs
+    task: str | None = None  # classification | segmentation | detection; None = inferred from the model
 
 
 @dataclass

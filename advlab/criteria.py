@@ -14,7 +14,7 @@ Untargeted and Targeted below serve every task; task adapters (`advlab.tasks`) b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
 import torch
@@ -32,6 +32,11 @@ class Criterion:
     threshold: float = 1.0  # share of an image's valid targets that must be fooled
 
     targeted: ClassVar[bool] = False  # reach `labels` rather than leave them
+
+    def evaluate(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The outputs this criterion reads, for images x: the model's logits (a detection criterion
+        reads the box head's logits on its fixed proposals instead)."""
+        return model(x)
 
     def fooled(self, outputs: torch.Tensor) -> torch.Tensor:
         """(N, K, *S) -> (N, T) bool: targets whose top-1 class is fooled (ignored targets: False)."""
@@ -86,11 +91,15 @@ class Criterion:
         return self.fooled_share(outputs) >= self.threshold
 
     def subset(self, index: torch.Tensor | slice) -> "Criterion":
-        """The criterion of some images: a slice, a bool mask or an index tensor (repeats allowed)."""
-        return replace(self, labels=self.labels[index])
+        """The criterion of some images: a slice, a bool mask or an index tensor (repeats allowed);
+        every per-image tensor field (labels, and e.g. proposals) is cut alike."""
+        return replace(self, **{f: v[index] for f, v in self._tensors().items()})
 
     def to(self, device: torch.device | str) -> "Criterion":
-        return replace(self, labels=self.labels.to(device))
+        return replace(self, **{f: v.to(device) for f, v in self._tensors().items()})
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -109,3 +118,17 @@ class Targeted(Criterion):
     `threshold` of them)."""
 
     targeted = True
+
+
+@dataclass(frozen=True)
+class ProposalTargets(Targeted):
+    """Detection targets (Xie et al., ICCV 2017): per image, region proposals held fixed during the
+    attack, each with an adversarial label; outputs are the detector's box-head logits (N, K, P) on
+    them (`model.padded_logits`). Images have P slots; unused slots carry the IGNORE label."""
+
+    proposals: torch.Tensor = None  # type: ignore[assignment]  # (N, P, 4) x1, y1, x2, y2 in input pixels
+    counts: torch.Tensor = None  # type: ignore[assignment]  # (N,) int64 proposals used per image
+    original: torch.Tensor = None  # type: ignore[assignment]  # (N, P) each target's reference class
+
+    def evaluate(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model.padded_logits(x, self.proposals, self.counts)  # (N, K, P)

@@ -49,6 +49,7 @@ class ImageSet:
     source: str  # the spec string given, e.g. "imagenet-samples", "folder:/data/val"
     label_source: str  # "ground-truth" | "prediction" | "none"
     class_names: tuple[str, ...] | None = None  # the source's own class names, where it knows them
+    boxes: list[dict[str, torch.Tensor]] | None = None  # detection: per image boxes (G, 4) x1 y1 x2 y2, labels (G,)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])

@@ -43,18 +43,23 @@ def _fashion_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_fashion_scenes(spec: str, split: str, model: ImageClassifier, n: int | None) -> ImageSet:
-    """fashion-scenes (advlab.scenes): RGB canvases of real Fashion-MNIST garments with per-pixel masks."""
+    """fashion-scenes (advlab.scenes): RGB canvases of real Fashion-MNIST garments with per-pixel masks
+    (for segmenters) or boxes (for detectors)."""
     from advlab.scenes import SCENE_CLASSES, compose
 
     if model.num_classes != len(SCENE_CLASSES) or model.in_channels != 3:
-        raise AdvlabError(f"{spec} is RGB and labeled per pixel in {len(SCENE_CLASSES)} classes (background and "
-                          f"10 garments); the model takes {model.in_channels} channels and has {model.num_classes} "
-                          "classes; use --model advlab.segnet:fashion_segnet or --task segmentation")
+        raise AdvlabError(f"{spec} is RGB and labeled in {len(SCENE_CLASSES)} classes (background and 10 garments); "
+                          f"the model takes {model.in_channels} channels and has {model.num_classes} classes; use "
+                          "--model advlab.segnet:fashion_segnet (--task segmentation) or advlab.detnet:fashion_detector "
+                          "(--task detection)")
     images, labels = _fashion_arrays(split)
     count = n or SCENES_DEFAULT_N[split]
     garments = torch.from_numpy(images.copy()).float().div_(255.0)  # (M, 28, 28)
     scenes = compose(garments, torch.from_numpy(labels.astype(np.int64)), count, split=split)
     names = [f"{split}-scene[{i}]" for i in range(count)]
+    if getattr(model, "task", None) == "detection":  # boxes, not masks
+        boxes = [{"boxes": b, "labels": g} for b, g in zip(scenes.boxes, scenes.box_labels)]
+        return ImageSet(scenes.x, torch.full((count,), -1), names, spec, "ground-truth", SCENE_CLASSES, boxes)
     return ImageSet(scenes.x, scenes.masks, names, spec, "ground-truth", SCENE_CLASSES)
 
 

@@ -1,6 +1,8 @@
-"""`tensors:FILE`: images (and labels or masks) saved as arrays, `.npz` or `.pt` with `x` in [0, 1]
-float or uint8, NCHW or NHWC, and optional `y`: class ids (N,) for classifiers (-1 = unknown), masks
-(N, H, W) for segmenters (255 = void). Files are read with `allow_pickle=False` / `weights_only=True`."""
+"""`tensors:FILE`: images (and labels, masks or boxes) saved as arrays, `.npz` or `.pt` with `x` in
+[0, 1] float or uint8, NCHW or NHWC, and optional `y`: class ids (N,) for classifiers (-1 = unknown),
+masks (N, H, W) for segmenters (255 = void); for detectors `boxes` (N, G, 4) x1 y1 x2 y2 in pixels
+with `box_labels` (N, G) (-1 = an empty slot). Files are read with `allow_pickle=False` /
+`weights_only=True`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +16,7 @@ from advlab.models import ImageClassifier
 
 
 def load_tensors(spec: str, file: str, model: ImageClassifier, n: int | None) -> ImageSet:
-    x_raw, y_raw = _read_tensor_file(Path(file).expanduser(), spec)
+    x_raw, y_raw, data = _read_tensor_file(Path(file).expanduser(), spec)
     x = _to_nchw_view(x_raw, spec)  # (N, C, H, W), dtype as stored
     if len(x) == 0:
         raise AdvlabError(f"{spec}: x holds no images; save at least one")
@@ -22,13 +24,29 @@ def load_tensors(spec: str, file: str, model: ImageClassifier, n: int | None) ->
     keep = first_n(list(range(len(x))), n, spec)
     x = match_channels(_to_unit_float(x[:len(keep)], spec), model, spec)
     names = [f"{file}[{i}]" for i in keep]
+    if getattr(model, "task", None) == "detection" and "boxes" in data:
+        boxes = _boxes(data, len(x_raw), spec)[:len(x)]
+        return ImageSet(x, torch.full((len(x),), -1, dtype=torch.int64), names, spec, "ground-truth", None, boxes)
     if y is None or (y.dim() == 1 and bool((y == -1).all())):
         return ImageSet(x, torch.full((len(x),), -1, dtype=torch.int64), names, spec, "none")
     return ImageSet(x, y[:len(x)].clone(), names, spec, "ground-truth")
 
 
-def _read_tensor_file(path: Path, spec: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(x, y or None) from a .npz or .pt file holding keys 'x' and optional 'y'."""
+def _boxes(data: dict, count: int, spec: str) -> list[dict[str, torch.Tensor]]:
+    """Per image {boxes (G, 4), labels (G,)} from padded `boxes` (N, G, 4) and `box_labels` (N, G), -1 = empty."""
+    boxes, labels = _as_tensor(data["boxes"], "boxes", spec), data.get("box_labels")
+    if labels is None:
+        raise AdvlabError(f"{spec}: boxes without box_labels; save box_labels (N, G) with a class per box "
+                          "(-1 = empty slot)")
+    labels = _as_tensor(labels, "box_labels", spec)
+    if boxes.dim() != 3 or boxes.shape[2] != 4 or labels.shape != boxes.shape[:2] or len(boxes) != count:
+        raise AdvlabError(f"{spec}: boxes {tuple(boxes.shape)} and box_labels {tuple(labels.shape)} must be "
+                          f"({count}, G, 4) and ({count}, G): x1 y1 x2 y2 per box, one class per box")
+    return [{"boxes": b[g >= 0].float(), "labels": g[g >= 0].long()} for b, g in zip(boxes, labels)]
+
+
+def _read_tensor_file(path: Path, spec: str) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """(x, y or None, everything in the file) from a .npz or .pt file holding keys 'x' and optional 'y'."""
     if not path.is_file():
         raise AdvlabError(f"{spec}: file {path} does not exist; check the path")
     suffix = path.suffix.lower()
@@ -48,7 +66,7 @@ def _read_tensor_file(path: Path, spec: str) -> tuple[torch.Tensor, torch.Tensor
         keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise AdvlabError(f"{spec}: {path} has no 'x' (found {keys}); save a dict {{'x': images, 'y': labels}}")
     y = data.get("y")
-    return _as_tensor(data["x"], "x", spec), None if y is None else _as_tensor(y, "y", spec)
+    return _as_tensor(data["x"], "x", spec), None if y is None else _as_tensor(y, "y", spec), data
 
 
 def _as_tensor(value: object, key: str, spec: str) -> torch.Tensor:
@@ -98,7 +116,7 @@ def match_channels(x: torch.Tensor, model: ImageClassifier, spec: str) -> torch.
 def _check_labels(y: torch.Tensor | None, count: int, model: ImageClassifier, spec: str) -> torch.Tensor | None:
     """Class labels (N,) for a classifier, -1 = unknown; per-pixel masks (N, H, W) for a segmenter,
     255 = void (their size and class ids are checked against the images by the segmentation task)."""
-    if y is None:
+    if y is None or getattr(model, "task", None) == "detection":  # detectors read boxes instead
         return None
     if getattr(model, "task", "classification") == "segmentation":
         if y.dim() != 3 or y.is_floating_point() or y.dtype == torch.bool:

@@ -116,20 +116,26 @@ def load_model(name: str, weights: str | None = "DEFAULT", *, mean: Sequence[flo
     `none`; `fcn_resnet50`, `COCO_WITH_VOC_LABELS_V1`), or a bring-your-own factory
     `path/to/file.py:factory` / `package.module:factory` with a weights FILE, whose task (`None`:
     inferred from its output rank) is classification or segmentation."""
-    if task is not None and task not in OUTPUT_SHAPES:
-        raise AdvlabError(f"--task {task!r} is not supported for models; choose {' or '.join(OUTPUT_SHAPES)}")
+    if task is not None and task not in (*OUTPUT_SHAPES, "detection"):
+        raise AdvlabError(f"--task {task!r} is not supported for models; choose "
+                          f"{', '.join(OUTPUT_SHAPES)} or detection")
     if ":" in name:
         return _load_custom(name, weights, mean=mean, std=std, input_size=input_size, num_classes=num_classes,
                             class_names_file=class_names_file, task=task)
+    from advlab.detectors import DETECTION_MODELS, load_torchvision_detector
     from advlab.segmenters import SEGMENTATION_MODELS, load_torchvision_segmenter
 
+    for kind, names in (("segmentation", SEGMENTATION_MODELS), ("detection", DETECTION_MODELS)):
+        if name in names and task not in (None, kind):
+            raise AdvlabError(f"{name} is a {kind} model, not a {task} one; drop --task or pick another model")
     if name in SEGMENTATION_MODELS:
-        if task not in (None, "segmentation"):
-            raise AdvlabError(f"{name} is a segmentation model, not a {task} one; drop --task or pick another model")
         return load_torchvision_segmenter(name, weights, mean=mean, std=std)
+    if name in DETECTION_MODELS:
+        return load_torchvision_detector(name, weights)
     if task not in (None, "classification"):
+        models = SEGMENTATION_MODELS if task == "segmentation" else DETECTION_MODELS
         raise AdvlabError(f"{name} is a torchvision classifier, not a {task} model; choose one of "
-                          f"{', '.join(SEGMENTATION_MODELS)} or FILE.py:factory")
+                          f"{', '.join(models)} or FILE.py:factory")
     return _load_torchvision(name, weights, mean=mean, std=std, input_size=input_size)
 
 
@@ -236,8 +242,10 @@ def _load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None
     else:
         label = "none"
     net.eval()
-    channels = _in_channels(net, input_size)
     classes = _read_class_names(class_names_file) if class_names_file else None
+    if task == "detection" or (task is None and _is_detector(net)):
+        return _wrap_detector(net, spec, label, classes)
+    channels = _in_channels(net, input_size)
     n_out, task = _probe_classes(net, channels, input_size or 32, spec, task)
     if num_classes and n_out != num_classes:
         raise AdvlabError(f"--num-classes {num_classes} but the model built by {spec} outputs {n_out} classes; "
@@ -247,6 +255,32 @@ def _load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None
                           f"outputs {n_out} classes; give one name per line for each class")
     return _wrap(net, spec, label, mean or (0.0,), std or (1.0,), input_size,
                  classes or [str(i) for i in range(n_out)], named_classes=classes is not None, task=task)
+
+
+def _is_detector(net: nn.Module) -> bool:
+    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+
+    return isinstance(net, GeneralizedRCNN) or all(callable(getattr(net, m, None))
+                                                   for m in ("proposals", "proposal_logits", "detect"))
+
+
+def _wrap_detector(net: nn.Module, spec: str, label: str, classes: list[str] | None) -> nn.Module:
+    """A bring-your-own detector: a torchvision two-stage detector, or an object with the detection
+    contract (advlab.detectors); a classifier or segmenter given --task detection is one line."""
+    from advlab.detectors import ImageDetector
+
+    if not _is_detector(net):
+        raise AdvlabError(f"model {spec} is not a detector (no torchvision two-stage detector, no proposals/"
+                          "proposal_logits/detect methods); drop --task detection or see advlab/detectors.py")
+    predictor = getattr(getattr(getattr(net, "roi_heads", None), "box_predictor", None), "cls_score", None)
+    count = predictor.out_features if predictor is not None else len(classes or getattr(net, "class_names", []))
+    if classes is not None and len(classes) != count:
+        raise AdvlabError(f"class-names file has {len(classes)} names but the detector has {count} classes "
+                          "(background included)")
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return ImageDetector(net, name=spec, weights=label, class_names=classes or [str(i) for i in range(count)],
+                         named_classes=classes is not None).eval()
 
 
 def _accepts(factory: Callable[..., nn.Module], keyword: str) -> bool:

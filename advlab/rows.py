@@ -124,7 +124,8 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
         "method": spec.method, "backend": getattr(attack, "backend", "ours"), **context.keys(),
         "threat": get_attack(spec.method).threat, "task": task.name,
         "criterion": "targeted" if targeted else "untargeted",
-        "target_class": int(plan.criterion.labels.flatten()[0]) if targeted else None,
+        "target_class": spec.target_class if spec.target_class is not None else
+        int(plan.criterion.labels[0]) if targeted and plan.criterion.labels.dim() == 1 else None,
         "starting_image": spec.starting_image, "params": attack.params(),
         f"clean_{task.score_name}": task.score(subject.clean, subject.labels),
         **task.metrics(subject, plan, adv, success, queries, dist),

@@ -177,9 +177,11 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
                 ledger.record(column, labels[i], entry(subject.task.correct(outcomes[0].adv, subject.labels),
                                                        outcomes[0].dist, spec, attack, get_attack(spec.method).threat))
         unbounded = clean_correct is not None
-        warnings += probe(subject.model, subject.data.x, subject.labels, column.label(), device, unbounded=unbounded)
+        if subject.task.probes:
+            warnings += probe(subject.model, subject.data.x, subject.labels, column.label(), device,
+                              unbounded=unbounded)
         for k, (dspec, defense) in enumerate(zip(cfg.defenses, defenses)):
-            if dspec.adaptive:
+            if dspec.adaptive and subject.task.probes:
                 warnings += probe(Defended(subject.model, defense).to(device).eval(), subject.data.x, subject.labels,
                                   Column(context.model, defense_label(defense), ADAPTIVE).label(), device,
                                   unbounded=unbounded)

@@ -1,15 +1,18 @@
 """DAG, Dense Adversary Generation (Xie, Wang, Zhang, Zhou, Xie & Yuille, "Adversarial Examples for
 Semantic Segmentation and Object Detection", ICCV 2017), batched over images.
 
-Every target (a pixel for segmentation) has an adversarial label. Each iteration, over the targets
-still active (not yet predicted as their adversarial label):
+Every target (a pixel for segmentation; a region proposal, held fixed, for detection) has an
+adversarial label. Each iteration, over the targets still active (not yet predicted as their
+adversarial label):
 
     r = grad_x sum_active (z_adversarial - z_current)      (raw logits; z_current: the pixel's prediction)
     r = gamma * r / max|r|                                  (l_inf normalisation, per image)
     x_adv = clamp(x + sum of r, 0, 1)
 
 An image stops once fewer than 1% of its targets are still active (`criterion.threshold` = 0.99 in
-the segmentation task), or after `max_iterations` (200, as in the reference code). gamma is the
+the segmentation and detection tasks), or after `max_iterations` (None: the reference code's 200
+for segmentation, 150 for detection). For detection the outputs are the box head's logits on the
+fixed proposals (`criterion.evaluate`); box regression is not attacked. gamma is the
 reference code's 0.5 in 0..255 pixel units: 0.5/255 here. Unlike the reference code (MATLAB/Caffe,
 cihangxie/DAG) the result is clipped to the valid image range, and an optional l_inf budget `eps`
 can bound it.
@@ -31,14 +34,15 @@ from tqdm.auto import tqdm
 from advlab.attack import Attack, AttackResult
 from advlab.attacks.universal import _feasible
 from advlab.checks import check_bool, is_real, positive_int
-from advlab.criteria import Criterion
+from advlab.criteria import Criterion, ProposalTargets
 from advlab.registry import register_attack
 from advlab.rng import image_keys, step_keys, uniform
 
 _PERMUTE_STREAM = 41  # advlab.rng stream of the permuted control
+ITERATIONS_SEGMENTATION, ITERATIONS_DETECTION = 200, 150  # the reference code's MAX_ITER per task
 
 
-@register_attack("dag", threat="white-box", tasks={"segmentation"})
+@register_attack("dag", threat="white-box", tasks={"segmentation", "detection"})
 class DAG(Attack):
     """DAG (Xie et al., ICCV 2017): every pixel pushed to its adversarial label, l_inf-normalised gradient steps."""
 
@@ -48,12 +52,12 @@ class DAG(Attack):
     control_tag: ClassVar[str] = "permuted"
     keep_all_arrays: ClassVar[bool] = True  # transfer() adds every image's perturbation to the other models' images
 
-    def __init__(self, *, gamma: float = 0.5 / 255, max_iterations: int = 200, eps: float | None = None,
+    def __init__(self, *, gamma: float = 0.5 / 255, max_iterations: int | None = None, eps: float | None = None,
                  compact_every: int = 10, progress: bool = True) -> None:
         if not is_real(gamma) or not 0 < gamma <= 1:
             raise ValueError(f"gamma must be a step in (0, 1] (pixels in [0, 1]; the paper's 0.5/255), got {gamma!r}")
         self.gamma = float(gamma)
-        self.max_iterations = positive_int("max_iterations", max_iterations)
+        self.max_iterations = None if max_iterations is None else positive_int("max_iterations", max_iterations)
         if eps is not None and (not is_real(eps) or not 0 < eps <= 1):
             raise ValueError(f"eps must be an l_inf budget in (0, 1] or null, got {eps!r}")
         self.eps = None if eps is None else float(eps)
@@ -107,12 +111,14 @@ class DAG(Attack):
         live = torch.arange(n, device=x.device)  # images still in the batch, (A,)
         active_share = torch.ones(n, device=x.device)
         finished = torch.zeros(n, dtype=torch.bool, device=x.device)
-        bar = tqdm(total=self.max_iterations, desc="dag", unit="it", disable=not self.progress, leave=False)
+        limit = self.max_iterations or (ITERATIONS_DETECTION if isinstance(criterion, ProposalTargets)
+                                        else ITERATIONS_SEGMENTATION)
+        bar = tqdm(total=limit, desc="dag", unit="it", disable=not self.progress, leave=False)
         crit = criterion  # the targets of the images still in the batch, re-cut at each compaction
-        for it in range(self.max_iterations):
+        for it in range(limit):
             xa = (x0[live] + r_total[live]).clamp(0.0, 1.0).requires_grad_(True)  # (A, C, H, W)
             with torch.enable_grad():
-                logits = model(xa.to(x.dtype)).float()  # (A, K, H, W)
+                logits = crit.evaluate(model, xa.to(x.dtype)).float()  # (A, K, *S): pixels, or fixed proposals
                 target = crit.labels.clamp(max=logits.shape[1] - 1)  # void pixels masked out below
                 pred = logits.detach().argmax(dim=1)  # (A, H, W)
                 active = (pred != crit.labels) & (crit.labels != 255)  # (A, H, W) not yet adversarial

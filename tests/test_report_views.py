@@ -34,7 +34,7 @@ def test_a_segmentation_row_renders_with_its_view(seg_run: Path) -> None:
     headers = _header_cells(html)
     for column in SegmentationView.columns:
         assert column.header in headers
-    assert html.count('<img class="mask" src="data:image/png;base64,') == 2 * 2 * 3  # rows x images x maps
+    assert html.count('<img class="figure" src="data:image/png;base64,') == 2 * 2 * 3  # rows x images x maps
     for caption in ("reference", "clean prediction", "adversarial prediction"):
         assert f'alt="{caption} ' in html
     assert 'class="swatch"' in html and "background" in html  # the legend names the classes shown
@@ -49,7 +49,7 @@ def test_rows_without_a_task_render_as_classification(seg_run: Path, tmp_path: P
     html = render_html(seg_run, results)
     headers = _header_cells(html)
     assert not any(column.header in headers for column in SegmentationView.columns)
-    assert 'class="mask"' not in html  # no label maps: the classification view draws none
+    assert 'class="figure"' not in html  # no label maps: the classification view draws none
     assert view_for({}).task == "classification" and view_for({"task": "no-such-task"}).task == "classification"
 
 

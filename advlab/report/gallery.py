@@ -28,7 +28,7 @@ class SampleCard:
     orig_uri: str | None = None
     adv_uri: str | None = None
     pert_uri: str | None = None
-    masks: list[tuple[str, str]] = field(default_factory=list)  # segmentation: (caption, label-map image URI)
+    figures: list[tuple[str, str]] = field(default_factory=list)  # the task's drawings: (caption, image URI)
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Gallery:
     plot_title: str = ""
     plot_caption: str = ""
     n_total: int = 0
-    legend: list[tuple[str, str]] = field(default_factory=list)  # segmentation: (class name, css colour)
+    legend: list[tuple[str, str]] = field(default_factory=list)  # classes drawn: (class name, css colour)
 
 
 def _status(sample: dict[str, Any], universal: bool = False) -> tuple[str, str]:

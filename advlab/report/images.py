@@ -84,3 +84,19 @@ def mask_image(labels: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
     known = (ids >= 0) & (ids < colours.shape[0])
     rgb = colours[ids.clamp(0, colours.shape[0] - 1)].permute(2, 0, 1)  # (3, H, W)
     return torch.where(known[None], rgb, torch.ones_like(rgb))
+
+
+def boxes_image(img: torch.Tensor, boxes: torch.Tensor, captions: list[str], colours: list[str],
+                min_side: int = 192) -> torch.Tensor:
+    """(C, H, W) in [0, 1] with boxes (D, 4) x1 y1 x2 y2 drawn and captioned (torchvision's
+    `draw_bounding_boxes`), first enlarged by a whole factor so that small images keep legible labels;
+    -> (3, H', W') in [0, 1]."""
+    from torchvision.utils import draw_bounding_boxes
+
+    factor = max(1, -(-min_side // max(img.shape[-2:])))
+    rgb = torch.from_numpy(to_uint8(img)).permute(2, 0, 1) if img.shape[0] >= 3 else \
+        torch.from_numpy(to_uint8(img)).expand(3, -1, -1)  # (3, H, W) uint8
+    big = rgb.repeat_interleave(factor, dim=1).repeat_interleave(factor, dim=2)
+    if len(boxes):
+        big = draw_bounding_boxes(big, boxes.float() * factor, labels=captions, colors=colours, width=2)
+    return big.float() / 255.0

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from advlab.report import fmt
-from advlab.report.images import image_uri, mask_image, palette
+from advlab.report.images import boxes_image, image_uri, mask_image, palette
 from advlab.report.plots import active_share_uri, l2_vs_queries_uri
 
 if TYPE_CHECKING:
@@ -98,6 +98,19 @@ def task_columns(rows: list[dict[str, Any]]) -> list[Column]:
     return [column for view in seen for column in view.columns]
 
 
+def _active_plot(data: dict[str, torch.Tensor], title: str, targets: str) -> Plot | None:
+    """DAG's share of still-active targets per image against iterations, when the arrays hold it."""
+    trace = data.get("trace_active")
+    if not isinstance(trace, torch.Tensor):
+        return None
+    try:
+        uri = active_share_uri(trace, title)
+    except (ValueError, IndexError, RuntimeError):
+        return None
+    return Plot(uri, f"Share of {targets} still active vs. iterations", "Thin lines: each image; bold: median over "
+                f"images. DAG stops an image once fewer than 1% of its {targets} are active.")
+
+
 def _class_text(name: Any, index: Any, conf: Any = None) -> str:
     """'bull mastiff #243 (91.0%)' from whichever parts are present."""
     label = f"{name} #{index}" if name not in (None, "") and index is not None else name if name else index
@@ -147,18 +160,67 @@ class SegmentationView(TaskView):
             for caption, key in self.MAPS:
                 labels = maps[key][i].long()  # (H, W)
                 shown |= set(labels.unique().tolist())
-                card.masks.append((caption, image_uri(mask_image(labels, colours), min_side=96)))
+                card.figures.append((caption, image_uri(mask_image(labels, colours), min_side=96)))
         gallery.legend = [(class_names[k] if k < len(class_names) else str(k),
                            "#" + "".join(f"{round(float(c) * 255):02x}" for c in colours[k]))
                           for k in sorted(shown) if 0 <= k < count]
 
     def plot(self, data: dict[str, torch.Tensor], title: str) -> Plot | None:
-        trace = data.get("trace_active")
-        if not isinstance(trace, torch.Tensor):
-            return None
-        try:
-            uri = active_share_uri(trace, title)
-        except (ValueError, IndexError, RuntimeError):
-            return None
-        return Plot(uri, "Share of target pixels still active vs. iterations", "Thin lines: each image; bold: "
-                    "median over images. DAG stops an image once fewer than 1% of its target pixels are active.")
+        return _active_plot(data, title, "target pixels")
+
+
+@register_view
+class DetectionView(TaskView):
+    """Reference boxes and the clean and adversarial detections drawn with class names and scores, mAP
+    clean -> adversarial, and the share of active targets against iterations (DAG, Xie et al. 2017)."""
+
+    task = "detection"
+    columns = (
+        Column("mAP@0.5 clean → adv.", lambda r: f"{fmt.pct(r.get('map50_clean'))} → {fmt.pct(r.get('map50_adv'))}"),
+        Column("COCO mAP clean → adv.", lambda r: f"{fmt.pct(r.get('map_clean'))} → {fmt.pct(r.get('map_adv'))}",
+               "mAP averaged over IoU 0.5:0.95"),
+        Column("targets at adv. label", lambda r: fmt.pct(r.get("target_hit_rate")),
+               "share of the target proposals at their adversarial label"),
+        Column("targets flipped", lambda r: fmt.pct(r.get("flipped_rate")),
+               "share of the target proposals no longer predicted as their reference class"),
+        Column("rms", lambda r: fmt.sci(r.get("rms_perturbation"))),
+        Column("median iterations", lambda r: fmt.integer(r.get("iterations_median"))),
+    )
+    DRAWINGS: ClassVar[tuple[tuple[str, str, str], ...]] = (("reference boxes", "reference", "x"),
+                                                            ("clean detections", "clean", "x"),
+                                                            ("adversarial detections", "adv", "x_adv"))
+    MIN_SCORE: ClassVar[float] = 0.3  # detections drawn: at least this confident
+
+    def card_text(self, sample: dict[str, Any], l2: Any, no_adv: str | None) -> dict[str, str]:
+        queries = sample.get("queries")
+        return {
+            "label_text": f"{fmt.integer(sample.get('targets'))} target proposals",
+            "clean_text": f"{fmt.integer(sample.get('detections_clean'))} detections",
+            "adv_text": f"{fmt.integer(sample.get('detections_adv'))} detections; targets flipped "
+                        f"{fmt.pct(sample.get('flipped'))}, at their adversarial label {fmt.pct(sample.get('target_hit'))}",
+            "distance_text": fmt.joined(f"rms {fmt.sci(sample.get('rms'))}", f"L∞ {fmt.num(sample.get('linf'))}",
+                                        f"{fmt.integer(queries)} iterations" if queries is not None else None),
+        }
+
+    def decorate(self, gallery: Gallery, data: dict[str, torch.Tensor], class_names: list[str]) -> None:
+        keys = [f"{prefix}_{part}" for _, prefix, _ in self.DRAWINGS for part in ("boxes", "labels", "scores")]
+        if not all(isinstance(data.get(k), torch.Tensor) for k in keys):
+            return
+        colours = palette(max(len(class_names), int(max(int(data[k].max()) for k in keys[1::3])) + 1))
+        css = ["#" + "".join(f"{round(float(c) * 255):02x}" for c in rgb) for rgb in colours]
+        shown: set[int] = set()
+        for i, card in enumerate(gallery.cards[:data["adv_labels"].shape[0]]):
+            for caption, prefix, image in self.DRAWINGS:
+                labels, scores = data[f"{prefix}_labels"][i], data[f"{prefix}_scores"][i]  # (D,) each
+                keep = (labels >= 0) & ((scores >= self.MIN_SCORE) | (prefix == "reference"))
+                names = [class_names[k] if k < len(class_names) else str(k) for k in labels[keep].tolist()]
+                texts = names if prefix == "reference" else \
+                    [f"{n} {s:.2f}" for n, s in zip(names, scores[keep].tolist())]
+                shown |= set(labels[keep].tolist())
+                drawn = boxes_image(data[image][i], data[f"{prefix}_boxes"][i][keep], texts,
+                                    [css[k] for k in labels[keep].tolist()])
+                card.figures.append((caption, image_uri(drawn)))
+        gallery.legend = [(class_names[k] if k < len(class_names) else str(k), css[k]) for k in sorted(shown)]
+
+    def plot(self, data: dict[str, torch.Tensor], title: str) -> Plot | None:
+        return _active_plot(data, title, "target proposals")

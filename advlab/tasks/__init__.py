@@ -1,4 +1,4 @@
-"""Tasks as adapters: one object per task (classification, later segmentation and detection) owns
+"""Tasks as adapters: one object per task (classification, segmentation, detection) owns
 everything task-specific, so that the runner, the rows and the report look the task up and never
 branch on it (the pattern of detectron2's per-task evaluators and timm's registry).
 
@@ -40,6 +40,7 @@ class Task(abc.ABC):
 
     name: ClassVar[str] = ""
     score_name: ClassVar[str] = "accuracy"  # the headline number: results' clean[score_name], defense rows
+    probes: ClassVar[bool] = True  # the runner's sanity probes (advlab.sanity) apply to its models
 
     @abc.abstractmethod
     def predict(self, model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> Any:
@@ -104,3 +105,4 @@ def task_names() -> list[str]:
 def _load_builtin() -> None:
     import advlab.tasks.classification  # noqa: F401  (each registers itself)
     import advlab.tasks.segmentation  # noqa: F401
+    import advlab.tasks.detection  # noqa: F401

@@ -1,0 +1,114 @@
+"""The lab's own detector: a torchvision Faster R-CNN (Ren et al., NeurIPS 2015) with a small
+convolutional backbone, for the 48x48 RGB fashion-scenes, trained on CPU in minutes. Its weights ship
+with advlab (`advlab/weights/fashion_detector.pt`), so the embedded detection default runs offline;
+this command regenerates them and prints the held-out mAP@0.5:
+
+    python -m advlab.detnet --out advlab/weights/fashion_detector.pt
+    advlab attack --method dag --task detection        # uses them (model advlab.detnet:fashion_detector)
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import MultiScaleRoIAlign
+
+from advlab.scenes import SCENE_CLASSES, SCENE_SIZE
+
+WEIGHTS = Path(__file__).with_name("weights") / "fashion_detector.pt"
+MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+ROI_SIZE = 5  # RoIAlign output side: the box head sees (64, 5, 5) per proposal
+
+
+def _conv(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class SmallBackbone(nn.Sequential):
+    """(N, 3, H, W) -> (N, 64, H/4, W/4): two conv stages with 2x2 max pooling, then two convs."""
+
+    out_channels = 64
+
+    def __init__(self) -> None:
+        super().__init__(*_conv(3, 32), *_conv(32, 32), nn.MaxPool2d(2), *_conv(32, 64), *_conv(64, 64),
+                         nn.MaxPool2d(2), *_conv(64, 64), *_conv(64, self.out_channels))
+
+
+def fashion_detector(num_classes: int = len(SCENE_CLASSES)) -> FasterRCNN:
+    """The factory for `--model advlab.detnet:fashion_detector`: Faster R-CNN on one stride-4 feature
+    map, square-ish anchors of 12-40 px (garments are 18-30 px), images kept at 48 px."""
+    anchors = AnchorGenerator(sizes=((12, 20, 28, 40),), aspect_ratios=((0.5, 1.0, 2.0),))
+    return FasterRCNN(SmallBackbone(), min_size=SCENE_SIZE, max_size=SCENE_SIZE,
+                      image_mean=list(MEAN), image_std=list(STD), rpn_anchor_generator=anchors,
+                      box_roi_pool=MultiScaleRoIAlign(["0"], output_size=ROI_SIZE, sampling_ratio=2),
+                      box_head=TwoMLPHead(SmallBackbone.out_channels * ROI_SIZE ** 2, 256),
+                      box_predictor=FastRCNNPredictor(256, num_classes),
+                      rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150, rpn_pre_nms_top_n_test=300,
+                      rpn_post_nms_top_n_test=150, rpn_batch_size_per_image=128, box_batch_size_per_image=64)
+
+
+def train_detector(net: FasterRCNN, x: torch.Tensor, boxes: list[torch.Tensor], labels: list[torch.Tensor], *,
+                   epochs: int, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
+                   progress: bool = True) -> FasterRCNN:
+    """Adam on torchvision's Faster R-CNN losses (RPN and box head), cosine learning rate; x (N, 3, H, W)
+    in [0, 1], per image boxes (G, 4) x1, y1, x2, y2 and labels (G,) in 1..K-1."""
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    steps = epochs * -(-x.shape[0] // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    net.train()
+    bar = tqdm(total=steps, desc="detector", disable=not progress)
+    for _ in range(epochs):
+        order = torch.randperm(x.shape[0], generator=gen).tolist()
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            targets = [{"boxes": boxes[j], "labels": labels[j]} for j in idx]
+            losses = net(list(x[idx]), targets)
+            loss = sum(losses.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    bar.close()
+    return net.eval()
+
+
+def main() -> None:
+    from advlab.data import load_images
+    from advlab.detectors import ImageDetector
+    from advlab.tasks import get_task
+
+    p = argparse.ArgumentParser(description="Train the lab's fashion-scenes detector and save its state_dict.")
+    p.add_argument("--out", default=str(WEIGHTS))
+    p.add_argument("-n", type=int, default=6000, help="training scenes")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    torch.manual_seed(args.seed)
+    net = fashion_detector()
+    model = ImageDetector(net, name="advlab.detnet:fashion_detector", weights="training", class_names=SCENE_CLASSES)
+    train = load_images("fashion-scenes:train", model, n=args.n)
+    start = time.perf_counter()
+    train_detector(net, train.x, [t["boxes"] for t in train.boxes], [t["labels"] for t in train.boxes],
+                   epochs=args.epochs, seed=args.seed)
+    test = load_images("fashion-scenes:test", model, n=500)
+    task = get_task("detection")
+    score = task.score(task.predict(model.eval(), test.x, 64, torch.device("cpu")), test.boxes)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.clone() for k, v in net.state_dict().items()}, args.out)
+    print(f"trained in {time.perf_counter() - start:.0f} s; held-out mAP@0.5 on 500 test scenes {score:.4f}; "
+          f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()

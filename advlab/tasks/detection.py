@@ -1,0 +1,239 @@
+"""Object detection: post-processed detections, reference boxes (ground truth, or the clean detections
+for unlabeled data), proposal targets for DAG, and mAP from torchmetrics' `MeanAveragePrecision`
+(pycocotools underneath): mAP@0.5 (the PASCAL VOC measure) and COCO's mAP@[.5:.95].
+
+Targets (Xie et al., "Adversarial Examples for Semantic Segmentation and Object Detection", ICCV
+2017; reference code cihangxie/DAG, `assign_target_det.m`): the detector's region proposals on the
+clean image, held fixed during the attack, that overlap a reference box with IoU > 0.1 and give
+that box's class a score > 0.1 (the box with the highest IoU wins). Their adversarial labels: per
+image, each class present goes one-to-one to a class absent from the image (background untouched;
+keyed by the run seed and the image's pixels), or `--target-class K` for every target (0,
+background, makes the objects vanish). An image counts as fooled once 99% of its targets carry
+their adversarial label.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torchvision.ops import box_iou
+
+from advlab.criteria import IGNORE, ProposalTargets
+from advlab.errors import AdvlabError
+from advlab.evaluate import median
+from advlab.rng import image_keys
+from advlab.tasks import Plan, Task, register_task
+from advlab.tasks.segmentation import adversarial_labels
+
+if TYPE_CHECKING:
+    from advlab.attack import Attack
+    from advlab.config import AttackSpec
+    from advlab.data import ImageSet
+    from advlab.rows import Subject
+
+FOOLED_SHARE = 0.99  # an image is fooled once this share of its targets is
+TARGET_IOU, TARGET_SCORE = 0.1, 0.1  # a proposal is a target above both (the reference code's thresholds)
+REFERENCE_SCORE = 0.5  # unlabeled data: clean detections at least this confident are the reference boxes
+DRAWN = 20  # detections per image kept in arrays/ for the report (the most confident)
+PROPOSAL_BATCH = 8  # images per proposal pass
+Boxes = list[dict[str, torch.Tensor]]  # per image: boxes (G, 4) x1 y1 x2 y2, labels (G,) [, scores (G,)]
+
+
+@dataclass
+class DetPredictions:
+    detections: Boxes  # per image, on the CPU
+    num_classes: int
+    x: torch.Tensor  # (N, C, H, W) the images they were made on (target hits are read from them)
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+
+def predict_detection(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> DetPredictions:
+    """Detections for (N, C, H, W) images, in batches, moved to the CPU."""
+    found: Boxes = []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            for det in model.detect(x[i:i + batch_size].to(device)):
+                found.append({k: v.detach().cpu() for k, v in det.items()})
+    return DetPredictions(found, model.num_classes, x)
+
+
+def mean_average_precision(predictions: Boxes, reference: Boxes, *, coco: bool = False) -> float:
+    """mAP@0.5 over the data set (or COCO's mAP@[.5:.95] with `coco`), by torchmetrics."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    metric = MeanAveragePrecision(iou_thresholds=None if coco else [0.5])
+    metric.update([{k: d[k] for k in ("boxes", "labels", "scores")} for d in predictions],
+                  [{k: r[k] for k in ("boxes", "labels")} for r in reference])
+    return float(metric.compute()["map"])
+
+
+def assign_targets(proposals: list[torch.Tensor], probs: list[torch.Tensor],
+                   reference: Boxes) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per image (target proposals (T, 4), their reference class (T,)): proposals with IoU > 0.1 to a
+    reference box whose class they score above 0.1; the box of highest IoU among those wins."""
+    out = []
+    for props, p, ref in zip(proposals, probs, reference):  # per image: a few hundred proposals, not a hot loop
+        boxes, labels = ref["boxes"].to(props), ref["labels"].to(props.device)
+        if boxes.numel() == 0 or props.numel() == 0:
+            out.append((props[:0], labels[:0]))
+            continue
+        iou = box_iou(boxes, props)  # (G, P)
+        ok = (iou > TARGET_IOU) & (p[:, labels].T > TARGET_SCORE)  # (G, P)
+        owner = (iou * ok).argmax(dim=0)  # (P,) the reference box each proposal belongs to
+        keep = ok.any(dim=0)
+        out.append((props[keep], labels[owner[keep]]))
+    return out
+
+
+@register_task
+class Detection(Task):
+    name = "detection"
+    score_name = "map50"
+    probes = False  # the gradient and unbounded-attack checks read logits of images, not of proposals
+
+    def __init__(self) -> None:
+        self._memo: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}  # model id -> image key -> proposals
+
+    def predict(self, model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> DetPredictions:
+        return predict_detection(model, x, batch_size, device)
+
+    def reference(self, data: ImageSet, clean: DetPredictions) -> Boxes:  # type: ignore[override]
+        if data.boxes is not None:
+            height, width = data.x.shape[-2:]
+            for i, ref in enumerate(data.boxes):
+                b, g = ref["boxes"], ref["labels"]
+                if b.numel() and (bool((b < 0).any()) or bool((b[:, 2] > width).any()) or
+                                  bool((b[:, 3] > height).any()) or bool((b[:, 2:] <= b[:, :2]).any())):
+                    raise AdvlabError(f"{data.source}: a box of {data.names[i]} lies outside its {width}x{height} "
+                                      "image or is empty; give boxes as x1 y1 x2 y2 inside the image")
+                if g.numel() and (int(g.min()) < 1 or int(g.max()) >= clean.num_classes):
+                    raise AdvlabError(f"{data.source}: {data.names[i]} has box class {int(g.max())} but the model "
+                                      f"has classes 1..{clean.num_classes - 1} (0 = background)")
+            return data.boxes
+        return [{"boxes": d["boxes"][d["scores"] >= REFERENCE_SCORE], "labels": d["labels"][d["scores"] >= REFERENCE_SCORE]}
+                for d in clean.detections]
+
+    def score(self, predictions: DetPredictions, reference: Boxes) -> float:  # type: ignore[override]
+        return mean_average_precision(predictions.detections, reference)
+
+    def plan(self, spec: AttackSpec, attack: Attack, subject: Subject, device: torch.device, *,
+             seed: int) -> Plan:
+        """Fixed proposals on the clean images (once per image) and their adversarial labels."""
+        model, data, reference = subject.model, subject.data, subject.labels
+        k = model.num_classes
+        if spec.target_class is not None and not 0 <= spec.target_class < k:
+            raise AdvlabError(f"--target-class {spec.target_class} is out of range: the model has {k} classes "
+                              f"(0..{k - 1}; 0 = background makes the objects vanish)")
+        if spec.target_mask is not None or spec.starting_image is not None:
+            raise AdvlabError(f"--target-mask and --starting-image are not for detection; {model.name} is a detector")
+        proposals, probs = self._proposals(model, data.x, device)
+        targets = assign_targets(proposals, probs, reference)
+        counts = torch.tensor([len(t[0]) for t in targets])  # (N,)
+        slots = max(int(counts.max()) if len(counts) else 0, 1)
+        boxes = torch.zeros(len(data), slots, 4)
+        original = torch.full((len(data), slots), IGNORE, dtype=torch.long)  # (N, P) reference class per target
+        for i, (b, g) in enumerate(targets):
+            boxes[i, :len(b)], original[i, :len(g)] = b, g
+        if spec.target_class is not None:
+            labels = torch.where(original == IGNORE, IGNORE, spec.target_class)
+        else:  # present classes -> absent ones, as for segmentation (background is no target here)
+            labels = adversarial_labels(data.x, original, k, seed)
+        criterion = ProposalTargets(labels, threshold=FOOLED_SHARE, proposals=boxes, counts=counts, original=original)
+        return Plan(criterion, counts > 0, None)
+
+    def _proposals(self, model: nn.Module, x: torch.Tensor,
+                   device: torch.device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per image: the fixed proposals on the clean image (P, 4) and the box head's class
+        probabilities for them (P, K). Computed once per model and image, then remembered: every
+        attack row (and the runner's preflight) plans on the same proposals."""
+        memo = self._memo.setdefault(id(model), {})
+        keys = image_keys(x, 0).tolist()
+        missing = [i for i, key in enumerate(keys) if key not in memo]
+        with torch.no_grad():
+            for start in range(0, len(missing), PROPOSAL_BATCH):
+                index = missing[start:start + PROPOSAL_BATCH]
+                xb = x[index].to(device)
+                props = model.proposals(xb)
+                for i, p, lg in zip(index, props, model.proposal_logits(xb, props)):
+                    memo[keys[i]] = (p.cpu(), lg.softmax(-1).cpu())
+        return [memo[k][0] for k in keys], [memo[k][1] for k in keys]
+
+    def metrics(self, subject: Subject, plan: Plan, adv: DetPredictions, success: torch.Tensor,
+                queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """mAP@0.5 and COCO mAP clean vs adversarial, the share of targets at their adversarial label
+        and the share no longer predicted as their reference class (flipped: the reference code's
+        convergence test), rms perturbation (the paper's perceptibility), iterations."""
+        reference, clean, attacked = subject.labels, subject.clean, plan.attacked
+        hits, flipped, valid = _target_outcomes(subject.model, plan, adv)  # (N, P) each
+        rms = dist["mse"].sqrt()
+        map_adv = mean_average_precision(adv.detections, reference)
+        return {
+            "n_attacked": int(attacked.sum()),
+            "n_targets": int(valid.sum()),
+            "success_rate": float((attacked & success).sum() / attacked.sum()) if attacked.any() else None,
+            "accuracy": map_adv, "map50": map_adv,
+            "map50_clean": mean_average_precision(clean.detections, reference), "map50_adv": map_adv,
+            "map_clean": mean_average_precision(clean.detections, reference, coco=True),
+            "map_adv": mean_average_precision(adv.detections, reference, coco=True),
+            "target_hit_rate": float(hits[valid].float().mean()) if valid.any() else None,
+            "flipped_rate": float(flipped[valid].float().mean()) if valid.any() else None,
+            "rms_perturbation": median(rms[attacked]),
+            "iterations_median": median(queries[attacked].float()),
+            "median_l2": median(dist["l2"][attacked]),
+            "median_linf": median(dist["linf"][attacked]),
+            "median_mse": median(dist["mse"][attacked]),
+            "queries_median": median(queries[attacked].float()),
+            "queries_total": int(queries[attacked].sum()),
+        }
+
+    def samples(self, subject: Subject, plan: Plan, adv: DetPredictions, success: torch.Tensor,
+                queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """One record per image: its targets and the share flipped, detections clean and adversarial, sizes."""
+        hits, flipped, valid = _target_outcomes(subject.model, plan, adv)
+        count = valid.sum(1)
+        share, away = ((hits & valid).sum(1) / count.clamp_min(1)), ((flipped & valid).sum(1) / count.clamp_min(1))
+        won = (plan.attacked & success).tolist()
+        columns = zip(subject.data.names, plan.attacked.tolist(), won, count.tolist(), share.tolist(), away.tolist(),
+                      [len(d["boxes"]) for d in subject.clean.detections], [len(d["boxes"]) for d in adv.detections],
+                      dist["l2"].tolist(), dist["linf"].tolist(), dist["mse"].sqrt().tolist(), queries.tolist())
+        return [{"name": name, "attacked": a, "success": ok, "targets": t, "target_hit": h if t else None,
+                 "flipped": f if t else None, "detections_clean": dc, "detections_adv": da, "l2": l2, "linf": linf,
+                 "rms": rms, "queries": q}
+                for name, a, ok, t, h, f, dc, da, l2, linf, rms, q in columns]
+
+    def arrays(self, subject: Subject, adv: DetPredictions) -> dict[str, torch.Tensor]:
+        """What the report draws: reference boxes and the most confident clean and adversarial
+        detections, padded per image (label -1 = empty slot)."""
+        return {**_padded("reference", subject.labels), **_padded("clean", subject.clean.detections),
+                **_padded("adv", adv.detections)}
+
+
+def _target_outcomes(model: nn.Module, plan: Plan,
+                     adv: DetPredictions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, P) bool each, on the adversarial images: targets at their adversarial label, targets no
+    longer predicted as their reference class (the reference code's convergence test), valid targets."""
+    criterion = plan.criterion
+    device = next(model.parameters()).device
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(criterion), PROPOSAL_BATCH):
+            part = criterion.subset(slice(i, i + PROPOSAL_BATCH)).to(device)
+            preds.append(part.evaluate(model, adv.x[i:i + PROPOSAL_BATCH].to(device)).argmax(dim=1).cpu())
+    pred, valid = torch.cat(preds), criterion.valid().cpu()  # (N, P)
+    return (pred == criterion.labels) & valid, (pred != criterion.original) & valid, valid
+
+
+def _padded(prefix: str, boxes: Boxes) -> dict[str, torch.Tensor]:
+    """`{prefix}_boxes` (N, D, 4), `{prefix}_labels` (N, D) (-1 = empty) and `{prefix}_scores` (N, D)."""
+    n = len(boxes)
+    out_boxes, labels, scores = torch.zeros(n, DRAWN, 4), torch.full((n, DRAWN), -1), torch.zeros(n, DRAWN)
+    for i, d in enumerate(boxes):
+        score = d.get("scores", torch.ones(len(d["labels"])))
+        order = score.argsort(descending=True)[:DRAWN]
+        out_boxes[i, :len(order)] = d["boxes"][order].float()
+        labels[i, :len(order)], scores[i, :len(order)] = d["labels"][order], score[order].float()
+    return {f"{prefix}_boxes": out_boxes, f"{prefix}_labels": labels, f"{prefix}_scores": scores}
