@@ -39,13 +39,14 @@ class ImageDetector(nn.Module):
     task = "detection"
 
     def __init__(self, net: nn.Module, *, name: str, weights: str, class_names: Sequence[str],
-                 in_channels: int = 3, named_classes: bool = True) -> None:
+                 in_channels: int = 3, named_classes: bool = True, input_size: int | None = None) -> None:
         super().__init__()
         self.net = net
         self.name, self.weights = name, weights
         self.class_names = list(class_names)
         self.named_classes = named_classes
-        self.in_channels, self.input_size = in_channels, None
+        self.in_channels = in_channels
+        self.input_size = input_size  # image files are resized and cropped to it when loaded; None: as they are
         self.autocast_dtype: torch.dtype | None = None
         self.rcnn = isinstance(net, GeneralizedRCNN)
         if not self.rcnn and not all(callable(getattr(net, m, None)) for m in ("proposals", "proposal_logits",
@@ -105,7 +106,7 @@ class ImageDetector(nn.Module):
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "weights": self.weights, "task": self.task, "num_classes": self.num_classes,
-                "input_size": None, "in_channels": self.in_channels, "class_names": self.class_names}
+                "input_size": self.input_size, "in_channels": self.in_channels, "class_names": self.class_names}
 
     def _features(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         features = self.net.backbone(images)

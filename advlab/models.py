@@ -125,6 +125,13 @@ def load_model(name: str, weights: str | None = "DEFAULT", *, mean: Sequence[flo
     from advlab.detectors import DETECTION_MODELS, load_torchvision_detector
     from advlab.segmenters import SEGMENTATION_MODELS, load_torchvision_segmenter
 
+    if name == "mtcnn":
+        if task not in (None, "detection"):
+            raise AdvlabError(f"mtcnn is a face detector, not a {task} model; drop --task or pick another model")
+        from advlab.mtcnn import load_mtcnn
+
+        return load_mtcnn(input_size)
+
     for kind, names in (("segmentation", SEGMENTATION_MODELS), ("detection", DETECTION_MODELS)):
         if name in names and task not in (None, kind):
             raise AdvlabError(f"{name} is a {kind} model, not a {task} one; drop --task or pick another model")

@@ -111,6 +111,23 @@ def test_target_class_0_makes_the_objects_vanish(tmp_path: Path) -> None:
     assert row["map50_adv"] < 0.5 * row["map50_clean"]
 
 
+def test_dag_makes_mtcnn_lose_the_faces_in_real_photos_while_the_control_keeps_them(tmp_path: Path) -> None:
+    """MTCNN (facenet-pytorch's pretrained cascade) on the two offline photos with a face (Grace Hopper,
+    the astronaut Eileen Collins): after DAG the full cascade, re-run on the adversarial image, finds
+    no face; the permuted control leaves both found."""
+    out = tmp_path / "faces"
+    assert main(["attack", "--method", "dag", "--model", "mtcnn", "--data", "photos", "-n", "2",
+                 "--input-size", "160", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["label_source"] == "prediction"  # unlabeled: the clean faces are the reference
+    dag, control = results["attacks"]
+    assert [s["detections_clean"] for s in dag["samples"]] == [1, 1]  # one face in each photo
+    assert [s["detections_adv"] for s in dag["samples"]] == [0, 0]
+    assert [s["detections_adv"] for s in control["samples"]] == [1, 1]
+    assert dag["map50_clean"] == 1.0 and dag["map50_adv"] == 0.0 and control["map50_adv"] == 1.0
+    assert dag["target_hit_rate"] >= 0.95 and control["target_hit_rate"] < 0.1
+
+
 def test_targets_follow_the_reference_code() -> None:
     """IoU > 0.1 with a reference box and score > 0.1 for its class; the highest IoU wins."""
     props = [torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 9], [20, 20, 30, 30], [0, 0, 30, 30], [40, 40, 44, 44]])]
@@ -182,3 +199,21 @@ def test_bad_detection_inputs_are_one_line(tmp_path: Path, capsys: pytest.Captur
     assert "not a detection model" in line
     line = run_error(["attack", "--method", "boundary", "--task", "detection"], capsys)
     assert re.search(r"does not support the detection task", line)
+
+
+def test_torchvision_detectors_come_by_name_with_the_contract_and_pull_no_weights_for_none() -> None:
+    """Offline: `--weights none` must not fetch backbone weights (it would fail here)."""
+    from advlab.models import load_model
+
+    model = load_model("fasterrcnn_mobilenet_v3_large_320_fpn", "none", task="detection")
+    assert isinstance(model, ImageDetector) and model.num_classes == 91 and model.weights == "none"
+    x = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    props = model.proposals(x)
+    assert len(props) == 2 and all(p.shape[1] == 4 for p in props)
+    assert all(float(p[:, 2].max()) <= 128 + 1e-3 and float(p[:, 3].max()) <= 96 + 1e-3 for p in props)  # input px
+    xa = x.clone().requires_grad_(True)
+    logits = model.proposal_logits(xa, [p[:5] for p in props])
+    assert [tuple(lg.shape) for lg in logits] == [(min(5, len(p)), 91) for p in props]
+    (grad,) = torch.autograd.grad(sum(lg.sum() for lg in logits), xa)
+    assert grad.abs().sum() > 0  # differentiable w.r.t. the image
+    assert {"boxes", "labels", "scores"} <= set(model.detect(x)[0])
