@@ -73,31 +73,40 @@ class DAG(Attack):
     @classmethod
     def transfer(cls, subjects: list[Any], rows: list[tuple[int, dict[str, Any]]], run_dir: Path, batch_size: int,
                  device: torch.device) -> dict[str, Any] | None:
-        """The paper's cross-network table: every model's DAG perturbations (x_adv - x per image) added
-        to the same images for every other model; matrix[i][j] = model j's mIoU on them, None where
-        the images differ (size or data)."""
+        """The paper's cross-network and cross-task tables (Xie et al. 2017, Tables 4 and 5): every
+        model's DAG perturbations (x_adv - x per image) added to the same images for every model, a
+        segmenter's to a detector's and back; matrix[i][j] = model j's own score (mIoU or mAP@0.5) on
+        them, None where the images differ. After each perturbation, its random control: the same
+        perturbation with its pixels permuted per image."""
         matrix, sources = [], []
         for m, row in rows:
             saved = torch.load(run_dir / row["arrays"], map_location="cpu", weights_only=True)
-            delta = saved["x_adv"] - saved["x"]  # (N, C, H, W)
-            line = []
-            for subject in subjects:
-                if subject.data.x.shape != saved["x"].shape or not torch.equal(subject.data.x, saved["x"]):
-                    line.append(None)
-                    continue
-                x_adv = (subject.data.x + delta).clamp(0.0, 1.0)
-                line.append(subject.task.score(subject.task.predict(subject.model, x_adv, batch_size, device),
-                                               subject.labels))
-            matrix.append(line)
-            sources.append({"model": subjects[m].model.name, "label": f"DAG on {subjects[m].model.name}",
-                            "file": row["arrays"]})
+            x = saved["x"]  # (N, C, H, W)
+            delta = saved["x_adv"] - x
+            name = subjects[m].model.name
+            for label, d, source in ((f"DAG on {name}", delta, name),
+                                     (f"DAG on {name}, pixels permuted", permuted(delta, x, 0), None)):
+                line = []
+                for subject in subjects:
+                    if subject.data.x.shape != x.shape or not torch.equal(subject.data.x, x):
+                        line.append(None)
+                        continue
+                    adv = subject.task.predict(subject.model, (x + d).clamp(0.0, 1.0), batch_size, device)
+                    line.append(subject.task.score(adv, subject.labels))
+                matrix.append(line)
+                sources.append({"model": source, "label": label, "file": row["arrays"]})
         if not matrix:
             return None
+        metrics = [s.task.score_name for s in subjects]
         return {"title": "Transfer of DAG perturbations",
-                "description": "mIoU of each model (columns) on the images carrying the DAG perturbations made on "
-                               "each model (rows); bold: the model they were made on (Xie et al. 2017, Table 4). "
-                               "Lower = the perturbation transfers.",
-                "metric": "miou", "models": [s.model.name for s in subjects],
+                "description": "Each model's own score (columns: " + ", ".join(
+                    f"{s.model.name} {metric}" for s, metric in zip(subjects, metrics)) + ") on the images "
+                    "carrying the DAG perturbation made on each model (rows), and on the same perturbation with "
+                    "its pixels permuted (the random control); bold: the model it was made on (Xie et al. "
+                    "2017, Tables 4 and 5: across networks and across segmentation and detection). Lower "
+                    "= the perturbation transfers.",
+                "metric": metrics[0] if len(set(metrics)) == 1 else "mixed", "metrics": metrics,
+                "models": [s.model.name for s in subjects],
                 "clean": [s.task.score(s.clean, s.labels) for s in subjects],
                 "perturbations": sources, "matrix": matrix}
 
@@ -204,9 +213,16 @@ class PermutedDAG(Attack):
             source = self.source(model, x, criterion, seed=seed)
             remembered = (source.x_adv, source.queries)
         x_src, queries = remembered
-        r = (x_src.float() - x.float()).flatten(1)  # (N, D) the DAG perturbation as applied
-        keys = step_keys(image_keys(x, seed), _PERMUTE_STREAM, 0)
-        order = uniform(keys, (r.shape[1],)).argsort(dim=1)  # (N, D) a random permutation per image
-        x_adv = (x.float() + r.gather(1, order).view_as(x)).clamp(0.0, 1.0).to(x.dtype)
+        r = permuted(x_src.float() - x.float(), x, seed)  # the DAG perturbation as applied, pixels permuted
+        x_adv = (x.float() + r).clamp(0.0, 1.0).to(x.dtype)
         empty = torch.zeros(x.shape[0], device=x.device)
         return AttackResult(x_adv=x_adv, success=empty.bool(), queries=queries, distance=empty)
+
+
+def permuted(r: torch.Tensor, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """(N, C, H, W) perturbations with their values randomly permuted per image, the permutation keyed
+    by the seed and the image x's pixels (the paper's control)."""
+    flat = r.flatten(1)  # (N, D)
+    keys = step_keys(image_keys(x, seed), _PERMUTE_STREAM, 0)
+    order = uniform(keys, (flat.shape[1],)).argsort(dim=1)  # (N, D) a random permutation per image
+    return flat.gather(1, order).view_as(r)

@@ -243,12 +243,15 @@ attacks: [{{method: dag, max_iterations: 60}}]
     assert main(["run", str(config), "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     table = results["transfer_dag"]
-    assert len(table["matrix"]) == 2 and all(len(line) == 2 for line in table["matrix"])
+    assert len(table["matrix"]) == 4 and all(len(line) == 2 for line in table["matrix"])  # each DAG, then its control
+    assert table["metrics"] == ["miou", "miou"] and [p["model"] for p in table["perturbations"]][1::2] == [None, None]
     own = {row["model"]: row["miou_adv"] for row in results["attacks"] if row["method"] == "dag" and
            "baseline" not in row}
     for i, model in enumerate(table["models"]):
-        assert table["matrix"][i][i] == pytest.approx(own[model], abs=1e-6)  # the diagonal is white-box DAG
+        dag, control = table["matrix"][2 * i], table["matrix"][2 * i + 1]
+        assert dag[i] == pytest.approx(own[model], abs=1e-6)  # the diagonal is white-box DAG
         other = 1 - i
-        assert table["matrix"][i][other] > table["matrix"][other][other]  # transferred: weaker than white-box
-        assert table["matrix"][i][other] <= table["clean"][other] + 1e-6
+        assert dag[other] > table["matrix"][2 * other][other]  # transferred: weaker than white-box
+        assert dag[other] <= table["clean"][other] + 1e-6
+        assert control[i] > dag[i]  # the permuted control does not do what DAG does
     assert "Transfer of DAG perturbations" in (out / "index.html").read_text()

@@ -140,6 +140,13 @@ def transfer_view(transfer: Any) -> TransferView | None:
     if not models or not matrix:
         return None
     rows, values, diagonal, labels = [], [], [], []
+    clean = transfer.get("clean")
+    if isinstance(clean, list) and len(clean) == len(models):  # the scores without perturbation, for reference
+        nums = [fmt.finite(v) for v in clean]
+        rows.append(("no perturbation (clean)", "", [TransferCell(fmt.pct(v), missing=v is None) for v in nums]))
+        values.append([float("nan") if v is None else v for v in nums])
+        diagonal.append([False] * len(models))
+        labels.append("clean")
     for i, line in enumerate(matrix):
         line = line if isinstance(line, list) else []
         source = perts[i].get("model") if i < len(perts) and isinstance(perts[i], dict) else None
