@@ -91,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the model's task (default: inferred from its outputs); segmentation or detection without "
                         "--model runs the lab's fashion-scenes segmenter or detector")
     d = model_data.add_argument_group("data (default: imagenet-samples, the 20 ImageNet photos shipped in foolbox)")
-    d.add_argument("--data", help="imagenet-samples | photos | fashion-mnist[:train|test] | folder:PATH | tensors:FILE")
+    d.add_argument("--data", help="imagenet-samples | photos | fashion-mnist[:train|test] | fashion-scenes[:train|test] "
+                   "| folder:PATH | tensors:FILE | pairs:DIR | voc:ROOT | coco:ROOT")
+    d.add_argument("--year", help="voc: the VOC year (default 2012 for masks, 2007 for boxes)")
+    d.add_argument("--split", help="voc: the image set (val, test, ...); coco: the split (default val2017)")
     d.add_argument("--eval-data", help="held-out images for universal perturbations (same forms as --data)")
 
     settings = argparse.ArgumentParser(add_help=False)

@@ -162,7 +162,22 @@ def _model_and_data(cfg: RunConfig, args: argparse.Namespace, tasks: frozenset[s
             setattr(cfg.model, key, getattr(args, key))
     if args.data:
         cfg.data.source = args.data
+    if args.year or args.split:
+        cfg.data.source = _with_split(cfg.data.source, args.year, args.split)
     cfg.data.eval_source = args.eval_data
+
+
+def _with_split(source: str, year: str | None, split: str | None) -> str:
+    """voc:ROOT + --year/--split -> voc:ROOT:YEAR:SPLIT; coco:ROOT + --split -> coco:ROOT:SPLIT."""
+    scheme, _, arg = source.partition(":")
+    root = arg.split(":")[0]
+    if scheme == "coco" and year is None:
+        return f"coco:{root}:{split}"
+    if scheme == "voc":
+        parts = (arg.split(":") + ["", ""])[1:3]
+        return f"voc:{root}:{year or parts[0]}:{split or parts[1]}".rstrip(":")
+    raise AdvlabError(f"--year and --split are for voc:ROOT (year and image set) and coco:ROOT (--split only), not "
+                      f"{source!r}")
 
 
 def _attack_params(args: argparse.Namespace) -> dict[str, Any]:

@@ -340,11 +340,12 @@ def absolute(path: str) -> str:
 
 
 def absolute_source(source: str) -> str:
-    """'folder:PATH', 'tensors:FILE', 'pairs:DIR', 'voc:ROOT[:...]' with the path made absolute; others unchanged."""
+    """'folder:PATH', 'tensors:FILE', 'pairs:DIR', 'voc:ROOT[:...]', 'coco:ROOT[:SPLIT]' with the path made
+    absolute; others unchanged."""
     scheme, sep, arg = source.partition(":")
-    if sep and arg and scheme == "voc":  # voc:ROOT[:YEAR[:SPLIT]]
+    if sep and arg and scheme in ("voc", "coco"):  # voc:ROOT[:YEAR[:SPLIT]], coco:ROOT[:SPLIT]
         root, colon, rest = arg.partition(":")
-        return f"voc:{absolute(root)}{colon}{rest}"
+        return f"{scheme}:{absolute(root)}{colon}{rest}"
     return f"{scheme}:{absolute(arg)}" if sep and arg and scheme in ("folder", "tensors", "pairs") else source
 
 

@@ -26,7 +26,7 @@ from advlab.models import ImageClassifier
 
 T = TypeVar("T")
 SCHEMES = ("imagenet-samples, photos, fashion-mnist[:train|test], fashion-scenes[:train|test], folder:PATH, "
-           "tensors:FILE, pairs:DIR, voc:ROOT[:YEAR[:SPLIT]]")
+           "tensors:FILE, pairs:DIR, voc:ROOT[:YEAR[:SPLIT]], coco:ROOT[:SPLIT]")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 CROP_FRACTION = 0.875  # torchvision's ImageNet convention: resize 256, center-crop 224
 _WNID = re.compile(r"n\d{8}")
@@ -75,6 +75,12 @@ def load_images(spec: str, model: ImageClassifier, *, n: int | None = None) -> I
         from advlab.data_tensors import load_tensors
 
         return load_tensors(spec, arg, model, n)
+    if sep and arg and (scheme == "coco" or (scheme == "voc" and getattr(model, "task", None) == "detection")):
+        from advlab.data_boxes import load_coco, load_voc_boxes
+
+        if getattr(model, "task", "classification") != "detection":
+            raise AdvlabError(f"{spec} holds boxes for detectors; {model.name} is not a detector (--task detection)")
+        return (load_coco if scheme == "coco" else load_voc_boxes)(spec, arg, model, n)
     if sep and arg and scheme in ("pairs", "voc"):
         from advlab.data_masks import load_pairs, load_voc
 

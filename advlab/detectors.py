@@ -131,17 +131,19 @@ def _scale(resized: Sequence[int], original: Sequence[int]) -> torch.Tensor:
     return torch.tensor([sx, sy, sx, sy])
 
 
-def load_torchvision_detector(name: str, weights: str | None) -> ImageDetector:
+def load_torchvision_detector(name: str, weights: str | None, input_size: int | None = None) -> ImageDetector:
     """A torchvision Faster R-CNN by name (`weights`: COCO_V1, DEFAULT or none; none pulls no backbone
-    weights either), through torchvision's own weights API."""
+    weights either), through torchvision's own weights API; `input_size` sizes image files as they load
+    (the detector itself takes any size)."""
     from advlab.models import build_with_weights
 
     if weights is None or str(weights).lower() == "none":
         net = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=91)
         return ImageDetector(_frozen(net), name=name, weights="none", class_names=[str(i) for i in range(91)],
-                             named_classes=False).eval()
+                             named_classes=False, input_size=input_size).eval()
     net, w = build_with_weights(name, weights)
-    return ImageDetector(_frozen(net), name=name, weights=w.name, class_names=list(w.meta["categories"])).eval()
+    return ImageDetector(_frozen(net), name=name, weights=w.name, class_names=list(w.meta["categories"]),
+                         input_size=input_size).eval()
 
 
 def _frozen(net: nn.Module) -> nn.Module:

@@ -44,13 +44,15 @@ def fashion_detector(num_classes: int = len(SCENE_CLASSES)) -> FasterRCNN:
     """The factory for `--model advlab.detnet:fashion_detector`: Faster R-CNN on one stride-4 feature
     map, square-ish anchors of 12-40 px (garments are 18-30 px), images kept at 48 px."""
     anchors = AnchorGenerator(sizes=((12, 20, 28, 40),), aspect_ratios=((0.5, 1.0, 2.0),))
-    return FasterRCNN(SmallBackbone(), min_size=SCENE_SIZE, max_size=SCENE_SIZE,
-                      image_mean=list(MEAN), image_std=list(STD), rpn_anchor_generator=anchors,
-                      box_roi_pool=MultiScaleRoIAlign(["0"], output_size=ROI_SIZE, sampling_ratio=2),
-                      box_head=TwoMLPHead(SmallBackbone.out_channels * ROI_SIZE ** 2, 256),
-                      box_predictor=FastRCNNPredictor(256, num_classes),
-                      rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150, rpn_pre_nms_top_n_test=300,
-                      rpn_post_nms_top_n_test=150, rpn_batch_size_per_image=128, box_batch_size_per_image=64)
+    net = FasterRCNN(SmallBackbone(), min_size=SCENE_SIZE, max_size=SCENE_SIZE,
+                     image_mean=list(MEAN), image_std=list(STD), rpn_anchor_generator=anchors,
+                     box_roi_pool=MultiScaleRoIAlign(["0"], output_size=ROI_SIZE, sampling_ratio=2),
+                     box_head=TwoMLPHead(SmallBackbone.out_channels * ROI_SIZE ** 2, 256),
+                     box_predictor=FastRCNNPredictor(256, num_classes),
+                     rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150, rpn_pre_nms_top_n_test=300,
+                     rpn_post_nms_top_n_test=150, rpn_batch_size_per_image=128, box_batch_size_per_image=64)
+    net.class_names = list(SCENE_CLASSES) if num_classes == len(SCENE_CLASSES) else None  # advlab reads them
+    return net
 
 
 def train_detector(net: FasterRCNN, x: torch.Tensor, boxes: list[torch.Tensor], labels: list[torch.Tensor], *,

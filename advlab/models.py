@@ -138,7 +138,7 @@ def load_model(name: str, weights: str | None = "DEFAULT", *, mean: Sequence[flo
     if name in SEGMENTATION_MODELS:
         return load_torchvision_segmenter(name, weights, mean=mean, std=std)
     if name in DETECTION_MODELS:
-        return load_torchvision_detector(name, weights)
+        return load_torchvision_detector(name, weights, input_size)
     if task not in (None, "classification"):
         models = SEGMENTATION_MODELS if task == "segmentation" else DETECTION_MODELS
         raise AdvlabError(f"{name} is a torchvision classifier, not a {task} model; choose one of "
@@ -251,7 +251,7 @@ def _load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None
     net.eval()
     classes = _read_class_names(class_names_file) if class_names_file else None
     if task == "detection" or (task is None and _is_detector(net)):
-        return _wrap_detector(net, spec, label, classes)
+        return _wrap_detector(net, spec, label, classes, input_size)
     channels = _in_channels(net, input_size)
     n_out, task = _probe_classes(net, channels, input_size or 32, spec, task)
     if num_classes and n_out != num_classes:
@@ -271,7 +271,8 @@ def _is_detector(net: nn.Module) -> bool:
                                                    for m in ("proposals", "proposal_logits", "detect"))
 
 
-def _wrap_detector(net: nn.Module, spec: str, label: str, classes: list[str] | None) -> nn.Module:
+def _wrap_detector(net: nn.Module, spec: str, label: str, classes: list[str] | None,
+                   input_size: int | None) -> nn.Module:
     """A bring-your-own detector: a torchvision two-stage detector, or an object with the detection
     contract (advlab.detectors); a classifier or segmenter given --task detection is one line."""
     from advlab.detectors import ImageDetector
@@ -284,10 +285,13 @@ def _wrap_detector(net: nn.Module, spec: str, label: str, classes: list[str] | N
     if classes is not None and len(classes) != count:
         raise AdvlabError(f"class-names file has {len(classes)} names but the detector has {count} classes "
                           "(background included)")
+    own = getattr(net, "class_names", None)  # a factory may name its classes (the lab's detector does)
+    if classes is None and isinstance(own, (list, tuple)) and len(own) == count:
+        classes = [str(c) for c in own]
     for p in net.parameters():
         p.requires_grad_(False)
     return ImageDetector(net, name=spec, weights=label, class_names=classes or [str(i) for i in range(count)],
-                         named_classes=classes is not None).eval()
+                         named_classes=classes is not None, input_size=input_size).eval()
 
 
 def _accepts(factory: Callable[..., nn.Module], keyword: str) -> bool:

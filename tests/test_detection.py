@@ -247,3 +247,60 @@ attacks: [{{method: dag}}]
     assert det_dag[0] < det_control[0] < clean[0]
     html = (out / "index.html").read_text(encoding="utf-8")
     assert "no perturbation (clean)" in html and "pixels permuted" in html
+
+
+def _write_layouts(root: Path, n: int) -> list[dict]:
+    """fashion-scenes written as a COCO split and a VOC detection set (real scenes, real layouts)."""
+    from PIL import Image
+
+    from advlab.data import load_images
+
+    scenes = load_images("fashion-scenes:test", lab_detector(), n=n)
+    (root / "coco" / "val2017").mkdir(parents=True)
+    (root / "coco" / "annotations").mkdir()
+    voc = root / "voc" / "VOCdevkit" / "VOC2007"
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (voc / sub).mkdir(parents=True)
+    images, annotations = [], []
+    for i, (x, target) in enumerate(zip(scenes.x, scenes.boxes)):
+        pixels = Image.fromarray((x.permute(1, 2, 0) * 255).round().byte().numpy())
+        if i == 1:
+            pixels = pixels.resize((96, 96), Image.Resampling.NEAREST)  # one image twice as large
+        pixels.save(root / "coco" / "val2017" / f"{i:06d}.png")
+        pixels.save(voc / "JPEGImages" / f"{i:06d}.jpg", quality=100)
+        scale = 2 if i == 1 else 1
+        images.append({"id": i + 1, "file_name": f"{i:06d}.png", "width": 48 * scale, "height": 48 * scale})
+        objects = ""
+        for j, (b, g) in enumerate(zip(target["boxes"].tolist(), target["labels"].tolist())):
+            b = [v * scale for v in b]
+            annotations.append({"id": 100 * i + j + 1, "image_id": i + 1, "category_id": g, "iscrowd": 0,
+                                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "area": (b[2] - b[0]) * (b[3] - b[1])})
+            objects += (f"<object><name>{SCENE_CLASSES[g]}</name><difficult>0</difficult><bndbox><xmin>{b[0]:g}</xmin>"
+                        f"<ymin>{b[1]:g}</ymin><xmax>{b[2]:g}</xmax><ymax>{b[3]:g}</ymax></bndbox></object>")
+        (voc / "Annotations" / f"{i:06d}.xml").write_text(
+            f"<annotation><filename>{i:06d}.jpg</filename>{objects}</annotation>")
+    (voc / "ImageSets" / "Main" / "test.txt").write_text("".join(f"{i:06d}\n" for i in range(n)))
+    categories = [{"id": k, "name": name} for k, name in enumerate(SCENE_CLASSES) if k]
+    (root / "coco" / "annotations" / "instances_val2017.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return scenes.boxes
+
+
+def test_coco_and_voc_roots_give_boxes_in_the_models_classes(tmp_path: Path) -> None:
+    from advlab.data import load_images
+    from advlab.models import load_model
+
+    truth = _write_layouts(tmp_path, 3)
+    model = load_model("advlab.detnet:fashion_detector", str(WEIGHTS), task="detection", input_size=48)
+    for spec in (f"coco:{tmp_path / 'coco'}", f"voc:{tmp_path / 'voc'}:2007:test"):
+        data = load_images(spec, model, n=3)
+        assert data.x.shape == (3, 3, 48, 48) and data.label_source == "ground-truth"
+        for got, want in zip(data.boxes, truth):  # the 96-px image is brought back to 48 px, boxes with it
+            assert torch.equal(got["labels"], want["labels"])
+            assert torch.allclose(got["boxes"], want["boxes"], atol=0.5)
+    out = tmp_path / "run"
+    assert main(["attack", "--method", "dag", "--model", "advlab.detnet:fashion_detector", "--weights", str(WEIGHTS),
+                 "--task", "detection", "--input-size", "48", "--data", f"coco:{tmp_path / 'coco'}", "--split",
+                 "val2017", "--set", "max_iterations=3", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["name"].endswith("coco:val2017") and results["clean"]["map50"] > 0.5
