@@ -290,7 +290,10 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         else:
             cfg = config_from_attack_args(args)
         run_dir = run_experiment(apply_run_overrides(cfg, args))
-    print(f"report: {run_dir / 'index.html'}")
+    from advlab import distributed
+
+    if distributed.is_main():  # under torchrun, rank 0 wrote the report
+        print(f"report: {run_dir / 'index.html'}")
     return 0
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab import atomic
+from advlab import atomic, distributed
 from advlab.attack import Attack, AttackResult, distances
 from advlab.criteria import Criterion
 from advlab.device import synchronize
@@ -69,34 +69,46 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
     """Attack `x` (M, C, H, W) chunk by chunk; each finished chunk is saved to `chunk_dir`, and chunks
     already there (same images, same settings) are loaded instead of recomputed (`--resume`). Every
     chunk gets the run's `seed` itself: the attack keys its draws by the seed and each image's pixels,
-    so the chunking never changes a result. M = 0 (nothing to attack) is an empty run."""
+    so the chunking never changes a result. In a sharded run (torchrun, `advlab.distributed`) chunk k
+    is computed by rank k mod K and read by the others after a barrier. M = 0 (nothing to attack) is an
+    empty run."""
     if x.shape[0] == 0:
         return AttackRun(x_adv=x.clone(), success=torch.zeros(0, dtype=torch.bool),
                          queries=torch.zeros(0, dtype=torch.long), wall_s=0.0, traces={}, extras={})
     chunk_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(attack, seed)
-    parts: list[dict[str, Any]] = []
-    for k, start in enumerate(range(0, x.shape[0], batch_size)):
+    done: dict[int, dict[str, Any]] = {}  # chunk index -> its saved part
+    starts = list(range(0, x.shape[0], batch_size))
+    for k, start in enumerate(starts):
         xs = x[start:start + batch_size]
         path = chunk_dir / f"chunk-{k:05d}.pt"
-        keys = image_keys(xs, 0)  # (M_k,) content hash: the chunk is reused only for the same images
-        if path.exists():
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            if saved.get("fingerprint") == fingerprint and torch.equal(saved.get("image_keys", keys[:0]), keys):
-                parts.append(saved)
-                continue
+        saved = _saved_chunk(path, fingerprint, xs)
+        if saved is not None:
+            done[k] = saved
+            continue
+        if not distributed.mine(k):  # another rank's chunk (torchrun): read it after the barrier
+            continue
         sp = starting_points[start:start + batch_size].to(device) if starting_points is not None else None
         synchronize(device)
         t0 = time.perf_counter()
         result: AttackResult = attack(model, xs.to(device), criterion.subset(slice(start, start + batch_size)),
                                       seed=seed, starting_points=sp)
         synchronize(device)
-        part = {"fingerprint": fingerprint, "image_keys": keys, "x_adv": result.x_adv.cpu(),
+        part = {"fingerprint": fingerprint, "image_keys": image_keys(xs, 0), "x_adv": result.x_adv.cpu(),
                 "success": result.success.cpu(),
-                "queries": result.queries.cpu(), "wall_s": time.perf_counter() - t0,
+                "queries": result.queries.cpu(), "wall_s": time.perf_counter() - t0, "rank": distributed.rank(),
                 **{k2: v.cpu() for k2, v in result.extras.items() if isinstance(v, torch.Tensor)}}
-        atomic.save_tensors(part, path)
-        parts.append(part)
+        atomic.save_tensors(part, path, any_rank=True)
+        done[k] = part
+    distributed.barrier()  # every rank's chunks are on disk now
+    for k, start in enumerate(starts):
+        if k not in done:
+            saved = _saved_chunk(chunk_dir / f"chunk-{k:05d}.pt", fingerprint, x[start:start + batch_size])
+            if saved is None:
+                raise AdvlabError(f"chunk {k} of {chunk_dir} is missing after all ranks finished; the run directory "
+                                  "must be on a file system every rank shares")
+            done[k] = saved
+    parts = [done[k] for k in range(len(starts))]
     traces = sorted(k for k in parts[0] if k.startswith("trace_") and all(k in p for p in parts))
     return AttackRun(
         x_adv=torch.cat([p["x_adv"] for p in parts]),
@@ -109,7 +121,18 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
     )
 
 
-_CHUNK_KEYS = frozenset({"fingerprint", "image_keys", "x_adv", "success", "queries", "wall_s"})
+def _saved_chunk(path: Path, fingerprint: str, xs: torch.Tensor) -> dict[str, Any] | None:
+    """A chunk file written earlier for these images and settings (resume, or another rank), else None."""
+    if not path.exists():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    keys = image_keys(xs, 0)  # (M_k,) content hash: the chunk is reused only for the same images
+    if saved.get("fingerprint") == fingerprint and torch.equal(saved.get("image_keys", keys[:0]), keys):
+        return saved
+    return None
+
+
+_CHUNK_KEYS = frozenset({"fingerprint", "image_keys", "x_adv", "success", "queries", "wall_s", "rank"})
 
 
 def _fingerprint(attack: Attack, seed: int) -> str:

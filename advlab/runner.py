@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from advlab import __version__, atomic
+from advlab import __version__, atomic, distributed
 from advlab.attack import Attack
 from advlab.config import (
     AttackSpec,
@@ -85,6 +85,7 @@ def check_writable_dir(path: Path, flag: str) -> None:
 def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
     """Run (or resume) an experiment and return its run directory. Everything that can be checked
     (settings, models, data, target classes, starting images) is checked before anything is written."""
+    distributed.init_from_env()  # under torchrun: join the group, each rank computes its share of the chunks
     attacks = [build_attack(spec) for spec in cfg.attacks]  # fail on bad settings before any heavy work
     defenses = [build_defense(spec) for spec in cfg.defenses]
     device = resolve_device(cfg.device)
@@ -98,12 +99,14 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
         for dspec, defense in zip(cfg.defenses, defenses):  # a defense that does not fit fails here, on one image
             check_task(get_defense(dspec.method), subject)
             subject.task.predict(Defended(subject.model, defense).to(device).eval(), subject.data.x[:1], 1, device)
-    if resume is not None:
-        run_dir = resume
-    else:
-        run_dir = new_run_dir(cfg)
-        atomic.write_text(run_dir / "config.yaml", to_yaml(_resolved(cfg)))
-    handler = log_to(run_dir / "log.txt")
+    run_dir = resume
+    if run_dir is None:
+        created = None
+        if distributed.is_main():
+            created = new_run_dir(cfg)
+            atomic.write_text(created / "config.yaml", to_yaml(_resolved(cfg)))
+        run_dir = Path(distributed.from_main(str(created) if created else None))  # rank 0's, on every rank
+    handler = log_to(run_dir / "log.txt") if distributed.is_main() else logging.NullHandler()
     try:
         for subject in subjects:
             log.info("%s on %d images from %s, device %s", subject.model.name, len(subject.data), subject.data.source,
@@ -116,7 +119,8 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
         log.error("run interrupted; finished chunks are kept")
         raise Interrupted(f"advlab run --resume {shlex.quote(str(run_dir.resolve()))}") from None
     finally:
-        log.removeHandler(handler)
+        if distributed.is_main():
+            log.removeHandler(handler)
         handler.close()
 
 
@@ -131,7 +135,9 @@ def check_task(info: PluginInfo, subject: Subject) -> None:
 def resume_experiment(run_dir: Path) -> Path:
     if not (run_dir / "config.yaml").is_file():
         raise AdvlabError(f"--resume {run_dir}: no config.yaml there; give a run directory advlab wrote")
-    atomic.remove_leftovers(run_dir)  # half-written files of a killed process
+    distributed.init_from_env()
+    if distributed.is_main():
+        atomic.remove_leftovers(run_dir)  # half-written files of a killed process
     return run_experiment(load_config(run_dir / "config.yaml"), resume=run_dir)
 
 
@@ -143,7 +149,7 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),  # noqa: UP017 (python 3.10)
         "seed": cfg.seed,
         "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
-        "precision": cfg.precision, "batch_size": cfg.batch_size,
+        "precision": cfg.precision, "batch_size": cfg.batch_size, "world_size": distributed.world_size(),
         "model": first.model.describe(),
         "data": {"name": first.data.source, "n": len(first.data), "label_source": first.data.label_source},
         "clean": {first.task.score_name: first.task.score(first.clean, first.labels)},
@@ -190,7 +196,7 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
             results["defenses"].append(row)
             for adaptive in adaptive_rows:
                 _add_row(results, adaptive, subject)
-    if len(subjects) > 1:
+    if len(subjects) > 1 and distributed.is_main():  # transfer tables read the arrays rank 0 wrote
         for cls, rows in rows_by_class.items():
             transfer = cls.transfer(subjects, rows, run_dir, cfg.batch_size, device)
             if transfer is not None:
@@ -201,7 +207,8 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
     for found in results["warnings"]:
         log.warning("check %s (%s): %s", found["check"], found["where"], found["message"])
     atomic.write_text(run_dir / "results.json", json.dumps(results, indent=1))
-    render_report(run_dir)
+    if distributed.is_main():  # the other ranks of a sharded run wrote nothing but their chunks
+        render_report(run_dir)
     return run_dir
 
 
