@@ -63,6 +63,7 @@ class Attack(abc.ABC):
     model_settings: ClassVar[tuple[str, ...]] = ()  # settings that name a model (name or model entry), likewise
     minimal_perturbation: ClassVar[bool] = False  # minimises the distance: its distances give a robustness curve
     keep_all_arrays: ClassVar[bool] = False  # its `transfer` reads every image's x / x_adv back from arrays/
+    collective: ClassVar[bool] = False  # under torchrun every rank runs it on all images and shares the work itself
 
     def __call__(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
                  seed: int = 0, starting_points: torch.Tensor | None = None) -> AttackResult:

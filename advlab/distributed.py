@@ -59,6 +59,15 @@ def from_main(value: str | None) -> str | None:
     return box[0]
 
 
-def mine(index: int) -> bool:
-    """Whether chunk `index` is this rank's to compute."""
+def mine(index: int | torch.Tensor) -> bool | torch.Tensor:
+    """Whether chunk (or item) `index` is this rank's to compute; elementwise for a tensor of indices."""
     return index % world_size() == rank()
+
+
+def summed(t: torch.Tensor) -> torch.Tensor:
+    """`t` summed over all ranks (all-reduce through the CPU, where gloo runs); `t` itself alone."""
+    if not dist.is_initialized():
+        return t
+    total = t.detach().cpu().clone()
+    dist.all_reduce(total)
+    return total.to(t.device)

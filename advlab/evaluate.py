@@ -86,7 +86,7 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
         if saved is not None:
             done[k] = saved
             continue
-        if not distributed.mine(k):  # another rank's chunk (torchrun): read it after the barrier
+        if not (attack.collective or distributed.mine(k)):  # another rank's chunk (torchrun): read it later
             continue
         sp = starting_points[start:start + batch_size].to(device) if starting_points is not None else None
         synchronize(device)
@@ -98,7 +98,7 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
                 "success": result.success.cpu(),
                 "queries": result.queries.cpu(), "wall_s": time.perf_counter() - t0, "rank": distributed.rank(),
                 **{k2: v.cpu() for k2, v in result.extras.items() if isinstance(v, torch.Tensor)}}
-        atomic.save_tensors(part, path, any_rank=True)
+        atomic.save_tensors(part, path, any_rank=not attack.collective)  # a collective chunk: rank 0 saves
         done[k] = part
     distributed.barrier()  # every rank's chunks are on disk now
     for k, start in enumerate(starts):

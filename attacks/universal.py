@@ -48,6 +48,7 @@ from advlab.attack import Attack, AttackResult
 from advlab.checks import check_bool, check_choice, check_eps, is_real, positive_int
 from advlab.criteria import Criterion, Targeted
 from advlab.errors import AdvlabError
+from advlab import distributed
 from advlab.registry import register_attack
 
 SOLVERS = ("deepfool", "sgd", "random")
@@ -60,6 +61,7 @@ class UniversalPerturbation(Attack):
 
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
     universal: ClassVar[bool] = True  # the runner passes the whole data set in one call, not chunks
+    collective: ClassVar[bool] = True  # under torchrun the ranks share each minibatch and sum v's gradient
     control_tag: ClassVar[str] = "random"
     path_settings: ClassVar[tuple[str, ...]] = ("perturbation",)
 
@@ -168,16 +170,18 @@ class UniversalPerturbation(Attack):
         while passes < self.max_passes and float(trace[-1]) < 1 - self.delta:
             order = torch.randperm(n, generator=generator, device=generator.device).to(device)  # (N,)
             for start in range(0, n, self.batch_size):
-                idx = order[start:start + self.batch_size]  # (B,)
+                batch = order[start:start + self.batch_size]  # (B,)
+                idx = batch[distributed.mine(torch.arange(len(batch), device=device))]  # this rank's share
                 xb, labels = x0[idx], criterion.labels[idx]
                 if self.solver == "deepfool":
                     dv, q = deepfool(model, xb + v, labels, targeted=targeted, candidates=self.candidate_classes,
                                      steps=self.deepfool_steps, overshoot=self.overshoot, dtype=dtype)
-                    v = project(v + dv.sum(dim=0), self.norm, self.eps)  # v + sum_i dv_i: (C, H, W)
-                    queries[idx] += q
+                    spent = torch.zeros_like(queries).index_put_((idx,), q.to(queries.dtype))
+                    v = project(v + distributed.summed(dv.sum(dim=0)), self.norm, self.eps)  # v + sum_i dv_i
+                    queries += distributed.summed(spent)
                 else:
-                    v = self._sgd_step(model, xb, criterion.subset(idx), v, dtype)
-                    queries[idx] += 1
+                    v = self._sgd_step(model, xb, criterion.subset(idx), v, dtype, len(batch))
+                    queries[batch] += 1
             passes += 1
             trace.append(self._fooled(model, x0, v, criterion, dtype).float().mean())
             queries += 1
@@ -187,28 +191,32 @@ class UniversalPerturbation(Attack):
         return v, trace, passes
 
     def _sgd_step(self, model: nn.Module, xb: torch.Tensor, criterion: Criterion, v: torch.Tensor,
-                  dtype: torch.dtype) -> torch.Tensor:
+                  dtype: torch.dtype, batch: int) -> torch.Tensor:
         """One projected ascent step on the minibatch mean of the criterion's loss, clipped at
-        `loss_clip` (untargeted CE; a targeted loss is minus the target's CE, never above 0)."""
-        p = (xb + v).clamp(0.0, 1.0).requires_grad_(True)  # (B, C, H, W), the images the model sees
+        `loss_clip` (untargeted CE; a targeted loss is minus the target's CE, never above 0). Under
+        torchrun each rank holds a share `xb` of the `batch` images and the gradients of v are summed
+        across ranks (the DDP pattern), so every rank takes the same step."""
+        p = (xb + v).clamp(0.0, 1.0).requires_grad_(True)  # (b, C, H, W), the images the model sees
         with torch.enable_grad():
-            logits = model(p.to(dtype)).float()  # (B, K)
-            objective = criterion.loss(logits).clamp(max=self.loss_clip).mean()
-            (grad,) = torch.autograd.grad(objective, p)  # (B, C, H, W)
-        grad = _feasible(grad, p).sum(dim=0)  # (C, H, W), d objective / d v through the box
+            logits = model(p.to(dtype)).float()  # (b, K)
+            objective = criterion.loss(logits).clamp(max=self.loss_clip).sum() / batch
+            (grad,) = torch.autograd.grad(objective, p)  # (b, C, H, W)
+        grad = distributed.summed(_feasible(grad, p).sum(dim=0))  # (C, H, W), d objective / d v through the box
         direction = grad.sign() if self.norm == "linf" else grad / grad.norm().clamp_min(1e-12)
         return project(v.detach() + self.step_size * direction, self.norm, self.eps)
 
     @torch.no_grad()
     def _fooled(self, model: nn.Module, x0: torch.Tensor, v: torch.Tensor, criterion: Criterion,
                 dtype: torch.dtype) -> torch.Tensor:
-        """(N,) bool: is clamp(x + v) adversarial, evaluated in batches of batch_size."""
-        parts = [criterion.labels.new_zeros(0, dtype=torch.bool)]
-        for i in range(0, x0.shape[0], self.batch_size):
-            batch = slice(i, i + self.batch_size)
-            logits = model((x0[batch] + v).clamp(0.0, 1.0).to(dtype)).float()  # (B, K)
-            parts.append(criterion.subset(batch).is_adversarial(logits))
-        return torch.cat(parts)
+        """(N,) bool: is clamp(x + v) adversarial, evaluated in batches of batch_size (under torchrun,
+        each rank its batches, then shared)."""
+        fooled = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
+        for k, i in enumerate(range(0, x0.shape[0], self.batch_size)):
+            if distributed.mine(k):
+                batch = slice(i, i + self.batch_size)
+                logits = model((x0[batch] + v).clamp(0.0, 1.0).to(dtype)).float()  # (B, K)
+                fooled[batch] = criterion.subset(batch).is_adversarial(logits).long()
+        return distributed.summed(fooled).bool()
 
     def _loaded(self, x0: torch.Tensor) -> torch.Tensor:
         v, _ = load_perturbation(self.perturbation)  # type: ignore[arg-type]

@@ -117,3 +117,27 @@ def test_a_sharded_run_killed_in_one_rank_resumes_under_another_world_size(tmp_p
     assert finished(torchrun(3, "run", "--resume", str(run))) == 0  # resumed with 3 ranks
     assert main(["run", str(config), "--out", str(tmp_path / "single")]) == 0
     assert comparable(read(run)) == comparable(read(tmp_path / "single"))
+
+
+def test_a_sharded_universal_perturbation_shares_each_minibatch_and_matches_one_process(fashion, tmp_path: Path) -> None:
+    """One v for the set: under torchrun the ranks split every minibatch and sum v's gradient (the DDP
+    pattern), so the perturbation equals the single-process one up to float summation order."""
+    config = tmp_path / "uap.yaml"
+    config.write_text(f"""
+name: uap
+seed: 0
+model: {{name: "advlab.smallnets:fashion_cnn", weights: "{fashion.weights}", mean: [0.5], std: [0.5], input_size: 28}}
+data: {{source: "fashion-mnist:test", n: 96}}
+attacks:
+  - {{method: universal, solver: sgd, norm: linf, eps: 0.1, max_passes: 2, batch_size: 32}}
+  - {{method: universal, solver: deepfool, norm: l2, eps: 3.0, max_passes: 1, batch_size: 32, candidate_classes: 3}}
+""")
+    assert main(["run", str(config), "--out", str(tmp_path / "single")]) == 0
+    assert finished(torchrun(2, "run", str(config), "--out", str(tmp_path / "sharded"))) == 0
+    single, sharded = read(tmp_path / "single"), read(tmp_path / "sharded")
+    for one, two in zip(single["attacks"], sharded["attacks"]):
+        v1 = torch.load(tmp_path / "single" / one["perturbation_file"], weights_only=True)["perturbation"]
+        v2 = torch.load(tmp_path / "sharded" / two["perturbation_file"], weights_only=True)["perturbation"]
+        assert torch.allclose(v1, v2, atol=1e-4), (one["params"]["solver"], float((v1 - v2).abs().max()))
+        assert two["fooling_ratio"] == pytest.approx(one["fooling_ratio"], abs=0.02)
+        assert two["queries_total"] == one["queries_total"]
