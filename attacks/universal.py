@@ -43,12 +43,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from advlab import atomic
+from advlab import atomic, distributed
 from advlab.attack import Attack, AttackResult
 from advlab.checks import check_bool, check_choice, check_eps, is_real, positive_int
 from advlab.criteria import Criterion, Targeted
 from advlab.errors import AdvlabError
-from advlab import distributed
 from advlab.registry import register_attack
 
 SOLVERS = ("deepfool", "sgd", "random")
