@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ class AttackRun:
     wall_s: float  # attack time, summed over chunks (also those loaded on --resume)
     traces: dict[str, torch.Tensor]  # "trace_*" extras: (T, M) per-step values, padded with each image's last
     extras: dict[str, torch.Tensor]  # other tensors the attack returned (single-chunk runs, e.g. a universal v)
+    ranks: list[int] = field(default_factory=list)  # per chunk, the torchrun rank that computed it (0 alone)
 
 
 def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
@@ -118,6 +119,7 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
         traces={k: _pad_cat([p[k] for p in parts]) for k in traces},
         extras={k: v for k, v in parts[0].items() if k not in _CHUNK_KEYS and not k.startswith("trace_")}
         if len(parts) == 1 else {},
+        ranks=[int(p.get("rank", 0)) for p in parts],
     )
 
 

@@ -129,7 +129,7 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
         "starting_image": spec.starting_image, "params": attack.params(),
         f"clean_{task.score_name}": task.score(subject.clean, subject.labels),
         **task.metrics(subject, plan, adv, success, queries, dist),
-        "wall_s": run.wall_s,
+        "wall_s": run.wall_s, "chunk_ranks": run.ranks,  # which torchrun rank computed each chunk
     }
     row["model_images_per_s"] = row["queries_total"] / run.wall_s if run.wall_s > 0 else None
     row["arrays"] = f"arrays/{tag}.pt"
@@ -138,9 +138,10 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
         row["baseline"] = attack.control_of
     row |= attack.row_extras(tag, run.extras, subject, row, cfg.batch_size, device, arrays)
     keep = len(data) if attack.keep_all_arrays else min(len(data), REPORT_IMAGES)  # what the report shows
-    saved = {"x": data.x[:keep], "x_adv": x_adv[:keep], "n_images": torch.tensor(len(data))}
+    # clones: torch.save writes a slice's whole storage, i.e. every image, without them
+    saved = {"x": data.x[:keep].clone(), "x_adv": x_adv[:keep].clone(), "n_images": torch.tensor(len(data))}
     saved |= run.traces  # e.g. trace_queries and trace_l2 (boundary), trace_active (DAG): (T, M attacked)
-    saved |= {k: v[:keep] for k, v in task.arrays(subject, adv).items()}  # e.g. label maps for segmentation
+    saved |= {k: v[:keep].clone() for k, v in task.arrays(subject, adv).items()}  # e.g. label maps
     arrays.mkdir(parents=True, exist_ok=True)
     atomic.save_tensors(saved, arrays / f"{tag}.pt")
     if cfg.save_adversarials:

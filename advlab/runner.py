@@ -7,6 +7,7 @@ import json
 import logging
 import platform
 import shlex
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,14 @@ def new_run_dir(cfg: RunConfig) -> Path:
             run_dir = Path("reports") / f"{cfg.name}-{stamp}-{k}"
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def remove_chunks(arrays: Path) -> None:
+    """Delete the resume checkpoints (arrays/*.chunks/) of a finished run: results.json and the rows'
+    arrays hold what the report and the user read, so the run's disk stays bounded by the report's
+    images, not by N (every adversarial image is kept only with --save-adversarials)."""
+    for folder in arrays.glob("*.chunks"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_writable_dir(path: Path, flag: str) -> None:
@@ -209,6 +218,9 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
     atomic.write_text(run_dir / "results.json", json.dumps(results, indent=1))
     if distributed.is_main():  # the other ranks of a sharded run wrote nothing but their chunks
         render_report(run_dir)
+    distributed.barrier()  # every rank has read the chunks it needs
+    if distributed.is_main():
+        remove_chunks(arrays)
     return run_dir
 
 

@@ -32,16 +32,18 @@ def test_batch_size_never_changes_a_per_image_result(fashion, tmp_path, method, 
     assert any(s[1] for s in results[32][0])  # images were fooled: there is something to compare
 
 
-def test_a_resumed_run_equals_an_uninterrupted_one_with_another_batch_size(fashion, tmp_path):
+def test_a_resumed_run_equals_an_uninterrupted_one_with_another_batch_size(fashion, tmp_path, monkeypatch):
     """A run resumed after its chunks were cut differently equals an uninterrupted one."""
+    from test_cli import interrupted_in_chunk
+
     full = tmp_path / "full"
     args = ["attack", "--method", "boundary", "--max-queries", "150", "-n", "6", *FASHION_MODEL, "--weights",
             str(fashion.weights)]
     assert main([*args, "--batch-size", "6", "--out", str(full)]) == 0
     cut = tmp_path / "cut"
-    assert main([*args, "--batch-size", "2", "--out", str(cut)]) == 0
-    (cut / "results.json").unlink()
-    for chunk in sorted((cut / "arrays" / "boundary-0.chunks").glob("chunk-*.pt"))[1:]:
-        chunk.unlink()  # as if killed after the first chunk
+    with monkeypatch.context() as patch:
+        interrupted_in_chunk(patch, 1)  # stopped after the first chunk of 2 images
+        assert main([*args, "--batch-size", "2", "--out", str(cut)]) == 130
+    assert len(list((cut / "arrays" / "boundary-0.chunks").glob("chunk-*.pt"))) == 1
     assert main(["run", "--resume", str(cut)]) == 0
     assert per_image(cut) == per_image(full)

@@ -90,20 +90,42 @@ attacks:
     assert all(s["adv_pred"] == targeted["target_class"] for s in targeted["samples"])
 
 
-def test_resume_reuses_finished_chunks(digits, digits_files, tmp_path):
-    out = tmp_path / "resumable"
+def interrupted_in_chunk(monkeypatch, chunk: int):
+    """Make the attack stop with Ctrl-C when it reaches chunk `chunk` (counted from 0), as a kill would."""
+    from advlab import evaluate
+
+    calls, real = {"n": 0}, evaluate.attack_in_chunks.__globals__["synchronize"]
+
+    def counting(device):
+        calls["n"] += 1
+        if calls["n"] > 2 * chunk:  # synchronize runs twice per computed chunk
+            raise KeyboardInterrupt
+        real(device)
+
+    monkeypatch.setattr(evaluate, "synchronize", counting)
+
+
+def test_resume_reuses_finished_chunks(digits, digits_files, tmp_path, monkeypatch):
+    full, out = tmp_path / "full", tmp_path / "resumable"
     args = ["attack", "--method", "boundary", *byo_args(digits, digits_files), "--steps", "60", "--batch-size", "2"]
-    assert main([*args, "--out", str(out)]) == 0
-    first = json.loads((out / "results.json").read_text())["attacks"][0]
+    assert main([*args, "--out", str(full)]) == 0
+    first = json.loads((full / "results.json").read_text())["attacks"][0]
+    assert not list((full / "arrays").glob("*.chunks"))  # a finished run keeps no resume checkpoints
+    with monkeypatch.context() as patch:
+        interrupted_in_chunk(patch, 2)  # killed in the last of 3 chunks
+        assert main([*args, "--out", str(out)]) == 130
     chunks = sorted((out / "arrays" / "boundary-0.chunks").glob("chunk-*.pt"))
-    assert len(chunks) == 3
-    chunks[-1].unlink()  # as if the run had been killed during the last chunk
-    (out / "results.json").unlink()
-    stamps = [c.stat().st_mtime_ns for c in chunks[:-1]]
+    assert len(chunks) == 2 and not (out / "results.json").exists()
+    from advlab import evaluate
+
+    computed = []
+    real = evaluate.synchronize
+    monkeypatch.setattr(evaluate, "synchronize", lambda device: computed.append(1) or real(device))
     assert main(["run", "--resume", str(out)]) == 0
+    assert len(computed) == 2  # one chunk computed (two syncs around it): the two finished ones were reused
     again = json.loads((out / "results.json").read_text())["attacks"][0]
-    assert [c.stat().st_mtime_ns for c in chunks[:-1]] == stamps  # not recomputed
     assert again["median_l2"] == pytest.approx(first["median_l2"], rel=1e-5)
+    assert again["samples"] == first["samples"]
 
 
 def test_quickstart_is_the_embedded_default():

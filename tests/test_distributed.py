@@ -20,7 +20,7 @@ from advlab.cli import main
 from advlab.segnet import WEIGHTS
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
-RUN_SPECIFIC = {"wall_s", "model_images_per_s", "created", "device", "world_size"}  # timing and the machine
+RUN_SPECIFIC = {"wall_s", "model_images_per_s", "created", "device", "world_size", "chunk_ranks"}  # how it ran
 
 
 def write_config(path: Path, n: int, iterations: int) -> Path:
@@ -80,9 +80,9 @@ def test_a_sharded_run_equals_the_single_process_run(tmp_path: Path) -> None:
     single, sharded = read(tmp_path / "single"), read(tmp_path / "sharded")
     assert sharded["world_size"] == 2 and single["world_size"] == 1
     assert comparable(sharded) == comparable(single)  # every row, sample, defense and check
-    ranks = {int(torch.load(p, weights_only=True)["rank"])
-             for p in (tmp_path / "sharded" / "arrays" / "dag-0.chunks").glob("chunk-*.pt")}
-    assert ranks == {0, 1}  # 3 chunks of 2 images: each rank attacked its own
+    dag = sharded["attacks"][0]
+    assert dag["chunk_ranks"] == [0, 1, 0] and single["attacks"][0]["chunk_ranks"] == [0, 0, 0]  # 3 chunks of 2
+    assert not list((tmp_path / "sharded" / "arrays").glob("*.chunks"))  # checkpoints go once the run is done
     assert (tmp_path / "sharded" / "index.html").is_file()
 
 

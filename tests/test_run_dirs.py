@@ -168,6 +168,9 @@ def test_arrays_keep_what_the_report_shows_and_every_adversarial_only_on_request
     row = json.loads((tmp_path / "small" / "results.json").read_text())["attacks"][0]
     saved = torch.load(tmp_path / "small" / row["arrays"], weights_only=True)
     assert saved["x"].shape[0] == saved["x_adv"].shape[0] == 4 and int(saved["n_images"]) == 10
+    image = 1 * 28 * 28 * 4  # bytes of one float32 image: the file holds 4 images twice, not the 10 of the row
+    assert (tmp_path / "small" / row["arrays"]).stat().st_size < 2 * 4 * image + 4096
+    assert not list((tmp_path / "small" / "arrays").glob("*.chunks"))  # resume checkpoints go when the run ends
     assert "adversarials_file" not in row and not list((tmp_path / "small" / "arrays").glob("*.adversarials.pt"))
     assert "samples but the arrays hold" not in (tmp_path / "small" / "index.html").read_text()
     assert main([*common, "--save-adversarials", "--out", str(tmp_path / "all")]) == 0
