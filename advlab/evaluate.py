@@ -156,6 +156,10 @@ def median(values: torch.Tensor) -> float | None:
     return float(values.double().quantile(0.5)) if values.numel() else None
 
 
+DISTANCE_BATCH = 64  # images per slice: the differences never take more memory than this many images
+
+
 def image_distances(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-image (N,) distances in every reported norm, computed once per attack row."""
-    return {norm: distances(x, x_adv, norm) for norm in ("l2", "linf", "mse")}
+    """Per-image (N,) distances in every reported norm, computed once per attack row, in slices."""
+    slices = [slice(i, i + DISTANCE_BATCH) for i in range(0, x.shape[0], DISTANCE_BATCH)] or [slice(0, 0)]
+    return {norm: torch.cat([distances(x[s], x_adv[s], norm) for s in slices]) for norm in ("l2", "linf", "mse")}
