@@ -114,14 +114,31 @@ class Defended(nn.Module):
             out = self.defense(x)
         return clamp_unit(out.float())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> (N, K) logits
+    def seen(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model sees of x: the defended image, with the exact, BPDA or zero gradient."""
         if self.defense.differentiable:
-            return self.model(self.purify(x))
+            return self.purify(x)
         with torch.no_grad():
             purified = self.purify(x.detach())
         if self.adaptive_gradient == "none":
-            return self.model(purified + 0 * x)  # the gradient of a piecewise-constant map: zero
-        return self.model(bpda_identity(x, purified))
+            return purified + 0 * x  # the gradient of a piecewise-constant map: zero
+        return bpda_identity(x, purified)
+
+    def forward(self, x: torch.Tensor) -> Any:  # (N, C, H, W) in [0, 1] -> the model's outputs (logits)
+        return self.model(self.seen(x))
+
+    # the detection contract (advlab.detectors), through the defense
+    def detect(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        return self.model.detect(self.seen(x))
+
+    def proposals(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.proposals(self.seen(x))
+
+    def proposal_logits(self, x: torch.Tensor, proposals: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.model.proposal_logits(self.seen(x), proposals)
+
+    def padded_logits(self, x: torch.Tensor, proposals: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        return self.model.padded_logits(self.seen(x), proposals, counts)
 
     def describe(self) -> dict[str, Any]:
         base = self.model.describe() if hasattr(self.model, "describe") else {"name": self.model.name}

@@ -72,7 +72,7 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
         "accuracy_without_defense": {}, "accuracy_after_defense": {},
     }
     adaptive_rows: list[dict[str, Any]] = []
-    gallery: list[tuple[str, Outcome, torch.Tensor]] = []
+    gallery: list[tuple[str, Outcome, torch.Tensor | None]] = []
     clean_correct = task.correct(clean, labels) if ledger is not None else None
     columns = {s: Column(context.model, defense_label(defense), s) for s in (NON_ADAPTIVE, ADAPTIVE)}
     if clean_correct is not None:
@@ -87,7 +87,7 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
                                                                   attack_spec, attack, threat))
         row["accuracy_without_defense"][key] = task.score(outcome.adv, labels)
         row["accuracy_after_defense"][key] = task.score(after, labels)
-        gallery.append((key, outcome, after.label))
+        gallery.append((key, outcome, getattr(after, "label", None)))  # detections have no single label
         if spec.adaptive:
             adaptive_outcome = attack_row(f"{tag}-d{index}", attack_spec, attack, defended_subject, cfg, device,
                                           arrays, adaptive_context)
@@ -104,7 +104,8 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
     return row, adaptive_rows
 
 
-def _gallery(index: int, defended: Defended, subject: Subject, per_attack: list[tuple[str, Outcome, torch.Tensor]],
+def _gallery(index: int, defended: Defended, subject: Subject,
+             per_attack: list[tuple[str, Outcome, torch.Tensor | None]],
              device: torch.device, arrays: Path) -> dict[str, Any]:
     """A few images per attack where the attack fooled the bare model: clean, adversarial, and the
     defense's output (the report shows the removed noise x_adv - x')."""
@@ -121,7 +122,7 @@ def _gallery(index: int, defended: Defended, subject: Subject, per_attack: list[
         x_adv.append(outcome.x_adv[pick])
         purified.append(out)
         for j in pick.tolist():
-            if subject.labels.dim() > 1:  # dense targets: the images tell it, not one label
+            if after_label is None or subject.labels.dim() > 1:  # dense targets or boxes: the images tell it
                 rows.append({"attack": key, "name": subject.data.names[j]})
                 continue
             label = int(subject.labels[j])

@@ -304,3 +304,24 @@ def test_coco_and_voc_roots_give_boxes_in_the_models_classes(tmp_path: Path) -> 
                  "val2017", "--set", "max_iterations=3", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["data"]["name"].endswith("coco:val2017") and results["clean"]["map50"] > 0.5
+
+
+def test_defenses_run_on_detectors_in_the_three_settings(tmp_path: Path) -> None:
+    """A blur in front of the lab's detector: DAG made on the bare detector (non-adaptive) and run through
+    the blur (adaptive, exact gradient); the proposals of the defended detector come from blurred images."""
+    out = tmp_path / "defended"
+    assert main(["defend", "--attacks", "dag", "--defense", "blur", "--task", "detection", "-n", "4",
+                 "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    (defense,) = results["defenses"]
+    bare, _control, adaptive = results["attacks"]
+    assert adaptive["setting"] == "defended model (adaptive)" and adaptive["task"] == "detection"
+    clean_defended = defense["clean_accuracy"]  # mAP@0.5 of the blurred clean scenes
+    assert defense["accuracy_without_defense"]["dag"] == pytest.approx(bare["map50_adv"])
+    # measured on 4 scenes: clean 0.976, blurred 0.572; DAG 0.124 bare, 0.501 through the blur (non-adaptive),
+    # 0.304 adaptive: the blur undoes most of a non-adaptive DAG, not an adaptive one
+    after = defense["accuracy_after_defense"]
+    assert after["dag"] > 2 * bare["map50_adv"] and after["dag(adaptive)"] < 0.8 * after["dag"]
+    assert adaptive["map50_adv"] < 0.6 * clean_defended
+    assert adaptive["flipped_rate"] >= 0.9
+    assert "blur" in (out / "index.html").read_text()
