@@ -20,6 +20,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign
 
 from advlab.scenes import SCENE_CLASSES, SCENE_SIZE
+from advlab.training import adam_cosine
 
 WEIGHTS = Path(__file__).with_name("weights") / "fashion_detector.pt"
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -60,29 +61,12 @@ def train_detector(net: FasterRCNN, x: torch.Tensor, boxes: list[torch.Tensor], 
                    progress: bool = True) -> FasterRCNN:
     """Adam on torchvision's Faster R-CNN losses (RPN and box head), cosine learning rate; x (N, 3, H, W)
     in [0, 1], per image boxes (G, 4) x1, y1, x2, y2 and labels (G,) in 1..K-1."""
-    from tqdm.auto import tqdm
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        targets = [{"boxes": boxes[j], "labels": labels[j]} for j in idx.tolist()]
+        return sum(net(list(x[idx]), targets).values())  # torchvision's RPN and box-head losses
 
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    steps = epochs * -(-x.shape[0] // batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    net.train()
-    bar = tqdm(total=steps, desc="detector", disable=not progress)
-    for _ in range(epochs):
-        order = torch.randperm(x.shape[0], generator=gen).tolist()
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            targets = [{"boxes": boxes[j], "labels": labels[j]} for j in idx]
-            losses = net(list(x[idx]), targets)
-            loss = sum(losses.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-    bar.close()
-    return net.eval()
+    return adam_cosine(net, x.shape[0], loss_of, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                       progress=progress, desc="detector")
 
 
 def main() -> None:

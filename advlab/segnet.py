@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab.scenes import SCENE_CLASSES
+from advlab.training import adam_cosine
 
 WEIGHTS = Path(__file__).with_name("weights") / "fashion_segnet.pt"
 MEAN, STD = 0.5, 0.5
@@ -57,27 +58,8 @@ def fashion_segnet(num_classes: int = len(SCENE_CLASSES)) -> nn.Module:
 def train_segnet(net: nn.Module, x: torch.Tensor, masks: torch.Tensor, *, epochs: int, batch_size: int = 32,
                  lr: float = 3e-3, seed: int = 0, progress: bool = True) -> nn.Module:
     """Adam on per-pixel cross-entropy, cosine learning rate; x (N, 3, H, W) in [0, 1], masks (N, H, W)."""
-    from tqdm.auto import tqdm
-
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    steps = epochs * -(-x.shape[0] // batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    net.train()
-    bar = tqdm(total=steps, desc="segnet", disable=not progress)
-    for _ in range(epochs):
-        order = torch.randperm(x.shape[0], generator=gen)
-        for i in range(0, x.shape[0], batch_size):
-            idx = order[i:i + batch_size]
-            loss = F.cross_entropy(net((x[idx] - MEAN) / STD), masks[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-    bar.close()
-    return net.eval()
+    return adam_cosine(net, x.shape[0], lambda idx: F.cross_entropy(net((x[idx] - MEAN) / STD), masks[idx]),
+                       epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress, desc="segnet")
 
 
 def main() -> None:

@@ -111,6 +111,18 @@ def _active_plot(data: dict[str, torch.Tensor], title: str, targets: str) -> Plo
                 f"images. DAG stops an image once fewer than 1% of its {targets} are active.")
 
 
+def _dense_distance(sample: dict[str, Any]) -> str:
+    """'rms 1.2e-02 · L∞ 0.08 · 150 iterations' for a DAG sample (segmentation, detection)."""
+    queries = sample.get("queries")
+    return fmt.joined(f"rms {fmt.sci(sample.get('rms'))}", f"L∞ {fmt.num(sample.get('linf'))}",
+                      f"{fmt.integer(queries)} iterations" if queries is not None else None)
+
+
+def _css(rgb: torch.Tensor) -> str:
+    """(3,) colour in [0, 1] -> '#rrggbb'."""
+    return "#" + "".join(f"{round(float(c) * 255):02x}" for c in rgb)
+
+
 def _class_text(name: Any, index: Any, conf: Any = None) -> str:
     """'bull mastiff #243 (91.0%)' from whichever parts are present."""
     label = f"{name} #{index}" if name not in (None, "") and index is not None else name if name else index
@@ -138,14 +150,12 @@ class SegmentationView(TaskView):
                                                    ("adversarial prediction", "pred_adv"))
 
     def card_text(self, sample: dict[str, Any], l2: Any, no_adv: str | None) -> dict[str, str]:
-        queries = sample.get("queries")
         return {
             "label_text": "per-pixel masks below",
             "clean_text": f"pixel accuracy {fmt.pct(sample.get('pixel_acc_clean'))}",
             "adv_text": f"pixel accuracy {fmt.pct(sample.get('pixel_acc_adv'))}, targets hit "
                         f"{fmt.pct(sample.get('target_hit'))}",
-            "distance_text": fmt.joined(f"rms {fmt.sci(sample.get('rms'))}", f"L∞ {fmt.num(sample.get('linf'))}",
-                                        f"{fmt.integer(queries)} iterations" if queries is not None else None),
+            "distance_text": _dense_distance(sample),
         }
 
     def decorate(self, gallery: Gallery, data: dict[str, torch.Tensor], class_names: list[str]) -> None:
@@ -161,8 +171,7 @@ class SegmentationView(TaskView):
                 labels = maps[key][i].long()  # (H, W)
                 shown |= set(labels.unique().tolist())
                 card.figures.append((caption, image_uri(mask_image(labels, colours), min_side=96)))
-        gallery.legend = [(class_names[k] if k < len(class_names) else str(k),
-                           "#" + "".join(f"{round(float(c) * 255):02x}" for c in colours[k]))
+        gallery.legend = [(class_names[k] if k < len(class_names) else str(k), _css(colours[k]))
                           for k in sorted(shown) if 0 <= k < count]
 
     def plot(self, data: dict[str, torch.Tensor], title: str) -> Plot | None:
@@ -192,14 +201,12 @@ class DetectionView(TaskView):
     MIN_SCORE: ClassVar[float] = 0.3  # detections drawn: at least this confident
 
     def card_text(self, sample: dict[str, Any], l2: Any, no_adv: str | None) -> dict[str, str]:
-        queries = sample.get("queries")
         return {
             "label_text": f"{fmt.integer(sample.get('targets'))} target proposals",
             "clean_text": f"{fmt.integer(sample.get('detections_clean'))} detections",
             "adv_text": f"{fmt.integer(sample.get('detections_adv'))} detections; targets flipped "
                         f"{fmt.pct(sample.get('flipped'))}, at their adversarial label {fmt.pct(sample.get('target_hit'))}",
-            "distance_text": fmt.joined(f"rms {fmt.sci(sample.get('rms'))}", f"L∞ {fmt.num(sample.get('linf'))}",
-                                        f"{fmt.integer(queries)} iterations" if queries is not None else None),
+            "distance_text": _dense_distance(sample),
         }
 
     def decorate(self, gallery: Gallery, data: dict[str, torch.Tensor], class_names: list[str]) -> None:
@@ -207,7 +214,7 @@ class DetectionView(TaskView):
         if not all(isinstance(data.get(k), torch.Tensor) for k in keys):
             return
         colours = palette(max(len(class_names), int(max(int(data[k].max()) for k in keys[1::3])) + 1))
-        css = ["#" + "".join(f"{round(float(c) * 255):02x}" for c in rgb) for rgb in colours]
+        css = [_css(rgb) for rgb in colours]
         shown: set[int] = set()
         for i, card in enumerate(gallery.cards[:data["adv_labels"].shape[0]]):
             for caption, prefix, image in self.DRAWINGS:
