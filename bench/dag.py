@@ -19,6 +19,7 @@ import json
 import time
 
 import torch
+from timing import median_time
 
 from advlab.attacks.dag import DAG
 from advlab.criteria import Targeted
@@ -43,19 +44,9 @@ def ceiling(model: torch.nn.Module, x: torch.Tensor, device: torch.device, reps:
     """Seconds of one forward + backward pass w.r.t. the input on the batch (median of `reps`)."""
     def once() -> None:
         xa = x.clone().requires_grad_(True)
-        out = model(xa)
-        (grad,) = torch.autograd.grad(out.amax(dim=1).sum(), xa)
+        torch.autograd.grad(model(xa).amax(dim=1).sum(), xa)
 
-    for _ in range(2):
-        once()
-    times = []
-    for _ in range(reps):
-        synchronize(device)
-        t0 = time.perf_counter()
-        once()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+    return median_time(once, device, reps)
 
 
 def main() -> None:

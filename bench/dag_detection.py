@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
 
 import torch
+from timing import median_time
 
 from advlab.attacks.dag import DAG
 from advlab.criteria import IGNORE, ProposalTargets
@@ -57,19 +57,6 @@ def model_images_targets(args: argparse.Namespace, device: torch.device) -> tupl
         boxes_padded[i, :len(t)] = t
         labels[i, :len(t)] = torch.randint(1, model.num_classes, (len(t),), generator=gen).to(device)
     return model, x, ProposalTargets(labels, threshold=1.0, proposals=boxes_padded, counts=counts)
-
-
-def median_time(fn: Callable[[], None], device: torch.device, reps: int) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(reps):
-        synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
