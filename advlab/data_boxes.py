@@ -8,9 +8,11 @@
 
 Class names map to the model's classes by name (case and spaces ignored; VOC's names also by their
 COCO spelling, so torchvision's COCO detectors read VOC); a model with COCO's 91 category slots
-(or one without class names) takes COCO's category ids as they are. Images of different sizes need `--input-size S`: the shorter
-side goes to S and the centre S x S is kept, boxes scaled, shifted and clipped with it (a box that
-keeps less than half its area is dropped).
+(or one without class names) takes COCO's category ids as they are. With `--input-size S` the
+shorter side goes to S and the centre S x S is kept, boxes scaled, shifted and clipped with it (a
+box that keeps less than half its area is dropped). Without it, images of different sizes are
+padded with black at the bottom and right to the largest height and width, so no box is cut (the
+attack may then also change padding pixels, and distances count them).
 """
 from __future__ import annotations
 
@@ -132,13 +134,12 @@ def _image_set(spec: str, items: list[tuple[Path, list, list]], model: ImageClas
         b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
         targets.append({"boxes": b, "labels": torch.tensor(labels, dtype=torch.long)})
         images.append(image)
-    sizes = {tuple(im.shape[-2:]) for im in images}
-    if len(sizes) > 1 or model.input_size is not None:
-        if model.input_size is None:
-            raise AdvlabError(f"{spec}: images differ in size ({min(sizes)} vs {max(sizes)}); set --input-size S to "
-                              "resize their shorter side to S and keep the centre S x S (boxes follow)")
+    if model.input_size is not None:
         pairs = [_resize_crop(im, t, model.input_size) for im, t in zip(images, targets)]
         images, targets = [p[0] for p in pairs], [p[1] for p in pairs]
+    elif len({tuple(im.shape[-2:]) for im in images}) > 1:  # pad, never crop: boxes stay where they are
+        height, width = max(im.shape[-2] for im in images), max(im.shape[-1] for im in images)
+        images = [TF.pad(im, [0, 0, width - im.shape[-1], height - im.shape[-2]]) for im in images]
     x = torch.stack(images).float().div_(255.0)
     return ImageSet(x, torch.full((len(x),), -1, dtype=torch.int64), [p.name for p, _, _ in items], spec,
                     "ground-truth", None, targets)

@@ -298,6 +298,11 @@ def test_coco_and_voc_roots_give_boxes_in_the_models_classes(tmp_path: Path) -> 
         for got, want in zip(data.boxes, truth):  # the 96-px image is brought back to 48 px, boxes with it
             assert torch.equal(got["labels"], want["labels"])
             assert torch.allclose(got["boxes"], want["boxes"], atol=0.5)
+    padded = load_images(f"coco:{tmp_path / 'coco'}", load_model("advlab.detnet:fashion_detector", str(WEIGHTS),
+                                                                 task="detection"), n=3)
+    assert padded.x.shape == (3, 3, 96, 96) and float(padded.x[0, :, 48:, :].abs().sum()) == 0  # padded, not cut
+    assert torch.allclose(padded.boxes[1]["boxes"], 2 * truth[1]["boxes"]) and torch.equal(padded.boxes[0]["boxes"],
+                                                                                          truth[0]["boxes"])
     out = tmp_path / "run"
     assert main(["attack", "--method", "dag", "--model", "advlab.detnet:fashion_detector", "--weights", str(WEIGHTS),
                  "--task", "detection", "--input-size", "48", "--data", f"coco:{tmp_path / 'coco'}", "--split",
