@@ -135,7 +135,7 @@ def load_torchvision_detector(name: str, weights: str | None, input_size: int | 
     """A torchvision Faster R-CNN by name (`weights`: COCO_V1, DEFAULT or none; none pulls no backbone
     weights either), through torchvision's own weights API; `input_size` sizes image files as they load
     (the detector itself takes any size)."""
-    from advlab.models import build_with_weights
+    from advlab.torchvision_weights import build_with_weights
 
     if weights is None or str(weights).lower() == "none":
         net = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=91)

@@ -8,7 +8,8 @@ from typing import Sequence
 
 import torchvision
 
-from advlab.models import ImageClassifier, _wrap, build_with_weights
+from advlab.models import ImageClassifier, _wrap
+from advlab.torchvision_weights import build_with_weights
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",

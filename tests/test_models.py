@@ -7,9 +7,10 @@ import pytest
 import torch
 import torchvision
 
-from advlab import models
+from advlab import models, torchvision_weights
 from advlab.errors import AdvlabError
-from advlab.models import ensure_weights_cached, load_model
+from advlab.models import load_model
+from advlab.torchvision_weights import ensure_weights_cached
 
 MOBILENET = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
 
@@ -28,7 +29,7 @@ def test_corrupt_offline_file_is_refused(monkeypatch, tmp_path):
     (package / "__init__.py").write_text("")
     (package / "weights" / "mobilenet_v2-b0353104.pth").write_bytes(b"tampered")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    monkeypatch.setattr(models, "OFFLINE_WEIGHT_PACKAGES", ("fake_offline_weights",))
+    monkeypatch.setattr(torchvision_weights, "OFFLINE_WEIGHT_PACKAGES", ("fake_offline_weights",))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
     with pytest.raises(AdvlabError, match="corrupt"):
         ensure_weights_cached(MOBILENET)
