@@ -67,13 +67,9 @@ def load_coco(spec: str, arg: str, model: ImageClassifier, n: int | None) -> Ima
 def load_voc_boxes(spec: str, arg: str, model: ImageClassifier, n: int | None) -> ImageSet:
     from torchvision.datasets import VOCDetection
 
-    from advlab.data_masks import VOC_YEARS
+    from advlab.data_masks import voc_parts
 
-    root, _, rest = arg.partition(":")
-    year, _, split = rest.partition(":")
-    year, split = year or "2007", split or "test"
-    if year not in VOC_YEARS:
-        raise AdvlabError(f"{spec}: year {year!r} is not a VOC year; use one of {', '.join(VOC_YEARS)}")
+    root, year, split = voc_parts(spec, arg, "2007", "test")
     try:
         dataset = VOCDetection(str(Path(root).expanduser()), year=year, image_set=split, download=False)
     except (RuntimeError, ValueError, OSError) as exc:

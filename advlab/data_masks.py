@@ -55,11 +55,7 @@ def load_voc(spec: str, arg: str, model: "ImageClassifier", n: int | None) -> "I
     from advlab.data import ImageSet, first_n
     from advlab.segmenters import VOC_CLASSES
 
-    root, _, rest = arg.partition(":")
-    year, _, split = rest.partition(":")
-    year, split = year or "2012", split or "val"
-    if year not in VOC_YEARS:
-        raise AdvlabError(f"{spec}: year {year!r} is not a VOC year; use one of {', '.join(VOC_YEARS)}")
+    root, year, split = voc_parts(spec, arg, "2012", "val")
     try:
         dataset = VOCSegmentation(str(Path(root).expanduser()), year=year, image_set=split, download=False)
     except (RuntimeError, ValueError, OSError) as exc:
@@ -72,6 +68,16 @@ def load_voc(spec: str, arg: str, model: "ImageClassifier", n: int | None) -> "I
     pairs = first_n(list(zip(dataset.images, dataset.masks)), n, spec)
     x, y = _decode_pairs([(Path(i), Path(m)) for i, m in pairs], model, spec)
     return ImageSet(x, y, [Path(i).name for i, _ in pairs], spec, "ground-truth", VOC_CLASSES)
+
+
+def voc_parts(spec: str, arg: str, year: str, split: str) -> tuple[str, str, str]:
+    """'ROOT[:YEAR[:SPLIT]]' -> (ROOT, YEAR, SPLIT), the given defaults for what is left out."""
+    root, _, rest = arg.partition(":")
+    given_year, _, given_split = rest.partition(":")
+    year, split = given_year or year, given_split or split
+    if year not in VOC_YEARS:
+        raise AdvlabError(f"{spec}: year {year!r} is not a VOC year; use one of {', '.join(VOC_YEARS)}")
+    return root, year, split
 
 
 def _decode_pairs(pairs: list[tuple[Path, Path]], model: "ImageClassifier",

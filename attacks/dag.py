@@ -24,6 +24,7 @@ randomly permuted (which barely changes the prediction), is the row next to ever
 """
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -166,8 +167,8 @@ class DAG(Attack):
         """Keep each image's result for the permuted control, which runs next on the same model and
         images (keyed by the model, the seed and the image's pixels; targets compared on use)."""
         memo = getattr(self, "_memo", None)
-        if memo is None or memo["model"] != id(model) or memo["seed"] != seed:
-            memo = self._memo = {"model": id(model), "seed": seed, "images": {}}
+        if memo is None or memo["model"]() is not model or memo["seed"] != seed:
+            memo = self._memo = {"model": weakref.ref(model), "seed": seed, "images": {}}
         labels, adv, spent = criterion.labels.cpu(), x_adv.cpu(), queries.tolist()  # one transfer, not per image
         for i, key in enumerate(image_keys(x, seed).tolist()):
             memo["images"][key] = (labels[i], adv[i], spent[i])
@@ -177,7 +178,7 @@ class DAG(Attack):
         """(x_adv, queries) of these images from the last run on this model and seed, or None if any is
         missing or had other targets."""
         memo = getattr(self, "_memo", None)
-        if memo is None or memo["model"] != id(model) or memo["seed"] != seed:
+        if memo is None or memo["model"]() is not model or memo["seed"] != seed:
             return None
         found = [memo["images"].get(key) for key in image_keys(x, seed).tolist()]
         if any(f is None for f in found) or not torch.equal(torch.stack([f[0] for f in found]),

@@ -13,7 +13,9 @@ their adversarial label.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -46,9 +48,16 @@ class DetPredictions:
     detections: Boxes  # per image, on the CPU
     num_classes: int
     x: torch.Tensor  # (N, C, H, W) the images they were made on (target hits are read from them)
+    cache: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # name -> (what it was computed for, value)
 
     def __len__(self) -> int:
         return len(self.detections)
+
+    def cached(self, name: str, key: Any, compute: Callable[[], Any]) -> Any:
+        """`compute()` once per `key` object (a reference, a criterion): a row's metrics and samples share it."""
+        if name not in self.cache or self.cache[name][0] is not key:
+            self.cache[name] = (key, compute())
+        return self.cache[name][1]
 
 
 def predict_detection(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> DetPredictions:
@@ -61,14 +70,21 @@ def predict_detection(model: nn.Module, x: torch.Tensor, batch_size: int, device
     return DetPredictions(found, model.num_classes, x)
 
 
-def mean_average_precision(predictions: Boxes, reference: Boxes, *, coco: bool = False) -> float:
-    """mAP@0.5 over the data set (or COCO's mAP@[.5:.95] with `coco`), by torchmetrics."""
+def mean_average_precision(predictions: Boxes, reference: Boxes) -> tuple[float, float]:
+    """(mAP@0.5, COCO mAP@[.5:.95]) over the data set, by torchmetrics in one evaluation."""
     from torchmetrics.detection import MeanAveragePrecision
 
-    metric = MeanAveragePrecision(iou_thresholds=None if coco else [0.5])
+    metric = MeanAveragePrecision()
     metric.update([{k: d[k] for k in ("boxes", "labels", "scores")} for d in predictions],
                   [{k: r[k] for k in ("boxes", "labels")} for r in reference])
-    return float(metric.compute()["map"])
+    result = metric.compute()
+    return float(result["map_50"]), float(result["map"])
+
+
+def precision_of(predictions: DetPredictions, reference: Boxes) -> tuple[float, float]:
+    """`mean_average_precision`, computed once per predictions and reference."""
+    return predictions.cached("map", reference,
+                              lambda: mean_average_precision(predictions.detections, reference))
 
 
 def assign_targets(proposals: list[torch.Tensor], probs: list[torch.Tensor],
@@ -96,7 +112,9 @@ class Detection(Task):
     probes = False  # the gradient and unbounded-attack checks read logits of images, not of proposals
 
     def __init__(self) -> None:
-        self._memo: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}  # model id -> image key -> proposals
+        # model -> image key -> (proposals, probabilities); entries go with their model
+        self._memo: weakref.WeakKeyDictionary[nn.Module, dict[int, tuple[torch.Tensor, torch.Tensor]]] = \
+            weakref.WeakKeyDictionary()
 
     def predict(self, model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> DetPredictions:
         return predict_detection(model, x, batch_size, device)
@@ -118,7 +136,7 @@ class Detection(Task):
                 for d in clean.detections]
 
     def score(self, predictions: DetPredictions, reference: Boxes) -> float:  # type: ignore[override]
-        return mean_average_precision(predictions.detections, reference)
+        return precision_of(predictions, reference)[0]
 
     def plan(self, spec: AttackSpec, attack: Attack, subject: Subject, device: torch.device, *,
              seed: int) -> Plan:
@@ -150,7 +168,7 @@ class Detection(Task):
         """Per image: the fixed proposals on the clean image (P, 4) and the box head's class
         probabilities for them (P, K). Computed once per model and image, then remembered: every
         attack row (and the runner's preflight) plans on the same proposals."""
-        memo = self._memo.setdefault(id(model), {})
+        memo = self._memo.setdefault(model, {})
         keys = image_keys(x, 0).tolist()
         missing = [i for i, key in enumerate(keys) if key not in memo]
         with torch.no_grad():
@@ -170,15 +188,13 @@ class Detection(Task):
         reference, clean, attacked = subject.labels, subject.clean, plan.attacked
         hits, flipped, valid = _target_outcomes(subject.model, plan, adv)  # (N, P) each
         rms = dist["mse"].sqrt()
-        map_adv = mean_average_precision(adv.detections, reference)
+        (map50_clean, map_clean), (map50_adv, map_adv) = precision_of(clean, reference), precision_of(adv, reference)
         return {
             "n_attacked": int(attacked.sum()),
             "n_targets": int(valid.sum()),
             "success_rate": float((attacked & success).sum() / attacked.sum()) if attacked.any() else None,
-            "accuracy": map_adv, "map50": map_adv,
-            "map50_clean": mean_average_precision(clean.detections, reference), "map50_adv": map_adv,
-            "map_clean": mean_average_precision(clean.detections, reference, coco=True),
-            "map_adv": mean_average_precision(adv.detections, reference, coco=True),
+            "accuracy": map50_adv, "map50": map50_adv, "map50_clean": map50_clean, "map50_adv": map50_adv,
+            "map_clean": map_clean, "map_adv": map_adv,
             "target_hit_rate": float(hits[valid].float().mean()) if valid.any() else None,
             "flipped_rate": float(flipped[valid].float().mean()) if valid.any() else None,
             "rms_perturbation": median(rms[attacked]),
@@ -215,14 +231,19 @@ class Detection(Task):
 def _target_outcomes(model: nn.Module, plan: Plan,
                      adv: DetPredictions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(N, P) bool each, on the adversarial images: targets at their adversarial label, targets no
-    longer predicted as their reference class (the reference code's convergence test), valid targets."""
-    criterion = plan.criterion
+    longer predicted as their reference class (the reference code's convergence test), valid targets.
+    One pass over the proposals per row: metrics and samples share it."""
+    return adv.cached("targets", plan.criterion, lambda: _proposal_outcomes(model, plan.criterion, adv.x))
+
+
+def _proposal_outcomes(model: nn.Module, criterion: ProposalTargets,
+                       x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     device = next(model.parameters()).device
     preds = []
     with torch.no_grad():
         for i in range(0, len(criterion), PROPOSAL_BATCH):
             part = criterion.subset(slice(i, i + PROPOSAL_BATCH)).to(device)
-            preds.append(part.evaluate(model, adv.x[i:i + PROPOSAL_BATCH].to(device)).argmax(dim=1).cpu())
+            preds.append(part.evaluate(model, x[i:i + PROPOSAL_BATCH].to(device)).argmax(dim=1).cpu())
     pred, valid = torch.cat(preds), criterion.valid().cpu()  # (N, P)
     return (pred == criterion.labels) & valid, (pred != criterion.original) & valid, valid
 
