@@ -22,6 +22,7 @@ from PIL import Image
 
 from advlab.errors import AdvlabError
 from advlab.evaluate import predict
+from advlab.images import FileImages, Images, as_images
 from advlab.models import ImageClassifier
 
 T = TypeVar("T")
@@ -43,7 +44,7 @@ PHOTO_FILES = (
 
 @dataclass
 class ImageSet:
-    x: torch.Tensor  # (N, C, H, W) float32 in [0, 1], CPU
+    images: Images  # (N, C, H, W) float32 in [0, 1], CPU, read on demand (a tensor given here is wrapped)
     y: torch.Tensor  # (N,) int64 class index in the model's classes, -1 = unknown; segmentation: (N, H, W), 255 = void
     names: list[str]  # one per image: file name (relative path for folders), or "FILE[i]" for tensors
     source: str  # the spec string given, e.g. "imagenet-samples", "folder:/data/val"
@@ -51,8 +52,17 @@ class ImageSet:
     class_names: tuple[str, ...] | None = None  # the source's own class names, where it knows them
     boxes: list[dict[str, torch.Tensor]] | None = None  # detection: per image boxes (G, 4) x1 y1 x2 y2, labels (G,)
 
+    def __post_init__(self) -> None:
+        self.images = as_images(self.images)
+
     def __len__(self) -> int:
-        return int(self.x.shape[0])
+        return len(self.images)
+
+    @property
+    def x(self) -> torch.Tensor:  # (N, C, H, W)
+        """Every image in memory at once (free for in-memory sources): for small sets and the tasks
+        that need them whole (segmentation, detection); runs over large sets stream `images`."""
+        return self.images.tensor()
 
 
 def load_images(spec: str, model: ImageClassifier, *, n: int | None = None) -> ImageSet:
@@ -207,18 +217,27 @@ def load_image_file(path: str | Path, model: ImageClassifier) -> torch.Tensor:  
     return _decode_files([p], model)[0]
 
 
-def _decode_files(files: list[Path], model: ImageClassifier) -> torch.Tensor:  # -> (N, C, H, W) float32
-    """Decode with PIL, convert to RGB/L for the model, resize + center-crop to its input size, stack."""
+def _decode_files(files: list[Path], model: ImageClassifier) -> Images:  # (N, C, H, W) float32
+    """Image files for the model: RGB/L, resized + center-cropped to its input size. With an input size
+    they are decoded on demand (streamed, in DataLoader workers); without one they are decoded now,
+    and must share one size."""
     if model.in_channels not in (1, 3):
         raise AdvlabError(f"image files are RGB or grayscale but the model wants {model.in_channels} channels; "
                           "use tensors:FILE")
     mode = "RGB" if model.in_channels == 3 else "L"
-    images = [_geometry(decode(p, mode), model.input_size) for p in files]  # each (C, H, W) uint8
+    if model.input_size is not None:
+        return FileImages(files, (model.in_channels, model.input_size, model.input_size),
+                          functools.partial(decode_for_model, mode=mode, size=model.input_size))
+    images = [decode(p, mode) for p in files]  # each (C, H, W) uint8
     sizes = sorted({tuple(im.shape[-2:]) for im in images})
     if len(sizes) > 1:
         raise AdvlabError(f"images differ in size ({sizes[0]} vs {sizes[-1]}) and the model has no input size; "
                           "set --input-size, or give same-size images")
-    return torch.stack(images).to(torch.float32).div_(255.0)
+    return as_images(torch.stack(images).to(torch.float32).div_(255.0))
+
+
+def decode_for_model(path: Path, mode: str, size: int) -> torch.Tensor:  # -> (C, size, size) float32
+    return _geometry(decode(path, mode), size).to(torch.float32).div_(255.0)
 
 
 def decode(path: Path, mode: str) -> torch.Tensor:  # -> (C, H, W) uint8

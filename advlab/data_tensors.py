@@ -12,7 +12,10 @@ import torch
 
 from advlab.data import ImageSet, first_n
 from advlab.errors import AdvlabError, first_line
+from advlab.images import Images, StoredImages, as_images
 from advlab.models import ImageClassifier
+
+RANGE_CHECK_BATCH = 256  # images per slice when float values are checked
 
 
 def load_tensors(spec: str, file: str, model: ImageClassifier, n: int | None) -> ImageSet:
@@ -22,7 +25,7 @@ def load_tensors(spec: str, file: str, model: ImageClassifier, n: int | None) ->
         raise AdvlabError(f"{spec}: x holds no images; save at least one")
     y = _check_labels(y_raw, len(x), model, spec)
     keep = first_n(list(range(len(x))), n, spec)
-    x = match_channels(_to_unit_float(x[:len(keep)], spec), model, spec)
+    x = unit_images(x[:len(keep)], model, spec)
     names = [f"{file}[{i}]" for i in keep]
     if getattr(model, "task", None) == "detection" and "boxes" in data:
         boxes = _boxes(data, len(x_raw), spec)[:len(x)]
@@ -58,7 +61,7 @@ def _read_tensor_file(path: Path, spec: str) -> tuple[torch.Tensor, torch.Tensor
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
         else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = _load_pt(path)
     except Exception as exc:
         raise AdvlabError(f"{spec}: cannot read {path}: {type(exc).__name__}: {first_line(exc)}; "
                           "save a dict {'x': images, 'y': labels} with np.savez or torch.save") from exc
@@ -67,6 +70,15 @@ def _read_tensor_file(path: Path, spec: str) -> tuple[torch.Tensor, torch.Tensor
         raise AdvlabError(f"{spec}: {path} has no 'x' (found {keys}); save a dict {{'x': images, 'y': labels}}")
     y = data.get("y")
     return _as_tensor(data["x"], "x", spec), None if y is None else _as_tensor(y, "y", spec), data
+
+
+def _load_pt(path: Path) -> object:
+    """A .pt file memory-mapped (its images paged in as they are read), or read whole where its format
+    (torch's legacy, non-zip serialisation) cannot be mapped."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _as_tensor(value: object, key: str, spec: str) -> torch.Tensor:
@@ -91,16 +103,29 @@ def _to_nchw_view(x: torch.Tensor, spec: str) -> torch.Tensor:  # -> (N, C, H, W
                       "C in {1, 3}, or (N, H, W) grayscale (add a batch axis to a single image)")
 
 
-def _to_unit_float(x: torch.Tensor, spec: str) -> torch.Tensor:  # uint8 | float -> float32 in [0, 1]
-    if x.dtype == torch.uint8:
-        return x.to(torch.float32).div_(255.0).contiguous()
-    if not x.is_floating_point():
+def unit_images(x: torch.Tensor, model: ImageClassifier, spec: str) -> Images:
+    """(N, C, H, W) uint8 or float, as stored (memory-mapped for .pt) -> float32 images in [0, 1] in the
+    model's channels, converted per read for classifiers (a uint8 set stays 4x smaller than float;
+    float values are checked in slices); in memory for the dense tasks, which read their images whole."""
+    if x.dtype != torch.uint8 and not x.is_floating_point():
         raise AdvlabError(f"{spec}: x has dtype {x.dtype}; give float values in [0, 1] or uint8 in [0, 255]")
-    x = x.to(torch.float32).contiguous()
-    if not bool(torch.isfinite(x).all()) or float(x.min()) < 0.0 or float(x.max()) > 1.0:
-        raise AdvlabError(f"{spec}: x values span [{float(x.min()):g}, {float(x.max()):g}] but float images must "
-                          "lie in [0, 1]; divide by 255 (or save uint8)")
-    return x
+    c, want = int(x.shape[1]), model.in_channels
+    if c != want and not (c == 1 and want == 3):
+        raise AdvlabError(f"{spec}: x has {c} channels but the model wants {want}; convert the images to "
+                          f"{want} channel(s) before saving")
+    if x.is_floating_point():
+        low, high = float("inf"), float("-inf")
+        for i in range(0, len(x), RANGE_CHECK_BATCH):
+            part = x[i:i + RANGE_CHECK_BATCH]
+            if not bool(torch.isfinite(part).all()):
+                low = float("nan")
+                break
+            low, high = min(low, float(part.min())), max(high, float(part.max()))
+        if not (low >= 0.0 and high <= 1.0):
+            raise AdvlabError(f"{spec}: x values span [{low:g}, {high:g}] but float images must lie in [0, 1]; "
+                              "divide by 255 (or save uint8)")
+    images = StoredImages(x, want)
+    return images if getattr(model, "task", "classification") == "classification" else as_images(images.tensor())
 
 
 def match_channels(x: torch.Tensor, model: ImageClassifier, spec: str) -> torch.Tensor:

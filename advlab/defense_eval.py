@@ -58,9 +58,9 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
     verdicts of both settings go into it under the attacks' `names`."""
     defended = Defended(subject.model, defense).to(device).eval()
     task, data, labels = subject.task, subject.data, subject.labels
-    clean = task.predict(defended, data.x, cfg.batch_size, device)
+    clean = task.predict(defended, data.images, cfg.batch_size, device)
     held = subject.held_out
-    held_def = HeldOut(held.data, task.predict(defended, held.data.x, cfg.batch_size, device)) if held else None
+    held_def = HeldOut(held.data, task.predict(defended, held.data.images, cfg.batch_size, device)) if held else None
     defended_subject = Subject(defended, task, data, clean, labels, held_def)
     adaptive_context = replace(context, setting="defended model (adaptive)", defense=defense.name,
                                defense_variant=defense.variant(), adaptive=defended.adaptive_gradient)
@@ -118,7 +118,7 @@ def _gallery(index: int, defended: Defended, subject: Subject,
             continue
         with torch.no_grad():
             out = defended.purify(outcome.x_adv[pick].to(device)).cpu()
-        x.append(subject.data.x[pick])
+        x.append(subject.data.images[pick])
         x_adv.append(outcome.x_adv[pick])
         purified.append(out)
         for j in pick.tolist():

@@ -15,6 +15,7 @@ from advlab.attack import Attack, AttackResult, distances
 from advlab.criteria import Criterion
 from advlab.device import synchronize
 from advlab.errors import AdvlabError, first_line
+from advlab.images import ChunkImages, Images, TensorImages, as_images, batches
 from advlab.models import check_logits
 from advlab.rng import image_keys
 
@@ -25,14 +26,14 @@ class Predictions:
     confidence: torch.Tensor  # (N,) softmax probability of the top-1
 
 
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> Predictions:
-    """Top-1 label and confidence for (N, C, H, W) images, in batches. A model that fails on the
-    images, returns something other than (B, classes) logits, or NaN/inf, is an error on one line."""
+def predict(model: nn.Module, x: torch.Tensor | Images, batch_size: int, device: torch.device) -> Predictions:
+    """Top-1 label and confidence for (N, C, H, W) images, in batches (streamed where `x` is `Images`).
+    A model that fails on the images, returns something other than (B, classes) logits, or NaN/inf,
+    is an error on one line."""
     labels = [torch.zeros(0, dtype=torch.long)]
     confs = [torch.zeros(0)]
     with torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
-            batch = x[i:i + batch_size].to(device)
+        for batch in batches(x, batch_size, device):
             try:
                 logits = model(batch)
             except AdvlabError:
@@ -55,7 +56,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.de
 class AttackRun:
     """One attack over the chosen images, merged from its chunks."""
 
-    x_adv: torch.Tensor  # (M, C, H, W) on CPU, for the M attacked images
+    x_adv: Images  # (M, C, H, W) for the M attacked images, read from the chunk files on demand
     success: torch.Tensor  # (M,) bool
     queries: torch.Tensor  # (M,) int64
     wall_s: float  # attack time, summed over chunks (also those loaded on --resume)
@@ -64,30 +65,33 @@ class AttackRun:
     ranks: list[int] = field(default_factory=list)  # per chunk, the torchrun rank that computed it (0 alone)
 
 
-def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
-                     starting_points: torch.Tensor | None, batch_size: int, device: torch.device, seed: int,
+def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images, criterion: Criterion, *,
+                     starting_points: torch.Tensor | Images | None, batch_size: int, device: torch.device, seed: int,
                      chunk_dir: Path) -> AttackRun:
-    """Attack `x` (M, C, H, W) chunk by chunk; each finished chunk is saved to `chunk_dir`, and chunks
-    already there (same images, same settings) are loaded instead of recomputed (`--resume`). Every
-    chunk gets the run's `seed` itself: the attack keys its draws by the seed and each image's pixels,
-    so the chunking never changes a result. In a sharded run (torchrun, `advlab.distributed`) chunk k
-    is computed by rank k mod K and read by the others after a barrier. M = 0 (nothing to attack) is an
-    empty run."""
-    if x.shape[0] == 0:
-        return AttackRun(x_adv=x.clone(), success=torch.zeros(0, dtype=torch.bool),
+    """Attack `x` (M, C, H, W) chunk by chunk, its images streamed (decoded ahead in workers where they
+    are files); each finished chunk is saved to `chunk_dir`, and chunks already there (same images,
+    same settings) are loaded instead of recomputed (`--resume`). Every chunk gets the run's `seed`
+    itself: the attack keys its draws by the seed and each image's pixels, so the chunking never
+    changes a result. In a sharded run (torchrun, `advlab.distributed`) chunk k is computed, or found
+    done, by rank k mod K only; the others read its file after a barrier. Only per-image numbers stay
+    in memory: the adversarial images are read back from the chunk files when needed. M = 0 (nothing
+    to attack) is an empty run."""
+    x = as_images(x)
+    if len(x) == 0:
+        return AttackRun(x_adv=TensorImages(torch.zeros(0, *x.shape[1:])), success=torch.zeros(0, dtype=torch.bool),
                          queries=torch.zeros(0, dtype=torch.long), wall_s=0.0, traces={}, extras={})
     chunk_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(attack, seed)
-    done: dict[int, dict[str, Any]] = {}  # chunk index -> its saved part
-    starts = list(range(0, x.shape[0], batch_size))
-    for k, start in enumerate(starts):
-        xs = x[start:start + batch_size]
-        path = chunk_dir / f"chunk-{k:05d}.pt"
-        saved = _saved_chunk(path, fingerprint, xs)
+    starts = list(range(0, len(x), batch_size))
+    paths = [chunk_dir / f"chunk-{k:05d}.pt" for k in range(len(starts))]
+    ours = [k for k in range(len(starts)) if attack.collective or distributed.mine(k)]
+    wanted = torch.cat([torch.arange(starts[k], min(starts[k] + batch_size, len(x))) for k in ours]) if ours else None
+    done: dict[int, dict[str, Any]] = {}  # chunk index -> its saved part, without the images
+    for k, xs in zip(ours, x.batches(batch_size, wanted, pin=device.type == "cuda") if ours else ()):
+        start = starts[k]
+        saved = _saved_chunk(paths[k], fingerprint, xs)
         if saved is not None:
             done[k] = saved
-            continue
-        if not (attack.collective or distributed.mine(k)):  # another rank's chunk (torchrun): read it later
             continue
         sp = starting_points[start:start + batch_size].to(device) if starting_points is not None else None
         synchronize(device)
@@ -99,12 +103,12 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
                 "success": result.success.cpu(),
                 "queries": result.queries.cpu(), "wall_s": time.perf_counter() - t0, "rank": distributed.rank(),
                 **{k2: v.cpu() for k2, v in result.extras.items() if isinstance(v, torch.Tensor)}}
-        atomic.save_tensors(part, path, any_rank=not attack.collective)  # a collective chunk: rank 0 saves
-        done[k] = part
+        atomic.save_tensors(part, paths[k], any_rank=not attack.collective)  # a collective chunk: rank 0 saves
+        done[k] = {key: v for key, v in part.items() if key != "x_adv"}
     distributed.barrier()  # every rank's chunks are on disk now
     for k, start in enumerate(starts):
-        if k not in done:
-            saved = _saved_chunk(chunk_dir / f"chunk-{k:05d}.pt", fingerprint, x[start:start + batch_size])
+        if k not in done:  # another rank's chunk, which that rank checked or computed
+            saved = _saved_chunk(paths[k], fingerprint, None, count=min(batch_size, len(x) - start))
             if saved is None:
                 raise AdvlabError(f"chunk {k} of {chunk_dir} is missing after all ranks finished; the run directory "
                                   "must be on a file system every rank shares")
@@ -112,7 +116,7 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
     parts = [done[k] for k in range(len(starts))]
     traces = sorted(k for k in parts[0] if k.startswith("trace_") and all(k in p for p in parts))
     return AttackRun(
-        x_adv=torch.cat([p["x_adv"] for p in parts]),
+        x_adv=ChunkImages(paths, [len(p["success"]) for p in parts], x.shape[1:]),
         success=torch.cat([p["success"] for p in parts]),
         queries=torch.cat([p["queries"] for p in parts]),
         wall_s=float(sum(p["wall_s"] for p in parts)),
@@ -123,15 +127,19 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, criterio
     )
 
 
-def _saved_chunk(path: Path, fingerprint: str, xs: torch.Tensor) -> dict[str, Any] | None:
-    """A chunk file written earlier for these images and settings (resume, or another rank), else None."""
+def _saved_chunk(path: Path, fingerprint: str, xs: torch.Tensor | None, *, count: int = 0) -> dict[str, Any] | None:
+    """A chunk file written earlier for these images `xs` (resume) and settings, without its images
+    (memory-mapped, never read here), else None. `xs` None: a chunk another rank vouched for, checked
+    by its settings and image `count`."""
     if not path.exists():
         return None
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    keys = image_keys(xs, 0)  # (M_k,) content hash: the chunk is reused only for the same images
-    if saved.get("fingerprint") == fingerprint and torch.equal(saved.get("image_keys", keys[:0]), keys):
-        return saved
-    return None
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if saved.get("fingerprint") != fingerprint:
+        return None
+    keys = saved.get("image_keys")
+    if keys is None or (len(keys) != count if xs is None else not torch.equal(keys, image_keys(xs, 0))):
+        return None  # image_keys: a content hash, so a chunk is reused only for the same images
+    return {k: v for k, v in saved.items() if k != "x_adv"}
 
 
 _CHUNK_KEYS = frozenset({"fingerprint", "image_keys", "x_adv", "success", "queries", "wall_s", "rank"})
@@ -159,7 +167,13 @@ def median(values: torch.Tensor) -> float | None:
 DISTANCE_BATCH = 64  # images per slice: the differences never take more memory than this many images
 
 
-def image_distances(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-image (N,) distances in every reported norm, computed once per attack row, in slices."""
-    slices = [slice(i, i + DISTANCE_BATCH) for i in range(0, x.shape[0], DISTANCE_BATCH)] or [slice(0, 0)]
-    return {norm: torch.cat([distances(x[s], x_adv[s], norm) for s in slices]) for norm in ("l2", "linf", "mse")}
+def image_distances(x: torch.Tensor | Images, x_adv: torch.Tensor | Images) -> dict[str, torch.Tensor]:
+    """Per-image (N,) distances in every reported norm, computed once per attack row, streaming both
+    image sets in slices."""
+    norms = ("l2", "linf", "mse")
+    found: dict[str, list[torch.Tensor]] = {norm: [torch.zeros(0)] for norm in norms}
+    cpu = torch.device("cpu")
+    for a, b in zip(batches(x, DISTANCE_BATCH, cpu), batches(x_adv, DISTANCE_BATCH, cpu)):
+        for norm in norms:
+            found[norm].append(distances(a, b, norm))
+    return {norm: torch.cat(parts) for norm, parts in found.items()}

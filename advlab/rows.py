@@ -17,10 +17,12 @@ from advlab.config import AttackSpec, RunConfig
 from advlab.criteria import Targeted
 from advlab.data import ImageSet
 from advlab.evaluate import attack_in_chunks, image_distances
+from advlab.images import Images, Replaced, as_images
 from advlab.registry import get_attack
 from advlab.tasks import Task
 
 REPORT_IMAGES = 64  # images per row whose x / x_adv arrays/<tag>.pt keeps (the report shows the first 12)
+ADVERSARIAL_SHARD = 1000  # images per uint8 file of --save-adversarials
 SAMPLES_IN_RESULTS = 1000  # per-image records kept in results.json; all of them go to a sidecar beyond this
 
 
@@ -84,10 +86,23 @@ class Outcome:
     """An attack row of results.json and the tensors later stages need (defense evaluation)."""
 
     row: dict[str, Any]
-    x_adv: torch.Tensor  # (N, C, H, W) on CPU; the clean image where the attack did not run
+    x_adv: Images  # (N, C, H, W), read on demand; the clean image where the attack did not run
     won: torch.Tensor  # (N,) bool, attacked and successful
     adv: Any  # the subject's task predictions on x_adv
     dist: dict[str, torch.Tensor]  # norm -> (N,) distance of x_adv from x (0 where the attack did not run)
+
+
+def save_adversarials(x_adv: Images, names: list[str], arrays: Path, tag: str) -> str:
+    """Every adversarial image as uint8, written as it is read: arrays/<tag>.adversarials/shard-KKKKK.pt
+    with `x_adv` (B, C, H, W) uint8 and `names`, ADVERSARIAL_SHARD images each; the folder, relative
+    to the run directory."""
+    folder = arrays / f"{tag}.adversarials"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, x in enumerate(x_adv.batches(ADVERSARIAL_SHARD)):
+        first = k * ADVERSARIAL_SHARD
+        atomic.save_tensors({"x_adv": (x * 255).round().to(torch.uint8), "names": names[first:first + len(x)]},
+                            folder / f"shard-{k:05d}.pt")
+    return f"arrays/{folder.name}/"
 
 
 def run_attack(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg: RunConfig, device: torch.device,
@@ -107,18 +122,17 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
     universal = getattr(attack, "universal", False)
     plan = task.plan(spec, attack, subject, device, seed=cfg.seed)
     index = plan.attacked.nonzero().squeeze(1)
-    run = attack_in_chunks(attack, model, data.x[index], plan.criterion.subset(index),
-                           starting_points=plan.starting_points[index] if plan.starting_points is not None else None,
-                           batch_size=len(data) if universal else cfg.batch_size, device=device, seed=cfg.seed,
-                           chunk_dir=arrays / f"{tag}.chunks")
-    x_adv = data.x.clone()
-    x_adv[index] = run.x_adv
+    starting = as_images(plan.starting_points).subset(index) if plan.starting_points is not None else None
+    run = attack_in_chunks(attack, model, data.images.subset(index), plan.criterion.subset(index),
+                           starting_points=starting, batch_size=len(data) if universal else cfg.batch_size,
+                           device=device, seed=cfg.seed, chunk_dir=arrays / f"{tag}.chunks")
+    x_adv = Replaced(data.images, index, run.x_adv)  # (N, C, H, W) on demand: the clean image where not attacked
     success = torch.zeros(len(data), dtype=torch.bool)
     success[index] = run.success
     queries = torch.zeros(len(data), dtype=torch.long)
     queries[index] = run.queries
     adv = task.predict(model, x_adv, cfg.batch_size, device)
-    dist = image_distances(data.x, x_adv)  # (N,) per norm
+    dist = image_distances(data.images, x_adv)  # (N,) per norm
     targeted = isinstance(plan.criterion, Targeted)
     row: dict[str, Any] = {
         "method": spec.method, "backend": getattr(attack, "backend", "ours"), **context.keys(),
@@ -139,13 +153,11 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
     row |= attack.row_extras(tag, run.extras, subject, row, cfg.batch_size, device, arrays)
     keep = len(data) if attack.keep_all_arrays else min(len(data), REPORT_IMAGES)  # what the report shows
     # clones: torch.save writes a slice's whole storage, i.e. every image, without them
-    saved = {"x": data.x[:keep].clone(), "x_adv": x_adv[:keep].clone(), "n_images": torch.tensor(len(data))}
+    saved = {"x": data.images[:keep].clone(), "x_adv": x_adv[:keep].clone(), "n_images": torch.tensor(len(data))}
     saved |= run.traces  # e.g. trace_queries and trace_l2 (boundary), trace_active (DAG): (T, M attacked)
     saved |= {k: v[:keep].clone() for k, v in task.arrays(subject, adv).items()}  # e.g. label maps
     arrays.mkdir(parents=True, exist_ok=True)
     atomic.save_tensors(saved, arrays / f"{tag}.pt")
     if cfg.save_adversarials:
-        atomic.save_tensors({"x_adv": (x_adv * 255).round().to(torch.uint8), "names": list(data.names)},
-                            arrays / f"{tag}.adversarials.pt")
-        row["adversarials_file"] = f"arrays/{tag}.adversarials.pt"
+        row["adversarials_dir"] = save_adversarials(x_adv, data.names, arrays, tag)
     return Outcome(row, x_adv, plan.attacked & success, adv, dist)

@@ -40,7 +40,7 @@ from advlab.registry import PluginInfo, get_attack, get_defense
 from advlab.report import render_report
 from advlab.robustness import ADAPTIVE, NO_DEFENSE, Column, Ledger, attack_labels, entry
 from advlab.rows import HeldOut, RowContext, Subject, run_attack
-from advlab.sanity import probe, result_checks
+from advlab.sanity import PROBE_IMAGES, probe, result_checks
 from advlab.tasks import get_task
 
 log = logging.getLogger("advlab")
@@ -103,11 +103,11 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
     for subject in subjects:
         for spec, attack in zip(cfg.attacks, attacks):
             check_task(get_attack(spec.method), subject)
-            attack.prepare(subject.model, tuple(subject.data.x.shape[1:]), device)
+            attack.prepare(subject.model, tuple(subject.data.images.shape[1:]), device)
             subject.task.plan(spec, attack, subject, device, seed=cfg.seed)
         for dspec, defense in zip(cfg.defenses, defenses):  # a defense that does not fit fails here, on one image
             check_task(get_defense(dspec.method), subject)
-            subject.task.predict(Defended(subject.model, defense).to(device).eval(), subject.data.x[:1], 1, device)
+            subject.task.predict(Defended(subject.model, defense).to(device).eval(), subject.data.images[:1], 1, device)
     run_dir = resume
     if run_dir is None:
         created = None
@@ -193,11 +193,12 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
                                                        outcomes[0].dist, spec, attack, get_attack(spec.method).threat))
         unbounded = clean_correct is not None
         if subject.task.probes:
-            warnings += probe(subject.model, subject.data.x, subject.labels, column.label(), device,
+            warnings += probe(subject.model, subject.data.images[:PROBE_IMAGES], subject.labels, column.label(), device,
                               unbounded=unbounded)
         for k, (dspec, defense) in enumerate(zip(cfg.defenses, defenses)):
             if dspec.adaptive and subject.task.probes:
-                warnings += probe(Defended(subject.model, defense).to(device).eval(), subject.data.x, subject.labels,
+                warnings += probe(Defended(subject.model, defense).to(device).eval(), subject.data.images[:PROBE_IMAGES],
+                                  subject.labels,
                                   Column(context.model, defense_label(defense), ADAPTIVE).label(), device,
                                   unbounded=unbounded)
             row, adaptive_rows = evaluate_defense(k + len(cfg.defenses) * m, dspec, defense, subject, bare, cfg,
@@ -240,11 +241,11 @@ def _subject(spec: ModelSpec, cfg: RunConfig, device: torch.device, autocast: to
     data = load_images(cfg.data.source, model, n=cfg.data.n)
     if data.class_names is not None:
         model.adopt_class_names(data.class_names)
-    clean = task.predict(model, data.x, cfg.batch_size, device)
+    clean = task.predict(model, data.images, cfg.batch_size, device)
     held_out = None
     if cfg.data.eval_source:
         held = load_images(cfg.data.eval_source, model, n=cfg.data.eval_n)
-        held_out = HeldOut(held, task.predict(model, held.x, cfg.batch_size, device))
+        held_out = HeldOut(held, task.predict(model, held.images, cfg.batch_size, device))
     return Subject(model, task, data, clean, task.reference(data, clean), held_out)
 
 

@@ -11,6 +11,7 @@ import torch
 from advlab.attack import Attack
 from advlab.attacks.universal import load_perturbation, perturbation_png, save_perturbation
 from advlab.evaluate import predict
+from advlab.images import Mapped
 from advlab.models import ImageClassifier
 from advlab.rows import HeldOut, Subject
 
@@ -18,7 +19,8 @@ from advlab.rows import HeldOut, Subject
 def apply_perturbation(model: ImageClassifier, held: HeldOut, v: torch.Tensor, batch_size: int,
                        device: torch.device) -> dict[str, Any]:
     """Fooling ratio (predicted label changes vs the clean prediction) and accuracy of x + v."""
-    x_adv = (held.data.x + v.cpu()[None]).clamp_(0.0, 1.0)  # (N, C, H, W)
+    v = v.cpu()
+    x_adv = Mapped(held.data.images, lambda x: (x + v[None]).clamp_(0.0, 1.0))  # (N, C, H, W), streamed
     adv = predict(model, x_adv, batch_size, device)
     labeled = held.data.y >= 0
     out: dict[str, Any] = {"data": held.data.source, "n": len(held.data),
@@ -65,7 +67,7 @@ def transfer_matrix(subjects: list[Subject], sources: list[tuple[int, dict[str, 
         v, _meta = load_perturbation(run_dir / row["perturbation_file"])
         line = []
         for model, held in targets:
-            fits = tuple(v.shape) == tuple(held.data.x.shape[1:])
+            fits = tuple(v.shape) == tuple(held.data.images.shape[1:])
             line.append(apply_perturbation(model, held, v, batch_size, device)["fooling_ratio"] if fits else None)
         matrix.append(line)
     return {"eval_data": targets[0][1].data.source, "models": [m.name for m, _ in targets],

@@ -1,8 +1,10 @@
 """Benchmark: does a run's memory and disk grow with the number of images? Peak resident memory of
-the same attack over N and 8N images of 224 px (a generated `tensors:` file of uint8 noise images,
-labelled by the model), and the bytes written under the run's arrays/; each run in its own process.
+the same attack over N and 8N images of 224 px, and the bytes written under the run's arrays/; each
+run in its own process. The images are generated: JPEG files of noise in a `folder:` (decoded on
+demand in DataLoader workers, the path of a real validation set), or a `tensors:` file of uint8.
 
     python bench/memory.py                    # FGSM on MobileNetV2 (random weights), N = 64 and 512
+    python bench/memory.py -n 512 --source tensors
     python bench/memory.py -n 128 --method pgd --device cuda
 
 The goal of the scaling issue: the 8N run's peak within 1.25x of the N run's. Prints a table and a
@@ -30,6 +32,19 @@ def images_file(path: Path, n: int, side: int) -> Path:
     return path
 
 
+def images_folder(root: Path, n: int, side: int) -> Path:
+    """n JPEG files of uint8 noise, side x side, in class folders 0..9 (ImageNet class indices)."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for i in range(n):
+        folder = root / str(i % 10)
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = torch.randint(0, 256, (side, side, 3), dtype=torch.uint8, generator=gen).numpy()
+        Image.fromarray(pixels).save(folder / f"{i:06d}.jpg", quality=90)
+    return root
+
+
 def peak_run(args: list[str]) -> tuple[int, int]:
     """(exit status, peak resident KiB) of `advlab ARGS` in a child process."""
     out = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-m", "advlab.cli", *args],
@@ -47,16 +62,20 @@ def main() -> None:
     p.add_argument("--method", default="fgsm")
     p.add_argument("--model", default="mobilenet_v2")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--source", choices=["folder", "tensors"], default="folder")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        data = images_file(root / "images.pt", 8 * args.n, args.side)
+        if args.source == "folder":
+            data = f"folder:{images_folder(root / 'images', 8 * args.n, args.side)}"
+        else:
+            data = f"tensors:{images_file(root / 'images.pt', 8 * args.n, args.side)}"
         print(f"{'images':>7s} {'peak RSS MiB':>13s} {'arrays/ MiB':>12s} {'results.json KiB':>17s}")
         for n in (args.n, 8 * args.n):
             run = root / f"run-{n}"
             _, kib = peak_run(["attack", "--method", args.method, "--model", args.model, "--weights", "none",
-                               "--data", f"tensors:{data}", "-n", str(n), "--device", args.device, "--out", str(run)])
+                               "--data", data, "-n", str(n), "--device", args.device, "--out", str(run)])
             arrays = sum(f.stat().st_size for f in (run / "arrays").rglob("*") if f.is_file())
             results = (run / "results.json").stat().st_size
             rows.append({"n": n, "peak_rss_mib": kib / 1024, "arrays_mib": arrays / 2**20,
@@ -65,7 +84,8 @@ def main() -> None:
     ratio = rows[1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
     disk = rows[1]["arrays_mib"] / rows[0]["arrays_mib"]
     print(f"peak 8N / N: {ratio:.2f}x (goal <= 1.25x); arrays 8N / N: {disk:.1f}x")
-    print(json.dumps({"bench": "memory", "method": args.method, "model": args.model, "rows": rows,
+    print(json.dumps({"bench": "memory", "method": args.method, "model": args.model, "source": args.source,
+                      "rows": rows,
                       "peak_ratio": ratio}))
 
 

@@ -132,13 +132,29 @@ def test_folder_rejects_loose_images_and_empty(tmp_path: Path) -> None:
 
 
 def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
-    make_folder(tmp_path, {"0": [0]})
+    """Files are decoded when read: in the main process, or in DataLoader workers when streamed (the
+    worker's error arrives as the same one line, not a traceback)."""
+    make_folder(tmp_path, {"0": [0, 1, 3]})
     (tmp_path / "0" / "broken.jpg").write_bytes(b"this is not a jpeg" * 10)
-    with raises(r"cannot read image .*broken\.jpg"):
-        load_images(f"folder:{tmp_path}", tiny())
+    with raises(r"^cannot read image .*broken\.jpg.*replace it$"):
+        load_images(f"folder:{tmp_path}", tiny()).x
     (tmp_path / "0" / "broken.jpg").write_bytes(SAMPLES[0].read_bytes()[:3000])  # truncated JPEG
-    with raises(r"cannot read image .*broken\.jpg"):
-        load_images(f"folder:{tmp_path}", tiny())
+    with raises(r"^cannot read image .*broken\.jpg.*replace it$"):
+        list(load_images(f"folder:{tmp_path}", tiny()).images.batches(2))
+
+
+def test_folder_images_stream_in_workers_as_decoded_in_place(tmp_path: Path) -> None:
+    """A folder is read on demand: batches (decoded in DataLoader workers), any index and the whole
+    set give the same pixels."""
+    make_folder(tmp_path, {"jeep": [6, 7], "559": [1], "Bull_Mastiff": [0, 3]})
+    s = load_images(f"folder:{tmp_path}", tiny(IMAGENET_NAMES, input_size=64))
+    whole = s.x  # (5, 3, 64, 64)
+    assert whole.shape == (5, 3, 64, 64) and s.images.shape == whole.shape
+    streamed = list(s.images.batches(2))
+    assert [len(b) for b in streamed] == [2, 2, 1] and torch.equal(torch.cat(streamed), whole)
+    pick = torch.tensor([4, 0, 2])
+    assert torch.equal(s.images[pick], whole[pick]) and torch.equal(s.images[3], whole[3])
+    assert torch.equal(torch.cat(list(s.images.subset(pick).batches(2))), whole[pick])
 
 
 # ---------------------------------------------------------------- tensors:FILE

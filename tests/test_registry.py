@@ -97,10 +97,10 @@ def test_every_attack_gives_each_image_the_same_result_in_any_batch(name, digits
                                             chunk_dir=tmp_path / f"{name}-{batch_size}-{len(runs)}")
     first = runs[7]
     with torch.no_grad():  # the attack did something worth comparing: it closed a fifth of the gap to all fooled
-        before, after = (criterion.fooled_share(model(v)).mean() for v in (x, first.x_adv))
+        before, after = (criterion.fooled_share(model(v)).mean() for v in (x, first.x_adv.tensor()))
         assert (after - before) / (1 - before) > 0.2  # (DAG's targets keep background: its share starts high)
     for batch_size, run in runs.items():
-        assert torch.equal(run.x_adv, first.x_adv), f"{name}: batch size {batch_size} changed x_adv"
+        assert torch.equal(run.x_adv.tensor(), first.x_adv.tensor()), f"{name}: batch size {batch_size} changed x_adv"
         assert torch.equal(run.success, first.success) and torch.equal(run.queries, first.queries)
         for key, value in first.extras.items():
             assert torch.equal(run.extras[key], value), key
@@ -110,11 +110,11 @@ def test_every_attack_gives_each_image_the_same_result_in_any_batch(name, digits
                                starting_points=None, batch_size=7, device=torch.device("cpu"), seed=5,
                                chunk_dir=tmp_path / f"{name}-flipped")
     if not getattr(info.cls, "universal", False):
-        assert torch.equal(flipped.x_adv.flip(0), first.x_adv)
+        assert torch.equal(flipped.x_adv.tensor().flip(0), first.x_adv.tensor())
     # another seed draws other noise (for the attacks that draw any)
     other = attack_in_chunks(info.cls(**settings), model, x, criterion, starting_points=None,
                              batch_size=7, device=torch.device("cpu"), seed=6, chunk_dir=tmp_path / f"{name}-seed6")
-    assert torch.equal(other.x_adv, first.x_adv) == (name in DETERMINISTIC), name
+    assert torch.equal(other.x_adv.tensor(), first.x_adv.tensor()) == (name in DETERMINISTIC), name
 
 
 DETERMINISTIC = {"fgsm", "dag"}  # attacks that draw nothing at random (DAG's targets come from the task's plan)

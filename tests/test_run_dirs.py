@@ -161,6 +161,7 @@ def test_arrays_keep_what_the_report_shows_and_every_adversarial_only_on_request
     from advlab.cli import main
 
     monkeypatch.setattr(advlab.rows, "REPORT_IMAGES", 4)
+    monkeypatch.setattr(advlab.rows, "ADVERSARIAL_SHARD", 4)
     common = ["attack", "--method", "fgsm", "--model", "advlab.smallnets:fashion_cnn", "--weights",
               str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data",
               "fashion-mnist", "-n", "10"]
@@ -171,12 +172,15 @@ def test_arrays_keep_what_the_report_shows_and_every_adversarial_only_on_request
     image = 1 * 28 * 28 * 4  # bytes of one float32 image: the file holds 4 images twice, not the 10 of the row
     assert (tmp_path / "small" / row["arrays"]).stat().st_size < 2 * 4 * image + 4096
     assert not list((tmp_path / "small" / "arrays").glob("*.chunks"))  # resume checkpoints go when the run ends
-    assert "adversarials_file" not in row and not list((tmp_path / "small" / "arrays").glob("*.adversarials.pt"))
+    assert "adversarials_dir" not in row and not list((tmp_path / "small" / "arrays").glob("*.adversarials"))
     assert "samples but the arrays hold" not in (tmp_path / "small" / "index.html").read_text()
     assert main([*common, "--save-adversarials", "--out", str(tmp_path / "all")]) == 0
     row = json.loads((tmp_path / "all" / "results.json").read_text())["attacks"][0]
-    everything = torch.load(tmp_path / "all" / row["adversarials_file"], weights_only=True)
+    shards = sorted((tmp_path / "all" / row["adversarials_dir"]).glob("shard-*.pt"))
+    assert [p.name for p in shards] == ["shard-00000.pt", "shard-00001.pt", "shard-00002.pt"]  # 4 + 4 + 2 images
+    parts = [torch.load(p, weights_only=True) for p in shards]
+    everything = {"x_adv": torch.cat([p["x_adv"] for p in parts]), "names": sum((p["names"] for p in parts), [])}
     assert everything["x_adv"].dtype == torch.uint8 and everything["x_adv"].shape == (10, 1, 28, 28)
-    assert len(everything["names"]) == 10
+    assert everything["names"] == [s["name"] for s in row["samples"]]
     shown = torch.load(tmp_path / "all" / row["arrays"], weights_only=True)["x_adv"]  # float, the first 4
     assert (everything["x_adv"][:4].float() / 255 - shown).abs().max() <= 0.5 / 255 + 1e-6

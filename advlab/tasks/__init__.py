@@ -22,17 +22,18 @@ if TYPE_CHECKING:
     from advlab.config import AttackSpec
     from advlab.criteria import Criterion
     from advlab.data import ImageSet
+    from advlab.images import Images
     from advlab.rows import Subject
 
 
 @dataclass
 class Plan:
     """What one attack runs on: its criterion over all N images, which images it attacks (N,) bool,
-    and starting points (N, C, H, W) for decision-based targeted attacks (or None)."""
+    and starting points (N, C, H, W), a tensor or `Images`, for decision-based targeted attacks (or None)."""
 
     criterion: "Criterion"
     attacked: torch.Tensor
-    starting_points: torch.Tensor | None
+    starting_points: "torch.Tensor | Images | None"
 
 
 class Task(abc.ABC):
@@ -43,8 +44,9 @@ class Task(abc.ABC):
     probes: ClassVar[bool] = True  # the runner's sanity probes (advlab.sanity) apply to its models
 
     @abc.abstractmethod
-    def predict(self, model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> Any:
-        """Predictions for (N, C, H, W) images, in batches, on the CPU."""
+    def predict(self, model: nn.Module, x: "torch.Tensor | Images", batch_size: int, device: torch.device) -> Any:
+        """Predictions for (N, C, H, W) images (a tensor, or `Images` streamed with `advlab.images.batches`),
+        in batches, on the CPU."""
 
     @abc.abstractmethod
     def reference(self, data: "ImageSet", clean: Any) -> torch.Tensor:

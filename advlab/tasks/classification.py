@@ -12,6 +12,7 @@ from advlab.criteria import Targeted, Untargeted
 from advlab.data import ImageSet, load_image_file
 from advlab.errors import AdvlabError
 from advlab.evaluate import Predictions, median, predict
+from advlab.images import Images, RepeatedImage
 from advlab.registry import get_attack
 from advlab.tasks import Plan, Task, register_task
 
@@ -26,7 +27,7 @@ class Classification(Task):
     name = "classification"
     score_name = "accuracy"
 
-    def predict(self, model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> Predictions:
+    def predict(self, model: nn.Module, x: torch.Tensor | Images, batch_size: int, device: torch.device) -> Predictions:
         return predict(model, x, batch_size, device)
 
     def reference(self, data: ImageSet, clean: Predictions) -> torch.Tensor:
@@ -71,8 +72,8 @@ class Classification(Task):
                     raise AdvlabError(f"no image in {data.source} is classified as class {target} "
                                       f"({model.class_names[target]}), so the decision-based attack has no starting "
                                       "point; pass --starting-image FILE (an image of that class)")
-                start = (data.x[pool[0]], target)
-            starting = start[0].expand_as(data.x).clone()
+                start = (data.images[int(pool[0])], target)
+            starting = RepeatedImage(start[0], len(data))  # (N, C, H, W), one image in memory
         return Plan(Targeted(torch.full_like(labels, target)), attacked, starting)
 
     def metrics(self, subject: "Subject", plan: Plan, adv: Predictions, success: torch.Tensor,
@@ -110,7 +111,7 @@ class Classification(Task):
 def _starting_image(spec: "AttackSpec", data: ImageSet, model: nn.Module,
                     device: torch.device) -> tuple[torch.Tensor, int]:
     image = load_image_file(str(spec.starting_image), model)  # (C, H, W)
-    if image.shape != data.x.shape[1:]:
+    if image.shape != data.images.shape[1:]:
         raise AdvlabError(f"--starting-image has shape {tuple(image.shape)} but the images are "
-                          f"{tuple(data.x.shape[1:])}; set --input-size or use an image of that size")
+                          f"{tuple(data.images.shape[1:])}; set --input-size or use an image of that size")
     return image, int(predict(model, image[None], 1, device).label[0])

@@ -25,6 +25,7 @@ from torchvision.ops import box_iou
 from advlab.criteria import IGNORE, ProposalTargets
 from advlab.errors import AdvlabError
 from advlab.evaluate import median
+from advlab.images import Images
 from advlab.rng import image_keys
 from advlab.tasks import Plan, Task, register_task
 from advlab.tasks.segmentation import adversarial_labels
@@ -60,8 +61,11 @@ class DetPredictions:
         return self.cache[name][1]
 
 
-def predict_detection(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> DetPredictions:
-    """Detections for (N, C, H, W) images, in batches, moved to the CPU."""
+def predict_detection(model: nn.Module, x: torch.Tensor | Images, batch_size: int,
+                      device: torch.device) -> DetPredictions:
+    """Detections for (N, C, H, W) images, in batches, moved to the CPU. The predictions keep the images
+    (target outcomes are read from them), so detection data sets are held in memory."""
+    x = x.tensor() if isinstance(x, Images) else x
     found: Boxes = []
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
@@ -116,7 +120,8 @@ class Detection(Task):
         self._memo: weakref.WeakKeyDictionary[nn.Module, dict[int, tuple[torch.Tensor, torch.Tensor]]] = \
             weakref.WeakKeyDictionary()
 
-    def predict(self, model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> DetPredictions:
+    def predict(self, model: nn.Module, x: torch.Tensor | Images, batch_size: int,
+                device: torch.device) -> DetPredictions:
         return predict_detection(model, x, batch_size, device)
 
     def reference(self, data: ImageSet, clean: DetPredictions) -> Boxes:  # type: ignore[override]

@@ -22,6 +22,7 @@ from torch import nn
 from advlab.criteria import IGNORE, Targeted, Untargeted
 from advlab.errors import AdvlabError, first_line
 from advlab.evaluate import median
+from advlab.images import Images, batches
 from advlab.models import check_logits
 from advlab.rng import image_keys, step_keys, uniform
 from advlab.tasks import Plan, Task, register_task
@@ -45,13 +46,13 @@ class SegPredictions:
         return int(self.label.shape[0])
 
 
-def predict_segmentation(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> SegPredictions:
+def predict_segmentation(model: nn.Module, x: torch.Tensor | Images, batch_size: int,
+                         device: torch.device) -> SegPredictions:
     """Per-pixel argmax for (N, C, H, W) images, in batches; bad outputs and NaN are one-line errors."""
     labels = [torch.zeros(0, *x.shape[-2:], dtype=torch.long)]
     classes = getattr(model, "num_classes", 0)
     with torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
-            batch = x[i:i + batch_size].to(device)
+        for batch in batches(x, batch_size, device):
             logits = model(batch)
             check_logits(logits, "the model", batch=batch.shape[0], task="segmentation")
             if not torch.isfinite(logits).all():
@@ -140,7 +141,8 @@ class Segmentation(Task):
     name = "segmentation"
     score_name = "miou"
 
-    def predict(self, model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> SegPredictions:
+    def predict(self, model: nn.Module, x: torch.Tensor | Images, batch_size: int,
+                device: torch.device) -> SegPredictions:
         return predict_segmentation(model, x, batch_size, device)
 
     def reference(self, data: "ImageSet", clean: SegPredictions) -> torch.Tensor:
