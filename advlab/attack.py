@@ -42,6 +42,16 @@ class AttackResult:
                             self.distance.to(device), moved)
 
 
+@dataclass
+class SetResult:
+    """A set-level attack's result over images it streamed (`Attack.attack_set`): no images, only
+    what makes them (`Attack.adversarial(extras)`) and the per-image outcome."""
+
+    success: torch.Tensor  # (N,) bool, decided on the adversarial images
+    queries: torch.Tensor  # (N,) int64, model evaluations spent per image
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. the universal perturbation
+
+
 def distances(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-image distance (N,) in norm 'l2' | 'linf' | 'mse'."""
     diff = (x_adv - x).flatten(1).float()
@@ -64,6 +74,7 @@ class Attack(abc.ABC):
     minimal_perturbation: ClassVar[bool] = False  # minimises the distance: its distances give a robustness curve
     keep_all_arrays: ClassVar[bool] = False  # its `transfer` reads every image's x / x_adv back from arrays/
     collective: ClassVar[bool] = False  # under torchrun every rank runs it on all images and shares the work itself
+    universal: ClassVar[bool] = False  # set-level: the runner streams every image through `attack_set` in one call
 
     def __call__(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
                  seed: int = 0, starting_points: torch.Tensor | None = None) -> AttackResult:
@@ -102,6 +113,16 @@ class Attack(abc.ABC):
             seed: int, starting_points: torch.Tensor | None) -> AttackResult:
         """Produce candidate adversarials for N >= 1 images; `success` and `distance` are recomputed by
         `__call__`. Draw randomness per image from `image_keys(x, seed)` (see the module docstring)."""
+
+    def attack_set(self, model: nn.Module, x: Any, criterion: Criterion, *, seed: int,
+                   device: torch.device) -> SetResult:
+        """Set-level attacks (`universal`): attack all images of `x` (`advlab.images.Images`, read in
+        batches as needed, never whole) at once; the adversarial images follow from `adversarial`."""
+        raise NotImplementedError(f"{type(self).__name__} is not a set-level attack")
+
+    def adversarial(self, extras: dict[str, Any]) -> Any:
+        """Set-level attacks: from `attack_set`'s extras, the map (B, C, H, W) images -> their adversarials."""
+        raise NotImplementedError(f"{type(self).__name__} is not a set-level attack")
 
     def params(self) -> dict[str, Any]:
         """The settings, for results.json (subclasses store them as public attributes)."""

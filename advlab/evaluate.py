@@ -15,7 +15,7 @@ from advlab.attack import Attack, AttackResult, distances
 from advlab.criteria import Criterion
 from advlab.device import synchronize
 from advlab.errors import AdvlabError, first_line
-from advlab.images import ChunkImages, Images, TensorImages, as_images, batches
+from advlab.images import ChunkImages, Images, Mapped, TensorImages, as_images, batches
 from advlab.models import check_logits
 from advlab.rng import image_keys
 
@@ -82,6 +82,9 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
                          queries=torch.zeros(0, dtype=torch.long), wall_s=0.0, traces={}, extras={})
     chunk_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(attack, seed)
+    if attack.universal:
+        return _attack_set(attack, model, x, criterion, device=device, chunk=chunk_dir / "set.pt",
+                           fingerprint=fingerprint, seed=seed)
     starts = list(range(0, len(x), batch_size))
     paths = [chunk_dir / f"chunk-{k:05d}.pt" for k in range(len(starts))]
     ours = [k for k in range(len(starts)) if attack.collective or distributed.mine(k)]
@@ -125,6 +128,32 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
         if len(parts) == 1 else {},
         ranks=[int(p.get("rank", 0)) for p in parts],
     )
+
+
+KEYS_BATCH = 256  # images per slice when a set-level attack's images are hashed
+
+
+def _attack_set(attack: Attack, model: nn.Module, x: Images, criterion: Criterion, *, device: torch.device,
+                chunk: Path, fingerprint: str, seed: int) -> AttackRun:
+    """A set-level attack (a universal perturbation) on all M images in one call, which streams them.
+    Its checkpoint holds what makes the adversarial images, not the images: they are read back as
+    `attack.adversarial(extras)` of the clean ones. Reused on --resume for the same images and settings."""
+    keys = torch.cat([image_keys(b, 0) for b in x.batches(KEYS_BATCH)])  # (M,) content hashes
+    saved = torch.load(chunk, map_location="cpu", weights_only=True, mmap=True) if chunk.exists() else {}
+    if saved.get("fingerprint") != fingerprint or not torch.equal(saved.get("image_keys", keys[:0]), keys):
+        synchronize(device)
+        t0 = time.perf_counter()
+        found = attack.attack_set(model, x, criterion, seed=seed, device=device)
+        synchronize(device)
+        saved = {"fingerprint": fingerprint, "image_keys": keys, "success": found.success.cpu(),
+                 "queries": found.queries.cpu(), "wall_s": time.perf_counter() - t0, "rank": distributed.rank(),
+                 **{k: v.cpu() for k, v in found.extras.items() if isinstance(v, torch.Tensor)}}
+        atomic.save_tensors(saved, chunk)  # every rank computed it together; rank 0 saves
+    distributed.barrier()
+    extras = {k: v for k, v in saved.items() if k not in _CHUNK_KEYS}
+    return AttackRun(x_adv=Mapped(x, attack.adversarial(extras)), success=saved["success"].bool(),
+                     queries=saved["queries"].clone(), wall_s=float(saved["wall_s"]), traces={}, extras=extras,
+                     ranks=[int(saved["rank"])])
 
 
 def _saved_chunk(path: Path, fingerprint: str, xs: torch.Tensor | None, *, count: int = 0) -> dict[str, Any] | None:

@@ -44,12 +44,15 @@ class Images(abc.ABC):
             return self.read(torch.tensor([key]))[0]
         return self.read(torch.arange(len(self))[key])
 
+    def groups(self, groups: Sequence[torch.Tensor], *, pin: bool = False) -> Iterator[torch.Tensor]:
+        """The images of each index group (K_g,) in turn, as (K_g, C, H, W) tensors."""
+        return (self.read(g) for g in groups)
+
     def batches(self, batch_size: int, index: torch.Tensor | None = None, *,
                 pin: bool = False) -> Iterator[torch.Tensor]:
         """The images at `index` (default all, in order), `batch_size` at a time."""
         index = torch.arange(len(self)) if index is None else index
-        for i in range(0, len(index), batch_size):
-            yield self.read(index[i:i + batch_size])
+        return self.groups(index.split(batch_size), pin=pin)
 
     def subset(self, index: torch.Tensor) -> Images:
         """The images at `index` (K,) as K images of their own, still read on demand."""
@@ -112,9 +115,8 @@ class Subset(Images):
     def read(self, index: torch.Tensor) -> torch.Tensor:
         return self.base.read(self.index[index])
 
-    def batches(self, batch_size: int, index: torch.Tensor | None = None, *,
-                pin: bool = False) -> Iterator[torch.Tensor]:
-        return self.base.batches(batch_size, self.index if index is None else self.index[index], pin=pin)
+    def groups(self, groups: Sequence[torch.Tensor], *, pin: bool = False) -> Iterator[torch.Tensor]:
+        return self.base.groups([self.index[g] for g in groups], pin=pin)
 
 
 class Mapped(Images):
@@ -127,9 +129,8 @@ class Mapped(Images):
     def read(self, index: torch.Tensor) -> torch.Tensor:
         return self.fn(self.base.read(index))
 
-    def batches(self, batch_size: int, index: torch.Tensor | None = None, *,
-                pin: bool = False) -> Iterator[torch.Tensor]:
-        return (self.fn(x) for x in self.base.batches(batch_size, index, pin=pin))
+    def groups(self, groups: Sequence[torch.Tensor], *, pin: bool = False) -> Iterator[torch.Tensor]:
+        return (self.fn(x) for x in self.base.groups(groups, pin=pin))
 
 
 class Replaced(Images):
@@ -152,11 +153,8 @@ class Replaced(Images):
     def read(self, index: torch.Tensor) -> torch.Tensor:
         return self._fill(self.base.read(index), index)
 
-    def batches(self, batch_size: int, index: torch.Tensor | None = None, *,
-                pin: bool = False) -> Iterator[torch.Tensor]:
-        index = torch.arange(len(self)) if index is None else index
-        for i, x in zip(range(0, len(index), batch_size), self.base.batches(batch_size, index, pin=pin)):
-            yield self._fill(x, index[i:i + batch_size])
+    def groups(self, groups: Sequence[torch.Tensor], *, pin: bool = False) -> Iterator[torch.Tensor]:
+        return (self._fill(x, g) for g, x in zip(groups, self.base.groups(groups, pin=pin)))
 
 
 class ChunkImages(Images):
@@ -198,12 +196,10 @@ class FileImages(Images):
             return torch.zeros(0, *self.shape[1:])
         return torch.stack([self.decode(self.files[i]) for i in index.tolist()])
 
-    def batches(self, batch_size: int, index: torch.Tensor | None = None, *,
-                pin: bool = False) -> Iterator[torch.Tensor]:
-        index = torch.arange(len(self)) if index is None else index
-        groups = [index[i:i + batch_size].tolist() for i in range(0, len(index), batch_size)]
-        workers = decode_workers() if len(groups) > 1 else 0  # one batch: no processes to start
-        loader = DataLoader(_Decoded(self), batch_sampler=groups, num_workers=workers, pin_memory=pin,
+    def groups(self, groups: Sequence[torch.Tensor], *, pin: bool = False) -> Iterator[torch.Tensor]:
+        lists = [g.tolist() for g in groups]
+        workers = decode_workers() if len(lists) > 1 else 0  # one batch: no processes to start
+        loader = DataLoader(_Decoded(self), batch_sampler=lists, num_workers=workers, pin_memory=pin,
                             collate_fn=_stack_or_error)
         for batch in loader:
             if isinstance(batch, str):  # a file a worker could not decode: its one-line message

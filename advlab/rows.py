@@ -119,12 +119,11 @@ def run_attack(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
 def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg: RunConfig, device: torch.device,
                arrays: Path, context: RowContext = RowContext()) -> Outcome:
     model, data, task = subject.model, subject.data, subject.task
-    universal = getattr(attack, "universal", False)
     plan = task.plan(spec, attack, subject, device, seed=cfg.seed)
     index = plan.attacked.nonzero().squeeze(1)
     starting = as_images(plan.starting_points).subset(index) if plan.starting_points is not None else None
     run = attack_in_chunks(attack, model, data.images.subset(index), plan.criterion.subset(index),
-                           starting_points=starting, batch_size=len(data) if universal else cfg.batch_size,
+                           starting_points=starting, batch_size=cfg.batch_size,
                            device=device, seed=cfg.seed, chunk_dir=arrays / f"{tag}.chunks")
     x_adv = Replaced(data.images, index, run.x_adv)  # (N, C, H, W) on demand: the clean image where not attacked
     success = torch.zeros(len(data), dtype=torch.bool)
@@ -132,7 +131,8 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
     queries = torch.zeros(len(data), dtype=torch.long)
     queries[index] = run.queries
     adv = task.predict(model, x_adv, cfg.batch_size, device)
-    dist = image_distances(data.images, x_adv)  # (N,) per norm
+    dist = {norm: torch.zeros(len(data)).index_put_((index,), d)  # (N,) per norm, 0 where not attacked
+            for norm, d in image_distances(data.images.subset(index), run.x_adv).items()}
     targeted = isinstance(plan.criterion, Targeted)
     row: dict[str, Any] = {
         "method": spec.method, "backend": getattr(attack, "backend", "ours"), **context.keys(),

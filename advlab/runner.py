@@ -192,13 +192,12 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
                 ledger.record(column, labels[i], entry(subject.task.correct(outcomes[0].adv, subject.labels),
                                                        outcomes[0].dist, spec, attack, get_attack(spec.method).threat))
         unbounded = clean_correct is not None
+        probed = subject.data.images[:PROBE_IMAGES]  # (P, C, H, W): the few images the sanity probes read
         if subject.task.probes:
-            warnings += probe(subject.model, subject.data.images[:PROBE_IMAGES], subject.labels, column.label(), device,
-                              unbounded=unbounded)
+            warnings += probe(subject.model, probed, subject.labels, column.label(), device, unbounded=unbounded)
         for k, (dspec, defense) in enumerate(zip(cfg.defenses, defenses)):
             if dspec.adaptive and subject.task.probes:
-                warnings += probe(Defended(subject.model, defense).to(device).eval(), subject.data.images[:PROBE_IMAGES],
-                                  subject.labels,
+                warnings += probe(Defended(subject.model, defense).to(device).eval(), probed, subject.labels,
                                   Column(context.model, defense_label(defense), ADAPTIVE).label(), device,
                                   unbounded=unbounded)
             row, adaptive_rows = evaluate_defense(k + len(cfg.defenses) * m, dspec, defense, subject, bare, cfg,

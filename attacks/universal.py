@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,10 +45,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from advlab import atomic, distributed
-from advlab.attack import Attack, AttackResult
+from advlab.attack import Attack, AttackResult, SetResult
 from advlab.checks import check_bool, check_choice, check_eps, is_real, positive_int
 from advlab.criteria import Criterion, Targeted
 from advlab.errors import AdvlabError
+from advlab.images import Images, TensorImages
 from advlab.registry import register_attack
 
 SOLVERS = ("deepfool", "sgd", "random")
@@ -59,7 +61,7 @@ class UniversalPerturbation(Attack):
     """Universal adversarial perturbation (Moosavi-Dezfooli et al., CVPR 2017): one v fools most images."""
 
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
-    universal: ClassVar[bool] = True  # the runner passes the whole data set in one call, not chunks
+    universal: ClassVar[bool] = True  # the runner calls `attack_set` on the whole data set, streamed, not chunks
     collective: ClassVar[bool] = True  # under torchrun the ranks share each minibatch and sum v's gradient
     control_tag: ClassVar[str] = "random"
     path_settings: ClassVar[tuple[str, ...]] = ("perturbation",)
@@ -133,45 +135,63 @@ class UniversalPerturbation(Attack):
 
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
             seed: int, starting_points: torch.Tensor | None) -> AttackResult:
-        """One v for all of x (N, C, H, W); x_adv = clamp(x + v). extras: "perturbation" v (C, H, W),
-        "fooling_trace" (passes + 1,) on CPU: the fooling ratio on x at v = 0 and after each pass (for
-        "random" or a loaded v, no pass: just the ratio of that v), "passes". queries: model
-        evaluations per image (a forward, or a forward and its backward passes, counts 1)."""
-        generator = torch.Generator().manual_seed(seed)  # set-level draws: keyed by the seed alone
+        """One v for all of x (N, C, H, W); x_adv = clamp(x + v). extras as `attack_set`."""
         x0 = x.detach().float()  # (N, C, H, W), the working precision
-        n, device = x0.shape[0], x0.device
-        queries = torch.zeros(n, dtype=torch.long, device=device)
+        found = self.attack_set(model, TensorImages(x0), criterion, seed=seed, device=x.device, dtype=x.dtype)
+        x_adv = self.adversarial(found.extras)(x0).to(x.dtype)  # (N, C, H, W)
+        empty = torch.zeros(x0.shape[0], device=x.device)
+        return AttackResult(x_adv=x_adv, success=found.success, queries=found.queries, distance=empty,
+                            extras=found.extras)
+
+    def attack_set(self, model: nn.Module, x: Images, criterion: Criterion, *, seed: int, device: torch.device,
+                   dtype: torch.dtype = torch.float32) -> SetResult:
+        """One v for all images of `x` (N, C, H, W), streamed: minibatches are read as the solver needs
+        them, so the set need not fit in memory. extras: "perturbation" v (C, H, W), "fooling_trace"
+        (passes + 1,) on CPU: the fooling ratio at v = 0 and after each pass (for "random" or a loaded
+        v, no pass: just the ratio of that v), "passes". queries (N,): model evaluations per image (a
+        forward, or a forward and its backward passes, counts 1); success (N,): x + v is adversarial."""
+        generator = torch.Generator().manual_seed(seed)  # set-level draws: keyed by the seed alone
+        criterion = criterion.to(device)
+        queries = torch.zeros(len(x), dtype=torch.long, device=device)
         passes = 0
         if self.perturbation is not None or self.solver == "random":  # no solving: trace = [ratio of v]
-            v = self._loaded(x0) if self.perturbation is not None else \
-                random_perturbation(tuple(x0.shape[1:]), self.norm, self.eps, generator).to(device)
-            trace = [self._fooled(model, x0, v, criterion, x.dtype).float().mean()]
+            v = self._loaded(x.shape[1:], device) if self.perturbation is not None else \
+                random_perturbation(tuple(x.shape[1:]), self.norm, self.eps, generator).to(device)
+            fooled = self._fooled(model, x, v, criterion, dtype, device)
+            trace = [fooled.float().mean()]
             queries += 1
         else:
-            v, trace, passes = self._solve(model, x0, criterion, generator, queries, x.dtype)
-        x_adv = (x0 + v).clamp(0.0, 1.0).to(x.dtype)  # (N, C, H, W)
-        empty = torch.zeros(n, device=device)
+            v, fooled, trace, passes = self._solve(model, x, criterion, generator, queries, dtype, device)
         extras = {"perturbation": v.float(), "fooling_trace": torch.stack(trace).float().cpu(), "passes": passes}
-        return AttackResult(x_adv=x_adv, success=empty.bool(), queries=queries, distance=empty, extras=extras)
+        return SetResult(success=fooled, queries=queries, extras=extras)
+
+    def adversarial(self, extras: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The images' map to their adversarials, from what `attack_set` returned: x -> clamp(x + v)."""
+        v = extras["perturbation"]  # (C, H, W)
+        return lambda x: (x + v.to(x.device)).clamp(0.0, 1.0)
 
     # ------------------------------------------------------------ solvers
-    def _solve(self, model: nn.Module, x0: torch.Tensor, criterion: Criterion, generator: torch.Generator,
-               queries: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, list[torch.Tensor], int]:
-        """Algorithm 1's outer loop. Returns (v (C, H, W), fooling ratio after each pass, passes run)."""
-        n, device = x0.shape[0], x0.device
+    def _solve(self, model: nn.Module, x: Images, criterion: Criterion, generator: torch.Generator,
+               queries: torch.Tensor, dtype: torch.dtype,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], int]:
+        """Algorithm 1's outer loop. Returns (v (C, H, W), fooled (N,) at v, fooling ratio after each
+        pass, passes run)."""
+        n = len(x)
         targeted = isinstance(criterion, Targeted)
-        v = torch.zeros(x0.shape[1:], device=device)  # (C, H, W)
-        trace = [self._fooled(model, x0, v, criterion, dtype).float().mean()]
+        v = torch.zeros(x.shape[1:], device=device)  # (C, H, W)
+        fooled = self._fooled(model, x, v, criterion, dtype, device)
+        trace = [fooled.float().mean()]
         queries += 1
         bar = tqdm(total=self.max_passes, desc=f"universal/{self.solver}", unit="pass", disable=not self.progress,
                    leave=False)
         passes = 0
         while passes < self.max_passes and float(trace[-1]) < 1 - self.delta:
-            order = torch.randperm(n, generator=generator, device=generator.device).to(device)  # (N,)
-            for start in range(0, n, self.batch_size):
-                batch = order[start:start + self.batch_size]  # (B,)
-                idx = batch[distributed.mine(torch.arange(len(batch), device=device))]  # this rank's share
-                xb, labels = x0[idx], criterion.labels[idx]
+            order = torch.randperm(n, generator=generator)  # (N,) on the CPU, where images are read
+            batches = list(order.split(self.batch_size))  # (B,) each
+            shares = [b[distributed.mine(torch.arange(len(b)))] for b in batches]  # this rank's part of each
+            for batch, idx, xb in zip(batches, shares, x.groups(shares, pin=device.type == "cuda")):
+                xb, batch, idx = xb.to(device), batch.to(device), idx.to(device)  # (b, C, H, W), (B,), (b,)
+                labels = criterion.labels[idx]
                 if self.solver == "deepfool":
                     dv, q = deepfool(model, xb + v, labels, targeted=targeted, candidates=self.candidate_classes,
                                      steps=self.deepfool_steps, overshoot=self.overshoot, dtype=dtype)
@@ -182,12 +202,13 @@ class UniversalPerturbation(Attack):
                     v = self._sgd_step(model, xb, criterion.subset(idx), v, dtype, len(batch))
                     queries[batch] += 1
             passes += 1
-            trace.append(self._fooled(model, x0, v, criterion, dtype).float().mean())
+            fooled = self._fooled(model, x, v, criterion, dtype, device)
+            trace.append(fooled.float().mean())
             queries += 1
             bar.update(1)
             bar.set_postfix(fooling=f"{float(trace[-1]):.3f}")
         bar.close()
-        return v, trace, passes
+        return v, fooled, trace, passes
 
     def _sgd_step(self, model: nn.Module, xb: torch.Tensor, criterion: Criterion, v: torch.Tensor,
                   dtype: torch.dtype, batch: int) -> torch.Tensor:
@@ -205,24 +226,25 @@ class UniversalPerturbation(Attack):
         return project(v.detach() + self.step_size * direction, self.norm, self.eps)
 
     @torch.no_grad()
-    def _fooled(self, model: nn.Module, x0: torch.Tensor, v: torch.Tensor, criterion: Criterion,
-                dtype: torch.dtype) -> torch.Tensor:
+    def _fooled(self, model: nn.Module, x: Images, v: torch.Tensor, criterion: Criterion, dtype: torch.dtype,
+                device: torch.device) -> torch.Tensor:
         """(N,) bool: is clamp(x + v) adversarial, evaluated in batches of batch_size (under torchrun,
         each rank its batches, then shared)."""
-        fooled = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
-        for k, i in enumerate(range(0, x0.shape[0], self.batch_size)):
-            if distributed.mine(k):
-                batch = slice(i, i + self.batch_size)
-                logits = model((x0[batch] + v).clamp(0.0, 1.0).to(dtype)).float()  # (B, K)
-                fooled[batch] = criterion.subset(batch).is_adversarial(logits).long()
+        fooled = torch.zeros(len(x), dtype=torch.long, device=device)
+        batches = torch.arange(len(x)).split(self.batch_size)
+        ours = [b for k, b in enumerate(batches) if distributed.mine(k)]
+        for idx, xb in zip(ours, x.groups(ours, pin=device.type == "cuda")):
+            batch = slice(int(idx[0]), int(idx[-1]) + 1)
+            logits = model((xb.to(device) + v).clamp(0.0, 1.0).to(dtype)).float()  # (B, K)
+            fooled[batch] = criterion.subset(batch).is_adversarial(logits).long()
         return distributed.summed(fooled).bool()
 
-    def _loaded(self, x0: torch.Tensor) -> torch.Tensor:
+    def _loaded(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         v, _ = load_perturbation(self.perturbation)  # type: ignore[arg-type]
-        if tuple(v.shape) != tuple(x0.shape[1:]):
+        if tuple(v.shape) != tuple(shape):
             raise AdvlabError(f"perturbation {self.perturbation} has shape {tuple(v.shape)} but the images are "
-                              f"{tuple(x0.shape[1:])}; compute one for this input size (or set --input-size)")
-        return v.to(x0.device)  # applied as saved: eps does not apply to it
+                              f"{tuple(shape)}; compute one for this input size (or set --input-size)")
+        return v.to(device)  # applied as saved: eps does not apply to it
 
 
 # ---------------------------------------------------------------- functional core
