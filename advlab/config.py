@@ -61,7 +61,7 @@ class RunConfig:
     precision: str = "fp32"  # fp32 | tf32 | bf16 (autocast on the model forward)
     batch_size: int = 32  # images sent to an attack at once (its own batch is this times its candidates)
     out: str | None = None  # run directory; None = reports/<name>-<YYYYmmdd-HHMMSS>
-    save_adversarials: bool = False  # also every adversarial image (8-bit) in arrays/<tag>.adversarials.pt
+    save_adversarials: bool = False  # also every adversarial image (8-bit) in arrays/<tag>.adversarials/ shards
     model: ModelSpec = field(default_factory=ModelSpec)
     models: list[ModelSpec] = field(default_factory=list)  # several models: each attacked; UAPs cross-evaluated
     data: DataSpec = field(default_factory=DataSpec)
