@@ -54,7 +54,7 @@ class Subject:
     model: nn.Module  # an ImageClassifier, or Defended(classifier, defense)
     task: Task
     data: ImageSet
-    clean: Any  # the task's predictions on data.x
+    clean: Any  # the task's predictions on data.images
     labels: torch.Tensor  # (N, ...) ground truth, or the clean prediction for unlabeled data
     held_out: HeldOut | None
 

@@ -89,7 +89,7 @@ class DAG(Attack):
                                      (f"DAG on {name}, pixels permuted", permuted(delta, x, 0), None)):
                 line = []
                 for subject in subjects:
-                    if subject.data.x.shape != x.shape or not torch.equal(subject.data.x, x):
+                    if subject.data.images.shape != x.shape or not torch.equal(subject.data.x, x):
                         line.append(None)
                         continue
                     adv = subject.task.predict(subject.model, (x + d).clamp(0.0, 1.0), batch_size, device)

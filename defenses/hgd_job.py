@@ -82,15 +82,15 @@ def train_hgd(job: TrainJob) -> Path:
 
 def _train(job: TrainJob, device: torch.device, model: ImageClassifier, sources: list[ImageClassifier],
            data: ImageSet, val_n: int) -> Path:
-    n = len(data)
-    labels = torch.where(data.y >= 0, data.y, predict(model, data.x, 256, device).label)
+    n, x = len(data), data.x  # (N, C, H, W): the training pairs are held in memory, decoded once
+    labels = torch.where(data.y >= 0, data.y, predict(model, x, 256, device).label)
     names = [f"{s.name}@{s.weights}" for s in [job.model, *job.sources]]
     log.info("HGD-%s: %d pairs from %s, sources %s, device %s", job.settings.variant, n, data.source,
              ", ".join(names), device_name(device))
-    x_adv = cached_pairs(job.out / "hgd-pairs.pt", sources, names, data.x, labels, job.settings, device,
+    x_adv = cached_pairs(job.out / "hgd-pairs.pt", sources, names, x, labels, job.settings, device,
                          progress=job.progress)
-    train = Split(data.x[:-val_n], x_adv[:-val_n], labels[:-val_n])
-    val = Split(data.x[-val_n:], x_adv[-val_n:], labels[-val_n:])
+    train = Split(x[:-val_n], x_adv[:-val_n], labels[:-val_n])
+    val = Split(x[-val_n:], x_adv[-val_n:], labels[-val_n:])
     denoiser, history = train_denoiser(model, train, val, job.settings, job.out / "hgd-train-state.pt",
                                        device=device, progress=job.progress)
     settings = asdict(job.settings)

@@ -126,7 +126,7 @@ class Detection(Task):
 
     def reference(self, data: ImageSet, clean: DetPredictions) -> Boxes:  # type: ignore[override]
         if data.boxes is not None:
-            height, width = data.x.shape[-2:]
+            height, width = data.images.shape[-2:]
             for i, ref in enumerate(data.boxes):
                 b, g = ref["boxes"], ref["labels"]
                 if b.numel() and (bool((b < 0).any()) or bool((b[:, 2] > width).any()) or

@@ -147,9 +147,9 @@ class Segmentation(Task):
 
     def reference(self, data: "ImageSet", clean: SegPredictions) -> torch.Tensor:
         if data.y.dim() == 3:
-            if tuple(data.y.shape[-2:]) != tuple(data.x.shape[-2:]):
+            if tuple(data.y.shape[-2:]) != tuple(data.images.shape[-2:]):
                 raise AdvlabError(f"{data.source}: masks are {tuple(data.y.shape[-2:])} but images are "
-                                  f"{tuple(data.x.shape[-2:])}; give one mask per image, of the image's size")
+                                  f"{tuple(data.images.shape[-2:])}; give one mask per image, of the image's size")
             bad = (data.y != IGNORE) & ((data.y < 0) | (data.y >= clean.num_classes))
             if bool(bad.any()):
                 raise AdvlabError(f"{data.source}: mask class ids span [{int(data.y[data.y != IGNORE].min())}, "
