@@ -6,8 +6,8 @@ Image files are decoded in a `torch.utils.data.DataLoader` with worker processes
 CUDA device), so decoding the next batch overlaps the work on the current one; every other kind reads
 slices of something already at hand (a tensor, a memory-mapped file, resume chunks on disk).
 
-`batches(x, batch_size, device)` and `image_count(x)` take an `Images` or a plain tensor alike, so the
-tasks' prediction loops serve both.
+`batches(x, batch_size, device)` takes an `Images` or a plain tensor alike, so the tasks' prediction
+loops serve both.
 """
 from __future__ import annotations
 
@@ -236,10 +236,6 @@ def decode_workers() -> int:
 
 def as_images(x: torch.Tensor | Images) -> Images:
     return x if isinstance(x, Images) else TensorImages(x)
-
-
-def image_count(x: torch.Tensor | Images) -> int:
-    return int(x.shape[0])
 
 
 def batches(x: torch.Tensor | Images, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
