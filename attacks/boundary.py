@@ -24,6 +24,7 @@ What differs from foolbox 3's implementation (the reference, `--backend foolbox`
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -55,6 +56,7 @@ DEFAULT_CANDIDATES = 2  # proposals per image per step (backend ours); `candidat
 DEFAULT_PRIOR = "lowfreq"  # proposals for backend ours; `prior=None` picks it (foolbox: normal)
 DEFAULT_FIRST_STEP, FOOLBOX_FIRST_STEP = 0.05, 0.01  # initial spherical and source step sizes; None picks them
 DEFAULT_MAX_QUERIES = 2000  # model evaluations per image for backend ours; `max_queries=None` picks it
+FOOLBOX_STEPS = 1000  # backend foolbox's steps for `steps=None`; ours stops at its query budget instead
 
 
 @dataclass
@@ -89,7 +91,7 @@ class BoundaryAttack(Attack):
     spherical_band = (0.2, 0.5)  # keep the orthogonal-step success rate in here (paper: about 50%)
     source_band = (0.2, 0.5)  # and the full-step success rate in here
 
-    def __init__(self, *, steps: int = 1000, candidates: int | None = None, max_queries: int | None = None,
+    def __init__(self, *, steps: int | None = None, candidates: int | None = None, max_queries: int | None = None,
                  target_l2: float | None = None, spherical_step: float | None = None,
                  source_step: float | None = None,
                  step_adaptation: float = 1.5, adapt_window: int = 16, spherical_every: int = 4,
@@ -97,7 +99,10 @@ class BoundaryAttack(Attack):
                  prior: str | None = None, lowfreq_ratio: float = 1 / 16, perlin_frequency: int = 6,
                  surrogate: SurrogateSetting = None, surrogate_bias: float = 0.5,
                  backend: str = "ours", progress: bool = True) -> None:
-        positive_int("steps", steps)
+        if steps is not None:  # None: ours runs until its query budget, foolbox 1,000 steps
+            positive_int("steps", steps)
+        elif backend == "foolbox":
+            steps = FOOLBOX_STEPS
         if prior is None:  # ours: low-frequency proposals (bench/boundary.py: half the L2 of normal at 1,000 queries)
             prior = "normal" if backend == "foolbox" else DEFAULT_PRIOR
         if prior not in PRIORS:
@@ -214,7 +219,7 @@ class BoundaryAttack(Attack):
         by_queries = self.max_queries is not None  # then the bar follows the median image's budget
         bar = tqdm(total=self.max_queries if by_queries else self.steps, desc="boundary",
                    unit="queries/image" if by_queries else "step", disable=not self.progress, leave=False)
-        for step in range(self.steps):
+        for step in range(self.steps) if self.steps is not None else itertools.count():
             self._step(state, step, is_adv, bias, tuple(shape))
             if (step + 1) % self.compact_every == 0 or step + 1 == self.steps:
                 self._finish_converged(state)

@@ -73,6 +73,15 @@ def test_query_budget_and_target_l2_stop_each_image(digits):
     assert t.queries[reached].float().mean() < 5000  # those that reached the target stopped early
 
 
+def test_the_query_budget_not_a_step_count_ends_the_attack_by_default(digits):
+    """A budget beyond what 1,000 steps cost (1 candidate: 1.25 evaluations per step) is spent: a step
+    limit used to stop every image at about 1,250 evaluations whatever --max-queries said."""
+    x, y = digits.correct(4)
+    r = attack(digits.model, x, Untargeted(y), candidates=1, max_queries=1600, source_step_convergence=0.0)
+    assert (r.queries > 1590).all() and (r.queries <= 1600).all()  # (no image stops by convergence here)
+    assert BoundaryAttack(backend="foolbox").steps == 1000  # foolbox's own loop keeps its step count
+
+
 def test_beats_foolbox_at_equal_model_evaluations(digits):
     """The CPU acceptance check: same or lower median L2 than foolbox 3's BoundaryAttack at equal queries."""
     x, y = digits.correct(24)
