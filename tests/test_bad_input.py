@@ -219,7 +219,7 @@ YAML_CASES = {
     "attacks empty": ("attacks: []\n", "'attacks' must be a non-empty list"),
     "attack without method": ("attacks: [{steps: 3}]\n", "attacks[0] must be a mapping with a 'method' key"),
     "attack setting of the wrong type": ("attacks: [{method: boundary, steps: many}]\n",
-                                         "steps must be an integer, got 'many'"),
+                                         "steps must be an integer (or null), got 'many'"),
     "a sweep with a bad value": ("attacks: [{method: pgd, eps: [0.1, abc]}]\n", "eps must be a number"),
     "two sweeps in one entry": ("attacks: [{method: pgd, eps: [0.1, 0.2], steps: [1, 2]}]\n",
                                 "sweeps eps and steps; sweep one setting per entry"),
