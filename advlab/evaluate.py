@@ -62,6 +62,7 @@ class AttackRun:
     wall_s: float  # attack time, summed over chunks (also those loaded on --resume)
     traces: dict[str, torch.Tensor]  # "trace_*" extras: (T, M) per-step values, padded with each image's last
     extras: dict[str, torch.Tensor]  # other tensors the attack returned (single-chunk runs, e.g. a universal v)
+    distances: dict[str, torch.Tensor] = field(default_factory=dict)  # norm -> (M,) of x_adv from x
     ranks: list[int] = field(default_factory=list)  # per chunk, the torchrun rank that computed it (0 alone)
 
 
@@ -79,7 +80,8 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
     x = as_images(x)
     if len(x) == 0:
         return AttackRun(x_adv=TensorImages(torch.zeros(0, *x.shape[1:])), success=torch.zeros(0, dtype=torch.bool),
-                         queries=torch.zeros(0, dtype=torch.long), wall_s=0.0, traces={}, extras={})
+                         queries=torch.zeros(0, dtype=torch.long), wall_s=0.0, traces={}, extras={},
+                         distances={norm: torch.zeros(0) for norm in DISTANCE_NORMS})
     chunk_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(attack, seed)
     if attack.universal:
@@ -102,7 +104,9 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
         result: AttackResult = attack(model, xs.to(device), criterion.subset(slice(start, start + batch_size)),
                                       seed=seed, starting_points=sp)
         synchronize(device)
-        part = {"fingerprint": fingerprint, "image_keys": image_keys(xs, 0), "x_adv": result.x_adv.cpu(),
+        x_adv = result.x_adv.cpu()
+        part = {"fingerprint": fingerprint, "image_keys": image_keys(xs, 0), "x_adv": x_adv,
+                **{f"dist_{norm}": distances(xs, x_adv, norm) for norm in DISTANCE_NORMS},  # images at hand
                 "success": result.success.cpu(),
                 "queries": result.queries.cpu(), "wall_s": time.perf_counter() - t0, "rank": distributed.rank(),
                 **{k2: v.cpu() for k2, v in result.extras.items() if isinstance(v, torch.Tensor)}}
@@ -126,6 +130,7 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
         traces={k: _pad_cat([p[k] for p in parts]) for k in traces},
         extras={k: v for k, v in parts[0].items() if k not in _CHUNK_KEYS and not k.startswith("trace_")}
         if len(parts) == 1 else {},
+        distances={norm: torch.cat([p[f"dist_{norm}"] for p in parts]) for norm in DISTANCE_NORMS},
         ranks=[int(p.get("rank", 0)) for p in parts],
     )
 
@@ -145,14 +150,18 @@ def _attack_set(attack: Attack, model: nn.Module, x: Images, criterion: Criterio
         t0 = time.perf_counter()
         found = attack.attack_set(model, x, criterion, seed=seed, device=device)
         synchronize(device)
+        wall = time.perf_counter() - t0
+        extras = {k: v.cpu() for k, v in found.extras.items() if isinstance(v, torch.Tensor)}
+        dist = image_distances(x, Mapped(x, attack.adversarial(extras)))
         saved = {"fingerprint": fingerprint, "image_keys": keys, "success": found.success.cpu(),
-                 "queries": found.queries.cpu(), "wall_s": time.perf_counter() - t0, "rank": distributed.rank(),
-                 **{k: v.cpu() for k, v in found.extras.items() if isinstance(v, torch.Tensor)}}
+                 "queries": found.queries.cpu(), "wall_s": wall, "rank": distributed.rank(),
+                 **{f"dist_{norm}": d for norm, d in dist.items()}, **extras}
         atomic.save_tensors(saved, chunk)  # every rank computed it together; rank 0 saves
     distributed.barrier()
     extras = {k: v for k, v in saved.items() if k not in _CHUNK_KEYS}
     return AttackRun(x_adv=Mapped(x, attack.adversarial(extras)), success=saved["success"].bool(),
                      queries=saved["queries"].clone(), wall_s=float(saved["wall_s"]), traces={}, extras=extras,
+                     distances={norm: saved[f"dist_{norm}"].clone() for norm in DISTANCE_NORMS},
                      ranks=[int(saved["rank"])])
 
 
@@ -168,10 +177,14 @@ def _saved_chunk(path: Path, fingerprint: str, xs: torch.Tensor | None, *, count
     keys = saved.get("image_keys")
     if keys is None or (len(keys) != count if xs is None else not torch.equal(keys, image_keys(xs, 0))):
         return None  # image_keys: a content hash, so a chunk is reused only for the same images
+    if any(f"dist_{norm}" not in saved for norm in DISTANCE_NORMS):
+        return None  # written by an advlab that did not keep distances: recompute
     return {k: v for k, v in saved.items() if k != "x_adv"}
 
 
-_CHUNK_KEYS = frozenset({"fingerprint", "image_keys", "x_adv", "success", "queries", "wall_s", "rank"})
+DISTANCE_NORMS = ("l2", "linf", "mse")  # the norms every row reports
+_CHUNK_KEYS = frozenset({"fingerprint", "image_keys", "x_adv", "success", "queries", "wall_s", "rank",
+                         *(f"dist_{norm}" for norm in DISTANCE_NORMS)})
 
 
 def _fingerprint(attack: Attack, seed: int) -> str:
@@ -199,10 +212,9 @@ DISTANCE_BATCH = 64  # images per slice: the differences never take more memory 
 def image_distances(x: torch.Tensor | Images, x_adv: torch.Tensor | Images) -> dict[str, torch.Tensor]:
     """Per-image (N,) distances in every reported norm, computed once per attack row, streaming both
     image sets in slices."""
-    norms = ("l2", "linf", "mse")
-    found: dict[str, list[torch.Tensor]] = {norm: [torch.zeros(0)] for norm in norms}
+    found: dict[str, list[torch.Tensor]] = {norm: [torch.zeros(0)] for norm in DISTANCE_NORMS}
     cpu = torch.device("cpu")
     for a, b in zip(batches(x, DISTANCE_BATCH, cpu), batches(x_adv, DISTANCE_BATCH, cpu)):
-        for norm in norms:
+        for norm in DISTANCE_NORMS:
             found[norm].append(distances(a, b, norm))
     return {norm: torch.cat(parts) for norm, parts in found.items()}

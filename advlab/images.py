@@ -143,18 +143,23 @@ class Replaced(Images):
         self.slot = torch.full((len(base),), -1, dtype=torch.long)  # (N,) position in replacement, -1 = base
         self.slot[index] = torch.arange(len(index))
 
-    def _fill(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def _merge(self, kept: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """(K_base, C, H, W) base images of `index`'s unreplaced positions -> (K, C, H, W), the
+        replacements read in; the base is never read where it is replaced."""
         slots = self.slot[index]
         hit = slots >= 0
+        out = torch.empty(len(index), *self.shape[1:], dtype=kept.dtype, device=kept.device)
+        out[~hit] = kept
         if bool(hit.any()):
-            x[hit] = self.replacement.read(slots[hit])
-        return x
+            out[hit] = self.replacement.read(slots[hit]).to(kept.device)
+        return out
 
     def read(self, index: torch.Tensor) -> torch.Tensor:
-        return self._fill(self.base.read(index), index)
+        return self._merge(self.base.read(index[self.slot[index] < 0]), index)
 
     def groups(self, groups: Sequence[torch.Tensor], *, pin: bool = False) -> Iterator[torch.Tensor]:
-        return (self._fill(x, g) for g, x in zip(groups, self.base.groups(groups, pin=pin)))
+        kept = [g[self.slot[g] < 0] for g in groups]  # the positions the base still supplies
+        return (self._merge(x, g) for g, x in zip(groups, self.base.groups(kept, pin=pin)))
 
 
 class ChunkImages(Images):
@@ -197,11 +202,12 @@ class FileImages(Images):
         return torch.stack([self.decode(self.files[i]) for i in index.tolist()])
 
     def groups(self, groups: Sequence[torch.Tensor], *, pin: bool = False) -> Iterator[torch.Tensor]:
-        lists = [g.tolist() for g in groups]
+        lists = [g.tolist() for g in groups if len(g)]  # an empty group is answered without the loader
         workers = decode_workers() if len(lists) > 1 else 0  # one batch: no processes to start
-        loader = DataLoader(_Decoded(self), batch_sampler=lists, num_workers=workers, pin_memory=pin,
-                            collate_fn=_stack_or_error)
-        for batch in loader:
+        loader = iter(DataLoader(_Decoded(self), batch_sampler=lists, num_workers=workers, pin_memory=pin,
+                                 collate_fn=_stack_or_error))
+        for g in groups:
+            batch = next(loader) if len(g) else torch.zeros(0, *self.shape[1:])
             if isinstance(batch, str):  # a file a worker could not decode: its one-line message
                 raise AdvlabError(batch)
             yield batch

@@ -16,7 +16,7 @@ from advlab.attack import Attack
 from advlab.config import AttackSpec, RunConfig
 from advlab.criteria import Targeted
 from advlab.data import ImageSet
-from advlab.evaluate import attack_in_chunks, image_distances
+from advlab.evaluate import attack_in_chunks
 from advlab.images import Images, Replaced, as_images
 from advlab.registry import get_attack
 from advlab.tasks import Task
@@ -132,7 +132,7 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
     queries[index] = run.queries
     adv = task.predict(model, x_adv, cfg.batch_size, device)
     dist = {norm: torch.zeros(len(data)).index_put_((index,), d)  # (N,) per norm, 0 where not attacked
-            for norm, d in image_distances(data.images.subset(index), run.x_adv).items()}
+            for norm, d in run.distances.items()}
     targeted = isinstance(plan.criterion, Targeted)
     row: dict[str, Any] = {
         "method": spec.method, "backend": getattr(attack, "backend", "ours"), **context.keys(),
