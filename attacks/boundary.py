@@ -12,6 +12,12 @@ What differs from foolbox 3's implementation (the reference, `--backend foolbox`
   closest adversarial one is kept (the original paper also drew several per step);
 - step sizes adapt once `adapt_window` outcomes are collected, which with several candidates
   is within the first steps, instead of after hundreds or thousands of steps;
+- the source step aims at a full-step success rate of 0.3-0.7 times the orthogonal step's own
+  rate, not a fixed 20-50%: a full step can only succeed where its orthogonal part does, so when
+  orthogonal success settles near 20% (a curved boundary) the fixed band drives the source step
+  toward zero and the walk stalls (MobileNetV2, 18 foolbox photos, 5,000 queries: median L2 5.10
+  with the fixed band, 2.42 with the relative one); source step times success peaks near half the
+  orthogonal rate;
 - finished images (budget, target L2, converged step size) leave the batch at the next
   compaction, so late steps only pay for the images still improving;
 - the orthogonal step is drawn from a proposal prior (`advlab.attacks.priors`): by default
@@ -70,6 +76,7 @@ class _State:
     keys: torch.Tensor  # (A,) noise keys
     spherical: torch.Tensor  # (A,) orthogonal step, relative to dist
     source: torch.Tensor  # (A,) step toward the original, relative to dist
+    sph_rate: torch.Tensor  # (A,) orthogonal-step success rate of the last full window
     sph_tries: torch.Tensor  # (A,) outcomes collected in the current window
     sph_hits: torch.Tensor
     src_tries: torch.Tensor
@@ -89,7 +96,7 @@ class BoundaryAttack(Attack):
     minimal_perturbation = True
     model_settings = ("surrogate",)
     spherical_band = (0.2, 0.5)  # keep the orthogonal-step success rate in here (paper: about 50%)
-    source_band = (0.2, 0.5)  # and the full-step success rate in here
+    source_band = (0.3, 0.7)  # and the full-step success rate in here, times the orthogonal step's rate
 
     def __init__(self, *, steps: int | None = None, candidates: int | None = None, max_queries: int | None = None,
                  target_l2: float | None = None, spherical_step: float | None = None,
@@ -211,7 +218,8 @@ class BoundaryAttack(Attack):
         state = _State(index=torch.arange(n, device=x.device), x=flat, adv=torch.where(found[:, None], adv, flat),
                        dist=dist, keys=keys,
                        spherical=torch.full_like(zeros, self.spherical_step),
-                       source=torch.full_like(zeros, self.source_step), sph_tries=zeros.clone(),
+                       source=torch.full_like(zeros, self.source_step), sph_rate=torch.full_like(zeros, 0.5),
+                       sph_tries=zeros.clone(),
                        sph_hits=zeros.clone(), src_tries=zeros.clone(), src_hits=zeros.clone(),
                        queries=queries, running=found & (dist > 0))
         out_adv, out_dist, out_queries = state.adv.clone(), state.dist.clone(), state.queries.clone()
@@ -286,11 +294,13 @@ class BoundaryAttack(Attack):
         self._adapt(s)
 
     def _adapt(self, s: _State) -> None:
-        """Brendel et al.'s rule: keep about half of orthogonal steps adversarial (scaling both steps),
-        and the full step's success rate between 20% and 50% (scaling the source step)."""
+        """Brendel et al.'s rule: keep 20-50% of orthogonal steps adversarial (scaling both steps); then
+        the source step, from the full step's success relative to the orthogonal step's (see the module
+        docstring; the paper's fixed 20-50% band stalls the walk when orthogonal success nears 20%)."""
         f = self.step_adaptation
         sph_ready = s.sph_tries >= self.adapt_window
         rate = s.sph_hits / s.sph_tries.clamp_min(1)
+        s.sph_rate = torch.where(sph_ready, rate, s.sph_rate)
         low, high = self.spherical_band
         scale = torch.where(sph_ready & (rate > high), f, torch.where(sph_ready & (rate < low), 1 / f, 1.0))
         s.spherical = (s.spherical * scale).clamp_(max=1.0)
@@ -298,7 +308,7 @@ class BoundaryAttack(Attack):
         s.sph_tries, s.sph_hits = s.sph_tries * ~sph_ready, s.sph_hits * ~sph_ready
         src_ready = s.src_tries >= self.adapt_window
         rate = s.src_hits / s.src_tries.clamp_min(1)
-        low, high = self.source_band
+        low, high = self.source_band[0] * s.sph_rate, self.source_band[1] * s.sph_rate
         scale = torch.where(src_ready & (rate > high), f, torch.where(src_ready & (rate < low), 1 / f, 1.0))
         s.source = (s.source * scale).clamp_(max=0.5)
         s.src_tries, s.src_hits = s.src_tries * ~src_ready, s.src_hits * ~src_ready

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advlab.attacks.boundary import BoundaryAttack
+from advlab.attacks.boundary import BoundaryAttack, _State
 from advlab.criteria import Targeted, Untargeted
 
 
@@ -80,6 +80,21 @@ def test_the_query_budget_not_a_step_count_ends_the_attack_by_default(digits):
     r = attack(digits.model, x, Untargeted(y), candidates=1, max_queries=1600, source_step_convergence=0.0)
     assert (r.queries > 1590).all() and (r.queries <= 1600).all()  # (no image stops by convergence here)
     assert BoundaryAttack(backend="foolbox").steps == 1000  # foolbox's own loop keeps its step count
+
+
+def test_the_source_step_aims_at_a_share_of_the_orthogonal_steps_success():
+    """A full step succeeds only where its orthogonal part does. With 4 of 16 orthogonal steps
+    adversarial, 2 of 16 full steps is on target (the paper's fixed 20-50% band shrank the source step
+    here, again and again, until the walk stalled); 1 of 16 is too few, 12 of 16 too many."""
+    ones = torch.ones(3)
+    state = _State(index=torch.arange(3), x=torch.zeros(3, 2), adv=torch.ones(3, 2), dist=ones, keys=ones.long(),
+                   spherical=ones * 0.1, source=ones * 0.01, sph_rate=ones * 0.5, sph_tries=ones * 16,
+                   sph_hits=ones * 4, src_tries=ones * 16, src_hits=torch.tensor([2.0, 1.0, 12.0]),
+                   queries=ones.long(), running=ones.bool())
+    BoundaryAttack(progress=False)._adapt(state)
+    torch.testing.assert_close(state.sph_rate, ones * 0.25)
+    torch.testing.assert_close(state.spherical, ones * 0.1)  # 25% orthogonal success: inside its band
+    torch.testing.assert_close(state.source, torch.tensor([0.01, 0.01 / 1.5, 0.015]))
 
 
 def test_beats_foolbox_at_equal_model_evaluations(digits):
