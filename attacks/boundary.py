@@ -24,6 +24,15 @@ What differs from foolbox 3's implementation (the reference, `--backend foolbox`
   low-frequency noise (Guo et al., UAI 2019), which on MobileNetV2 and the foolbox photos reaches
   about half the L2 of i.i.d. Gaussian proposals at 1,000 queries per image; `prior="normal"` is the
   paper's, `"perlin"` the prior of Brunner et al., ICCV 2019;
+- the prior's grid doubles in resolution once the walk has spent `refine_after` queries (coarse to
+  fine): the coarse directions bring an image near the boundary fast, the finer ones keep it moving
+  once the coarse subspace is used up (MobileNetV2, 18 foolbox photos, median L2 at 2,000 / 5,000
+  queries: one grid 4.13 / 2.42, refined after 1,000 3.87 / 2.03);
+- the candidates of a step come in mirrored pairs, eta and -eta (antithetic sampling): where the
+  boundary is locally flat one of a pair leans the better way, so the better of the two is more
+  aligned with the boundary's normal than the better of two independent draws (for a Gaussian
+  component X: E|X| = 0.80 sigma against E max(X1, X2) = 0.56 sigma); with the refined grid, on the
+  18 photos at 2,000 / 5,000 queries: independent 3.87 / 2.03, mirrored 3.02 / 1.59;
 - with a `surrogate` model, each orthogonal step is tilted toward the surrogate's gradient
   (Brunner et al., ICCV 2019, `advlab.attacks.surrogate`); the attacked model is still queried for
   decisions only.
@@ -39,7 +48,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from advlab.attack import Attack, AttackResult
-from advlab.attacks.priors import PRIORS, proposals, starting_noise
+from advlab.attacks.priors import PRIORS, mirrored, proposals, starting_noise
 from advlab.attacks.surrogate import (
     TRANSFER_RMS,
     SurrogateSetting,
@@ -50,7 +59,7 @@ from advlab.attacks.surrogate import (
     surrogate_spec,
     transfer_step,
 )
-from advlab.checks import is_real, positive_int
+from advlab.checks import check_bool, is_real, positive_int
 from advlab.criteria import Criterion, Targeted
 from advlab.errors import AdvlabError
 from advlab.evaluate import median
@@ -61,6 +70,7 @@ _INIT_STREAM, _SEARCH_STREAM, _STEP_STREAM = 1, 2, 3
 DEFAULT_CANDIDATES = 2  # proposals per image per step (backend ours); `candidates=None` picks it
 DEFAULT_PRIOR = "lowfreq"  # proposals for backend ours; `prior=None` picks it (foolbox: normal)
 DEFAULT_FIRST_STEP, FOOLBOX_FIRST_STEP = 0.05, 0.01  # initial spherical and source step sizes; None picks them
+DEFAULT_REFINE_AFTER = 1000  # queries of the walk after which the prior's grid doubles; None keeps one grid
 DEFAULT_MAX_QUERIES = 2000  # model evaluations per image for backend ours; `max_queries=None` picks it
 FOOLBOX_STEPS = 1000  # backend foolbox's steps for `steps=None`; ours stops at its query budget instead
 
@@ -104,6 +114,7 @@ class BoundaryAttack(Attack):
                  step_adaptation: float = 1.5, adapt_window: int = 16, spherical_every: int = 4,
                  source_step_convergence: float = 1e-7, init_trials: int = 100, compact_every: int = 10,
                  prior: str | None = None, lowfreq_ratio: float = 1 / 16, perlin_frequency: int = 6,
+                 refine_after: int | None = DEFAULT_REFINE_AFTER, antithetic: bool = True,
                  surrogate: SurrogateSetting = None, surrogate_bias: float = 0.5,
                  backend: str = "ours", progress: bool = True) -> None:
         if steps is not None:  # None: ours runs until its query budget, foolbox 1,000 steps
@@ -117,6 +128,9 @@ class BoundaryAttack(Attack):
         if not is_real(lowfreq_ratio) or not 0 < lowfreq_ratio <= 1:
             raise ValueError(f"lowfreq_ratio must be in (0, 1] (coarse grid side / image side), got {lowfreq_ratio!r}")
         positive_int("perlin_frequency", perlin_frequency)
+        if refine_after is not None:  # None: one grid throughout
+            positive_int("refine_after", refine_after)
+        self.refine_after, self.antithetic = refine_after, check_bool("antithetic", antithetic)
         if backend == "foolbox" and prior != "normal":
             raise ValueError("prior must be normal with backend foolbox (foolbox draws its own Gaussian noise)")
         self.prior, self.lowfreq_ratio, self.perlin_frequency = prior, float(lowfreq_ratio), perlin_frequency
@@ -257,8 +271,11 @@ class BoundaryAttack(Attack):
             s.running &= s.queries + cost <= self.max_queries
         diff = s.adv - s.x  # (A, D), norm = dist
         unit = diff / s.dist.clamp_min(1e-12)[:, None]
-        eta = proposals(self.prior, step_keys(s.keys, _STEP_STREAM, step), k, shape, ratio=self.lowfreq_ratio,
-                        frequency=self.perlin_frequency)  # (A, K, D)
+        draws = (k + 1) // 2 if self.antithetic else k
+        eta = proposals(self.prior, step_keys(s.keys, _STEP_STREAM, step), draws, shape, ratio=self.lowfreq_ratio,
+                        frequency=self.perlin_frequency, level=self._grid_level(step))  # (A, draws, D)
+        if self.antithetic:
+            eta = mirrored(eta, k)  # (A, K, D)
         eta = eta - (eta * unit[:, None]).sum(-1, keepdim=True) * unit[:, None]  # orthogonal to diff
         eta = eta / eta.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # (A, K, D) unit directions
         grad = bias(s.adv, s.index)  # (A, D) surrogate gradient, or None
@@ -292,6 +309,16 @@ class BoundaryAttack(Attack):
         if self.target_l2 is not None:
             s.running &= s.dist > self.target_l2
         self._adapt(s)
+
+    def _grid_level(self, step: int) -> int:
+        """0 until the walk has spent `refine_after` queries per image, then 1 (the prior's grid doubles).
+        Counted from the step index, which every image shares, so the whole batch switches at once and
+        the switch does not depend on the batch: step j costs `candidates` queries, twice that when
+        j % spherical_every == 0."""
+        if self.refine_after is None:
+            return 0
+        spent = self.candidates * (step + -(-step // self.spherical_every))  # queries of steps 0 .. step-1
+        return int(spent >= self.refine_after)
 
     def _adapt(self, s: _State) -> None:
         """Brendel et al.'s rule: keep 20-50% of orthogonal steps adversarial (scaling both steps); then

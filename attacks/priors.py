@@ -9,6 +9,10 @@
   the prior of Brunner et al., "Guessing Smart: Biased Sampling for Efficient Black-Box
   Adversarial Attacks", ICCV 2019.
 
+`level` refines a prior: its grid has 2**level times the cells per side (lowfreq: `ratio` doubled,
+perlin: `frequency` doubled; "normal" has no grid). The Boundary Attack starts coarse and refines
+after `BoundaryAttack.refine_after` queries of its walk.
+
 Every draw comes from the counter-based per-image streams of `advlab.rng` (keys (A,) -> noise
 (A, K, C, H, W)), so a prior keeps the attack's batch invariance; generation is a few elementwise
 passes over the images, small next to one forward pass of the model.
@@ -27,19 +31,26 @@ MIN_GRID = 4  # lowfreq: the coarse grid has at least this many cells per side (
 
 
 def proposals(prior: str, keys: torch.Tensor, k: int, shape: tuple[int, ...], *, ratio: float = 0.125,
-              frequency: int = 6) -> torch.Tensor:
-    """(A,) keys -> (A, K, D) noise directions (D = C * H * W), unnormalised."""
+              frequency: int = 6, level: int = 0) -> torch.Tensor:
+    """(A,) keys -> (A, K, D) noise directions (D = C * H * W), unnormalised; `level` refines the grid."""
     a, (c, h, w) = keys.shape[0], shape
     if prior == "normal":
         return normal(keys, (k, c * h * w))
     if prior == "lowfreq":
+        ratio = min(1.0, ratio * 2**level)
         gh, gw = (max(min(MIN_GRID, side), round(side * ratio)) for side in (h, w))  # at least 4 x 4 cells
         coarse = normal(keys, (k * c, gh, gw)).view(a * k, c, gh, gw)
         fine = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)  # (A * K, C, H, W)
         return fine.reshape(a, k, c * h * w)
     if prior == "perlin":
-        return perlin(keys, k, (c, h, w), frequency).reshape(a, k, c * h * w)
+        return perlin(keys, k, (c, h, w), frequency * 2**level).reshape(a, k, c * h * w)
     raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
+
+
+def mirrored(eta: torch.Tensor, k: int) -> torch.Tensor:
+    """(A, ceil(K/2), D) draws -> (A, K, D) antithetic proposals eta_1, -eta_1, eta_2, -eta_2, ...
+    (the last mirror dropped for odd K)."""
+    return torch.stack([eta, -eta], dim=2).flatten(1, 2)[:, :k]
 
 
 def perlin(keys: torch.Tensor, k: int, shape: tuple[int, int, int], frequency: int) -> torch.Tensor:

@@ -7,19 +7,21 @@ and seed, plus the model's own forward ceiling measured in the same run.
 For each budget B: foolbox runs B steps (one candidate per step plus its spherical checks); ours
 runs with --max-queries equal to foolbox's model calls per image (equal model evaluations). A
 last row runs ours with --target-l2 set to foolbox's median L2 at the largest budget, to time how
-fast we reach foolbox's best result. `--priors` compares our proposal priors; `--hopskipjump S,...`
+fast we reach foolbox's best result. `--priors` compares our proposal priors (and `--refine-after
+1000,none` the coarse-to-fine grid against one grid); `--hopskipjump S,...`
 adds foolbox's HopSkipJumpAttack (Chen et al., IEEE S&P 2020) as a second reference, each followed
 by ours at the same model evaluations per image. Prints a table and one JSON line.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 
 import torch
 
-from advlab.attacks.boundary import DEFAULT_CANDIDATES, BoundaryAttack
+from advlab.attacks.boundary import DEFAULT_CANDIDATES, DEFAULT_REFINE_AFTER, BoundaryAttack
 from advlab.criteria import Untargeted
 from advlab.data import load_images
 from advlab.device import apply_precision, device_name, resolve_device, synchronize
@@ -102,6 +104,9 @@ def main() -> None:
     p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help="ours: proposals per image per step")
     p.add_argument("--priors", default="lowfreq,normal", help="proposal priors of ours to compare, comma-separated "
                    "(lowfreq, normal, perlin); the first also runs the time-to-foolbox's-best row")
+    p.add_argument("--refine-after", default=str(DEFAULT_REFINE_AFTER), metavar="QUERIES,...",
+                   help="ours: walk queries after which the prior's grid doubles, comma-separated values to compare; "
+                        "'none' keeps one grid (default: %(default)s)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
     p.add_argument("--seed", type=int, default=0)
@@ -143,6 +148,7 @@ def main() -> None:
 
     best_foolbox = None
     priors = [p.strip() for p in args.priors.split(",") if p.strip()]
+    refines = [None if v.strip() == "none" else int(v) for v in args.refine_after.split(",") if v.strip()]
     for steps in [int(s) for s in args.budgets.split(",")]:
         if args.skip_foolbox:
             budget = int(steps * 1.1)
@@ -151,10 +157,11 @@ def main() -> None:
                              model, x, y, args.seed, device)
             show(f"foolbox steps={steps}", fb, n)
             budget, best_foolbox = int(fb["queries_median"]), fb
-        for prior in priors:
+        for prior, refine in itertools.product(priors, refines):
             ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, max_queries=budget,
-                                              prior=prior, progress=False), model, x, y, args.seed, device)
-            show(f"ours {prior} K={args.candidates} max_queries={budget}", ours, batch)
+                                              prior=prior, refine_after=refine, progress=False),
+                               model, x, y, args.seed, device)
+            show(f"ours {prior} K={args.candidates} refine={refine} max_queries={budget}", ours, batch)
         if args.surrogate:
             ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, max_queries=budget,
                                               prior=priors[0], surrogate=args.surrogate, progress=False),

@@ -1,12 +1,13 @@
 """Proposal priors of the Boundary Attack (normal, lowfreq, perlin): each keeps batch invariance and
-the exact query budget; low-frequency proposals reach a smaller L2 at the same budget."""
+the exact query budget, also across the refinement of its grid; low-frequency proposals reach a
+smaller L2 at the same budget."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from advlab.attacks.boundary import BoundaryAttack
-from advlab.attacks.priors import PRIORS, perlin, proposals
+from advlab.attacks.priors import PRIORS, mirrored, perlin, proposals
 from advlab.criteria import Untargeted
 from advlab.evaluate import attack_in_chunks
 from advlab.rng import image_keys
@@ -36,7 +37,8 @@ def test_each_prior_keeps_batch_invariance_and_the_exact_budget(prior, fashion, 
     x, y = fashion.correct(7)
     runs = []
     for batch_size in (1, 3, 7):
-        attack = BoundaryAttack(prior=prior, max_queries=120, steps=10**6, candidates=2, progress=False)
+        attack = BoundaryAttack(prior=prior, max_queries=120, steps=10**6, candidates=2, refine_after=40,
+                                progress=False)  # the grid refines halfway
         runs.append(attack_in_chunks(attack, fashion.model, x, Untargeted(y), starting_points=None,
                                      batch_size=batch_size, device=torch.device("cpu"), seed=3,
                                      chunk_dir=tmp_path / f"{prior}-{batch_size}"))
@@ -73,7 +75,8 @@ def test_starting_noise_follows_the_prior():
 
 def test_prior_settings_are_checked():
     for bad, match in (({"prior": "pink"}, "prior must be one of"), ({"lowfreq_ratio": 0}, "lowfreq_ratio"),
-                       ({"perlin_frequency": 0}, "perlin_frequency"),
+                       ({"perlin_frequency": 0}, "perlin_frequency"), ({"refine_after": 0}, "refine_after"),
+                       ({"antithetic": "yes"}, "antithetic"),
                        ({"prior": "perlin", "backend": "foolbox"}, "prior must be normal with backend foolbox")):
         with pytest.raises(ValueError, match=match):
             BoundaryAttack(**bad)
@@ -85,3 +88,72 @@ def test_the_budget_covers_the_start_too(fashion):
     for budget in (3, 9, 14):
         result = BoundaryAttack(max_queries=budget, progress=False)(fashion.model, x, Untargeted(y), seed=0)
         assert (result.queries <= budget).all(), (budget, result.queries.tolist())
+
+
+def test_a_level_refines_the_priors_grid():
+    keys = image_keys(torch.rand(4, 3, 64, 64), seed=0)
+    shape = (3, 64, 64)
+    assert torch.equal(proposals("lowfreq", keys, 2, shape, ratio=0.125, level=1),
+                       proposals("lowfreq", keys, 2, shape, ratio=0.25))
+    assert torch.equal(proposals("perlin", keys, 2, shape, frequency=4, level=1),
+                       proposals("perlin", keys, 2, shape, frequency=8))
+    assert torch.equal(proposals("normal", keys, 2, shape, level=1), proposals("normal", keys, 2, shape))
+
+
+class _CountingModel(torch.nn.Module):
+    """The attacked model, counting the images it is asked about."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.evaluated = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.evaluated += x.shape[0]
+        return self.model(x)
+
+
+def test_the_grid_refines_once_the_walk_has_spent_refine_after_queries(fashion, monkeypatch):
+    """Counted with the model's own evaluations: every proposal drawn before the walk has spent 100
+    queries is coarse, every one after is fine, whatever the candidates per step."""
+    from advlab.attacks import boundary
+
+    x, y = fashion.correct(1)
+    real, drawn = boundary.proposals, []  # (level, model evaluations so far)
+    model = _CountingModel(fashion.model).eval()
+
+    def recording(*args, level: int = 0, **kwargs) -> torch.Tensor:
+        drawn.append((level, model.evaluated))
+        return real(*args, level=level, **kwargs)
+
+    monkeypatch.setattr(boundary, "proposals", recording)
+    for candidates in (1, 3):
+        drawn.clear()
+        model.evaluated = 0
+        BoundaryAttack(max_queries=260, refine_after=100, candidates=candidates, lowfreq_ratio=0.25,
+                       progress=False)(model, x, Untargeted(y), seed=0)
+        start = drawn[0][1]  # the start's queries: noise trials and the blend search
+        walk = [(level, evaluated - start) for level, evaluated in drawn]
+        assert {level for level, _ in walk} == {0, 1}
+        assert all(level == int(spent >= 100) for level, spent in walk), walk
+
+
+def test_candidates_come_in_mirrored_pairs(fashion, monkeypatch):
+    """Antithetic sampling: ceil(K/2) draws per step, each used with its mirror image."""
+    from advlab.attacks import boundary
+
+    eta = torch.arange(12.0).view(2, 2, 3)  # (A=2, draws=2, D=3)
+    pairs = mirrored(eta, 3)
+    assert torch.equal(pairs, torch.stack([eta[:, 0], -eta[:, 0], eta[:, 1]], dim=1))
+    x, y = fashion.correct(2)
+    real, asked = boundary.proposals, []
+
+    def recording(prior, keys, k, *args, **kwargs) -> torch.Tensor:
+        asked.append(k)
+        return real(prior, keys, k, *args, **kwargs)
+
+    monkeypatch.setattr(boundary, "proposals", recording)
+    for candidates, antithetic, draws in ((3, True, 2), (2, True, 1), (3, False, 3), (1, True, 1)):
+        asked.clear()
+        BoundaryAttack(max_queries=40, candidates=candidates, antithetic=antithetic, progress=False)(
+            fashion.model, x, Untargeted(y), seed=0)
+        assert asked and set(asked) == {draws}
