@@ -32,7 +32,7 @@ What differs from foolbox 3's implementation (the reference, `--backend foolbox`
   boundary is locally flat one of a pair leans the better way, so the better of the two is more
   aligned with the boundary's normal than the better of two independent draws (for a Gaussian
   component X: E|X| = 0.80 sigma against E max(X1, X2) = 0.56 sigma); with the refined grid, on the
-  18 photos at 2,000 / 5,000 queries: independent 3.87 / 2.03, mirrored 3.02 / 1.59;
+  18 photos at 2,000 / 5,000 queries: independent 3.87 / 2.03, mirrored 2.99 / 1.59;
 - with a `surrogate` model, each orthogonal step is tilted toward the surrogate's gradient
   (Brunner et al., ICCV 2019, `advlab.attacks.surrogate`); the attacked model is still queried for
   decisions only.

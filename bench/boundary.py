@@ -135,7 +135,7 @@ def main() -> None:
     print("forward ceiling: " + ", ".join(f"batch {b}: {v:,.0f} img/s" for b, v in ceiling.items()))
 
     rows = []
-    header = (f"{'run':44s} {'wall s':>8s} {'img/s':>9s} {'%ceil':>6s} {'queries':>8s} {'median L2':>10s} "
+    header = (f"{'run':48s} {'wall s':>8s} {'img/s':>9s} {'%ceil':>6s} {'queries':>8s} {'median L2':>10s} "
               f"{'median MSE':>11s}")
     print(header)
     print("-" * len(header))
@@ -143,7 +143,7 @@ def main() -> None:
     def show(name: str, r: dict[str, float], b: int) -> None:
         r["ceiling"] = ceiling[b]
         rows.append({"run": name, **r})
-        print(f"{name:44s} {r['wall_s']:8.1f} {r['images_per_s']:9,.0f} {100 * r['images_per_s'] / ceiling[b]:5.0f}% "
+        print(f"{name:48s} {r['wall_s']:8.1f} {r['images_per_s']:9,.0f} {100 * r['images_per_s'] / ceiling[b]:5.0f}% "
               f"{r['queries_median']:8,.0f} {r['median_l2']:10.3f} {r['median_mse']:11.2e}")
 
     best_foolbox = None

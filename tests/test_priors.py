@@ -56,7 +56,7 @@ def test_low_frequency_proposals_reach_a_smaller_l2_at_the_same_budget(fashion):
             fashion.model, x, Untargeted(y), seed=0)
         assert result.success.all()
         l2[prior] = float(result.distance.median())
-    assert l2["lowfreq"] < 0.8 * l2["normal"] and l2["perlin"] < l2["normal"]  # measured: 1.71, 3.50 vs 3.94
+    assert l2["lowfreq"] < 0.8 * l2["normal"] and l2["perlin"] < l2["normal"]  # measured: 1.86, 3.43 vs 3.95
 
 
 def test_starting_noise_follows_the_prior():
