@@ -49,7 +49,9 @@ def proposals(prior: str, keys: torch.Tensor, k: int, shape: tuple[int, ...], *,
 
 def mirrored(eta: torch.Tensor, k: int) -> torch.Tensor:
     """(A, ceil(K/2), D) draws -> (A, K, D) antithetic proposals eta_1, -eta_1, eta_2, -eta_2, ...
-    (the last mirror dropped for odd K)."""
+    (the last mirror dropped for odd K): mirrored sampling, as in evolution strategies (Brockhoff,
+    Auger, Hansen, Arnold & Hohm, "Mirrored Sampling and Sequential Selection for Evolution
+    Strategies", PPSN 2010)."""
     return torch.stack([eta, -eta], dim=2).flatten(1, 2)[:, :k]
 
 
