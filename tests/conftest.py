@@ -24,6 +24,19 @@ def digits_net() -> nn.Module:
     )
 
 
+class Counted(nn.Module):
+    """The model under test, counting its forward calls and the images it is asked about."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.calls, self.images = model, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.images += x.shape[0]
+        return self.model(x)
+
+
 @dataclass
 class Digits:
     model: ImageClassifier

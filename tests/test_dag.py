@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import Counted
 
 from advlab.attacks.dag import DAG
 from advlab.cli import main
@@ -88,16 +89,6 @@ def test_finished_images_stop_and_each_image_is_its_own(segmenter):
         done = segmenter.model(x[:1]).argmax(1)
     already = attack(segmenter.model, x[:1], Targeted(done, threshold=0.99), seed=0)
     assert int(already.queries[0]) == 1 and torch.equal(already.x_adv, x[:1])
-
-
-class Counted(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model, self.calls = model, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.model(x)
 
 
 def test_the_permuted_control_reuses_the_dag_run_instead_of_repeating_it(segmenter):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import Counted
 
 from advlab.attacks.boundary import BoundaryAttack
 from advlab.attacks.priors import PRIORS, mirrored, perlin, proposals
@@ -100,18 +101,6 @@ def test_a_level_refines_the_priors_grid():
     assert torch.equal(proposals("normal", keys, 2, shape, level=1), proposals("normal", keys, 2, shape))
 
 
-class _CountingModel(torch.nn.Module):
-    """The attacked model, counting the images it is asked about."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model, self.evaluated = model, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.evaluated += x.shape[0]
-        return self.model(x)
-
-
 def test_the_grid_refines_once_the_walk_has_spent_refine_after_queries(fashion, monkeypatch):
     """Counted with the model's own evaluations: every proposal drawn before the walk has spent 100
     queries is coarse, every one after is fine, whatever the candidates per step."""
@@ -119,16 +108,16 @@ def test_the_grid_refines_once_the_walk_has_spent_refine_after_queries(fashion, 
 
     x, y = fashion.correct(1)
     real, drawn = boundary.proposals, []  # (level, model evaluations so far)
-    model = _CountingModel(fashion.model).eval()
+    model = Counted(fashion.model).eval()
 
     def recording(*args, level: int = 0, **kwargs) -> torch.Tensor:
-        drawn.append((level, model.evaluated))
+        drawn.append((level, model.images))
         return real(*args, level=level, **kwargs)
 
     monkeypatch.setattr(boundary, "proposals", recording)
     for candidates in (1, 3):
         drawn.clear()
-        model.evaluated = 0
+        model.images = 0
         BoundaryAttack(max_queries=260, refine_after=100, candidates=candidates, lowfreq_ratio=0.25,
                        progress=False)(model, x, Untargeted(y), seed=0)
         start = drawn[0][1]  # the start's queries: noise trials and the blend search
