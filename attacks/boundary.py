@@ -48,25 +48,23 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from advlab.attack import Attack, AttackResult
-from advlab.attacks.priors import PRIORS, mirrored, proposals, starting_noise
+from advlab.attacks.boundary_start import initial_points
+from advlab.attacks.priors import PRIORS, mirrored, proposals
 from advlab.attacks.surrogate import (
-    TRANSFER_RMS,
     SurrogateSetting,
     check_compatible,
     describe,
     gradient_directions,
     load_surrogate,
     surrogate_spec,
-    transfer_step,
 )
 from advlab.checks import check_bool, is_real, positive_int
-from advlab.criteria import Criterion, Targeted
-from advlab.errors import AdvlabError
+from advlab.criteria import Criterion
 from advlab.evaluate import median
 from advlab.registry import register_attack
 from advlab.rng import image_keys, step_keys
 
-_INIT_STREAM, _SEARCH_STREAM, _STEP_STREAM = 1, 2, 3
+_STEP_STREAM = 3  # noise stream of the walk's proposals (the start uses 1, `boundary_start`)
 DEFAULT_CANDIDATES = 2  # proposals per image per step (backend ours); `candidates=None` picks it
 DEFAULT_PRIOR = "lowfreq"  # proposals for backend ours; `prior=None` picks it (foolbox: normal)
 DEFAULT_FIRST_STEP, FOOLBOX_FIRST_STEP = 0.05, 0.01  # initial spherical and source step sizes; None picks them
@@ -225,7 +223,7 @@ class BoundaryAttack(Attack):
                 return None
             return gradient_directions(surrogate, points, criterion.subset(which), tuple(shape))
 
-        adv, queries = self._initial_points(flat, keys, criterion, starting_points, is_adv, tuple(shape), surrogate)
+        adv, queries = initial_points(self, flat, keys, criterion, starting_points, is_adv, tuple(shape), surrogate)
         found = torch.isfinite(adv[:, 0])
         dist = torch.where(found, (adv - flat).norm(dim=1), torch.full_like(flat[:, 0], math.inf))
         zeros = torch.zeros(n, device=x.device)
@@ -342,70 +340,3 @@ class BoundaryAttack(Attack):
 
     def _finish_converged(self, s: _State) -> None:
         s.running &= s.source >= self.source_step_convergence
-
-    # ------------------------------------------------------------------ starting points
-    def _initial_points(self, x: torch.Tensor, keys: torch.Tensor, criterion: Criterion,
-                        starting_points: torch.Tensor | None, is_adv, shape: tuple[int, ...],
-                        surrogate: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, D) adversarial starting points (rows of inf where none was found) and queries spent.
-        Untargeted: with a surrogate, its adversarials at growing radii (one query each, until one
-        transfers); then uniform noise, redrawn up to `init_trials` times; then a binary search on the
-        blend toward the original brings the start close to the decision boundary."""
-        n, d = x.shape
-        queries = torch.zeros(n, dtype=torch.long, device=x.device)
-        everyone = torch.arange(n, device=x.device)
-        budget = self.max_queries if self.max_queries is not None else math.inf
-        if starting_points is not None:
-            start = starting_points.flatten(1).float()
-            ok = is_adv(start, everyone)
-            queries += 1
-        elif isinstance(criterion, Targeted):
-            raise AdvlabError("a targeted boundary attack needs starting_points: images the model already "
-                              "classifies as the target class (the runner finds them in the data)")
-        else:
-            start = torch.full_like(x, math.inf)
-            ok = is_adv(x, everyone)  # already misclassified: the original is its own answer
-            start[ok] = x[ok]
-            queries += 1
-            if surrogate is not None:  # the surrogate's adversarials at growing radii until one transfers
-                points = x.clone()  # (N, D)
-                for rms in TRANSFER_RMS:
-                    todo = (~ok & (queries < budget)).nonzero().squeeze(1)  # only images still without a start
-                    if todo.numel() == 0:
-                        break
-                    points[todo] = transfer_step(surrogate, x[todo], points[todo], criterion.subset(todo), shape,
-                                                 rms * d**0.5)
-                    hit = is_adv(points[todo], todo)
-                    queries[todo] += 1
-                    start[todo[hit]] = points[todo[hit]]
-                    ok[todo[hit]] = True
-            for trial in range(self.init_trials):
-                todo = (~ok & (queries < budget)).nonzero().squeeze(1)  # the budget covers the start too
-                if todo.numel() == 0:
-                    break
-                noise = starting_noise(self.prior, step_keys(keys[todo], _INIT_STREAM, trial), shape,
-                                       ratio=self.lowfreq_ratio, frequency=self.perlin_frequency)  # (T, D)
-                hit = is_adv(noise, todo)
-                queries[todo] += 1
-                start[todo[hit]] = noise[hit]
-                ok[todo[hit]] = True
-        start = torch.where(ok[:, None], start, torch.full_like(x, math.inf))
-        return self._blend_search(x, start, ok, criterion, queries, is_adv)
-
-    def _blend_search(self, x: torch.Tensor, start: torch.Tensor, ok: torch.Tensor, criterion: Criterion,
-                      queries: torch.Tensor, is_adv, iterations: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
-        """Binary search of the smallest blend (1 - a) * x + a * start that stays adversarial."""
-        budget = self.max_queries if self.max_queries is not None else math.inf
-        lo = torch.zeros(x.shape[0], device=x.device)
-        hi = torch.ones(x.shape[0], device=x.device)
-        safe_start = torch.where(ok[:, None], start, x)
-        searching = ok & (safe_start != x).any(dim=1)
-        for _ in range(iterations):
-            searching &= queries < budget
-            mid = (lo + hi) / 2
-            hit = is_adv(x + mid[:, None] * (safe_start - x), torch.arange(x.shape[0], device=x.device))
-            hi = torch.where(searching & hit, mid, hi)
-            lo = torch.where(searching & ~hit, mid, lo)
-            queries += searching.long()
-        blended = x + hi[:, None] * (safe_start - x)
-        return torch.where(ok[:, None], blended, start), queries
