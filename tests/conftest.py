@@ -3,7 +3,7 @@
 Fashion-MNIST CNN (`advlab.smallnets:fashion_cnn`) trained on real Fashion-MNIST in 12-15 s."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +139,20 @@ def fashion(tmp_path_factory: pytest.TempPathFactory) -> Fashion:
                                                                       test.y[:2000].split(500))]).float().mean())
     assert acc > 0.8, f"the Fashion-MNIST CNN trained to only {acc:.3f}"
     return Fashion(model, train.x, train.y, test.x, test.y, path, acc)
+
+
+# ---------------------------------------------------------------- threads
+@pytest.fixture()
+def one_thread() -> Iterator[None]:
+    """One intra-op thread in this process for the test, as torchrun gives each rank (OMP_NUM_THREADS=1):
+    float reductions split over another number of threads round differently, so results compared
+    bit for bit with a sharded run's must come from the same thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------- command line

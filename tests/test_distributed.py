@@ -19,7 +19,8 @@ import torch
 from advlab.cli import main
 from advlab.segnet import WEIGHTS
 
-pytestmark = pytest.mark.usefixtures("in_tmp")
+# bit-for-bit comparisons with the ranks need this process at their thread count (see `one_thread`)
+pytestmark = pytest.mark.usefixtures("in_tmp", "one_thread")
 RUN_SPECIFIC = {"wall_s", "model_images_per_s", "created", "device", "world_size", "chunk_ranks"}  # how it ran
 
 
@@ -46,7 +47,7 @@ def free_port() -> int:
 
 
 def torchrun(k: int, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # each rank one thread, as this process (`one_thread`)
     return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(k),
                              "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "advlab", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
