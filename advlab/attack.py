@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from advlab.checks import is_real
 from advlab.criteria import Criterion
 from advlab.errors import AdvlabError
 
@@ -123,6 +124,15 @@ class Attack(abc.ABC):
     def adversarial(self, extras: dict[str, Any]) -> Any:
         """Set-level attacks: from `attack_set`'s extras, the map (B, C, H, W) images -> their adversarials."""
         raise NotImplementedError(f"{type(self).__name__} is not a set-level attack")
+
+    def bound(self) -> tuple[str, float] | None:
+        """(norm, eps) that every adversarial of this attack lies within, or None for an attack without
+        one (unbounded, or minimising the distance): the threat models a run derives when the user names
+        none (`advlab.threat`)."""
+        eps = getattr(self, "eps", None)
+        if self.minimal_perturbation or not is_real(eps) or self.norm not in NORMS:
+            return None
+        return self.norm, float(eps)
 
     def params(self) -> dict[str, Any]:
         """The settings, for results.json (subclasses store them as public attributes)."""

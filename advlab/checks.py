@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import math
+import re
 from numbers import Real
+from typing import Any
+
+from advlab.errors import AdvlabError
 
 
 def is_real(value: object) -> bool:
@@ -35,4 +39,14 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
 def check_bool(name: str, value: bool) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def parse_number(value: Any) -> Any:
+    """'10/255' -> 0.0392...; other values unchanged (YAML has no fractions)."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d*)?\s*/\s*\d+(\.\d*)?\s*", value):
+        num, den = (float(v) for v in value.split("/"))
+        if den == 0:
+            raise AdvlabError(f"{value!r} divides by zero")
+        return num / den
     return value

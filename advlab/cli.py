@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save every adversarial image (8-bit) under arrays/; by default arrays/ keeps the "
                    "first 64 images of each row, what the report shows")
     g.add_argument("--name", help="run name")
+    g.add_argument("--threat", action="append", metavar="NORM:EPS", help="threat model of the robustness matrix, "
+                   "e.g. linf:8/255 or l2:0.5 (repeat for one matrix each); an attack counts only where its "
+                   "adversarial lies within eps (default: the norms and eps of the bounded attacks)")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
 
     model_data = argparse.ArgumentParser(add_help=False)

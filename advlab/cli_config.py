@@ -12,6 +12,7 @@ import yaml
 
 from advlab.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig, default_weights, expand_sweeps, validate
 from advlab.errors import AdvlabError
+from advlab.threat import parse_threat, unique
 
 SEGMENTATION_DEFAULT_N = 16  # scenes in the embedded segmentation default (a few minutes of DAG on 2 CPU cores)
 DETECTION_DEFAULT_N = 16  # scenes in the embedded detection default
@@ -208,6 +209,8 @@ def apply_run_overrides(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
         cfg.data.n = args.n
     if args.eval_n is not None:
         cfg.data.eval_n = args.eval_n
+    if args.threat:
+        cfg.threat = unique(parse_threat(text) for text in args.threat)
     cfg.attacks = expand_sweeps(cfg.attacks, "command line")
     validate(cfg)
     return cfg

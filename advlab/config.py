@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 
+from advlab.checks import parse_number
 from advlab.errors import AdvlabError
+from advlab.threat import ThreatModel, threats_from_config
 
 
 @dataclass
@@ -67,6 +69,9 @@ class RunConfig:
     data: DataSpec = field(default_factory=DataSpec)
     attacks: list[AttackSpec] = field(default_factory=lambda: [AttackSpec()])
     defenses: list[DefenseSpec] = field(default_factory=list)  # each evaluated against every attack
+    # threat models (norm, eps) of the robustness matrices: one matrix each, an attack counting only where
+    # its adversarial lies within eps; empty = one per distinct (norm, eps) of the bounded attacks
+    threat: list[ThreatModel] = field(default_factory=list)
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -92,6 +97,7 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> RunConfi
     raw = dict(raw)
     attacks = raw.pop("attacks", None)
     defenses = raw.pop("defenses", None)
+    threat = raw.pop("threat", None)
     if "model" in raw:
         raw["model"] = _with_default_weights(raw["model"])
     cfg = _build(RunConfig, raw, source)
@@ -104,6 +110,8 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> RunConfi
         if not isinstance(defenses, list):
             raise AdvlabError(f"{source}: 'defenses' must be a list of {{method: NAME, ...}} entries")
         cfg.defenses = [defense_spec_from_dict(d, f"{source}: defenses[{i}]") for i, d in enumerate(defenses)]
+    if threat is not None:
+        cfg.threat = threats_from_config(threat, f"{source}: threat")
     validate(cfg)
     return cfg
 
@@ -117,16 +125,6 @@ def _with_default_weights(model: Any) -> Any:
     if isinstance(model, dict) and isinstance(model.get("name"), str) and "weights" not in model:
         return {**model, "weights": default_weights(model["name"])}
     return model
-
-
-def parse_number(value: Any) -> Any:
-    """'10/255' -> 0.0392...; other values unchanged (YAML has no fractions)."""
-    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d*)?\s*/\s*\d+(\.\d*)?\s*", value):
-        num, den = (float(v) for v in value.split("/"))
-        if den == 0:
-            raise AdvlabError(f"{value!r} divides by zero")
-        return num / den
-    return value
 
 
 def attack_spec_from_dict(raw: Any, where: str) -> AttackSpec:
@@ -277,6 +275,7 @@ def to_yaml(cfg: RunConfig) -> str:
                         **({"target_mask": a.target_mask} if a.target_mask else {}),
                         **a.params} for a in cfg.attacks]
     data["defenses"] = [{"method": d.method, "adaptive": d.adaptive, **d.params} for d in cfg.defenses]
+    data["threat"] = [{"norm": t.norm, "eps": t.eps} for t in cfg.threat]
     return yaml.safe_dump(data, sort_keys=False)
 
 

@@ -1,10 +1,14 @@
 """Worst case over attacks and robustness curves (results' "robustness").
 
 For every column (model x defense x setting) the ledger keeps, per image, whether the model is still
-right after each attack. Robust accuracy in the worst case is the share of images that no attack
-fooled: AutoAttack's headline number (Croce & Hein, ICML 2020), and what a careful evaluation
-reports (Carlini et al., "On Evaluating Adversarial Robustness", arXiv 1902.06705, 2019). A defense
-also gets a "worst setting" column: per image, the worse of its non-adaptive and adaptive settings.
+right after each attack and how far its adversarial lies in each norm. Robust accuracy in the worst
+case is the share of images that no attack fooled within a threat model (a norm and an eps,
+`advlab.threat`): AutoAttack's headline number (Croce & Hein, ICML 2020), and what a careful
+evaluation reports (Carlini et al., "On Evaluating Adversarial Robustness", arXiv 1902.06705, 2019).
+There is one matrix per threat model, and an attack fools an image in it only where its adversarial
+lies within eps in that norm: an unbounded or minimal-perturbation attack, or one in another norm,
+counts by its measured distances, never at any distance. A defense also gets a "worst setting"
+column: per image, the worse of its non-adaptive and adaptive settings.
 
 Curves: rows of one attack that differ only in eps (an `eps: [...]` list in the config) give
 accuracy against eps; a minimal-perturbation attack (the Boundary Attack) gives the whole curve from
@@ -13,10 +17,12 @@ minimal adversarial distance is above t.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+
+from advlab.threat import ThreatModel, derived_threats
 
 NO_DEFENSE, NON_ADAPTIVE, ADAPTIVE, WORST_SETTING = "no defense", "non-adaptive", "adaptive", "worst setting"
 WORST_CASE = "worst case"
@@ -46,6 +52,17 @@ class Entry:
     norm: str
     minimal: bool  # minimises the distance (its distances give a whole curve)
     per_image: bool = True  # False for a universal perturbation (one for all images: a weaker threat)
+    bound: tuple[str, float] | None = None  # (norm, eps) every adversarial lies within; None: unbounded
+
+    def within(self, threat: ThreatModel) -> Entry | None:
+        """This entry in a threat model: fooled only where the adversarial lies within eps in its norm
+        (None if the distances in that norm were not recorded); whole if its own bound lies inside."""
+        if threat.contains(self.bound):
+            return self
+        if threat.norm not in self.distances:
+            return None
+        fooled = ~self.correct & threat.within(self.distances[threat.norm])
+        return replace(self, correct=~fooled)
 
 
 @dataclass
@@ -65,6 +82,20 @@ class Ledger:
     def record(self, column: Column, label: str, entry: Entry) -> None:
         self.entries[column][label] = entry
 
+    def within(self, threat: ThreatModel) -> Ledger:
+        """The ledger as one threat model sees it: every entry restricted to it (`Entry.within`)."""
+        out = Ledger(list(self.columns), dict(self.clean), {c: {} for c in self.columns})
+        for column, entries in self.entries.items():
+            for label, e in entries.items():
+                restricted = e.within(threat)
+                if restricted is not None:
+                    out.record(column, label, restricted)
+        return out
+
+    def threats(self) -> list[ThreatModel]:
+        """The threat models the bounded attacks of this ledger define (one per distinct norm and eps)."""
+        return derived_threats(e.bound for entries in self.entries.values() for e in entries.values())
+
     def with_worst_settings(self) -> Ledger:
         """The ledger plus, per defense with both settings, a column whose entries are the per-image
         worse of the two (an attack counts if it fooled the defense either way)."""
@@ -83,24 +114,36 @@ class Ledger:
                 other = self.entries[adaptive].get(label)
                 if other is not None:
                     out.record(worst, label, Entry(entry.correct & other.correct, {}, entry.method, entry.params,
-                                                   entry.threat, entry.norm, False, entry.per_image))
+                                                   entry.threat, entry.norm, False, entry.per_image, entry.bound))
         return out
 
-    def summary(self) -> dict[str, Any]:
-        """results["robustness"]: the matrix (attacks and the worst case x columns) and the curves."""
+    def summary(self, threats: list[ThreatModel] | None = None) -> dict[str, Any]:
+        """results["robustness"]: one matrix (attacks and the worst case x columns) per threat model
+        (`threats`, or the ones the bounded attacks define), and the curves. Without any threat model
+        (only unbounded attacks) one matrix counts every success at any distance, and says so."""
+        threats = threats or self.threats()
+        matrices = [self._matrix(threat) for threat in (threats or [None])]
         full = self.with_worst_settings()
-        labels: list[str] = []
-        for column in full.columns:
-            labels += [label for label in full.entries[column] if label not in labels]
-        rows = [{"attack": label, "accuracy": [accuracy(full, c, [label]) for c in full.columns]} for label in labels]
-        rows.append({"attack": WORST_CASE, "accuracy": [accuracy(full, c, list(full.entries[c]))
-                                                        for c in full.columns]})
         columns = [{"model": c.model, "defense": c.defense, "setting": c.setting, "label": c.label(),
                     "clean_accuracy": float(full.clean[c].float().mean()) if len(full.clean[c]) else None}
                    for c in full.columns]
-        return {"n": len(next(iter(self.clean.values()))) if self.clean else 0, "columns": columns, "rows": rows,
-                "curves": eps_curves(self) + minimal_curves(self)}
+        return {"n": len(next(iter(self.clean.values()))) if self.clean else 0, "columns": columns,
+                "matrices": matrices, "curves": eps_curves(self) + minimal_curves(self)}
 
+    def _matrix(self, threat: ThreatModel | None) -> dict[str, Any]:
+        full = (self if threat is None else self.within(threat)).with_worst_settings()
+        labels: list[str] = []
+        for column in full.columns:
+            labels += [label for label in full.entries[column] if label not in labels]
+        rows = []
+        for label in labels:
+            entry = next(full.entries[c][label] for c in full.columns if label in full.entries[c])
+            counted = "any distance" if threat is None else "all" if threat.contains(entry.bound) else "within eps"
+            rows.append({"attack": label, "accuracy": [accuracy(full, c, [label]) for c in full.columns],
+                         "counted": counted})
+        rows.append({"attack": WORST_CASE, "accuracy": [accuracy(full, c, list(full.entries[c]))
+                                                        for c in full.columns]})
+        return {"threat": threat.as_dict() if threat is not None else None, "rows": rows}
 
 def accuracy(ledger: Ledger, column: Column, labels: list[str]) -> float | None:
     """The share of the column's images that are clean-correct and that every attack in `labels` left
@@ -190,4 +233,4 @@ def entry(correct: torch.Tensor, dist: dict[str, torch.Tensor], spec: Any, attac
                  distances={k: torch.where(fooled, v.float().cpu(), inf) for k, v in dist.items()},
                  method=spec.method, params=attack.params(), threat=threat, norm=getattr(attack, "norm", "l2"),
                  minimal=bool(getattr(attack, "minimal_perturbation", False)),
-                 per_image=not getattr(attack, "universal", False))
+                 per_image=not getattr(attack, "universal", False), bound=attack.bound())

@@ -211,8 +211,8 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
             if transfer is not None:
                 results[cls.transfer_key] = transfer
     if ledger.columns:
-        results["robustness"] = ledger.summary()
-    results["warnings"] = warnings + result_checks(ledger, results["attacks"])
+        results["robustness"] = ledger.summary(cfg.threat)
+    results["warnings"] = warnings + result_checks(ledger, results["attacks"], cfg.threat)
     for found in results["warnings"]:
         log.warning("check %s (%s): %s", found["check"], found["where"], found["message"])
     atomic.write_text(run_dir / "results.json", json.dumps(results, indent=1))

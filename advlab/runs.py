@@ -25,26 +25,27 @@ def find_runs(root: Path) -> list[Path]:
 
 def headline(run: Path) -> dict[str, Any]:
     """name, date, model, data, clean accuracy and the worst-case robust accuracy (no defense, and the
-    best defense's worst setting) of one run."""
+    best defense's worst setting) of one run, in its first threat model."""
     results = load_results(run)
     model, data = results.get("model") or {}, results.get("data") or {}
-    rob = results.get("robustness") if isinstance(results.get("robustness"), dict) else {}
-    columns = [c if isinstance(c, dict) else {} for c in rob.get("columns") or []]
-    worst_row = next((r.get("accuracy") or [] for r in rob.get("rows") or [] if r.get("attack") == WORST_CASE), [])
-    by_setting = [(c.get("setting"), c.get("defense"), v) for c, v in zip(columns, worst_row)]
+    found = matrices(results)
+    threat, columns, rows = found[0] if found else (None, [], [])
+    worst_row = next((values for name, values in rows if name == WORST_CASE), [])
+    by_setting = [(c.get("setting"), c.get("defense"), v) for c, v in zip(_columns(results), worst_row)]
     no_defense = next((v for setting, _, v in by_setting if setting == NO_DEFENSE), None)
     defended = [(v, d) for setting, d, v in by_setting if setting == WORST_SETTING and v is not None]
     return {"run": str(run), "name": results.get("name"), "created": results.get("created"),
             "model": model.get("name"), "data": f"{data.get('name')} (n = {data.get('n')})",
             "clean": (results.get("clean") or {}).get("accuracy"), "worst_case": no_defense,
-            "best_defense": max(defended) if defended else None}
+            "threat": threat, "best_defense": max(defended) if defended else None}
 
 
 def format_runs(runs: list[Path]) -> str:
     """The table `advlab runs` prints."""
     if not runs:
         return "no runs found (a run is a folder with results.json)"
-    lines = [f"{'run':44s} {'created':20s} {'model':24s} {'data':30s} {'clean':>6s} {'robust':>7s}  best defense"]
+    lines = [f"{'run':44s} {'created':20s} {'model':24s} {'data':30s} {'clean':>6s} {'robust':>7s} "
+             f"{'threat model':26s} best defense"]
     for run in runs:
         try:
             h = headline(run)
@@ -53,46 +54,68 @@ def format_runs(runs: list[Path]) -> str:
             continue
         best = f"{_pct(h['best_defense'][0])} {h['best_defense'][1]}" if h["best_defense"] else "-"
         lines.append(f"{_cut(h['run'], 44):44s} {str(h['created'] or '-'):20s} {_cut(str(h['model']), 24):24s} "
-                     f"{_cut(h['data'], 30):30s} {_pct(h['clean']):>6s} {_pct(h['worst_case']):>7s}  {best}")
+                     f"{_cut(h['data'], 30):30s} {_pct(h['clean']):>6s} {_pct(h['worst_case']):>7s} "
+                     f"{_cut(h['threat'] or '-', 26):26s} {best}")
     return "\n".join(lines)
 
 
 def export(run: Path, fmt: str) -> str:
-    """The robustness matrix of `run` (clean, each attack, worst case x columns, in %) as csv, markdown
-    or latex (booktabs)."""
+    """The robustness matrices of `run` (clean, each attack, worst case x columns, in %), one per threat
+    model, as csv (a leading threat column), markdown or latex (booktabs), one table per threat model."""
     if fmt not in FORMATS:
         raise AdvlabError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    found = matrix(load_results(run))
-    if found is None:
+    found = matrices(load_results(run))
+    if not found:
         raise AdvlabError(f"{run}/results.json has no robustness matrix (an older run, or a task without "
                           "per-image verdicts such as segmentation); re-run it with this advlab to get one")
-    columns, rows = found
-    table = [["attack", *columns], *[[name, *(_pct(v) for v in values)] for name, values in rows]]
     if fmt == "csv":
         out = io.StringIO()
-        csv.writer(out, lineterminator="\n").writerows(table)
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["threat", "attack", *found[0][1]])
+        for threat, _, rows in found:
+            writer.writerows([threat or "", name, *(_pct(v) for v in values)] for name, values in rows)
         return out.getvalue()
-    if fmt == "markdown":
-        header = "| " + " | ".join(table[0]) + " |"
-        rule = "|---|" + "---:|" * len(columns)
-        return "\n".join([header, rule, *("| " + " | ".join(r) + " |" for r in table[1:])]) + "\n"
-    esc = [[_latex(cell) for cell in r] for r in table]
+    return "\n".join((_markdown if fmt == "markdown" else _latex_table)(*m) for m in found)
+
+
+def _markdown(threat: str | None, columns: list[str], rows: list[tuple[str, list[float | None]]]) -> str:
+    header = "| attack | " + " | ".join(columns) + " |"
+    rule = "|---|" + "---:|" * len(columns)
+    body = ["| " + " | ".join([name, *(_pct(v) for v in values)]) + " |" for name, values in rows]
+    return "\n".join([f"Robust accuracy (%), threat model {threat or 'none'}", "", header, rule, *body]) + "\n"
+
+
+def _latex_table(threat: str | None, columns: list[str], rows: list[tuple[str, list[float | None]]]) -> str:
+    esc = [[_latex(cell) for cell in r] for r in [["attack", *columns],
+                                                  *[[name, *(_pct(v) for v in values)] for name, values in rows]]]
     body = [" & ".join(r) + r" \\" for r in esc[1:]]
-    worst = len(body) - 1
-    body[worst] = r"\midrule" + "\n" + body[worst]
-    return "\n".join([r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule", " & ".join(esc[0]) + r" \\",
-                      r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]) + "\n"
+    body[-1] = r"\midrule" + "\n" + body[-1]  # the worst case
+    return "\n".join([f"% robust accuracy (%), threat model {_latex(threat or 'none')}",
+                       r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule", " & ".join(esc[0]) + r" \\",
+                       r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
-def matrix(results: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[float | None]]]] | None:
-    """(column labels, [(row name, accuracy per column)]) with a clean row first; None without a matrix."""
+def matrices(results: dict[str, Any]) -> list[tuple[str | None, list[str], list[tuple[str, list[float | None]]]]]:
+    """[(threat model label, column labels, [(row name, accuracy per column)])], one per threat model,
+    each with a clean row first; [] without a matrix. A run from before threat models (one "rows" list,
+    which counted unbounded attacks at any distance) reads as one matrix without a threat model."""
     rob = results.get("robustness")
-    if not isinstance(rob, dict) or not rob.get("columns") or not rob.get("rows"):
-        return None
-    columns = [str(c.get("label")) for c in rob["columns"]]
-    rows = [("clean", [c.get("clean_accuracy") for c in rob["columns"]])]
-    rows += [(str(r.get("attack")), list(r.get("accuracy") or [])) for r in rob["rows"]]
-    return columns, rows
+    if not isinstance(rob, dict) or not rob.get("columns"):
+        return []
+    columns = [str(c.get("label")) for c in _columns(results)]
+    clean = ("clean", [c.get("clean_accuracy") for c in _columns(results)])
+    found = rob.get("matrices") if isinstance(rob.get("matrices"), list) else [{"threat": None, "rows": rob.get("rows")}]
+    out = []
+    for m in (m for m in found if isinstance(m, dict) and isinstance(m.get("rows"), list) and m["rows"]):
+        threat = m.get("threat") if isinstance(m.get("threat"), dict) else {}
+        rows = [(str(r.get("attack")), list(r.get("accuracy") or [])) for r in m["rows"] if isinstance(r, dict)]
+        out.append((str(threat["label"]) if threat.get("label") else None, columns, [clean, *rows]))
+    return out
+
+
+def _columns(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rob = results.get("robustness") if isinstance(results.get("robustness"), dict) else {}
+    return [c if isinstance(c, dict) else {} for c in rob.get("columns") or []]
 
 
 def _pct(value: Any) -> str:

@@ -9,9 +9,10 @@ A robustness number is only as good as the attacks behind it. These checks follo
   probabilities rather than logits, zero / NaN input gradients, and an unbounded attack (eps = 1)
   that does not drive accuracy to about 0;
 - `result_checks` reads the per-image outcomes of the run (`advlab.robustness.Ledger`) and its rows:
-  a transfer attack (made on the bare model) or a decision-based attack succeeding where the white-box
-  gradient attack at the same budget failed (gradient masking suspected), accuracy that does not
-  fall as eps grows, and a random-noise control about as strong as the attack.
+  a transfer attack (made on the bare model) succeeding where the white-box attack failed, or a
+  decision- or score-based attack succeeding within a threat model where every gradient attack of
+  that threat model failed (gradient masking suspected: AutoAttack's own check), accuracy that does
+  not fall as eps grows, and a random-noise control about as strong as the attack.
 
 Each warning is {"check", "where", "message", "advice"}.
 """
@@ -24,6 +25,7 @@ from torch import nn
 
 from advlab.criteria import Untargeted
 from advlab.robustness import ADAPTIVE, NON_ADAPTIVE, Column, Ledger, accuracy, eps_curves
+from advlab.threat import ThreatModel
 
 PROBE_IMAGES = 8  # images each model probe looks at
 MASKED_SHARE = 0.1  # zero / NaN gradients on at least this share of images is flagged
@@ -100,8 +102,11 @@ def _unbounded_accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor)
 
 
 # ---------------------------------------------------------------- result checks
-def result_checks(ledger: Ledger, rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    return _transfer_beats_adaptive(ledger) + _decision_beats_gradient(ledger) + _curves(ledger) + _controls(rows)
+def result_checks(ledger: Ledger, rows: list[dict[str, Any]],
+                  threats: list[ThreatModel] | None = None) -> list[dict[str, str]]:
+    """Checks on a run's outcomes; `threats`: its threat models (None: the ones its bounded attacks define)."""
+    return (_transfer_beats_adaptive(ledger) + _search_beats_gradient(ledger, threats or ledger.threats())
+            + _curves(ledger) + _controls(rows))
 
 
 def _transfer_beats_adaptive(ledger: Ledger) -> list[dict[str, str]]:
@@ -124,26 +129,35 @@ def _transfer_beats_adaptive(ledger: Ledger) -> list[dict[str, str]]:
     return found
 
 
-def _decision_beats_gradient(ledger: Ledger) -> list[dict[str, str]]:
+def _search_beats_gradient(ledger: Ledger, threats: list[ThreatModel]) -> list[dict[str, str]]:
+    """AutoAttack's own check (Croce & Hein, ICML 2020): within a threat model, a score- or decision-based
+    attack fooling images that every white-box gradient attack of that threat model left right means the
+    gradients did not find what is there (masked, obfuscated, or a weak attack)."""
     found = []
-    for column in ledger.columns:
-        entries = ledger.entries[column]
-        clean = ledger.clean[column]
-        for w_label, w in entries.items():
-            eps = w.params.get("eps")
-            if w.threat != "white-box" or not w.per_image or not isinstance(eps, (int, float)):
-                continue  # a universal perturbation is a weaker threat than per-image attacks
-            for d_label, d in entries.items():
-                if d.threat != "decision" or w.norm not in d.distances:
+    for threat in threats:
+        within = ledger.within(threat)
+        for column in within.columns:
+            entries, clean = within.entries[column], within.clean[column]
+            gradient = [label for label, e in entries.items()
+                        if e.threat == "white-box" and e.per_image and threat.contains(e.bound)]
+            if not gradient:
+                continue
+            survived = clean.clone()
+            for label in gradient:
+                survived &= entries[label].correct
+            for label, e in entries.items():
+                if e.threat not in ("decision", "score"):
                     continue
-                beaten = clean & ~d.correct & (d.distances[w.norm] <= eps * (1 + 1e-6)) & w.correct
+                beaten = survived & ~e.correct
                 share = float(beaten.float().sum() / clean.float().sum().clamp_min(1))
                 if share > GAP and int(beaten.sum()) >= 2:
                     found.append(warning("gradient-masking", column.label(),
-                                         f"{d_label} (decision-based) fooled {share:.0%} of the images within "
-                                         f"{w.norm} {eps:.4g}, where {w_label} (white-box, same budget) failed",
-                                         "gradients are likely masked or obfuscated: try BPDA, EOT, more steps or "
-                                         "restarts, and report the worst case over attacks"))
+                                         f"{label} ({e.threat}-based) fooled {share:.0%} of the images within "
+                                         f"{threat.label()} that every gradient attack there left right "
+                                         f"({', '.join(gradient)})",
+                                         "gradients are likely masked or obfuscated, or the gradient attacks are too "
+                                         "weak: try BPDA, EOT, APGD with more iterations or restarts, and report the "
+                                         "worst case over attacks"))
     return found
 
 

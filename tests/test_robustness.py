@@ -13,24 +13,80 @@ from advlab.config import AttackSpec, expand_sweeps
 from advlab.robustness import attack_labels
 
 
+def _rows(matrix: dict) -> dict[str, list]:
+    return {r["attack"]: r["accuracy"] for r in matrix["rows"]}
+
+
 def test_the_worst_case_is_at_or_below_every_attack_in_every_column(matrix_run):
     _, results = matrix_run
     rob = results["robustness"]
     labels = [c["label"] for c in rob["columns"]]
     assert labels[:3] == ["no defense", "bit-depth 2 bits, non-adaptive", "bit-depth 2 bits, adaptive"]
     assert "bit-depth 2 bits, worst setting" in labels and "bit-depth 2 bits, no BPDA, adaptive" in labels
-    rows = {r["attack"]: r["accuracy"] for r in rob["rows"]}
-    assert list(rows) == ["fgsm", "pgd eps=0.03", "pgd eps=0.1", "pgd eps=0.3", "boundary", "worst case"]
-    for j in range(len(labels)):
-        singles = [rows[a][j] for a in rows if a != "worst case" and rows[a][j] is not None]
-        assert rows["worst case"][j] <= min(singles)
-    # the no-defense worst case, recomputed per image from the rows' samples
-    plain = [a for a in results["attacks"] if a["setting"] == "plain model"]
-    right = torch.ones(80, dtype=torch.bool)
-    for row in plain:
-        right &= torch.tensor([s["adv_pred"] == s["label"] for s in row["samples"]])
-    assert rows["worst case"][0] == pytest.approx(float(right.float().mean()))
-    assert rows["worst case"][0] < rows["fgsm"][0]  # the worst case is a real minimum, not a copy of one row
+    # one matrix per distinct (norm, eps) of the bounded attacks: fgsm 0.1 and the pgd sweep
+    assert [(m["threat"]["norm"], m["threat"]["eps"]) for m in rob["matrices"]] == [("linf", 0.03), ("linf", 0.1),
+                                                                                     ("linf", 0.3)]
+    for matrix in rob["matrices"]:
+        rows = _rows(matrix)
+        assert list(rows) == ["fgsm", "pgd eps=0.03", "pgd eps=0.1", "pgd eps=0.3", "boundary", "worst case"]
+        for j in range(len(labels)):
+            singles = [rows[a][j] for a in rows if a != "worst case" and rows[a][j] is not None]
+            assert rows["worst case"][j] <= min(singles)
+
+
+def test_an_unbounded_attack_counts_only_within_each_threat_model(matrix_run):
+    """The Boundary Attack fools every image at some distance; in a matrix it fools an image only where its
+    l_inf distance is within the threat model's eps, so the worst case equals the per-image recomputation
+    from the rows' samples and never falls to what 'fooled at any distance' would give."""
+    _, results = matrix_run
+    plain = {(a["method"], a["params"].get("eps")): a for a in results["attacks"] if a["setting"] == "plain model"}
+    boundary = plain[("boundary", None)]
+    assert boundary["success_rate"] > 0.9  # it fools nearly everything, far outside the small budgets
+    clean = torch.tensor([s["clean_pred"] == s["label"] for s in boundary["samples"]])
+    anywhere = clean.clone()
+    for row in plain.values():
+        anywhere &= torch.tensor([s["adv_pred"] == s["label"] for s in row["samples"]])
+    worst_at = {}
+    for matrix in results["robustness"]["matrices"]:
+        eps = matrix["threat"]["eps"]
+        right = clean.clone()
+        for row in plain.values():
+            fooled = torch.tensor([s["adv_pred"] != s["label"] and s["linf"] is not None and s["linf"] <= eps + 1e-6
+                                   for s in row["samples"]])
+            right &= ~fooled
+        rows = _rows(matrix)
+        worst_at[eps] = rows["worst case"][0]
+        assert worst_at[eps] == pytest.approx(float(right.float().mean()))
+        counted = {r["attack"]: r.get("counted") for r in matrix["rows"]}
+        assert counted["boundary"] == "within eps" and counted[f"pgd eps={eps:g}"] == "all"
+        assert counted["pgd eps=0.3"] == ("all" if eps == 0.3 else "within eps")
+    assert worst_at[0.03] >= worst_at[0.1] >= worst_at[0.3]  # a larger budget never leaves more
+    assert worst_at[0.03] > 0.3 and float(anywhere.float().mean()) == 0.0
+
+
+def test_named_threat_models_replace_the_derived_ones(fashion, in_tmp, run_error, capsys):
+    """`--threat` (repeatable) names the matrices; a minimal attack alone gets a matrix per named threat
+    model, its accuracy there recomputed from its per-image distances."""
+    args = ["attack", "--method", "boundary", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+            str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data", "fashion-mnist",
+            "-n", "16", "--max-queries", "200"]
+    assert main([*args, "--threat", "l2:1.5", "--threat", "linf:8/255", "--out", "run"]) == 0
+    results = json.loads((in_tmp / "run" / "results.json").read_text())
+    matrices = results["robustness"]["matrices"]
+    assert [(m["threat"]["norm"], m["threat"]["eps"]) for m in matrices] == [("l2", 1.5), ("linf", 8 / 255)]
+    assert matrices[1]["threat"]["label"] == "linf eps 0.03137 (8/255)"
+    samples = results["attacks"][0]["samples"]
+    for matrix in matrices:
+        norm, eps = matrix["threat"]["norm"], matrix["threat"]["eps"]
+        right = [s["clean_pred"] == s["label"] and not (s["adv_pred"] != s["label"] and s[norm] <= eps + 1e-6)
+                 for s in samples]
+        assert _rows(matrix)["boundary"][0] == pytest.approx(sum(right) / len(right))
+    assert _rows(matrices[0])["boundary"][0] > 1 - results["attacks"][0]["success_rate"]  # not 'any distance'
+    assert "threat" in (in_tmp / "run" / "config.yaml").read_text()
+    assert "Threat model: linf eps 0.03137 (8/255)" in (in_tmp / "run" / "index.html").read_text()
+    capsys.readouterr()
+    assert "--threat 'l3:1': norm must be one of linf, l2" in run_error(*args, "--threat", "l3:1")
+    assert "write NORM:EPS" in run_error(*args, "--threat", "0.1")
 
 
 def test_an_eps_list_gives_one_row_each_and_a_monotone_curve_for_sound_columns(matrix_run):
@@ -86,18 +142,21 @@ def test_a_sweep_from_the_command_line(fashion, in_tmp):
 def test_export_writes_the_matrix_as_csv_markdown_and_latex(matrix_run, capsys):
     run, results = matrix_run
     rob = results["robustness"]
-    worst = next(r for r in rob["rows"] if r["attack"] == "worst case")["accuracy"]
+    worst = [_rows(m)["worst case"] for m in rob["matrices"]]
     assert main(["export", str(run), "--format", "csv"]) == 0
     rows = [line.split(",") for line in capsys.readouterr().out.splitlines()]
-    assert rows[0][:2] == ["attack", "no defense"] and rows[1][0] == "clean"
-    assert rows[-1][:2] == ["worst case", f"{100 * worst[0]:.1f}"]
+    assert rows[0][:3] == ["threat", "attack", "no defense"] and rows[1][:2] == ["linf eps 0.03", "clean"]
+    worst_lines = [r for r in rows if r[1] == "worst case"]
+    assert [r[0] for r in worst_lines] == ["linf eps 0.03", "linf eps 0.1", "linf eps 0.3"]
+    assert [r[2] for r in worst_lines] == [f"{100 * w[0]:.1f}" for w in worst]
     assert main(["export", str(run), "--format", "markdown"]) == 0
     markdown = capsys.readouterr().out
-    assert markdown.startswith("| attack | no defense |") and "| pgd eps=0.3 |" in markdown
+    assert markdown.startswith("Robust accuracy (%), threat model linf eps 0.03\n\n| attack | no defense |")
+    assert markdown.count("| attack |") == 3 and "| pgd eps=0.3 |" in markdown
     out = run.parent / "matrix.tex"
     assert main(["export", str(run), "--format", "latex", "--out", str(out)]) == 0
     latex = out.read_text()
-    assert latex.startswith(r"\begin{tabular}{l" + "r" * len(rob["columns"]) + "}") and r"\bottomrule" in latex
+    assert latex.count(r"\begin{tabular}{l" + "r" * len(rob["columns"]) + "}") == 3 and r"\bottomrule" in latex
 
 
 def test_runs_lists_a_run_with_its_headline_numbers(matrix_run, capsys):
@@ -106,6 +165,7 @@ def test_runs_lists_a_run_with_its_headline_numbers(matrix_run, capsys):
     listing = capsys.readouterr().out
     line = next(line for line in listing.splitlines() if str(run) in line or line.startswith("…"))
     assert f"{100 * results['clean']['accuracy']:.1f}" in line and "bit-depth 2 bits" in line
+    assert "linf eps 0.03" in line  # the threat model of the headline number
 
 
 def test_compare_highlights_the_deltas_between_runs(matrix_run, tmp_path, run_error):
@@ -115,12 +175,13 @@ def test_compare_highlights_the_deltas_between_runs(matrix_run, tmp_path, run_er
     other = tmp_path / "other"
     shutil.copytree(run, other)
     changed = json.loads((other / "results.json").read_text())
-    worst = next(r for r in changed["robustness"]["rows"] if r["attack"] == "worst case")
+    worst = next(r for r in changed["robustness"]["matrices"][1]["rows"] if r["attack"] == "worst case")
     worst["accuracy"][0] += 0.1
     (other / "results.json").write_text(json.dumps(changed))
     assert main(["compare", str(run), str(other), "--out", str(tmp_path / "cmp.html")]) == 0
     html = (tmp_path / "cmp.html").read_text()
     assert '<span class="up">+10.0</span>' in html and html.count('class="down"') == 0
+    assert html.count("<h2>Threat model linf eps") == 3
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "results.json").write_text(json.dumps({"name": "old", "attacks": []}))

@@ -58,8 +58,9 @@ def test_each_probe_fires_on_a_model_built_to_trigger_it(fashion):
 def _entry(correct: list[bool], *, eps: float | None = None, threat: str = "white-box", norm: str = "linf",
            dist: list[float] | None = None, method: str = "pgd") -> Entry:
     distances = {} if dist is None else {norm: torch.tensor(dist)}
+    bound = (norm, eps) if eps is not None else None
     return Entry(torch.tensor(correct), distances, method, {} if eps is None else {"eps": eps}, threat, norm,
-                 threat == "decision")
+                 threat == "decision", bound=bound)
 
 
 def _ledger(entries: dict[str, Entry]) -> Ledger:

@@ -1,6 +1,6 @@
 """`advlab compare RUN_A RUN_B ...`: one self-contained HTML page with the runs' robustness matrices side
-by side, cell by cell (the same attack and column in every run), each value's delta against the first
-run highlighted, and the runs' headline numbers."""
+by side, cell by cell (the same threat model, attack and column in every run), each value's delta
+against the first run highlighted, and the runs' headline numbers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +10,7 @@ from typing import Any
 from advlab.errors import AdvlabError
 from advlab.report import environment, fmt, load_results
 from advlab.robustness import WORST_CASE
-from advlab.runs import headline, matrix
+from advlab.runs import headline, matrices
 
 DELTA = 0.005  # deltas smaller than half a point are not highlighted
 
@@ -22,28 +22,31 @@ class CompareCell:
 
 
 def compare_context(runs: list[Path]) -> dict[str, Any]:
-    matrices = []
-    for run in runs:
-        table = matrix(load_results(run))
-        if table is None:
-            raise AdvlabError(f"{run}/results.json has no robustness matrix; re-run it with this advlab to compare it")
-        columns, rows = table
-        matrices.append({(name, column): value for name, values in rows for column, value in zip(columns, values)})
+    """One table per threat model (cells matched by threat model, attack and column across the runs)."""
+    tables: dict[str | None, dict[tuple[str, str], list[Any]]] = {}
     columns: list[str] = []
-    attacks: list[str] = []
-    for m in matrices:
-        for name, column in m:
-            columns += [column] if column not in columns else []
-            attacks += [name] if name not in attacks else []
-    attacks = [a for a in attacks if a not in ("clean", WORST_CASE)]
-    table = []
-    for name in ["clean", *attacks, WORST_CASE]:
-        cells = []
-        for column in columns:
-            values = [m.get((name, column)) for m in matrices]
-            cells.append(CompareCell([fmt.pct(v) for v in values], [_delta(values[0], v) for v in values[1:]]))
-        table.append((name, cells))
-    return {"runs": [headline(r) for r in runs], "columns": columns, "table": table,
+    for i, run in enumerate(runs):
+        found = matrices(load_results(run))
+        if not found:
+            raise AdvlabError(f"{run}/results.json has no robustness matrix; re-run it with this advlab to compare it")
+        for threat, labels, rows in found:
+            columns += [c for c in labels if c not in columns]
+            table = tables.setdefault(threat, {})
+            for name, values in rows:
+                for column, value in zip(labels, values):
+                    table.setdefault((name, column), [None] * len(runs))[i] = value
+    out = []
+    for threat, cells_of in tables.items():
+        attacks = list(dict.fromkeys(name for name, _ in cells_of if name not in ("clean", WORST_CASE)))
+        table = []
+        for name in ["clean", *attacks, WORST_CASE]:
+            cells = []
+            for column in columns:
+                values = cells_of.get((name, column), [None] * len(runs))
+                cells.append(CompareCell([fmt.pct(v) for v in values], [_delta(values[0], v) for v in values[1:]]))
+            table.append((name, cells))
+        out.append({"threat": threat or "none (any distance counts)", "rows": table})
+    return {"runs": [headline(r) for r in runs], "columns": columns, "tables": out,
             "names": [r.name for r in runs], "fmt": fmt}
 
 

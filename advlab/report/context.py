@@ -8,7 +8,7 @@ from typing import Any
 from advlab.report import fmt
 from advlab.report.defenses import defense_table, defense_views
 from advlab.report.gallery import Gallery, build_gallery
-from advlab.report.robustness import curves_view, matrix_view, warnings_view
+from advlab.report.robustness import curves_view, matrix_views, warnings_view
 from advlab.report.universal import UniversalView, is_universal, transfer_view, universal_view
 from advlab.report.views import Column, task_columns, view_for
 
@@ -163,6 +163,6 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         "defense_views": defense_views(run_dir, results.get("defenses"), attacks),
         "files": files,
         "warnings": warnings_view(results.get("warnings")),
-        "matrix": matrix_view(results.get("robustness")),
+        "matrices": matrix_views(results.get("robustness")),
         "curves": curves_view(results.get("robustness")),
     }

@@ -22,9 +22,10 @@ class Cell:
 
 @dataclass
 class Matrix:
+    threat: str  # the threat model's label, e.g. 'linf eps 0.03137 (8/255)'
     columns: list[str]
     clean: list[str]
-    rows: list[tuple[str, list[Cell], bool]]  # (attack, cells, is the worst case)
+    rows: list[tuple[str, list[Cell], bool, bool]]  # (attack, cells, is the worst case, counted only within eps)
 
 
 def warnings_view(warnings: Any) -> list[dict[str, Any]]:
@@ -51,20 +52,27 @@ def _colour(value: Any) -> str:
     return f"background: rgb({min(red, 255)}, {min(green, 255)}, 160)"
 
 
-def matrix_view(robustness: Any) -> Matrix | None:
-    """results["robustness"] as the matrix the page shows; None without one."""
+def matrix_views(robustness: Any) -> list[Matrix]:
+    """results["robustness"] as the matrices the page shows, one per threat model; [] without one."""
     rob = fmt.as_dict(robustness)
     columns = [fmt.as_dict(c) for c in rob.get("columns") or []]
-    rows = [fmt.as_dict(r) for r in rob.get("rows") or []]
-    if not columns or not rows:
-        return None
+    found = rob.get("matrices") if isinstance(rob.get("matrices"), list) else [{"rows": rob.get("rows")}]
     out = []
-    for row in rows:
-        values = row.get("accuracy") if isinstance(row.get("accuracy"), list) else []
-        cells = [Cell(fmt.pct(v), _colour(v)) for v in values]
-        out.append((fmt.plain(row.get("attack")), cells, row.get("attack") == WORST_CASE))
-    return Matrix([fmt.plain(c.get("label")) for c in columns], [fmt.pct(c.get("clean_accuracy")) for c in columns],
-                  out)
+    for m in (fmt.as_dict(m) for m in found):
+        rows = [fmt.as_dict(r) for r in m.get("rows") or []] if isinstance(m.get("rows"), list) else []
+        if not columns or not rows:
+            continue
+        threat = fmt.as_dict(m.get("threat"))
+        cells_of = []
+        for row in rows:
+            values = row.get("accuracy") if isinstance(row.get("accuracy"), list) else []
+            cells = [Cell(fmt.pct(v), _colour(v)) for v in values]
+            cells_of.append((fmt.plain(row.get("attack")), cells, row.get("attack") == WORST_CASE,
+                             row.get("counted") == "within eps"))
+        label = fmt.plain(threat.get("label")) if threat.get("label") else "none: every success counts, at any distance"
+        out.append(Matrix(label, [fmt.plain(c.get("label")) for c in columns],
+                          [fmt.pct(c.get("clean_accuracy")) for c in columns], cells_of))
+    return out
 
 
 def curves_view(robustness: Any) -> list[dict[str, str]]:
