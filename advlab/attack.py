@@ -134,6 +134,12 @@ class Attack(abc.ABC):
             return None
         return self.norm, float(eps)
 
+    def parts(self, extras: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor, str]]:
+        """Rows of their own in the robustness matrix for parts of a composite attack, from its extras
+        (per-image tensors named `per_image_*` are kept across chunks): (label, fooled (M,) bool over the
+        attacked images, threat). None by default."""
+        return []
+
     def params(self) -> dict[str, Any]:
         """The settings, for results.json (subclasses store them as public attributes)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "control_of"}

@@ -128,8 +128,10 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
         queries=torch.cat([p["queries"] for p in parts]),
         wall_s=float(sum(p["wall_s"] for p in parts)),
         traces={k: _pad_cat([p[k] for p in parts]) for k in traces},
-        extras={k: v for k, v in parts[0].items() if k not in _CHUNK_KEYS and not k.startswith("trace_")}
-        if len(parts) == 1 else {},
+        extras={**({k: v for k, v in parts[0].items() if k not in _CHUNK_KEYS and not k.startswith("trace_")}
+                   if len(parts) == 1 else {}),
+                **{k: torch.cat([p[k] for p in parts]) for k in parts[0] if k.startswith("per_image_")
+                   and all(k in p for p in parts)}},
         distances={norm: torch.cat([p[f"dist_{norm}"] for p in parts]) for norm in DISTANCE_NORMS},
         ranks=[int(p.get("rank", 0)) for p in parts],
     )

@@ -4,7 +4,7 @@ context (setting, defense, model) and whatever the attack adds itself (`Attack.r
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,7 @@ class Outcome:
     won: torch.Tensor  # (N,) bool, attacked and successful
     adv: Any  # the subject's task predictions on x_adv
     dist: dict[str, torch.Tensor]  # norm -> (N,) distance of x_adv from x (0 where the attack did not run)
+    parts: list[tuple[str, torch.Tensor, str]] = field(default_factory=list)  # (label, fooled (N,), threat)
 
 
 def save_adversarials(x_adv: Images, names: list[str], arrays: Path, tag: str) -> str:
@@ -160,4 +161,9 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
     atomic.save_tensors(saved, arrays / f"{tag}.pt")
     if cfg.save_adversarials:
         row["adversarials_dir"] = save_adversarials(x_adv, data.names, arrays, tag)
-    return Outcome(row, x_adv, plan.attacked & success, adv, dist)
+    parts = []
+    for label, fooled, threat in attack.parts(run.extras):
+        full = torch.zeros(len(data), dtype=torch.bool)
+        full[index] = fooled.bool().cpu()
+        parts.append((label, full, threat))
+    return Outcome(row, x_adv, plan.attacked & success, adv, dist, parts)

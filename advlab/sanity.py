@@ -106,7 +106,7 @@ def result_checks(ledger: Ledger, rows: list[dict[str, Any]],
                   threats: list[ThreatModel] | None = None) -> list[dict[str, str]]:
     """Checks on a run's outcomes; `threats`: its threat models (None: the ones its bounded attacks define)."""
     return (_transfer_beats_adaptive(ledger) + _search_beats_gradient(ledger, threats or ledger.threats())
-            + _curves(ledger) + _controls(rows))
+            + _curves(ledger) + _controls(rows) + _score_after_gradients(rows))
 
 
 def _transfer_beats_adaptive(ledger: Ledger) -> list[dict[str, str]]:
@@ -181,6 +181,21 @@ def _curves(ledger: Ledger) -> list[dict[str, str]]:
                                  "where any image can be turned into any other",
                                  "suspect gradient masking or a bug; check gradients, try BPDA or a decision-based "
                                  "attack"))
+    return found
+
+
+def _score_after_gradients(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """AutoAttack's warning: inside one sequence, the score-based component fooled images that the gradient
+    components before it left right."""
+    found = []
+    for row in rows:
+        for part in row.get("components") or []:
+            if part.get("threat") == "score" and part.get("fooled"):
+                where = ", ".join(str(row[k]) for k in ("model", "defense", "setting") if row.get(k))
+                found.append(warning("gradient-masking", where, f"{row['method']}: {part['attack']} (score-based) "
+                                     f"fooled {part['fooled']} images that the gradient attacks before it left right",
+                                     "the gradients are likely masked or obfuscated: trust the score-based result, "
+                                     "and attack through BPDA or with EOT"))
     return found
 
 

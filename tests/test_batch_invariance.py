@@ -20,6 +20,9 @@ def per_image(run_dir) -> list[tuple]:
 @pytest.mark.parametrize("method,settings", [
     ("boundary", ["--max-queries", "200"]),
     ("pgd", ["--eps", "0.1", "--steps", "5"]),
+    ("apgd", ["--eps", "0.1", "--steps", "12", "--set", "loss=dlr"]),
+    ("square", ["--eps", "0.2", "--max-queries", "100"]),
+    ("square", ["--eps", "3.0", "--norm", "l2", "--max-queries", "100"]),
 ])
 def test_batch_size_never_changes_a_per_image_result(fashion, tmp_path, method, settings):
     results = {}

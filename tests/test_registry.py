@@ -17,6 +17,10 @@ SMALL_SETTINGS: dict[str, dict] = {
     "pgd": {"eps": 0.3},
     "universal": {"solver": "deepfool", "norm": "l2", "eps": 3.0, "delta": 0.0, "batch_size": 1, "progress": False},
     "dag": {"max_iterations": 200, "progress": False},
+    "apgd": {"eps": 0.3, "steps": 20},
+    "apgd-t": {"eps": 0.3, "steps": 10, "targets": 3},
+    "square": {"eps": 0.3, "max_queries": 300},
+    "standard": {"eps": 0.3, "steps": 10, "targets": 3, "square_queries": 100},
 }
 # Share of the targets an attack must fool on the shared test model: 0.9, except DAG on the lab's small
 # segmenter, whose permuted label maps no attack drives past about 0.93 (targeted PGD at eps 0.4): DAG reaches 0.74.

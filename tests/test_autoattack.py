@@ -1,0 +1,133 @@
+"""APGD, APGD-T, Square and the `standard` sequence (Croce & Hein, ICML 2020; Andriushchenko et al.,
+ECCV 2020) against their reference implementation in torchattacks 3.5.1 (a test dependency only), on the
+lab's Fashion-MNIST CNN: at least as strong on the same images, inside the threat model, and the
+sequence's bookkeeping equal to a recomputation."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from advlab.attacks.apgd import APGD, APGDT, Schedule, dlr_loss, dlr_targeted_loss
+from advlab.attacks.square import Square, p_selection
+from advlab.cli import main
+from advlab.criteria import Untargeted
+
+torchattacks = pytest.importorskip("torchattacks", reason="pip install torchattacks==3.5.1 (make test does)")
+FASHION_MODEL = ["--model", "advlab.smallnets:fashion_cnn", "--mean", "0.5", "--std", "0.5", "--input-size", "28",
+                 "--data", "fashion-mnist:test"]
+
+
+def robust(model, x_adv: torch.Tensor, y: torch.Tensor) -> int:
+    with torch.no_grad():
+        return int((model(x_adv).argmax(1) == y).sum())
+
+
+def test_dlr_is_invariant_to_a_shift_and_a_rescaling_of_the_logits():
+    z = torch.randn(16, 10, generator=torch.Generator().manual_seed(0))
+    y, t = torch.arange(16) % 10, (torch.arange(16) + 3) % 10
+    for loss in (lambda v: dlr_loss(v, y), lambda v: dlr_targeted_loss(v, y, t)):
+        assert torch.allclose(loss(7.5 * z + 3.0), loss(z), atol=1e-5)
+    assert bool((dlr_loss(z, z.argmax(1)) < 0).all())  # right: below 0; fooled: above
+    assert bool((dlr_loss(z, z.argmin(1)) > 0).all())
+
+
+def test_the_step_size_checkpoints_follow_the_paper():
+    """p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), at 100 iterations."""
+    schedule, at, length = Schedule.of(100), [], None
+    length, position = schedule.first, 0
+    while position + length <= 100:
+        position += length
+        at.append(position)
+        length = max(length - schedule.shrink, schedule.shortest)
+    paper, p = [0.0, 0.22], [0.0, 0.22]
+    while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1.0:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    paper = [round(100 * v) for v in p[1:]]
+    assert at == paper == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.5)])
+def test_apgd_is_at_least_as_strong_as_torchattacks_inside_the_ball(fashion, norm, eps):
+    x, y = fashion.correct(200)
+    for loss in ("ce", "dlr"):
+        ours = APGD(eps=eps, norm=norm, steps=100, loss=loss)(fashion.model, x, Untargeted(y), seed=0)
+        delta = (ours.x_adv - x).flatten(1)
+        size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+        assert float(size.max()) <= eps * (1 + 1e-5)
+        assert int((~ours.success).sum()) == robust(fashion.model, ours.x_adv, y)  # the verdicts are the model's
+        theirs = torchattacks.APGD(fashion.model, norm="Linf" if norm == "linf" else "L2", eps=eps, steps=100,
+                                   n_restarts=1, loss=loss, seed=0)(x, y)
+        left_ours, left_theirs = int((~ours.success).sum()), robust(fashion.model, theirs, y)
+        assert left_ours <= left_theirs + 1, (loss, left_ours, left_theirs)  # 0.5 points of 200
+        assert left_ours < 0.6 * len(y)  # the attack works at all: most images fall
+
+
+def test_apgd_t_tries_the_next_most_likely_classes_and_matches_torchattacks(fashion):
+    x, y = fashion.correct(60)
+    eps = 0.06
+    ours = APGDT(eps=eps, steps=50, targets=3)(fashion.model, x, Untargeted(y), seed=0)
+    theirs = torchattacks.APGDT(fashion.model, norm="Linf", eps=eps, steps=50, n_restarts=1, n_classes=10, seed=0)
+    theirs.n_target_classes = 3
+    left_theirs = robust(fashion.model, theirs(x, y), y)
+    assert int((~ours.success).sum()) <= left_theirs + 1
+    one = APGDT(eps=eps, steps=50, targets=1)(fashion.model, x, Untargeted(y), seed=0)
+    assert bool((one.success <= ours.success).all())  # more targets only add (the first target's run is the same)
+    assert int(ours.queries.max()) <= 1 + 3 * 51 and int(one.queries.max()) <= 1 + 51
+
+
+def test_square_stays_in_the_ball_and_fools_without_gradients(fashion):
+    x, y = fashion.correct(40)
+    # shares fooled after 300 queries; torchattacks' Square left 27 of 46 at l2 1.5, ours 28 (bench numbers)
+    for norm, eps, share in (("linf", 0.1, 0.4), ("l2", 1.5, 0.25)):
+        result = Square(eps=eps, norm=norm, max_queries=300)(fashion.model, x, Untargeted(y), seed=0)
+        delta = (result.x_adv - x).flatten(1)
+        size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+        assert float(size.max()) <= eps * (1 + 1e-5)
+        assert int((~result.success).sum()) == robust(fashion.model, result.x_adv, y)
+        assert float(result.success.float().mean()) > share, norm  # a random search, without any gradient
+        assert int(result.queries.max()) <= 300 and int(result.queries[result.success].min()) >= 1
+    assert p_selection(0.8, 0, 5000) == 0.8 and p_selection(0.8, 5000, 5000) == pytest.approx(0.8 / 512)
+
+
+def test_square_is_at_least_as_strong_as_torchattacks(fashion):
+    x, y = fashion.correct(60)
+    ours = Square(eps=0.08, norm="linf", max_queries=200)(fashion.model, x, Untargeted(y), seed=0)
+    theirs = torchattacks.Square(fashion.model, norm="Linf", eps=0.08, n_queries=200, n_restarts=1, p_init=0.8,
+                                 loss="margin", resc_schedule=True, seed=0)(x, y)
+    assert int((~ours.success).sum()) <= robust(fashion.model, theirs, y) + 2  # a random search: 2 of 60
+
+
+def test_standard_runs_the_sequence_on_the_survivors_and_fills_the_matrix(fashion, in_tmp):
+    assert main(["attack", "--method", "standard", "--eps", "0.06", "--steps", "20", "--set", "square_queries=60",
+                 "-n", "30", *FASHION_MODEL, "--weights", str(fashion.weights), "--out", "run"]) == 0
+    results = json.loads((in_tmp / "run" / "results.json").read_text())
+    row = results["attacks"][0]
+    parts = row["components"]
+    assert [p["attack"] for p in parts] == ["apgd-ce", "apgd-t", "square"] and row["fab_t"].startswith("not run")
+    clean = sum(s["clean_pred"] == s["label"] for s in row["samples"])
+    fooled = sum(s["success"] for s in row["samples"])
+    assert sum(p["fooled"] for p in parts) == fooled
+    assert parts[-1]["robust_accuracy"] == pytest.approx((clean - fooled) / 30)
+    rows = {r["attack"]: r["accuracy"][0] for r in results["robustness"]["matrices"][0]["rows"]}
+    assert rows["standard: apgd-ce"] == pytest.approx(parts[0]["robust_accuracy"])
+    assert rows["standard: apgd-ce + apgd-t"] == pytest.approx(parts[1]["robust_accuracy"])
+    assert rows["standard"] == rows["worst case"] == pytest.approx(parts[2]["robust_accuracy"])
+    assert fooled > 0
+
+
+def test_square_finding_what_the_gradients_missed_is_flagged(fashion, in_tmp):
+    """Behind bit-depth reduction without BPDA the input gradient is zero, so APGD cannot move; Square
+    still fools images, and the run says the gradients are masked (AutoAttack's own check)."""
+    assert main(["defend", "--defense", "bit-depth:bits=2:bpda=false", "--attacks", "standard", "--eps", "0.15",
+                 "--steps", "5", "--set", "square_queries=100", "-n", "20", *FASHION_MODEL, "--weights",
+                 str(fashion.weights), "--out", "run"]) == 0
+    results = json.loads((in_tmp / "run" / "results.json").read_text())
+    adaptive = next(r for r in results["attacks"] if r["setting"].startswith("defended") and "adaptive" in
+                    r["setting"])
+    gradient, square = adaptive["components"][0]["fooled"] + adaptive["components"][1]["fooled"], \
+        adaptive["components"][2]["fooled"]
+    assert square > gradient
+    assert any(w["check"] == "gradient-masking" and "square (score-based)" in w["message"]
+               for w in results["warnings"])
