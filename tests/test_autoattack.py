@@ -8,13 +8,13 @@ import json
 
 import pytest
 import torch
+import torchattacks  # the `test` extra (make test installs it): a missing reference fails, it does not skip
 
 from advlab.attacks.apgd import APGD, APGDT, Schedule, dlr_loss, dlr_targeted_loss
 from advlab.attacks.square import Square, p_selection
 from advlab.cli import main
 from advlab.criteria import Untargeted
 
-torchattacks = pytest.importorskip("torchattacks", reason="pip install torchattacks==3.5.1 (make test does)")
 FASHION_MODEL = ["--model", "advlab.smallnets:fashion_cnn", "--mean", "0.5", "--std", "0.5", "--input-size", "28",
                  "--data", "fashion-mnist:test"]
 
