@@ -52,6 +52,7 @@ def main() -> None:
     p.add_argument("--square-queries", type=int, default=5000)
     p.add_argument("--skip-fab", action="store_true", help="leave FAB-T out of torchattacks' sequence")
     p.add_argument("--models", default="plain,madry")
+    p.add_argument("--norms", default="linf,l2")
     args = p.parse_args()
     torch.manual_seed(0)
     models = dict(zip(("plain", "madry"), fashion_pair()))
@@ -76,6 +77,8 @@ def main() -> None:
                   f"{robust_accuracy(model, adv, y, n):.3f} | {t_theirs:.1f} s |", flush=True)
 
         for norm, eps, ta_norm in (("linf", args.eps, "Linf"), ("l2", args.l2_eps, "L2")):
+            if norm not in args.norms.split(","):
+                continue
             threat = f"{norm} {eps:g}"
             for loss in ("ce", "dlr"):
                 row(f"APGD-{loss.upper()} ({args.steps} it.)", threat,
