@@ -82,7 +82,8 @@ def _markdown(threat: str | None, columns: list[str], rows: list[tuple[str, list
     header = "| attack | " + " | ".join(columns) + " |"
     rule = "|---|" + "---:|" * len(columns)
     body = ["| " + " | ".join([name, *(_pct(v) for v in values)]) + " |" for name, values in rows]
-    return "\n".join([f"Robust accuracy (%), threat model {threat or 'none'}", "", header, rule, *body]) + "\n"
+    return "\n".join([f"Robust accuracy (%), threat model {threat or 'none'} (*: counted only within eps)", "",
+                      header, rule, *body]) + "\n"
 
 
 def _latex_table(threat: str | None, columns: list[str], rows: list[tuple[str, list[float | None]]]) -> str:
@@ -97,7 +98,8 @@ def _latex_table(threat: str | None, columns: list[str], rows: list[tuple[str, l
 
 def matrices(results: dict[str, Any]) -> list[tuple[str | None, list[str], list[tuple[str, list[float | None]]]]]:
     """[(threat model label, column labels, [(row name, accuracy per column)])], one per threat model,
-    each with a clean row first; [] without a matrix. A run from before threat models (one "rows" list,
+    each with a clean row first; [] without a matrix. An attack counted only where its adversarial lies
+    within eps (unbounded, minimal, another norm or a larger eps) is marked ' *'. A run from before threat models (one "rows" list,
     which counted unbounded attacks at any distance) reads as one matrix without a threat model."""
     rob = results.get("robustness")
     if not isinstance(rob, dict) or not rob.get("columns"):
@@ -108,7 +110,8 @@ def matrices(results: dict[str, Any]) -> list[tuple[str | None, list[str], list[
     out = []
     for m in (m for m in found if isinstance(m, dict) and isinstance(m.get("rows"), list) and m["rows"]):
         threat = m.get("threat") if isinstance(m.get("threat"), dict) else {}
-        rows = [(str(r.get("attack")), list(r.get("accuracy") or [])) for r in m["rows"] if isinstance(r, dict)]
+        rows = [(str(r.get("attack")) + (" *" if r.get("counted") == "within eps" else ""), list(r.get("accuracy") or []))
+                for r in m["rows"] if isinstance(r, dict)]
         out.append((str(threat["label"]) if threat.get("label") else None, columns, [clean, *rows]))
     return out
 

@@ -151,8 +151,10 @@ def test_export_writes_the_matrix_as_csv_markdown_and_latex(matrix_run, capsys):
     assert [r[2] for r in worst_lines] == [f"{100 * w[0]:.1f}" for w in worst]
     assert main(["export", str(run), "--format", "markdown"]) == 0
     markdown = capsys.readouterr().out
-    assert markdown.startswith("Robust accuracy (%), threat model linf eps 0.03\n\n| attack | no defense |")
-    assert markdown.count("| attack |") == 3 and "| pgd eps=0.3 |" in markdown
+    assert markdown.startswith("Robust accuracy (%), threat model linf eps 0.03 (*: counted only within eps)\n\n"
+                               "| attack | no defense |")
+    assert markdown.count("| attack |") == 3 and "| pgd eps=0.3 |" in markdown and "| pgd eps=0.3 * |" in markdown
+    assert "| boundary * |" in markdown and "| boundary |" not in markdown
     out = run.parent / "matrix.tex"
     assert main(["export", str(run), "--format", "latex", "--out", str(out)]) == 0
     latex = out.read_text()
