@@ -175,12 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="write a run's robustness matrix as csv, markdown or latex")
     ex.add_argument("run_dir")
     ex.add_argument("--format", default="markdown", choices=["csv", "markdown", "latex"])
-    ex.add_argument("--out", help="file to write (default: print it)")
+    ex.add_argument("--out", help="file to write (default: print it); an existing file needs --force")
+    ex.add_argument("--force", action="store_true", help="replace an existing --out file")
     ex.add_argument("--debug", action="store_true", help="show tracebacks")
 
     cmp = sub.add_parser("compare", help="one HTML page with several runs' matrices side by side, deltas highlighted")
     cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    cmp.add_argument("--out", default="compare.html", help="HTML file to write (default compare.html)")
+    cmp.add_argument("--out", default="compare.html", help="HTML file to write (default compare.html); an existing "
+                     "file needs --force")
+    cmp.add_argument("--force", action="store_true", help="replace an existing --out file")
     cmp.add_argument("--debug", action="store_true", help="show tracebacks")
 
     ls = sub.add_parser("list", help="registered attacks and defenses with their capabilities")
@@ -237,22 +240,35 @@ def _console_warnings() -> logging.Handler:
 
 def _runs_verbs(args: argparse.Namespace) -> int:
     """advlab runs / export / compare: read finished runs, write nothing into them."""
+    from advlab import atomic
     from advlab.runs import export, find_runs, format_runs
 
     if args.verb == "runs":
         print(format_runs(find_runs(Path(args.dir))))
     elif args.verb == "export":
+        if args.out:
+            _new_file(Path(args.out), args.force)
         text = export(Path(args.run_dir), args.format)
         if args.out:
-            Path(args.out).write_text(text, encoding="utf-8")
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(Path(args.out), text)
             print(f"wrote {args.out}")
         else:
             print(text, end="")
     else:
         from advlab.report.compare import render_compare
 
+        _new_file(Path(args.out), args.force)
         print(f"compare: {render_compare([Path(r) for r in args.run_dirs], Path(args.out))}")
     return 0
+
+
+def _new_file(path: Path, force: bool) -> None:
+    """A user's file is never overwritten without --force (issue: a 54 KB file became 58 bytes of CSV)."""
+    if path.is_dir():
+        raise AdvlabError(f"--out {path} is a directory; give a file name")
+    if path.exists() and not force:
+        raise AdvlabError(f"--out {path} already exists; choose another file, or add --force to replace it")
 
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:

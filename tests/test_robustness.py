@@ -161,6 +161,19 @@ def test_export_writes_the_matrix_as_csv_markdown_and_latex(matrix_run, capsys):
     assert latex.count(r"\begin{tabular}{l" + "r" * len(rob["columns"]) + "}") == 3 and r"\bottomrule" in latex
 
 
+def test_export_and_compare_never_overwrite_a_file_without_force(matrix_run, tmp_path, run_error):
+    """Issue 22, section 3: `export --out` and `compare --out` turned a user's 54 KB file into 58 bytes."""
+    run, _ = matrix_run
+    for argv in (["export", str(run), "--format", "csv"], ["compare", str(run), str(run)]):
+        mine = tmp_path / f"{argv[0]}-mine.txt"
+        mine.write_text("a file of the user's\n")
+        assert f"--out {mine} already exists" in run_error(*argv, "--out", str(mine))
+        assert mine.read_text() == "a file of the user's\n"  # untouched
+        assert main([*argv, "--out", str(mine), "--force"]) == 0
+        assert "worst case" in mine.read_text()
+        assert "is a directory" in run_error(*argv, "--out", str(tmp_path))
+
+
 def test_runs_lists_a_run_with_its_headline_numbers(matrix_run, capsys):
     run, results = matrix_run
     assert main(["runs", str(run.parent)]) == 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from advlab import atomic
 from advlab.errors import AdvlabError
 from advlab.report import environment, fmt, load_results
 from advlab.robustness import WORST_CASE
@@ -64,5 +65,5 @@ def render_compare(runs: list[Path], out: Path) -> Path:
         raise AdvlabError("advlab compare needs at least two run directories")
     html = environment().get_template("compare.html").render(**compare_context(runs))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
+    atomic.write_text(out, html)
     return out
