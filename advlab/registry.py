@@ -13,7 +13,8 @@ from advlab.errors import AdvlabError
 T = TypeVar("T")
 
 BUILTIN_MODULES = ("advlab.attacks.boundary", "advlab.attacks.gradient", "advlab.attacks.universal",
-                   "advlab.attacks.dag", "advlab.attacks.apgd", "advlab.attacks.square", "advlab.attacks.standard", "advlab.defenses.transforms", "advlab.defenses.hgd")
+                   "advlab.attacks.dag", "advlab.attacks.apgd", "advlab.attacks.square", "advlab.attacks.standard",
+                   "advlab.defenses.transforms", "advlab.defenses.hgd")
 
 
 @dataclass(frozen=True)

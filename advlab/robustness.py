@@ -145,6 +145,7 @@ class Ledger:
                                                         for c in full.columns]})
         return {"threat": threat.as_dict() if threat is not None else None, "rows": rows}
 
+
 def accuracy(ledger: Ledger, column: Column, labels: list[str]) -> float | None:
     """The share of the column's images that are clean-correct and that every attack in `labels` left
     right (None if none of them ran in that column)."""

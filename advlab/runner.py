@@ -192,7 +192,8 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
                 ledger.record(column, labels[i], entry(subject.task.correct(outcomes[0].adv, subject.labels),
                                                        outcomes[0].dist, spec, attack, get_attack(spec.method).threat))
                 for part, fooled, threat in outcomes[0].parts:  # e.g. standard's cumulative components
-                    ledger.record(column, f"{labels[i]}: {part}", entry(~fooled, outcomes[0].dist, spec, attack, threat))
+                    ledger.record(column, f"{labels[i]}: {part}",
+                                  entry(~fooled, outcomes[0].dist, spec, attack, threat))
         unbounded = clean_correct is not None
         probed = subject.data.images[:PROBE_IMAGES]  # (P, C, H, W): the few images the sanity probes read
         if subject.task.probes:

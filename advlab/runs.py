@@ -29,7 +29,7 @@ def headline(run: Path) -> dict[str, Any]:
     results = load_results(run)
     model, data = results.get("model") or {}, results.get("data") or {}
     found = matrices(results)
-    threat, columns, rows = found[0] if found else (None, [], [])
+    threat, _, rows = found[0] if found else (None, [], [])
     worst_row = next((values for name, values in rows if name == WORST_CASE), [])
     by_setting = [(c.get("setting"), c.get("defense"), v) for c, v in zip(_columns(results), worst_row)]
     no_defense = next((v for setting, _, v in by_setting if setting == NO_DEFENSE), None)

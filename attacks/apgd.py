@@ -134,13 +134,14 @@ def apgd(model: nn.Module, x: torch.Tensor, objective: Objective, fooled: Callab
     x_adv = _start(x0, keys, norm, eps_t)
     grad, loss, logits = gradient(x_adv, live)
     success |= fooled(logits, live)
-    out = x_adv.clone()  # the start: adversarial already, or the best-loss point so far
+    out = x_adv.clone()  # (N, C, H, W) filled from the batch state when images leave it and at the end
     schedule = Schedule.of(steps)
     state = {  # per image still in the batch (A, ...), compacted together
         "x0": x0, "eps": eps_t, "x_adv": x_adv, "x_old": x_adv.clone(), "grad": grad, "x_best": x_adv.clone(),
         "grad_best": grad.clone(), "loss_best": loss.clone(), "loss_prev": loss.clone(), "step": 2.0 * eps_t,
         "increases": torch.zeros(n, device=device), "best_at_check": loss.clone(),
         "halved": torch.ones(n, dtype=torch.bool, device=device),  # the reference starts as if just halved
+        "x_first": x_adv.clone(),  # the first adversarial point (the start where that was one already)
     }
     length, since = schedule.first, 0
     for i in range(steps):
@@ -155,13 +156,12 @@ def apgd(model: nn.Module, x: torch.Tensor, objective: Objective, fooled: Callab
         s["grad"] = grad
         with torch.no_grad():
             now = fooled(logits, live) & ~success[live]
-            out[live] = torch.where(now.view(view), new, out[live])  # the first adversarial point
+            s["x_first"] = torch.where(now.view(view), new, s["x_first"])
             success[live] |= now
             better = loss > s["loss_best"]  # (A,)
             s["x_best"] = torch.where(better.view(view), new, s["x_best"])
             s["grad_best"] = torch.where(better.view(view), grad, s["grad_best"])
             s["loss_best"] = torch.where(better, loss, s["loss_best"])
-            out[live] = torch.where(success[live].view(view), out[live], s["x_best"])  # else the best-loss point
             s["increases"] += (loss > s["loss_prev"]).float()
             s["loss_prev"] = loss
             since += 1
@@ -177,10 +177,13 @@ def apgd(model: nn.Module, x: torch.Tensor, objective: Objective, fooled: Callab
             if (i + 1) % compact_every == 0 and i + 1 < steps:
                 keep = ~success[live]
                 if not bool(keep.all()):
+                    out[live[~keep]] = s["x_first"][~keep]  # leaving the batch: their first adversarial point
                     live = live[keep]
                     state = {k: v[keep] for k, v in s.items()}
                     if live.numel() == 0:
                         break
+    if live.numel() > 0:  # the rest: the first adversarial point, or the best-loss point of an image never fooled
+        out[live] = torch.where(success[live].view(view), state["x_first"], state["x_best"])
     return out.to(x.dtype), success, queries
 
 

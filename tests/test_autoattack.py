@@ -35,13 +35,13 @@ def test_dlr_is_invariant_to_a_shift_and_a_rescaling_of_the_logits():
 
 def test_the_step_size_checkpoints_follow_the_paper():
     """p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), at 100 iterations."""
-    schedule, at, length = Schedule.of(100), [], None
+    schedule, at = Schedule.of(100), []
     length, position = schedule.first, 0
     while position + length <= 100:
         position += length
         at.append(position)
         length = max(length - schedule.shrink, schedule.shortest)
-    paper, p = [0.0, 0.22], [0.0, 0.22]
+    p = [0.0, 0.22]
     while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1.0:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
     paper = [round(100 * v) for v in p[1:]]
