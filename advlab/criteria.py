@@ -30,6 +30,7 @@ class Criterion:
 
     labels: torch.Tensor  # (N, *S) int64: the class each target must leave (untargeted) or reach (targeted)
     threshold: float = 1.0  # share of an image's valid targets that must be fooled
+    original: torch.Tensor | None = None  # (N, *S) each target's reference class, where the task knows it
 
     targeted: ClassVar[bool] = False  # reach `labels` rather than leave them
 
@@ -77,6 +78,15 @@ class Criterion:
         """(N, T) bool: the targets that count (dense labels other than IGNORE)."""
         flat = self._flat_labels()
         return flat != IGNORE if self.dense else torch.ones_like(flat, dtype=torch.bool)
+
+    def foreground(self) -> torch.Tensor:
+        """(N,) how many of each image's valid targets belong to an object: reference class > 0 where
+        `original` is known (background is class 0), every valid target otherwise."""
+        valid = self.valid()
+        if self.original is None:
+            return valid.sum(1)
+        original = self.original.flatten(1) if self.dense else self.original[:, None]
+        return (valid & (original != 0) & (original != IGNORE)).sum(1)
 
     def fooled_share(self, outputs: torch.Tensor) -> torch.Tensor:
         """(N,) share of each image's valid targets that are fooled (1 for an image without targets)."""
@@ -128,7 +138,6 @@ class ProposalTargets(Targeted):
 
     proposals: torch.Tensor = None  # type: ignore[assignment]  # (N, P, 4) x1, y1, x2, y2 in input pixels
     counts: torch.Tensor = None  # type: ignore[assignment]  # (N,) int64 proposals used per image
-    original: torch.Tensor = None  # type: ignore[assignment]  # (N, P) each target's reference class
 
     def evaluate(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model.padded_logits(x, self.proposals, self.counts)  # (N, K, P)

@@ -7,7 +7,10 @@ The contract (what DAG on detection needs, Xie et al., ICCV 2017):
   pixels; the attack then holds them fixed (the reference code: RPN NMS 0.9, top 3000);
 - `proposal_logits(x, proposals)`: the box head's class logits (P_i, K) for given proposals,
   differentiable w.r.t. x (background is class 0);
-- `detect(x)`: the usual post-processed detections, per image {boxes (D, 4), labels (D,), scores (D,)}.
+- `detect(x)`: the usual post-processed detections, per image {boxes (D, 4), labels (D,), scores (D,)};
+- optionally `score_threshold`: the score at which it calls a detection (default 0.5): unlabeled
+  data's reference boxes are the clean detections above it, and rows report the objects still found
+  at it and at half of it.
 
 `ImageDetector` implements it for any torchvision `GeneralizedRCNN` (backbone -> RoI pooling -> box
 head on the given proposals; box regression is not attacked). A bring-your-own factory may return
@@ -57,6 +60,11 @@ class ImageDetector(nn.Module):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def score_threshold(self) -> float | None:
+        """The wrapped object's own `score_threshold`, if it states one."""
+        return getattr(self.net, "score_threshold", None)
 
     def adopt_class_names(self, names: Sequence[str]) -> None:
         if not self.named_classes and len(names) == self.num_classes:

@@ -9,9 +9,18 @@ adversarial label):
     r = gamma * r / max|r|                                  (l_inf normalisation, per image)
     x_adv = clamp(x + sum of r, 0, 1)
 
-An image stops once fewer than 1% of its targets are still active (`criterion.threshold` = 0.99 in
-the segmentation and detection tasks), or after `max_iterations` (None: the reference code's 200
-for segmentation, 150 for detection). For detection the outputs are the box head's logits on the
+An image stops once at most 1% (1 - `criterion.threshold`) of its *foreground* targets are still
+active, as in the reference code (`fooling_seg_net.m`: pixels not at their target <= 1% of the
+pixels whose original class is not background), or after `max_iterations` (None: the reference
+code's 200 for segmentation, 150 for detection). `stop="all"` counts the 1% of all valid targets
+instead (this lab's rule before; where objects cover a small share of the image it stops with much
+of them untouched). For detection every target is a proposal on an object, so both rules coincide
+(the reference code, `fooling_det_net.m`, goes on until no target keeps its original class).
+
+`margin` (logits, default 0: the paper) makes a target count as done only once its adversarial
+logit leads every other class by that much; until then it stays active, pushed against the best
+other class. A decision exactly at the boundary (scores just under a detector's threshold) turns
+back under a lower threshold; a margin keeps it turned. For detection the outputs are the box head's logits on the
 fixed proposals (`criterion.evaluate`); box regression is not attacked. gamma is the
 reference code's 0.5 in 0..255 pixel units: 0.5/255 here. Unlike the reference code (MATLAB/Caffe,
 cihangxie/DAG) the result is clipped to the valid image range, and an optional l_inf budget `eps`
@@ -35,12 +44,13 @@ from tqdm.auto import tqdm
 from advlab.attack import Attack, AttackResult
 from advlab.attacks.universal import _feasible
 from advlab.checks import check_bool, is_real, positive_int
-from advlab.criteria import Criterion, ProposalTargets
+from advlab.criteria import IGNORE, Criterion, ProposalTargets
 from advlab.registry import register_attack
 from advlab.rng import image_keys, step_keys, uniform
 
 _PERMUTE_STREAM = 41  # advlab.rng stream of the permuted control
 ITERATIONS_SEGMENTATION, ITERATIONS_DETECTION = 200, 150  # the reference code's MAX_ITER per task
+STOP_RULES = ("foreground", "all")  # which targets the 1% of the stop rule counts
 
 
 @register_attack("dag", threat="white-box", tasks={"segmentation", "detection"})
@@ -54,7 +64,8 @@ class DAG(Attack):
     keep_all_arrays: ClassVar[bool] = True  # transfer() adds every image's perturbation to the other models' images
 
     def __init__(self, *, gamma: float = 0.5 / 255, max_iterations: int | None = None, eps: float | None = None,
-                 compact_every: int = 10, progress: bool = True) -> None:
+                 stop: str = "foreground", margin: float = 0.0, compact_every: int = 10,
+                 progress: bool = True) -> None:
         if not is_real(gamma) or not 0 < gamma <= 1:
             raise ValueError(f"gamma must be a step in (0, 1] (pixels in [0, 1]; the paper's 0.5/255), got {gamma!r}")
         self.gamma = float(gamma)
@@ -62,6 +73,13 @@ class DAG(Attack):
         if eps is not None and (not is_real(eps) or not 0 < eps <= 1):
             raise ValueError(f"eps must be an l_inf budget in (0, 1] or null, got {eps!r}")
         self.eps = None if eps is None else float(eps)
+        if stop not in STOP_RULES:
+            raise ValueError(f"stop must be one of {', '.join(STOP_RULES)} (foreground: the reference code's rule), "
+                             f"got {stop!r}")
+        self.stop = stop
+        if not is_real(margin) or margin < 0:
+            raise ValueError(f"margin must be a logit margin >= 0 (0: the paper's rule), got {margin!r}")
+        self.margin = float(margin)
         self.compact_every = positive_int("compact_every", compact_every)
         self.progress = check_bool("progress", progress)
 
@@ -129,14 +147,18 @@ class DAG(Attack):
             xa = (x0[live] + r_total[live]).clamp(0.0, 1.0).requires_grad_(True)  # (A, C, H, W)
             with torch.enable_grad():
                 logits = crit.evaluate(model, xa.to(x.dtype)).float()  # (A, K, *S): pixels, or fixed proposals
-                target = crit.labels.clamp(max=logits.shape[1] - 1)  # void pixels masked out below
-                pred = logits.detach().argmax(dim=1)  # (A, H, W)
-                active = (pred != crit.labels) & (crit.labels != 255)  # (A, H, W) not yet adversarial
-                share = active.flatten(1).sum(1) / (crit.labels != 255).flatten(1).sum(1).clamp_min(1)
-                running = share > 1.0 - crit.threshold  # (A,) the DAG stopping rule
-                z_adv = logits.gather(1, target[:, None]).squeeze(1)  # (A, H, W)
-                z_cur = logits.gather(1, pred[:, None]).squeeze(1)
-                objective = ((z_adv - z_cur) * active).sum()
+                target = crit.labels.clamp(max=logits.shape[1] - 1)[:, None]  # (A, 1, *S) void masked out below
+                pred = logits.detach().argmax(dim=1)  # (A, *S)
+                others = logits.detach().scatter(1, target, -torch.inf)  # (A, K, *S) every class but the target
+                rival = torch.where(pred == crit.labels, others.argmax(dim=1), pred)[:, None]  # best other class
+                z_adv, z_rival = logits.gather(1, target).squeeze(1), logits.gather(1, rival).squeeze(1)  # (A, *S)
+                done = pred == crit.labels if self.margin == 0 else (z_adv - z_rival).detach() >= self.margin
+                valid = crit.labels != IGNORE
+                active = ~done & valid  # (A, *S) not yet adversarial (by the margin)
+                remaining, counted = active.flatten(1).sum(1), self._counted(crit)  # (A,) each
+                share = remaining / valid.flatten(1).sum(1).clamp_min(1)
+                running = remaining > (1.0 - crit.threshold) * counted  # (A,) the DAG stopping rule
+                objective = ((z_adv - z_rival) * active).sum()
                 (grad,) = torch.autograd.grad(objective, xa)  # (A, C, H, W): each image's own gradient
             grad = _feasible(grad, xa.detach())  # components that would leave [0, 1] are wasted: drop them
             scale = self.gamma / grad.flatten(1).abs().amax(dim=1).clamp_min(1e-12)  # (A,) l_inf normalisation
@@ -161,6 +183,10 @@ class DAG(Attack):
         empty = torch.zeros(n, device=x.device)
         return AttackResult(x_adv=x_adv, success=empty.bool(), queries=queries, distance=empty,
                             extras={"trace_active": torch.stack(trace)})  # (T + 1, N)
+
+    def _counted(self, criterion: Criterion) -> torch.Tensor:
+        """(A,) the targets the stop rule's 1% is a share of: foreground ones (the reference code) or all."""
+        return criterion.foreground() if self.stop == "foreground" else criterion.valid().sum(1)
 
     def _remember(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, seed: int, x_adv: torch.Tensor,
                   queries: torch.Tensor) -> None:

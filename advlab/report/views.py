@@ -143,6 +143,8 @@ class SegmentationView(TaskView):
         Column("target hit rate", lambda r: fmt.pct(r.get("target_hit_rate"))),
         Column("changed pixels hit", lambda r: fmt.pct(r.get("changed_hit_rate")),
                "over the pixels whose target differs from the reference"),
+        Column("object pixels hit", lambda r: fmt.pct(r.get("foreground_hit_rate")),
+               "over the pixels whose reference class is not background (what DAG's stop rule counts)"),
         Column("rms", lambda r: fmt.sci(r.get("rms_perturbation"))),
         Column("median iterations", lambda r: fmt.integer(r.get("iterations_median"))),
     )
@@ -192,6 +194,9 @@ class DetectionView(TaskView):
                "share of the target proposals at their adversarial label"),
         Column("targets flipped", lambda r: fmt.pct(r.get("flipped_rate")),
                "share of the target proposals no longer predicted as their reference class"),
+        Column("objects found clean → adv.", lambda r: _found(r),
+               "reference objects still detected (same class, IoU >= 0.5) at the detector's score threshold, "
+               "and at half of it after the attack"),
         Column("rms", lambda r: fmt.sci(r.get("rms_perturbation"))),
         Column("median iterations", lambda r: fmt.integer(r.get("iterations_median"))),
     )
@@ -231,3 +236,11 @@ class DetectionView(TaskView):
 
     def plot(self, data: dict[str, torch.Tensor], title: str) -> Plot | None:
         return _active_plot(data, title, "target proposals")
+
+
+def _found(row: dict[str, Any]) -> str:
+    """'100% → 0% (3% at 0.25)': objects found at the detector's threshold, clean and adversarial, and at half."""
+    if row.get("found_clean") is None:
+        return "—"
+    return (f"{fmt.pct(row.get('found_clean'))} → {fmt.pct(row.get('found_adv'))} "
+            f"({fmt.pct(row.get('found_adv_lower'))} at {row.get('lower_threshold'):g})")

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 FOOLED_SHARE = 0.99  # an image is fooled once this share of its targets is
 TARGET_IOU, TARGET_SCORE = 0.1, 0.1  # a proposal is a target above both (the reference code's thresholds)
-REFERENCE_SCORE = 0.5  # unlabeled data: clean detections at least this confident are the reference boxes
+REFERENCE_SCORE = 0.5  # a detector's score threshold unless it states its own (`score_threshold`)
 DRAWN = 20  # detections per image kept in arrays/ for the report (the most confident)
 PROPOSAL_BATCH = 8  # images per proposal pass
 Boxes = list[dict[str, torch.Tensor]]  # per image: boxes (G, 4) x1 y1 x2 y2, labels (G,) [, scores (G,)]
@@ -49,6 +49,7 @@ class DetPredictions:
     detections: Boxes  # per image, on the CPU
     num_classes: int
     x: torch.Tensor  # (N, C, H, W) the images they were made on (target hits are read from them)
+    threshold: float = REFERENCE_SCORE  # the detector's score threshold (`score_threshold`)
     cache: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # name -> (what it was computed for, value)
 
     def __len__(self) -> int:
@@ -71,7 +72,7 @@ def predict_detection(model: nn.Module, x: torch.Tensor | Images, batch_size: in
         for i in range(0, x.shape[0], batch_size):
             for det in model.detect(x[i:i + batch_size].to(device)):
                 found.append({k: v.detach().cpu() for k, v in det.items()})
-    return DetPredictions(found, model.num_classes, x)
+    return DetPredictions(found, model.num_classes, x, score_threshold(model))
 
 
 def mean_average_precision(predictions: Boxes, reference: Boxes) -> tuple[float, float]:
@@ -89,6 +90,28 @@ def precision_of(predictions: DetPredictions, reference: Boxes) -> tuple[float, 
     """`mean_average_precision`, computed once per predictions and reference."""
     return predictions.cached("map", reference,
                               lambda: mean_average_precision(predictions.detections, reference))
+
+
+def score_threshold(model: nn.Module) -> float:
+    """The score at which the detector calls a detection: its own `score_threshold` where it states
+    one (the contract in advlab/detectors.py), else 0.5."""
+    stated = getattr(model, "score_threshold", None)
+    return REFERENCE_SCORE if stated is None else float(stated)
+
+
+def found_share(detections: Boxes, reference: Boxes, score: float) -> float | None:
+    """Share of the reference objects that a detection of their class finds (IoU >= 0.5, score >=
+    `score`); None without reference objects."""
+    found, total = 0, 0
+    for det, ref in zip(detections, reference):  # per image: a few boxes, not a hot loop
+        total += len(ref["labels"])
+        keep = det["scores"] >= score
+        boxes, labels = det["boxes"][keep], det["labels"][keep]
+        if len(ref["labels"]) == 0 or len(labels) == 0:
+            continue
+        same = ref["labels"][:, None].to(labels.device) == labels[None]  # (G, D)
+        found += int(((box_iou(ref["boxes"].to(boxes), boxes) >= 0.5) & same).any(dim=1).sum())
+    return found / total if total else None
 
 
 def assign_targets(proposals: list[torch.Tensor], probs: list[torch.Tensor],
@@ -137,7 +160,7 @@ class Detection(Task):
                     raise AdvlabError(f"{data.source}: {data.names[i]} has box class {int(g.max())} but the model "
                                       f"has classes 1..{clean.num_classes - 1} (0 = background)")
             return data.boxes
-        return [{"boxes": d["boxes"][d["scores"] >= REFERENCE_SCORE], "labels": d["labels"][d["scores"] >= REFERENCE_SCORE]}
+        return [{"boxes": d["boxes"][d["scores"] >= clean.threshold], "labels": d["labels"][d["scores"] >= clean.threshold]}
                 for d in clean.detections]
 
     def score(self, predictions: DetPredictions, reference: Boxes) -> float:  # type: ignore[override]
@@ -189,11 +212,14 @@ class Detection(Task):
                 queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> dict[str, Any]:
         """mAP@0.5 and COCO mAP clean vs adversarial, the share of targets at their adversarial label
         and the share no longer predicted as their reference class (flipped: the reference code's
-        convergence test), rms perturbation (the paper's perceptibility), iterations."""
+        convergence test), the share of reference objects still found at the detector's score
+        threshold and at half of it (an attack that stops exactly at the decision leaves scores just
+        under the threshold), rms perturbation (the paper's perceptibility), iterations."""
         reference, clean, attacked = subject.labels, subject.clean, plan.attacked
         hits, flipped, valid = _target_outcomes(subject.model, plan, adv)  # (N, P) each
         rms = dist["mse"].sqrt()
         (map50_clean, map_clean), (map50_adv, map_adv) = precision_of(clean, reference), precision_of(adv, reference)
+        threshold = clean.threshold
         return {
             "n_attacked": int(attacked.sum()),
             "n_targets": int(valid.sum()),
@@ -202,6 +228,10 @@ class Detection(Task):
             "map_clean": map_clean, "map_adv": map_adv,
             "target_hit_rate": float(hits[valid].float().mean()) if valid.any() else None,
             "flipped_rate": float(flipped[valid].float().mean()) if valid.any() else None,
+            "score_threshold": threshold, "lower_threshold": threshold / 2,
+            "found_clean": found_share(clean.detections, reference, threshold),
+            "found_adv": found_share(adv.detections, reference, threshold),
+            "found_adv_lower": found_share(adv.detections, reference, threshold / 2),
             "rms_perturbation": median(rms[attacked]),
             "iterations_median": median(queries[attacked].float()),
             "median_l2": median(dist["l2"][attacked]),

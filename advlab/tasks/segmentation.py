@@ -170,12 +170,13 @@ class Segmentation(Task):
                               f"(0..{k - 1})")
         if spec.target_mask is not None:
             painted = painted_targets(spec.target_mask, data.x, reference, k, seed, spec.target_class)
-            criterion = Targeted(painted, threshold=FOOLED_SHARE)
+            criterion = Targeted(painted, threshold=FOOLED_SHARE, original=reference)
         elif spec.target_class is not None:
             target = torch.where(reference == IGNORE, IGNORE, spec.target_class)
-            criterion = Targeted(target, threshold=FOOLED_SHARE)
+            criterion = Targeted(target, threshold=FOOLED_SHARE, original=reference)
         elif getattr(attack, "dense_targets", None) == "permutation":
-            criterion = Targeted(adversarial_labels(data.x, reference, k, seed), threshold=FOOLED_SHARE)
+            criterion = Targeted(adversarial_labels(data.x, reference, k, seed), threshold=FOOLED_SHARE,
+                                 original=reference)
         else:
             criterion = Untargeted(reference, threshold=FOOLED_SHARE)
         if spec.starting_image is not None:
@@ -188,13 +189,15 @@ class Segmentation(Task):
         """mIoU and pixel accuracy clean vs adversarial, the target hit rate (share of valid target
         pixels at their adversarial label, or away from the reference when untargeted), the changed hit
         rate (the same over the pixels whose target differs from the reference: background kept as
-        background does not count), the pixel
+        background does not count), the foreground hit rate (over the pixels whose reference class is
+        not background: what DAG's stop rule counts), the pixel
         fooling ratio (share of valid pixels whose prediction changed), rms perturbation
         (sqrt(mean r^2), the paper's perceptibility) and iterations."""
         reference, clean, attacked = subject.labels, subject.clean, plan.attacked
         valid = reference != IGNORE
         hit = _hits(plan, adv.label)  # (N, H, W)
         changed = valid & attacked[:, None, None] & (plan.criterion.labels != reference)  # pixels sent elsewhere
+        objects = valid & attacked[:, None, None] & (reference != 0)  # foreground: what DAG's stop rule counts
         won = attacked & success
         rms = dist["mse"].sqrt()  # (N,) root mean square perturbation per image
         miou_adv = miou(adv.label, reference, adv.num_classes)
@@ -208,6 +211,7 @@ class Segmentation(Task):
             "pixel_acc_adv": pixel_accuracy(adv.label, reference),
             "target_hit_rate": float(hit[valid & attacked[:, None, None]].float().mean()) if attacked.any() else None,
             "changed_hit_rate": float(hit[changed].float().mean()) if changed.any() else None,
+            "foreground_hit_rate": float(hit[objects].float().mean()) if objects.any() else None,
             "rms_perturbation": median(rms[attacked]),
             "iterations_median": median(queries[attacked].float()),
             "median_l2": median(dist["l2"][attacked]),  # over attacked images: every one has a perturbation,
