@@ -9,9 +9,10 @@
   the prior of Brunner et al., "Guessing Smart: Biased Sampling for Efficient Black-Box
   Adversarial Attacks", ICCV 2019.
 
-`level` refines a prior: its grid has 2**level times the cells per side (lowfreq: `ratio` doubled,
-perlin: `frequency` doubled; "normal" has no grid). The Boundary Attack starts coarse and refines
-after `BoundaryAttack.refine_after` queries of its walk.
+`level` refines a prior: its grid has 2**level times the cells per side, up to the image's own
+resolution (lowfreq: the coarse grid's cells doubled, perlin: `frequency` doubled; "normal" has no
+grid). The Boundary Attack starts coarse and refines as its walk spends queries
+(`BoundaryAttack.refine_after`).
 
 Every draw comes from the counter-based per-image streams of `advlab.rng` (keys (A,) -> noise
 (A, K, C, H, W)), so a prior keeps the attack's batch invariance; generation is a few elementwise
@@ -37,13 +38,12 @@ def proposals(prior: str, keys: torch.Tensor, k: int, shape: tuple[int, ...], *,
     if prior == "normal":
         return normal(keys, (k, c * h * w))
     if prior == "lowfreq":
-        ratio = min(1.0, ratio * 2**level)
-        gh, gw = (max(min(MIN_GRID, side), round(side * ratio)) for side in (h, w))  # at least 4 x 4 cells
+        gh, gw = (min(side, max(min(MIN_GRID, side), round(side * ratio)) * 2**level) for side in (h, w))
         coarse = normal(keys, (k * c, gh, gw)).view(a * k, c, gh, gw)
         fine = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)  # (A * K, C, H, W)
         return fine.reshape(a, k, c * h * w)
     if prior == "perlin":
-        return perlin(keys, k, (c, h, w), frequency * 2**level).reshape(a, k, c * h * w)
+        return perlin(keys, k, (c, h, w), min(frequency * 2**level, max(h, w))).reshape(a, k, c * h * w)
     raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
 
 
