@@ -102,7 +102,7 @@ def test_proposals_are_computed_once_per_image_and_stay_fixed(monkeypatch: pytes
 
 def test_target_class_0_makes_the_objects_vanish(tmp_path: Path) -> None:
     out = tmp_path / "vanish"
-    assert main(["attack", "--method", "dag", "--task", "detection", "-n", "8", "--target-class", "0",
+    assert main(["attack", "--method", "dag", "--task", "detection", "-n", "4", "--target-class", "0",
                  "--out", str(out)]) == 0
     row = json.loads((out / "results.json").read_text())["attacks"][0]
     # every target proposal goes to background (0.995 measured, all 4 scenes stop at 99%); the detector's own
@@ -110,11 +110,11 @@ def test_target_class_0_makes_the_objects_vanish(tmp_path: Path) -> None:
     assert row["target_class"] == 0 and row["target_hit_rate"] >= 0.95 and row["success_rate"] == 1.0
     assert row["map50_adv"] < 0.5 * row["map50_clean"]
     # the paper's rule stops exactly at the decision: every object is gone at the score threshold (0.5), but
-    # some come back at half of it (8 scenes: 0.778 found clean -> 0.0 at 0.5, 0.389 at 0.25 measured)
+    # some come back at half of it (0.667 found clean -> 0.0 at 0.5, 0.333 at 0.25 measured)
     assert row["found_clean"] > 0.5 and row["found_adv"] <= 0.1 * row["found_clean"]
     assert row["found_adv_lower"] >= 0.2 and row["lower_threshold"] == 0.25
     out = tmp_path / "margin"
-    assert main(["attack", "--method", "dag", "--task", "detection", "-n", "8", "--target-class", "0",
+    assert main(["attack", "--method", "dag", "--task", "detection", "-n", "4", "--target-class", "0",
                  "--set", "margin=2", "--out", str(out)]) == 0
     kept = json.loads((out / "results.json").read_text())["attacks"][0]
     assert kept["params"]["margin"] == 2.0 and kept["found_clean"] == row["found_clean"]
