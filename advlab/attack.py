@@ -76,6 +76,8 @@ class Attack(abc.ABC):
     keep_all_arrays: ClassVar[bool] = False  # its `transfer` reads every image's x / x_adv back from arrays/
     collective: ClassVar[bool] = False  # under torchrun every rank runs it on all images and shares the work itself
     universal: ClassVar[bool] = False  # set-level: the runner streams every image through `attack_set` in one call
+    # settings that run in seconds on a small CPU model: the catalog-driven tests run every attack with them
+    quick_settings: ClassVar[dict[str, Any]] = {}
 
     def __call__(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
                  seed: int = 0, starting_points: torch.Tensor | None = None) -> AttackResult:

@@ -273,7 +273,7 @@ def _new_file(path: Path, force: bool) -> None:
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     from advlab import registry  # heavy imports after argument parsing
-    from advlab.listing import describe_plugin, for_task, format_plugins
+    from advlab.listing import describe_plugin, for_task, format_catalogs, format_plugins
     from advlab.report import render_report
     from advlab.runner import resume_experiment, run_experiment
 
@@ -284,6 +284,8 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         else:
             print(format_plugins(*(for_task(plugins, args.task) for plugins in (registry.attacks(),
                                                                                  registry.defenses()))))
+            if args.task is None:
+                print(format_catalogs())
         return 0
     if args.verb == "report":
         print(render_report(Path(args.run_dir)))

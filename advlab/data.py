@@ -13,6 +13,7 @@ import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
@@ -20,14 +21,13 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from advlab.catalog import Catalog
 from advlab.errors import AdvlabError
 from advlab.evaluate import predict
 from advlab.images import FileImages, Images, as_images
 from advlab.models import ImageClassifier
 
 T = TypeVar("T")
-SCHEMES = ("imagenet-samples, photos, fashion-mnist[:train|test], fashion-scenes[:train|test], folder:PATH, "
-           "tensors:FILE, pairs:DIR, voc:ROOT[:YEAR[:SPLIT]], coco:ROOT[:SPLIT]")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 CROP_FRACTION = 0.875  # torchvision's ImageNet convention: resize 256, center-crop 224
 _WNID = re.compile(r"n\d{8}")
@@ -65,42 +65,126 @@ class ImageSet:
         return self.images.tensor()
 
 
+# Image sources by scheme, the part of the spec before the first ':' ("folder:PATH" -> "folder").
+DATA = Catalog("data", group="advlab.data", builtin=(), noun="image source")
+Source = Callable[[str, str, ImageClassifier, "int | None"], ImageSet]  # (spec, argument, model, n) -> images
+
+
+def image_source(scheme: str, *, usage: str, argument: Callable[[str | None], bool]) -> Callable[[Source], Source]:
+    """Decorator: register a loader `(spec, argument, model, n) -> ImageSet` for `scheme`; `argument`
+    says which arguments it takes (None: the spec has no ':')."""
+
+    def wrap(load: Source) -> Source:
+        DATA.add(scheme, load, usage=usage, argument=argument)
+        return load
+
+    return wrap
+
+
+def schemes() -> str:
+    """What `--data` takes, in the order the sources were registered."""
+    return ", ".join(e.meta["usage"] for e in DATA.in_order())
+
+
 def load_images(spec: str, model: ImageClassifier, *, n: int | None = None) -> ImageSet:
     """Load the first `n` (default: all) images of `spec` in deterministic order, labeled for `model`."""
     if n is not None and n <= 0:
         raise AdvlabError(f"-n must be a positive number of images, got {n}")
     scheme, sep, arg = spec.partition(":")
-    if spec == "imagenet-samples":
-        return _imagenet_samples(spec, model, n)
-    if spec == "photos":
-        return _photos(spec, model, n)
-    if scheme in ("fashion-mnist", "fashion-scenes") and arg in ("", "train", "test") and (sep or spec == scheme):
-        from advlab.data_fashion import load_fashion_mnist, load_fashion_scenes
+    if scheme not in DATA or not DATA.get(scheme).meta["argument"](arg if sep else None):
+        hint = f" (did you mean folder:{spec}?)" if Path(spec).is_dir() else ""
+        raise AdvlabError(f"unknown image source {spec!r}{hint}; use one of: {schemes()}")
+    return DATA.get(scheme).obj(spec, arg, model, n)
 
-        load = load_fashion_mnist if scheme == "fashion-mnist" else load_fashion_scenes
-        return load(spec, arg or "test", model, n)
-    if sep and arg and scheme == "folder":
-        return _folder(spec, Path(arg).expanduser(), model, n)
-    if sep and arg and scheme == "tensors":
-        from advlab.data_tensors import load_tensors
 
-        return load_tensors(spec, arg, model, n)
-    if sep and arg and (scheme == "coco" or (scheme == "voc" and getattr(model, "task", None) == "detection")):
-        from advlab.data_boxes import load_coco, load_voc_boxes
+def _none(arg: str | None) -> bool:
+    return arg is None
 
-        if getattr(model, "task", "classification") != "detection":
-            raise AdvlabError(f"{spec} holds boxes for detectors; {model.name} is not a detector (--task detection)")
-        return (load_coco if scheme == "coco" else load_voc_boxes)(spec, arg, model, n)
-    if sep and arg and scheme in ("pairs", "voc"):
-        from advlab.data_masks import load_pairs, load_voc
 
-        if getattr(model, "task", "classification") != "segmentation":
-            raise AdvlabError(f"{spec} holds per-pixel masks for segmentation models; {model.name} is a classifier")
-        if scheme == "pairs":
-            return load_pairs(spec, Path(arg).expanduser(), model, n)
-        return load_voc(spec, arg, model, n)
-    hint = f" (did you mean folder:{spec}?)" if Path(spec).is_dir() else ""
-    raise AdvlabError(f"unknown image source {spec!r}{hint}; use one of: {SCHEMES}")
+def _split(arg: str | None) -> bool:
+    return arg in (None, "", "train", "test")
+
+
+def _given(arg: str | None) -> bool:
+    return bool(arg)
+
+
+@image_source("imagenet-samples", usage="imagenet-samples", argument=_none)
+def _imagenet_samples_source(spec: str, arg: str, model: ImageClassifier, n: int | None) -> ImageSet:
+    """foolbox's 20 ImageNet validation photos, with their labels (offline)."""
+    return _imagenet_samples(spec, model, n)
+
+
+@image_source("photos", usage="photos", argument=_none)
+def _photos_source(spec: str, arg: str, model: ImageClassifier, n: int | None) -> ImageSet:
+    """Real photos shipped inside installed wheels, labeled by the model's clean prediction (offline)."""
+    return _photos(spec, model, n)
+
+
+@image_source("fashion-mnist", usage="fashion-mnist[:train|test]", argument=_split)
+def _fashion_mnist(spec: str, arg: str, model: ImageClassifier, n: int | None) -> ImageSet:
+    """Fashion-MNIST (Debian's dataset-fashion-mnist, or torchvision's download)."""
+    from advlab.data_fashion import load_fashion_mnist
+
+    return load_fashion_mnist(spec, arg or "test", model, n)
+
+
+@image_source("fashion-scenes", usage="fashion-scenes[:train|test]", argument=_split)
+def _fashion_scenes(spec: str, arg: str, model: ImageClassifier, n: int | None) -> ImageSet:
+    """Fashion-MNIST items on textured canvases, with masks and boxes (the lab's segmentation and detection data)."""
+    from advlab.data_fashion import load_fashion_scenes
+
+    return load_fashion_scenes(spec, arg or "test", model, n)
+
+
+@image_source("folder", usage="folder:PATH", argument=_given)
+def _folder_source(spec: str, arg: str, model: ImageClassifier, n: int | None) -> ImageSet:
+    """Image files in one subfolder per class (a class name, index or ImageNet WordNet id)."""
+    return _folder(spec, Path(arg).expanduser(), model, n)
+
+
+@image_source("tensors", usage="tensors:FILE", argument=_given)
+def _tensors_source(spec: str, arg: str, model: ImageClassifier, n: int | None) -> ImageSet:
+    """An .npz or .pt file with `x` (N images) and optional `y`."""
+    from advlab.data_tensors import load_tensors
+
+    return load_tensors(spec, arg, model, n)
+
+
+@image_source("pairs", usage="pairs:DIR", argument=_given)
+def _pairs_source(spec: str, arg: str, model: ImageClassifier, n: int | None) -> ImageSet:
+    """Image and mask files side by side, for segmentation models."""
+    from advlab.data_masks import load_pairs
+
+    _need_task(spec, model, "segmentation", "holds per-pixel masks for segmentation models; {name} is a classifier")
+    return load_pairs(spec, Path(arg).expanduser(), model, n)
+
+
+@image_source("voc", usage="voc:ROOT[:YEAR[:SPLIT]]", argument=_given)
+def _voc_source(spec: str, arg: str, model: ImageClassifier, n: int | None) -> ImageSet:
+    """PASCAL VOC through torchvision: boxes for a detector, per-pixel masks for a segmenter."""
+    if getattr(model, "task", None) == "detection":
+        from advlab.data_boxes import load_voc_boxes
+
+        return load_voc_boxes(spec, arg, model, n)
+    from advlab.data_masks import load_voc
+
+    _need_task(spec, model, "segmentation", "holds per-pixel masks for segmentation models; {name} is a classifier")
+    return load_voc(spec, arg, model, n)
+
+
+@image_source("coco", usage="coco:ROOT[:SPLIT]", argument=_given)
+def _coco_source(spec: str, arg: str, model: ImageClassifier, n: int | None) -> ImageSet:
+    """COCO through torchvision's CocoDetection: boxes for a detector."""
+    from advlab.data_boxes import load_coco
+
+    _need_task(spec, model, "detection", "holds boxes for detectors; {name} is not a detector (--task detection)")
+    return load_coco(spec, arg, model, n)
+
+
+def _need_task(spec: str, model: ImageClassifier, task: str, problem: str) -> None:
+    if getattr(model, "task", "classification") != task:
+        raise AdvlabError(f"{spec} " + problem.format(name=model.name))
 
 
 # ---------------------------------------------------------------- sources

@@ -76,3 +76,18 @@ def format_plugins(attacks: dict, defenses: dict) -> str:
     if not defenses:
         lines.append("  (none)")
     return "\n".join(lines)
+
+
+def format_catalogs() -> str:
+    """The catalogs besides attacks and defenses: tasks, where models come from, image sources."""
+    from advlab.data import DATA
+    from advlab.models import MODELS
+    from advlab.tasks import TASKS
+
+    lines = ["tasks:"]
+    lines += [f"  {e.name:26s} score={e.obj.score_name:8s} {e.summary}" for e in TASKS]
+    lines.append("models (the first source that claims a name loads it):")
+    lines += [f"  {e.name:26s} task={str(e.meta['task'] or 'any'):15s} {e.meta['usage']}" for e in MODELS.in_order()]
+    lines.append("image sources (--data):")
+    lines += [f"  {e.meta['usage']:26s} {e.summary}" for e in DATA.in_order()]
+    return "\n".join(lines)

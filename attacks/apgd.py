@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -201,6 +202,8 @@ def _check_common(eps: float, norm: str, steps: int, restarts: int, rho: float, 
 class APGD(Attack):
     """APGD (Croce & Hein, ICML 2020): PGD with a self-tuning step size and momentum, CE or DLR loss, l_inf or l2."""
 
+    quick_settings: ClassVar[dict[str, Any]] = {"eps": 0.3, "steps": 20}
+
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
 
     def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", steps: int = 100, loss: str = "ce",
@@ -231,6 +234,8 @@ class APGD(Attack):
 @register_attack("apgd-t", threat="white-box", tasks={"classification"})
 class APGDT(Attack):
     """APGD-T (Croce & Hein, ICML 2020): targeted DLR against the clean image's next most likely classes in turn."""
+
+    quick_settings: ClassVar[dict[str, Any]] = {"eps": 0.3, "steps": 10, "targets": 3}
 
     norm = "linf"
 

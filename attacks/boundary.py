@@ -46,6 +46,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -104,6 +105,8 @@ class _State:
 @register_attack("boundary", threat="decision", tasks={"classification"})
 class BoundaryAttack(Attack):
     """Boundary Attack (Brendel et al., ICLR 2018): decision-based, minimises L2 from an adversarial start."""
+
+    quick_settings: ClassVar[dict[str, Any]] = {"steps": 150, "candidates": 2, "progress": False}
 
     norm = "l2"
     minimal_perturbation = True

@@ -57,6 +57,8 @@ STOP_RULES = ("foreground", "all")  # which targets the 1% of the stop rule coun
 class DAG(Attack):
     """DAG (Xie et al., ICCV 2017): every pixel pushed to its adversarial label, l_inf-normalised gradient steps."""
 
+    quick_settings: ClassVar[dict[str, Any]] = {"max_iterations": 200, "progress": False}
+
     norm = "linf"
     dense_targets: ClassVar[str] = "permutation"  # the task draws adversarial labels for it
     transfer_key: ClassVar[str] = "transfer_dag"  # results' key of the cross-model table

@@ -28,6 +28,7 @@ the same start alone or in any batch, and the global RNG is never used.
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -154,6 +155,8 @@ def _project(adv: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, norm: str) 
 class FGSM(Attack):
     """FGSM (Goodfellow et al., ICLR 2015): one signed-gradient step of size eps in l_inf."""
 
+    quick_settings: ClassVar[dict[str, Any]] = {"eps": 0.3}
+
     norm = "linf"
 
     def __init__(self, *, eps: float = 8 / 255, loss: str = "ce", eot_samples: int = 1) -> None:
@@ -173,6 +176,8 @@ class FGSM(Attack):
 @register_attack("pgd", threat="white-box", tasks={"classification", "segmentation"})
 class PGD(Attack):
     """PGD (Madry et al., ICLR 2018): projected gradient steps from a random start, l_inf or l2 (no start: I-FGSM)."""
+
+    quick_settings: ClassVar[dict[str, Any]] = {"eps": 0.3}
 
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
 

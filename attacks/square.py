@@ -21,6 +21,7 @@ any batch (the reference shares one window across a batch). Images fooled leave 
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -108,6 +109,8 @@ class _Loss:
 @register_attack("square", threat="score", tasks={"classification"})
 class Square(Attack):
     """Square Attack (Andriushchenko et al., ECCV 2020): score-based random search over square windows, l_inf or l2."""
+
+    quick_settings: ClassVar[dict[str, Any]] = {"eps": 0.3, "max_queries": 300}
 
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
 

@@ -13,7 +13,7 @@ warning sign of gradient masking; the sanity checks flag it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -32,6 +32,8 @@ THREATS = {"apgd-ce": "white-box", "apgd-t": "white-box", "square": "score"}
 @register_attack("standard", threat="white-box", tasks={"classification"})
 class Standard(Attack):
     """AutoAttack's standard sequence (Croce & Hein, ICML 2020): APGD-CE, APGD-T, Square, each on the survivors."""
+
+    quick_settings: ClassVar[dict[str, Any]] = {"eps": 0.3, "steps": 10, "targets": 3, "square_queries": 100}
 
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
 

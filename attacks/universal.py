@@ -60,6 +60,9 @@ UAP_NORMS = ("linf", "l2")
 class UniversalPerturbation(Attack):
     """Universal adversarial perturbation (Moosavi-Dezfooli et al., CVPR 2017): one v fools most images."""
 
+    quick_settings: ClassVar[dict[str, Any]] = {"solver": "deepfool", "norm": "l2", "eps": 3.0, "delta": 0.0,
+                                                    "batch_size": 1, "progress": False}
+
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
     universal: ClassVar[bool] = True  # the runner calls `attack_set` on the whole data set, streamed, not chunks
     collective: ClassVar[bool] = True  # under torchrun the ranks share each minibatch and sum v's gradient

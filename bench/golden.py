@@ -40,8 +40,8 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("uap-transfer-fashion", ["run", "configs/uap-transfer-fashion.yaml", "-n", "200", "--eval-n", "200"],
      FASHION + ("reports/models/fashion_mlp.pt",)),
     ("boundary", ["attack", "--method", "boundary", "-n", "1", "--max-queries", "300"], ()),
-    ("boundary-targeted", ["attack", "--method", "boundary", "--target-class", "281", "-n", "1",
-                           "--max-queries", "300"], ()),
+    ("boundary-targeted", ["attack", "--method", "boundary", "--target-class", "559", "-n", "2",
+                           "--max-queries", "300"], ()),  # image 1 is a folding chair (559): image 0's start
     ("boundary-foolbox", ["attack", "--method", "boundary", "--backend", "foolbox", "--steps", "50", "-n", "1"], ()),
     ("boundary-threats", ["attack", "--method", "boundary", "--threat", "linf:8/255", "--threat", "l2:0.5",
                           "-n", "1", "--max-queries", "200"], ()),

@@ -86,7 +86,7 @@ def test_a_plugin_runs_only_on_the_tasks_it_declares(digits):
     task = get_task("classification")
     data = ImageSet(digits.x_test[:2], digits.y_test[:2], ["a", "b"], "test", "ground-truth")
     subject = Subject(digits.model, task, data, None, digits.y_test[:2], None)
-    check_task(PluginInfo("pgd", "attack", PGD, "white-box", frozenset({"classification"})), subject)
-    dense_only = PluginInfo("dag", "attack", PGD, "white-box", frozenset({"segmentation", "detection"}))
+    check_task(PluginInfo("pgd", "attack", PGD, meta={"threat": "white-box", "tasks": {"classification"}}), subject)
+    dense_only = PluginInfo("dag", "attack", PGD, meta={"threat": "white-box", "tasks": {"segmentation", "detection"}})
     with pytest.raises(AdvlabError, match="attack dag does not support the classification task"):
         check_task(dense_only, subject)

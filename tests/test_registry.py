@@ -1,4 +1,5 @@
-"""Registry-driven checks: every registered attack is tested the moment it is registered."""
+"""Catalog-driven checks: every attack is tested the moment it is registered, with the quick settings
+it declares; every entry of every catalog (tasks, views, models, image sources) is checked too."""
 from __future__ import annotations
 
 import pytest
@@ -10,22 +11,14 @@ from advlab.cli import main
 from advlab.criteria import Untargeted
 from advlab.evaluate import attack_in_chunks
 
-# Small budgets per attack for the shared checks; a new plugin must add its entry here.
-SMALL_SETTINGS: dict[str, dict] = {
-    "boundary": {"steps": 150, "candidates": 2, "progress": False},
-    "fgsm": {"eps": 0.3},
-    "pgd": {"eps": 0.3},
-    "universal": {"solver": "deepfool", "norm": "l2", "eps": 3.0, "delta": 0.0, "batch_size": 1, "progress": False},
-    "dag": {"max_iterations": 200, "progress": False},
-    "apgd": {"eps": 0.3, "steps": 20},
-    "apgd-t": {"eps": 0.3, "steps": 10, "targets": 3},
-    "square": {"eps": 0.3, "max_queries": 300},
-    "standard": {"eps": 0.3, "steps": 10, "targets": 3, "square_queries": 100},
-}
 # Share of the targets an attack must fool on the shared test model: 0.9, except DAG on the lab's small
 # segmenter, whose permuted label maps no attack drives past about 0.93 (targeted PGD at eps 0.4): DAG reaches 0.74.
 MIN_FOOLED = {"dag": 0.6}
 FEWER_STEPS = {"dag": {"max_iterations": 50}}  # batch invariance runs an attack five times: shorter is enough
+
+
+def info_quick(name: str) -> dict:
+    return registry.get_attack(name).cls.quick_settings
 
 
 class PerImage(torch.nn.Module):
@@ -56,18 +49,18 @@ def task_case(info, digits, segmenter, n: int):
     data = ImageSet(segmenter.x[:n], segmenter.masks[:n], [str(i) for i in range(n)], "scenes", "ground-truth")
     clean = task.predict(segmenter.model, data.x, 64, torch.device("cpu"))
     subject = Subject(segmenter.model, task, data, clean, segmenter.masks[:n], None)
-    plan = task.plan(AttackSpec(info.name), info.cls(**SMALL_SETTINGS[info.name]), subject, torch.device("cpu"),
+    plan = task.plan(AttackSpec(info.name), info.cls(**info.cls.quick_settings), subject, torch.device("cpu"),
                      seed=0)
     return PerImage(segmenter.model).eval(), data.x, plan.criterion
 
 
 @pytest.mark.parametrize("name", list(registry.attacks()))
 def test_every_attack_fools_a_trained_model(name, digits, segmenter):
-    assert name in SMALL_SETTINGS, f"add small test settings for the new attack {name!r}"
+    assert info_quick(name), f"give the attack {name!r} quick_settings (seconds on a small CPU model)"
     info = registry.get_attack(name)
     assert issubclass(info.cls, Attack) and info.threat and info.tasks and info.summary
     model, x, criterion = task_case(info, digits, segmenter, 16 if "classification" in info.tasks else 4)
-    result = info.cls(**SMALL_SETTINGS[name])(model, x, criterion, seed=0)
+    result = info.cls(**info.cls.quick_settings)(model, x, criterion, seed=0)
     assert result.x_adv.shape == x.shape and 0 <= float(result.x_adv.min()) and float(result.x_adv.max()) <= 1
     with torch.no_grad():
         fooled = criterion.fooled_share(model(result.x_adv))  # (N,) share of each image's targets fooled
@@ -93,7 +86,7 @@ def test_every_attack_gives_each_image_the_same_result_in_any_batch(name, digits
     info = registry.get_attack(name)
     model, x, criterion = task_case(info, digits, segmenter, 7)
     runs = {}
-    settings = {**SMALL_SETTINGS[name], **FEWER_STEPS.get(name, {})}
+    settings = {**info.cls.quick_settings, **FEWER_STEPS.get(name, {})}
     for batch_size in (1, 3, 7) if not getattr(info.cls, "universal", False) else (7, 7):
         attack = info.cls(**settings)
         runs[batch_size] = attack_in_chunks(attack, model, x, criterion, starting_points=None,
@@ -122,3 +115,65 @@ def test_every_attack_gives_each_image_the_same_result_in_any_batch(name, digits
 
 
 DETERMINISTIC = {"fgsm", "dag"}  # attacks that draw nothing at random (DAG's targets come from the task's plan)
+
+
+# ---------------------------------------------------------------- every catalog
+def test_every_task_has_a_view_and_every_view_a_task():
+    from advlab.report.views import VIEWS
+    from advlab.tasks import TASKS
+
+    assert TASKS.names() == VIEWS.names() == ["classification", "detection", "segmentation"]
+    for entry in TASKS:
+        assert entry.obj.name == entry.name and entry.obj.score_name and entry.summary
+        assert VIEWS.get(entry.name).obj.task == entry.name and VIEWS.get(entry.name).obj.columns is not None
+
+
+def test_every_model_source_claims_its_own_names_and_no_earlier_source_does():
+    from advlab.models import MODELS
+
+    for entry in MODELS.in_order():
+        example = entry.meta["usage"].split(",")[0].split(" ")[0]
+        first = MODELS.find(lambda e: e.meta["claims"](example))
+        assert first is entry, (entry.name, example, first and first.name)
+        assert entry.meta["task"] in (None, "classification", "segmentation", "detection") and entry.summary
+
+
+def test_every_image_source_takes_the_arguments_its_usage_names():
+    from advlab.data import DATA, schemes
+
+    for entry in DATA.in_order():
+        scheme, _, rest = entry.meta["usage"].partition(":")
+        takes = entry.meta["argument"]
+        if "[" in scheme:  # an optional argument, e.g. fashion-mnist[:train|test]
+            assert takes(None) and takes("test") and not takes("val")
+        elif rest:
+            assert takes("somewhere") and not takes(None) and not takes("")
+        else:
+            assert takes(None) and not takes("x")
+        assert entry.meta["usage"] in schemes() and entry.summary
+
+
+def test_a_name_registered_twice_is_an_error_and_the_same_object_again_is_not():
+    from advlab.catalog import Catalog
+    from advlab.errors import AdvlabError
+
+    catalog = Catalog("widget-test", group="advlab.widget-test", builtin=())
+    catalog.add("one", PerImage)
+    catalog.add("one", PerImage)  # a module imported twice registers the same class: fine
+    with pytest.raises(AdvlabError, match="registered twice, by .*PerImage and by .*Attack"):
+        catalog.add("one", Attack)
+    with pytest.raises(AdvlabError, match="unknown widget-test 'two'; choose one of: one"):
+        catalog.get("two")
+    with pytest.raises(ValueError, match="lower-case"):
+        catalog.add("Bad Name", Attack)
+    from advlab.catalog import Catalog as Again
+
+    del Again.every["widget-test"]
+
+
+def test_list_shows_every_catalog(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for heading in ("attacks:", "defenses:", "tasks:", "models (", "image sources (--data):"):
+        assert heading in out
+    assert "torchvision-segmentation" in out and "folder:PATH" in out and "score=miou" in out

@@ -259,7 +259,7 @@ def test_invalid_settings_name_the_field(bad):
 def test_registered_as_a_universal_white_box_attack():
     import advlab.attacks.universal  # noqa: F401  (registers "universal")
 
-    info = registry._ATTACKS["universal"]
+    info = registry.get_attack("universal")
     assert info.cls is UniversalPerturbation and info.threat == "white-box" and info.tasks == {"classification"}
     assert info.summary and UniversalPerturbation.universal is True
     a = UniversalPerturbation(norm="l2", eps=3.0)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from advlab.catalog import Catalog
 from advlab.report import fmt
 from advlab.report.images import boxes_image, image_uri, mask_image, palette
 from advlab.report.plots import active_share_uri, l2_vs_queries_uri
@@ -75,17 +76,19 @@ class TaskView:
                     "median over images at equal query budget (drawn once most images have one).")
 
 
-_VIEWS: dict[str, TaskView] = {}
+# a task's report view, by task name (third-party tasks add theirs through the "advlab.views" group)
+VIEWS = Catalog("view", group="advlab.views", builtin=())
 
 
 def register_view(cls: type[TaskView]) -> type[TaskView]:
-    _VIEWS[cls.task] = cls()
+    VIEWS.add(cls.task, cls())
     return cls
 
 
 def view_for(row: dict[str, Any]) -> TaskView:
     """The view of a results row: by its `task`, classification when it has none (or an unknown one)."""
-    return _VIEWS.get(str(row.get("task") or "classification"), _VIEWS["classification"])
+    task = str(row.get("task") or "classification")
+    return (VIEWS.get(task) if task in VIEWS else VIEWS.get("classification")).obj
 
 
 def task_columns(rows: list[dict[str, Any]]) -> list[Column]:

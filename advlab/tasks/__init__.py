@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from advlab.errors import AdvlabError
+from advlab.catalog import Catalog
 
 if TYPE_CHECKING:
     from advlab.attack import Attack
@@ -83,28 +83,19 @@ class Task(abc.ABC):
         return {}
 
 
-_TASKS: dict[str, Task] = {}
+TASKS = Catalog("task", group="advlab.tasks",
+                builtin=("advlab.tasks.classification", "advlab.tasks.segmentation", "advlab.tasks.detection"))
 
 
 def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: make a task adapter available under `cls.name`."""
-    _TASKS[cls.name] = cls()
+    """Class decorator: make a task adapter available under `cls.name` (one instance per task)."""
+    TASKS.add(cls.name, cls())
     return cls
 
 
 def get_task(name: str) -> Task:
-    _load_builtin()
-    if name not in _TASKS:
-        raise AdvlabError(f"unknown task {name!r}; choose one of: {', '.join(sorted(_TASKS))}")
-    return _TASKS[name]
+    return TASKS.get(name).obj
 
 
 def task_names() -> list[str]:
-    _load_builtin()
-    return sorted(_TASKS)
-
-
-def _load_builtin() -> None:
-    import advlab.tasks.classification  # noqa: F401  (each registers itself)
-    import advlab.tasks.segmentation  # noqa: F401
-    import advlab.tasks.detection  # noqa: F401
+    return TASKS.names()

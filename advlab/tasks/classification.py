@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 @register_task
 class Classification(Task):
+    """One label per image: top-1 accuracy; an image is fooled when its top-1 class leaves its label (or reaches a target)."""
+
     name = "classification"
     score_name = "accuracy"
 

@@ -134,6 +134,8 @@ def assign_targets(proposals: list[torch.Tensor], probs: list[torch.Tensor],
 
 @register_task
 class Detection(Task):
+    """Boxes per image: mAP@0.5 (torchmetrics); DAG's targets are region proposals held fixed (Xie et al., ICCV 2017)."""
+
     name = "detection"
     score_name = "map50"
     probes = False  # the gradient and unbounded-attack checks read logits of images, not of proposals
