@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import signal
 import sys
+import threading
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -197,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     console = _console_warnings()
+    terminate = _terminate_as_interrupt()
     try:
         return _dispatch(args, argv)
     except AdvlabError as exc:
@@ -224,6 +228,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         logging.getLogger("advlab").removeHandler(console)
+        if terminate is not None:
+            signal.signal(signal.SIGTERM, terminate)
+
+
+def evaluate_command(job: Any, checkpoint: Path) -> str:
+    """The command that evaluates a trained HGD checkpoint against FGSM and PGD, runnable as printed:
+    the job's model and its data (the test split where it trained on a train split)."""
+    model = job.model
+    parts = ["advlab", "defend", "--hgd", "--checkpoint", str(checkpoint), "--model", model.name]
+    if model.weights is not None:
+        parts += ["--weights", str(model.weights)]
+    for flag, value in (("--mean", model.mean), ("--std", model.std)):
+        if value is not None:
+            parts += [flag, ",".join(f"{v:g}" for v in value)]
+    for flag, value in (("--input-size", model.input_size), ("--num-classes", model.num_classes),
+                        ("--class-names", model.class_names)):
+        if value is not None:
+            parts += [flag, str(value)]
+    source = job.data.source
+    data = source[: -len(":train")] + ":test" if source.endswith(":train") else source
+    return shlex.join([*parts, "--data", data, "-n", "100", "--attacks", "fgsm,pgd"])
+
+
+def _terminate_as_interrupt() -> Any:
+    """SIGTERM (a scheduler's stop, `kill`) stops a job the way Ctrl-C does: the current chunk is
+    dropped, finished ones are kept, and the resume command is printed. Returns the previous handler
+    (None outside the main thread, where signals cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _console_warnings() -> logging.Handler:
@@ -295,9 +329,10 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.verb == "defend" and args.train:
         from advlab.defenses.hgd_job import train_hgd
 
-        checkpoint = train_hgd(train_job_from_args(args, argv))
+        job = train_job_from_args(args, argv)
+        checkpoint = train_hgd(job)
         print(f"checkpoint: {checkpoint}")
-        print(f"evaluate it: advlab defend --hgd --checkpoint {checkpoint} --model ... --data ... --attacks fgsm,pgd")
+        print(f"evaluate it: {evaluate_command(job, checkpoint)}")
         return 0
     if args.verb == "run" and args.resume:
         run_dir = resume_experiment(Path(args.resume))

@@ -133,7 +133,7 @@ def load_model(name: str, weights: str | None = "DEFAULT", *, mean: Sequence[flo
         raise AdvlabError(unknown_model(name))
     kind = source.meta["task"]
     if task is not None and kind is not None and kind != task:
-        raise AdvlabError(f"{name} is a {kind} model, not a {task} one; drop --task or pick another model "
+        raise AdvlabError(f"{name} is a {kind} model, not a {task} model; drop --task or pick a {task} model "
                           "(`advlab list` shows where models come from)")
     return source.obj(name, weights, mean=mean, std=std, input_size=input_size, num_classes=num_classes,
                       class_names_file=class_names_file, task=task)

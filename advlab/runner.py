@@ -37,7 +37,8 @@ from advlab.device import apply_precision, device_name, resolve_device
 from advlab.errors import AdvlabError, Interrupted
 from advlab.models import load_model
 from advlab.registry import PluginInfo, get_attack, get_defense
-from advlab.report import render_report
+from advlab.report import render_html, render_report
+from advlab.runlock import RunLock, own_files
 from advlab.robustness import ADAPTIVE, NO_DEFENSE, Column, Ledger, attack_labels, entry
 from advlab.rows import HeldOut, RowContext, Subject, run_attack
 from advlab.sanity import PROBE_IMAGES, probe, result_checks
@@ -51,10 +52,11 @@ def build_attack(spec: AttackSpec) -> Attack:
     return instantiate("attack", spec.method, get_attack(spec.method).cls, spec.params)
 
 
-def new_run_dir(cfg: RunConfig) -> Path:
-    """The run directory, created only now that everything was validated: `--out` must be new or an
-    empty directory (advlab never writes into a folder of the user's), the default is
-    reports/<name>-<YYYYmmdd-HHMMSS>."""
+def new_run_dir(cfg: RunConfig) -> tuple[Path, RunLock]:
+    """The run directory, created only now that everything was validated, and its lock: `--out` must
+    be new or an empty directory (advlab never writes into a folder of the user's), the default is
+    reports/<name>-<YYYYmmdd-HHMMSS>. Checked again once locked: of two processes started on the same
+    `--out`, the second is told which process is writing it."""
     if cfg.out:
         run_dir = Path(cfg.out).expanduser()
         check_writable_dir(run_dir, "--out")
@@ -66,7 +68,13 @@ def new_run_dir(cfg: RunConfig) -> Path:
             k += 1
             run_dir = Path("reports") / f"{cfg.name}-{stamp}-{k}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    lock = RunLock(run_dir).claim()
+    try:
+        check_writable_dir(run_dir, "--out")
+    except AdvlabError:
+        lock.release()
+        raise
+    return run_dir, lock
 
 
 def remove_chunks(arrays: Path) -> None:
@@ -81,7 +89,7 @@ def check_writable_dir(path: Path, flag: str) -> None:
     """A directory advlab may create or fill: absent, or empty. A run advlab made is resumed, not reused."""
     if path.exists() and not path.is_dir():
         raise AdvlabError(f"{flag} {path} is a file; give a directory path")
-    if not path.is_dir() or not any(path.iterdir()):
+    if not path.is_dir() or not any(not own_files(p) for p in path.iterdir()):
         return
     if (path / "config.yaml").is_file() or (path / "results.json").is_file():
         state = "a finished run" if (path / "results.json").is_file() else "an unfinished run"
@@ -91,9 +99,10 @@ def check_writable_dir(path: Path, flag: str) -> None:
                       f"directory: pick another {flag}")
 
 
-def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
-    """Run (or resume) an experiment and return its run directory. Everything that can be checked
-    (settings, models, data, target classes, starting images) is checked before anything is written."""
+def run_experiment(cfg: RunConfig, *, resume: Path | None = None, lock: RunLock | None = None) -> Path:
+    """Run (or resume: `lock` is then the resumed directory's, taken by the caller) an experiment and
+    return its run directory. Everything that can be checked (settings, models, data, target classes,
+    starting images) is checked before anything is written."""
     distributed.init_from_env()  # under torchrun: join the group, each rank computes its share of the chunks
     attacks = [build_attack(spec) for spec in cfg.attacks]  # fail on bad settings before any heavy work
     defenses = [build_defense(spec) for spec in cfg.defenses]
@@ -112,7 +121,7 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
     if run_dir is None:
         created = None
         if distributed.is_main():
-            created = new_run_dir(cfg)
+            created, lock = new_run_dir(cfg)
             atomic.write_text(created / "config.yaml", to_yaml(_resolved(cfg)))
         run_dir = Path(distributed.from_main(str(created) if created else None))  # rank 0's, on every rank
     handler = log_to(run_dir / "log.txt") if distributed.is_main() else logging.NullHandler()
@@ -127,10 +136,17 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None) -> Path:
     except KeyboardInterrupt:
         log.error("run interrupted; finished chunks are kept")
         raise Interrupted(f"advlab run --resume {shlex.quote(str(run_dir.resolve()))}") from None
+    except OSError as exc:  # a full disk, a folder that became read-only: the machine, not the run
+        where = f" ({exc.filename})" if exc.filename else ""
+        log.error("run stopped: %s%s", exc.strerror or exc, where)
+        raise AdvlabError(f"{exc.strerror or exc}{where}; finished chunks are kept: free space, then continue "
+                          f"with `advlab run --resume {shlex.quote(str(run_dir.resolve()))}`") from None
     finally:
         if distributed.is_main():
             log.removeHandler(handler)
         handler.close()
+        if lock is not None:
+            lock.release()
 
 
 def check_task(info: PluginInfo, subject: Subject) -> None:
@@ -142,12 +158,28 @@ def check_task(info: PluginInfo, subject: Subject) -> None:
 
 
 def resume_experiment(run_dir: Path) -> Path:
+    """Continue a stopped run, holding its directory's lock. A finished one (results.json is written
+    last) is left as it is: its report is rendered again only if index.html is missing."""
     if not (run_dir / "config.yaml").is_file():
         raise AdvlabError(f"--resume {run_dir}: no config.yaml there; give a run directory advlab wrote")
     distributed.init_from_env()
-    if distributed.is_main():
-        atomic.remove_leftovers(run_dir)  # half-written files of a killed process
-    return run_experiment(load_config(run_dir / "config.yaml"), resume=run_dir)
+    lock = RunLock(run_dir).claim() if distributed.is_main() else None
+    try:
+        if (run_dir / "results.json").is_file():
+            missing = not (run_dir / "index.html").is_file()
+            if missing and distributed.is_main():
+                render_report(run_dir)
+            if distributed.is_main():
+                remove_chunks(run_dir / "arrays")  # checkpoints left by a stop after the last step
+            log.warning("%s is already finished; nothing to resume%s", run_dir,
+                        " (its missing report was rendered again)" if missing else "")
+            return run_dir
+        if distributed.is_main():
+            atomic.remove_leftovers(run_dir)  # half-written files of a killed process
+        return run_experiment(load_config(run_dir / "config.yaml"), resume=run_dir, lock=lock)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], subjects: list[Subject],
@@ -218,11 +250,11 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
     results["warnings"] = warnings + result_checks(ledger, results["attacks"], cfg.threat)
     for found in results["warnings"]:
         log.warning("check %s (%s): %s", found["check"], found["where"], found["message"])
-    atomic.write_text(run_dir / "results.json", json.dumps(results, indent=1))
     if distributed.is_main():  # the other ranks of a sharded run wrote nothing but their chunks
-        render_report(run_dir)
+        atomic.write_text(run_dir / "index.html", render_html(run_dir, json.loads(json.dumps(results))))
     distributed.barrier()  # every rank has read the chunks it needs
-    if distributed.is_main():
+    if distributed.is_main():  # completion is one atomic last step: a run is finished once results.json is there
+        atomic.write_text(run_dir / "results.json", json.dumps(results, indent=1))
         remove_chunks(arrays)
     return run_dir
 

@@ -338,12 +338,8 @@ def save_perturbation(path: str | os.PathLike, v: torch.Tensor, meta: dict[str, 
 
 def load_perturbation(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, Any]]:
     """Read a file of `save_perturbation` (or a bare (C, H, W) tensor): (v float32 CPU, meta)."""
-    try:
-        obj = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise AdvlabError(f"perturbation file {path} does not exist; give a file written by a universal run") from None
-    except Exception as exc:
-        raise AdvlabError(f"cannot read perturbation file {path}: {type(exc).__name__}: {exc}") from None
+    obj = atomic.read_tensors(Path(path), "perturbation file", "give a file written by a universal run "
+                              "(arrays/universal-K.perturbation.pt)")
     if isinstance(obj, dict) and isinstance(obj.get("perturbation"), torch.Tensor):
         v, meta = obj["perturbation"], {k: val for k, val in obj.items() if k != "perturbation"}
     elif isinstance(obj, torch.Tensor):

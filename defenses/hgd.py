@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advlab import atomic
 from advlab.defense import Defense, clamp_unit
 from advlab.defenses.dunet import DUNET
 from advlab.errors import AdvlabError, first_line
@@ -127,14 +128,8 @@ def save_checkpoint(path: Path, denoiser: DUNET, config: dict[str, Any]) -> Path
 def load_checkpoint(path: str | Path) -> tuple[DUNET, dict[str, Any]]:
     """(denoiser in eval mode, config) from a checkpoint written by `save_checkpoint`."""
     p = Path(path)
-    if not p.is_file():
-        raise AdvlabError(f"HGD checkpoint {p} does not exist; train one with "
-                          "`advlab defend --hgd --train --out DIR` or give the right path")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  # pickle errors, truncated files, refused globals
-        raise AdvlabError(f"HGD checkpoint {p} cannot be read ({type(exc).__name__}: {first_line(exc)}); "
-                          "it must be a file written by `advlab defend --hgd --train`") from None
+    payload = atomic.read_tensors(p, "HGD checkpoint", "train one with `advlab defend --hgd --train --out DIR` "
+                                  "or give the right path")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise AdvlabError(f"{p} is not an advlab HGD checkpoint (no format {CHECKPOINT_FORMAT!r}); "
                           "train one with `advlab defend --hgd --train`")

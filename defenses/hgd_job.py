@@ -27,6 +27,7 @@ from advlab.runner import check_writable_dir, log_to
 
 log = logging.getLogger("advlab")
 TRAIN_MARKER = ".advlab-hgd-train"  # marks an output directory as this kind of job's (it may be continued)
+CLEAN_COST_WARNING = 0.05  # a denoiser that costs more clean accuracy than this on its held-out pairs is flagged
 
 
 @dataclass
@@ -105,4 +106,10 @@ def _train(job: TrainJob, device: torch.device, model: ImageClassifier, sources:
     log.info("HGD-%s trained: validation accuracy %.3f on adversarial pairs (%.3f undefended), %.3f clean; %s",
              job.settings.variant, last["val_adv_accuracy"], last["val_adv_accuracy_undefended"],
              last["val_clean_accuracy"], path)
+    cost = last.get("val_clean_accuracy_undefended", last["val_clean_accuracy"]) - last["val_clean_accuracy"]
+    if cost > CLEAN_COST_WARNING:
+        log.warning("the denoiser costs %.0f points of clean accuracy on its %d held-out images (%.3f undefended "
+                    "-> %.3f defended): it is not usable as it is; train longer (--epochs), on more images (-n) "
+                    "or wider (--width)", 100 * cost, val_n, last["val_clean_accuracy_undefended"],
+                    last["val_clean_accuracy"])
     return path

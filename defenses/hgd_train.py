@@ -175,6 +175,7 @@ def train_denoiser(target: nn.Module, train: Split, val: Split, settings: TrainS
     autocast = torch.bfloat16 if device.type == "cuda" else None
     bs = settings.batch_size
     undefended = accuracy(target, val.adv, val.labels, bs * 4, device)
+    clean_undefended = accuracy(target, val.clean, val.labels, bs * 4, device)
     for epoch in range(start, settings.epochs):
         denoiser.train()
         order = torch.randperm(train.clean.shape[0], generator=torch.Generator().manual_seed(settings.seed + epoch))
@@ -204,7 +205,7 @@ def train_denoiser(target: nn.Module, train: Split, val: Split, settings: TrainS
         record = {"epoch": epoch + 1, "loss": float(total) / seen, "wall_s": wall, "images_per_s": seen / wall,
                   "val_adv_accuracy": accuracy(target, val.adv, val.labels, bs * 4, device, denoiser),
                   "val_clean_accuracy": accuracy(target, val.clean, val.labels, bs * 4, device, denoiser),
-                  "val_adv_accuracy_undefended": undefended}
+                  "val_adv_accuracy_undefended": undefended, "val_clean_accuracy_undefended": clean_undefended}
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", val_adv=f"{record['val_adv_accuracy']:.3f}",
                         val_clean=f"{record['val_clean_accuracy']:.3f}")
