@@ -4,6 +4,7 @@ override a config. Every setting flag becomes the attack's own setting, checked 
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,6 +14,8 @@ import yaml
 from advlab.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig, default_weights, expand_sweeps, validate
 from advlab.errors import AdvlabError
 from advlab.threat import parse_threat, unique
+
+log = logging.getLogger("advlab")
 
 SEGMENTATION_DEFAULT_N = 16  # scenes in the embedded segmentation default (a few minutes of DAG on 2 CPU cores)
 DETECTION_DEFAULT_N = 16  # scenes in the embedded detection default
@@ -153,6 +156,12 @@ def _model_and_data(cfg: RunConfig, args: argparse.Namespace, tasks: frozenset[s
         model, n = EMBEDDED_DEFAULTS[task]
         cfg.model = model()
         cfg.data.source, cfg.data.n = "fashion-scenes:test", n
+        if not args.task:  # the default model swapped without being asked: say so, once, and record it
+            note = (f"--method {args.method} does not attack classifiers, so the model is the lab's {task} model "
+                    f"{cfg.model.name}{'' if args.data else ' on fashion-scenes:test'}; add --task detection for "
+                    "the lab's detector, or --model and --data for your own")
+            cfg.notes.append(note)
+            log.warning(note)
     if args.model:
         cfg.model.name = args.model
         cfg.model.weights = default_weights(args.model)

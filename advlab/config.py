@@ -72,6 +72,26 @@ class RunConfig:
     # threat models (norm, eps) of the robustness matrices: one matrix each, an attack counting only where
     # its adversarial lies within eps; empty = one per distinct (norm, eps) of the bounded attacks
     threat: list[ThreatModel] = field(default_factory=list)
+    # what advlab chose on the user's behalf (e.g. the segmenter for --method dag without --model):
+    # logged once and recorded in results.json
+    notes: list[str] = field(default_factory=list)
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a key given twice in one mapping (safe_load keeps the last
+    value without a word, so `n: 10` then `n: 1000` would run on 1000 images)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                    "keep one", key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -80,7 +100,7 @@ def load_config(path: str | Path) -> RunConfig:
     if not p.is_file():
         raise AdvlabError(f"config file {p} does not exist; see configs/quickstart.yaml for an example")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""

@@ -47,7 +47,7 @@ def load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None,
     else:
         label = "none"
     net.eval()
-    classes = _read_class_names(class_names_file) if class_names_file else None
+    classes = read_class_names(class_names_file) if class_names_file else None
     if task == "detection" or (task is None and _is_detector(net)):
         return _wrap_detector(net, spec, label, classes, input_size)
     channels = _in_channels(net, input_size)
@@ -168,7 +168,7 @@ def _probe_classes(net: nn.Module, channels: int, size: int, spec: str, task: st
     return int(out.shape[1]), found
 
 
-def _read_class_names(path: str) -> list[str]:
+def read_class_names(path: str) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise AdvlabError(f"class-names file {p} does not exist")

@@ -325,8 +325,20 @@ def decode_for_model(path: Path, mode: str, size: int) -> torch.Tensor:  # -> (C
 
 
 def decode(path: Path, mode: str) -> torch.Tensor:  # -> (C, H, W) uint8
+    """An image file in `mode` ("L" or "RGB"), 8 bits per channel. 16-bit grayscale (PNG's I;16) is
+    scaled to 8 bits (PIL's own convert would clip it to white); 32-bit integer or float images are
+    refused rather than guessed."""
     try:
         with Image.open(path) as im:
+            if im.mode.startswith("I;16") or im.mode == "I":
+                wide = np.asarray(im).astype(np.int64)  # (H, W)
+                if im.mode == "I" and (wide.min() < 0 or wide.max() > 65535):
+                    raise AdvlabError(f"image {path} holds 32-bit integers ({wide.min()}..{wide.max()}); save it "
+                                      "as an 8- or 16-bit image")
+                im = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
+            elif im.mode == "F":
+                raise AdvlabError(f"image {path} holds 32-bit floats; save it as an 8- or 16-bit image, or pass "
+                                  "the values in [0, 1] as tensors:FILE")
             arr = np.array(im.convert(mode))  # (H, W) or (H, W, 3) uint8
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise AdvlabError(f"cannot read image {path}: {type(exc).__name__}: {exc}; delete or replace it") from exc

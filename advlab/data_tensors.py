@@ -93,6 +93,9 @@ def _as_tensor(value: object, key: str, spec: str) -> torch.Tensor:
 
 def _to_nchw_view(x: torch.Tensor, spec: str) -> torch.Tensor:  # -> (N, C, H, W), no copy
     shape = tuple(x.shape)
+    if x.dim() == 3 and shape[0] == 3:  # one RGB image or three grayscale ones: reading either way could be wrong
+        raise AdvlabError(f"{spec}: x has shape {shape}: one RGB image or three grayscale ones? save one image as "
+                          f"(1, 3, {shape[1]}, {shape[2]}), three grayscale images as (3, 1, {shape[1]}, {shape[2]})")
     if x.dim() == 3 and shape[-1] not in (1, 3):
         return x.unsqueeze(1)
     if x.dim() == 4 and shape[1] in (1, 3):

@@ -135,8 +135,17 @@ def load_model(name: str, weights: str | None = "DEFAULT", *, mean: Sequence[flo
     if task is not None and kind is not None and kind != task:
         raise AdvlabError(f"{name} is a {kind} model, not a {task} model; drop --task or pick a {task} model "
                           "(`advlab list` shows where models come from)")
-    return source.obj(name, weights, mean=mean, std=std, input_size=input_size, num_classes=num_classes,
-                      class_names_file=class_names_file, task=task)
+    model = source.obj(name, weights, mean=mean, std=std, input_size=input_size, num_classes=num_classes,
+                       class_names_file=class_names_file, task=task)
+    if class_names_file and source.name != "factory":  # a factory's loader reads them itself
+        from advlab.custom_models import read_class_names
+
+        names = read_class_names(class_names_file)
+        if len(names) != model.num_classes:
+            raise AdvlabError(f"--class-names {class_names_file} has {len(names)} names but {name} has "
+                              f"{model.num_classes} classes; give one name per class, in class-index order")
+        model.class_names, model.named_classes = list(names), True
+    return model
 
 
 def unknown_model(name: str) -> str:

@@ -45,7 +45,7 @@ def test_resuming_a_finished_run_changes_nothing(fashion, in_tmp, capsys):
 def test_sigterm_stops_a_run_as_ctrl_c_does_and_the_run_resumes(fashion, in_tmp):
     args = ["attack", "--method", "boundary", "--model", "advlab.smallnets:fashion_cnn", "--weights",
             str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data", "fashion-mnist",
-            "-n", "12", "--batch-size", "2", "--max-queries", "800", "--out", "stopped"]
+            "-n", "6", "--batch-size", "2", "--max-queries", "600", "--out", "stopped"]
     proc = subprocess.Popen([sys.executable, "-m", "advlab.cli", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     chunks = in_tmp / "stopped" / "arrays" / "boundary-0.chunks"
