@@ -9,11 +9,12 @@ sources share. Elsewhere: `data_fashion` (fashion-mnist, fashion-scenes), `data_
 from __future__ import annotations
 
 import functools
+import logging
 import importlib.util
 import re
-from dataclasses import dataclass
-from pathlib import Path
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -28,8 +29,10 @@ from advlab.images import FileImages, Images, as_images
 from advlab.models import ImageClassifier
 
 T = TypeVar("T")
+log = logging.getLogger("advlab")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 CROP_FRACTION = 0.875  # torchvision's ImageNet convention: resize 256, center-crop 224
+ENLARGED = 4  # image files enlarged more than this many times for the model's input are noted
 _WNID = re.compile(r"n\d{8}")
 _SAMPLE = re.compile(r"imagenet_(\d+)_(\d+)\.jpg")
 # Real RGB photos inside installed wheels: (package, path inside the package).
@@ -51,6 +54,7 @@ class ImageSet:
     label_source: str  # "ground-truth" | "prediction" | "none"
     class_names: tuple[str, ...] | None = None  # the source's own class names, where it knows them
     boxes: list[dict[str, torch.Tensor]] | None = None  # detection: per image boxes (G, 4) x1 y1 x2 y2, labels (G,)
+    notes: list[str] = field(default_factory=list)  # what loading changed on the user's behalf (results.json notes)
 
     def __post_init__(self) -> None:
         self.images = as_images(self.images)
@@ -94,7 +98,33 @@ def load_images(spec: str, model: ImageClassifier, *, n: int | None = None) -> I
     if scheme not in DATA or not DATA.get(scheme).meta["argument"](arg if sep else None):
         hint = f" (did you mean folder:{spec}?)" if Path(spec).is_dir() else ""
         raise AdvlabError(f"unknown image source {spec!r}{hint}; use one of: {schemes()}")
-    return DATA.get(scheme).obj(spec, arg, model, n)
+    data = DATA.get(scheme).obj(spec, arg, model, n)
+    if isinstance(data.images, FileImages) and model.input_size is not None:
+        data.notes += enlarged(data.images.files, model.input_size, spec)
+    for note in data.notes:
+        log.warning(note)
+    return data
+
+
+def enlarged(files: list[Path], size: int, spec: str) -> list[str]:
+    """A note when image files are enlarged more than `ENLARGED`x on their way to the model's input
+    (a 1x1 image attacked at 224 px says little about the model): their headers are read, not the pixels."""
+    smallest, count = None, 0
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+        except (OSError, ValueError):  # an unreadable file is named when it is decoded
+            continue
+        if min(width, height) * ENLARGED < size / CROP_FRACTION:
+            count += 1
+            smallest = min(smallest or (min(width, height), path.name, width, height),
+                           (min(width, height), path.name, width, height))
+    if smallest is None:
+        return []
+    _, name, width, height = smallest
+    return [f"{count} of {len(files)} images of {spec} are enlarged more than {ENLARGED}x to the model's {size} px "
+            f"input (the smallest, {name}, is {width}x{height}); check --data, or --input-size for the model"]
 
 
 def _none(arg: str | None) -> bool:

@@ -196,8 +196,9 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
         "clean": {first.task.score_name: first.task.score(first.clean, first.labels)},
         "attacks": [], "defenses": [],
     }
-    if cfg.notes:  # what advlab chose on the user's behalf
-        results["notes"] = list(cfg.notes)
+    notes = [*cfg.notes, *(note for s in subjects for note in s.data.notes)]
+    if notes:  # what advlab chose or changed on the user's behalf
+        results["notes"] = list(dict.fromkeys(notes))
     if first.held_out is not None:
         results["data"]["eval"] = {"name": first.held_out.data.source, "n": len(first.held_out.data)}
     if len(subjects) > 1:

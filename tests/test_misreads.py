@@ -76,3 +76,16 @@ def test_a_swapped_default_model_is_said_and_recorded(tmp_path, capsys):
     assert main(["attack", "--method", "dag", "--task", "segmentation", "-n", "2", "--set", "max_iterations=3",
                  "--out", str(asked)]) == 0
     assert "notes" not in json.loads((asked / "results.json").read_text())  # asked for: nothing to say
+
+
+def test_an_image_enlarged_more_than_4x_is_said_and_recorded(fashion, tmp_path, capsys):
+    (tmp_path / "set" / "0").mkdir(parents=True)
+    Image.fromarray(np.full((1, 1), 128, np.uint8)).save(tmp_path / "set" / "0" / "dot.png")
+    Image.fromarray(np.full((28, 28), 128, np.uint8)).save(tmp_path / "set" / "0" / "full.png")
+    out = tmp_path / "run"
+    assert main(["attack", "--method", "fgsm", *fashion_model_args(fashion), "--data", f"folder:{tmp_path / 'set'}",
+                 "--out", str(out)]) == 0
+    expected = "1 of 2 images of folder:"
+    assert expected in capsys.readouterr().err
+    notes = json.loads((out / "results.json").read_text())["notes"]
+    assert len(notes) == 1 and expected in notes[0] and "dot.png, is 1x1" in notes[0] and "more than 4x" in notes[0]
