@@ -56,14 +56,11 @@ class Catalog:
     """Entries of one kind, by name. `register` (a decorator) or `add` fill it; `get`, `entries` and
     `find` read it, loading the built-in modules and the entry-point group first."""
 
-    every: dict[str, "Catalog"] = {}  # kind -> catalog: what `advlab list` shows
-
     def __init__(self, kind: str, *, group: str, builtin: tuple[str, ...], noun: str | None = None) -> None:
         self.kind, self.group, self.builtin = kind, group, builtin
         self.noun = noun or kind  # in messages: "unknown attack method 'x'"
         self._entries: dict[str, Entry] = {}
         self._loaded = False
-        Catalog.every[kind] = self
 
     def add(self, name: str, obj: Any, *, summary: str | None = None, **meta: Any) -> Entry:
         """Register `obj` under `name`; the same object again is a no-op, another one is an error."""

@@ -253,11 +253,12 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
     results["warnings"] = warnings + result_checks(ledger, results["attacks"], cfg.threat)
     for found in results["warnings"]:
         log.warning("check %s (%s): %s", found["check"], found["where"], found["message"])
+    text = json.dumps(results, indent=1)
     if distributed.is_main():  # the other ranks of a sharded run wrote nothing but their chunks
-        atomic.write_text(run_dir / "index.html", render_html(run_dir, json.loads(json.dumps(results))))
+        atomic.write_text(run_dir / "index.html", render_html(run_dir, json.loads(text)))  # as read back later
     distributed.barrier()  # every rank has read the chunks it needs
     if distributed.is_main():  # completion is one atomic last step: a run is finished once results.json is there
-        atomic.write_text(run_dir / "results.json", json.dumps(results, indent=1))
+        atomic.write_text(run_dir / "results.json", text)
         remove_chunks(arrays)
     return run_dir
 

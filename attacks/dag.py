@@ -145,20 +145,23 @@ class DAG(Attack):
                                         else ITERATIONS_SEGMENTATION)
         bar = tqdm(total=limit, desc="dag", unit="it", disable=not self.progress, leave=False)
         crit = criterion  # the targets of the images still in the batch, re-cut at each compaction
+        valid = crit.labels != IGNORE  # (A, *S), re-cut with it, as the two counts below (A,)
+        total, counted = valid.flatten(1).sum(1).clamp_min(1), self._counted(crit)
         for it in range(limit):
             xa = (x0[live] + r_total[live]).clamp(0.0, 1.0).requires_grad_(True)  # (A, C, H, W)
             with torch.enable_grad():
                 logits = crit.evaluate(model, xa.to(x.dtype)).float()  # (A, K, *S): pixels, or fixed proposals
                 target = crit.labels.clamp(max=logits.shape[1] - 1)[:, None]  # (A, 1, *S) void masked out below
                 pred = logits.detach().argmax(dim=1)  # (A, *S)
-                others = logits.detach().scatter(1, target, -torch.inf)  # (A, K, *S) every class but the target
-                rival = torch.where(pred == crit.labels, others.argmax(dim=1), pred)[:, None]  # best other class
-                z_adv, z_rival = logits.gather(1, target).squeeze(1), logits.gather(1, rival).squeeze(1)  # (A, *S)
+                rival = pred  # where a target is still active without a margin, its rival is the prediction
+                if self.margin > 0:  # with one, a target already at its label is pushed against the runner-up
+                    others = logits.detach().scatter(1, target, -torch.inf)  # (A, K, *S) every class but the target
+                    rival = torch.where(pred == crit.labels, others.argmax(dim=1), pred)
+                z_adv, z_rival = logits.gather(1, target).squeeze(1), logits.gather(1, rival[:, None]).squeeze(1)
                 done = pred == crit.labels if self.margin == 0 else (z_adv - z_rival).detach() >= self.margin
-                valid = crit.labels != IGNORE
                 active = ~done & valid  # (A, *S) not yet adversarial (by the margin)
-                remaining, counted = active.flatten(1).sum(1), self._counted(crit)  # (A,) each
-                share = remaining / valid.flatten(1).sum(1).clamp_min(1)
+                remaining = active.flatten(1).sum(1)  # (A,)
+                share = remaining / total
                 running = remaining > (1.0 - crit.threshold) * counted  # (A,) the DAG stopping rule
                 objective = ((z_adv - z_rival) * active).sum()
                 (grad,) = torch.autograd.grad(objective, xa)  # (A, C, H, W): each image's own gradient
@@ -178,6 +181,7 @@ class DAG(Attack):
                 if keep.numel() == 0:
                     break
                 live, crit = live[keep], crit.subset(keep)
+                valid, total, counted = valid[keep], total[keep], counted[keep]
         bar.close()
         # queries count every forward+backward pass an image took part in, the pass that found it done included
         x_adv = (x0 + r_total).clamp(0.0, 1.0).to(x.dtype)

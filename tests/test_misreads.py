@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from advlab.cli import main
 from advlab.data import load_images
+from advlab.errors import AdvlabError
 from advlab.models import load_model
 
 
@@ -29,13 +31,8 @@ def test_a_16_bit_png_is_read_as_its_values_not_as_white(fashion, tmp_path):
     float_image = tmp_path / "float" / "0"
     float_image.mkdir(parents=True)
     Image.fromarray(np.ones((28, 28), np.float32)).save(float_image / "f.tif")
-    from advlab.errors import AdvlabError
-
-    try:
+    with pytest.raises(AdvlabError, match="holds 32-bit floats"):
         load_images(f"folder:{tmp_path / 'float'}", fashion.model).x
-        raise AssertionError("a float image was read")
-    except AdvlabError as exc:
-        assert "holds 32-bit floats" in str(exc)
 
 
 def test_one_image_of_shape_3_h_w_is_refused_as_ambiguous(fashion, tmp_path, run_error):

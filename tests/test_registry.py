@@ -166,9 +166,6 @@ def test_a_name_registered_twice_is_an_error_and_the_same_object_again_is_not():
         catalog.get("two")
     with pytest.raises(ValueError, match="lower-case"):
         catalog.add("Bad Name", Attack)
-    from advlab.catalog import Catalog as Again
-
-    del Again.every["widget-test"]
 
 
 def test_list_shows_every_catalog(capsys):
