@@ -54,12 +54,12 @@ fashion-models: $(MODELS)/fashion_cnn.pt $(MODELS)/fashion_mlp.pt
 
 $(MODELS)/fashion_%.pt: | $(STAMP)
 	mkdir -p $(MODELS)
-	$(PY) -m advlab.smallnets --arch fashion_$* --out $@
+	$(PY) -m advlab.cli.lab_nets classifier --arch fashion_$* --out $@
 
 # An HGD (LGD, width 0.25) against the Fashion-MNIST CNN, trained on CPU in minutes, then the
 # defense study of configs/hgd-fashion.yaml
 $(MODELS)/hgd-fashion/hgd-lgd.pt: $(MODELS)/fashion_cnn.pt
-	$(VENV)/bin/advlab defend --hgd --train --model advlab.smallnets:fashion_cnn --weights $< --mean 0.5 --std 0.5 \
+	$(VENV)/bin/advlab defend --hgd --train --model advlab.zoo.smallnets:fashion_cnn --weights $< --mean 0.5 --std 0.5 \
 	  --input-size 28 --data fashion-mnist:train -n 10000 --width 0.25 --epochs 5 --lr 3e-3 --batch-size 64 \
 	  --eps-max 0.25 --train-attacks pgd --pgd-steps 5 --out $(MODELS)/hgd-fashion
 

@@ -16,7 +16,7 @@ targeted DLR, -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2), against the 2nd, 3rd
 classes of the clean image in turn, each only on the images still robust.
 
 Batched like every attack here: each image has its own step size and schedule state; its random
-start is keyed by the seed and its own pixels (`advlab.rng`), so an image gives the same result alone
+start is keyed by the seed and its own pixels (`advlab.core.rng`), so an image gives the same result alone
 or in any batch. Images found adversarial leave the batch every `compact_every` iterations (their first
 adversarial point is kept), which changes no other image's path.
 """
@@ -28,18 +28,17 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from advlab.attack import Attack, AttackResult
-from advlab.checks import check_choice, check_eps, is_real, positive_int
-from advlab.criteria import Criterion, Targeted
-from advlab.registry import register_attack
-from advlab.rng import image_keys, normal, step_keys, uniform
+from advlab.core.attack import Attack, AttackResult
+from advlab.core.checks import check_choice, check_eps, is_real, positive_int
+from advlab.core.criteria import Criterion, Targeted
+from advlab.core.registry import register_attack
+from advlab.core.rng import image_keys, normal, step_keys, uniform
 
 APGD_NORMS = ("linf", "l2")
 APGD_LOSSES = ("ce", "dlr")
-_START_STREAM = 51  # advlab.rng stream of APGD's random starts (step = restart index)
+_START_STREAM = 51  # advlab.core.rng stream of APGD's random starts (step = restart index)
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (A, K), index (A,)) -> (A,) to ascend
 
 

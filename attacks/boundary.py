@@ -7,7 +7,7 @@ still adversarial; adapt both step sizes from recent success rates. Only top-1 d
 
 What differs from foolbox 3's implementation (the reference, `--backend foolbox`):
 - every image is independent: its own noise stream (keyed by its pixels and the seed, see
-  `advlab.rng`), its own step sizes and statistics, its own stopping point;
+  `advlab.core.rng`), its own step sizes and statistics, its own stopping point;
 - `candidates` proposals per image per step go through the model in one forward pass, and the
   closest adversarial one is kept (the original paper also drew several per step);
 - step sizes adapt once `adapt_window` outcomes are collected, which with several candidates
@@ -52,7 +52,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from advlab.attack import Attack, AttackResult
 from advlab.attacks.boundary_start import initial_points
 from advlab.attacks.priors import PRIORS, mirrored, proposals
 from advlab.attacks.surrogate import (
@@ -63,11 +62,12 @@ from advlab.attacks.surrogate import (
     load_surrogate,
     surrogate_spec,
 )
-from advlab.checks import check_bool, is_real, positive_int
-from advlab.criteria import Criterion
-from advlab.evaluate import median
-from advlab.registry import register_attack
-from advlab.rng import image_keys, step_keys
+from advlab.core.attack import Attack, AttackResult
+from advlab.core.checks import check_bool, is_real, positive_int
+from advlab.core.criteria import Criterion
+from advlab.core.registry import register_attack
+from advlab.core.rng import image_keys, step_keys
+from advlab.core.stats import median
 
 _STEP_STREAM = 3  # noise stream of the walk's proposals (the start uses 1, `boundary_start`)
 DEFAULT_CANDIDATES = 2  # proposals per image per step (backend ours); `candidates=None` picks it

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from advlab.attack import AttackResult
-from advlab.criteria import Criterion, Targeted
-from advlab.errors import AdvlabError
-from advlab.rng import M32, image_keys, mix32
+from advlab.core.attack import AttackResult
+from advlab.core.criteria import Criterion, Targeted
+from advlab.core.errors import AdvlabError
+from advlab.core.rng import M32, image_keys, mix32
 
 if TYPE_CHECKING:
     from advlab.attacks.boundary import BoundaryAttack

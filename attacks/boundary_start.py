@@ -11,9 +11,9 @@ from torch import nn
 
 from advlab.attacks.priors import starting_noise
 from advlab.attacks.surrogate import TRANSFER_RMS, transfer_step
-from advlab.criteria import Criterion, Targeted
-from advlab.errors import AdvlabError
-from advlab.rng import step_keys
+from advlab.core.criteria import Criterion, Targeted
+from advlab.core.errors import AdvlabError
+from advlab.core.rng import step_keys
 
 if TYPE_CHECKING:
     from advlab.attacks.boundary import BoundaryAttack

@@ -41,14 +41,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from advlab.attack import Attack, AttackResult
 from advlab.attacks.universal import _feasible
-from advlab.checks import check_bool, is_real, positive_int
-from advlab.criteria import IGNORE, Criterion, ProposalTargets
-from advlab.registry import register_attack
-from advlab.rng import image_keys, step_keys, uniform
+from advlab.core.attack import Attack, AttackResult
+from advlab.core.checks import check_bool, is_real, positive_int
+from advlab.core.criteria import IGNORE, Criterion, ProposalTargets
+from advlab.core.registry import register_attack
+from advlab.core.rng import image_keys, step_keys, uniform
 
-_PERMUTE_STREAM = 41  # advlab.rng stream of the permuted control
+_PERMUTE_STREAM = 41  # advlab.core.rng stream of the permuted control
 ITERATIONS_SEGMENTATION, ITERATIONS_DETECTION = 200, 150  # the reference code's MAX_ITER per task
 STOP_RULES = ("foreground", "all")  # which targets the 1% of the stop rule counts
 

@@ -22,7 +22,7 @@ with respect to the input only (`torch.autograd.grad`), so the model's parameter
 Each image has its own eps and step size (tensors (N,)) in the module-level `pgd_linf` / `pgd_l2`,
 which the registered classes call with filled tensors (and which HGD-style training can call with
 per-image budgets directly). Random starts are drawn per image on the images' device from the
-counter-based streams of `advlab.rng`, keyed by the seed and the image's own pixels: an image gets
+counter-based streams of `advlab.core.rng`, keyed by the seed and the image's own pixels: an image gets
 the same start alone or in any batch, and the global RNG is never used.
 """
 from __future__ import annotations
@@ -33,15 +33,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from advlab.attack import Attack, AttackResult
-from advlab.checks import check_bool, check_choice, check_eps, is_real, positive_int
-from advlab.criteria import Criterion, Targeted, Untargeted
-from advlab.registry import register_attack
-from advlab.rng import image_keys, normal, step_keys, uniform
+from advlab.core.attack import Attack, AttackResult
+from advlab.core.checks import check_bool, check_choice, check_eps, is_real, positive_int
+from advlab.core.criteria import Criterion, Targeted, Untargeted
+from advlab.core.registry import register_attack
+from advlab.core.rng import image_keys, normal, step_keys, uniform
 
 LOSSES = ("ce", "margin")
 PGD_NORMS = ("linf", "l2")
-_START_STREAM = 11  # advlab.rng stream of PGD's random start
+_START_STREAM = 11  # advlab.core.rng stream of PGD's random start
 
 
 # ---------------------------------------------------------------- functional core
@@ -178,6 +178,7 @@ class PGD(Attack):
     """PGD (Madry et al., ICLR 2018): projected gradient steps from a random start, l_inf or l2 (no start: I-FGSM)."""
 
     quick_settings: ClassVar[dict[str, Any]] = {"eps": 0.3}
+    probe_settings: ClassVar[dict[str, Any] | None] = {"eps": 1.0, "steps": 10, "norm": "linf", "random_start": False}
 
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
 

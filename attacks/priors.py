@@ -14,7 +14,7 @@ resolution (lowfreq: the coarse grid's cells doubled, perlin: `frequency` double
 grid). The Boundary Attack starts coarse and refines as its walk spends queries
 (`BoundaryAttack.refine_after`).
 
-Every draw comes from the counter-based per-image streams of `advlab.rng` (keys (A,) -> noise
+Every draw comes from the counter-based per-image streams of `advlab.core.rng` (keys (A,) -> noise
 (A, K, C, H, W)), so a prior keeps the attack's batch invariance; generation is a few elementwise
 passes over the images, small next to one forward pass of the model.
 """
@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from advlab.rng import normal, uniform
+from advlab.core.rng import normal, uniform
 
 PRIORS = ("normal", "lowfreq", "perlin")
 MIN_GRID = 4  # lowfreq: the coarse grid has at least this many cells per side (small images)

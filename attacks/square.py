@@ -13,7 +13,7 @@ p_init = 0.8, rescaled to the query budget):
   keeps l2 norm eps; the start is a 5x5 grid of such patterns.
 A candidate replaces the current point when it lowers the loss (or fools the model).
 
-Batched: every image draws its own window and signs from the counter-based streams of `advlab.rng`
+Batched: every image draws its own window and signs from the counter-based streams of `advlab.core.rng`
 (keyed by the seed, its own pixels and the query index), so an image gets the same search alone or in
 any batch (the reference shares one window across a batch). Images fooled leave the batch every
 `compact_every` queries.
@@ -26,14 +26,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from advlab.attack import Attack, AttackResult
-from advlab.checks import check_choice, check_eps, is_real, positive_int
-from advlab.criteria import Criterion
-from advlab.registry import register_attack
-from advlab.rng import image_keys, step_keys, uniform
+from advlab.core.attack import Attack, AttackResult
+from advlab.core.checks import check_choice, check_eps, is_real, positive_int
+from advlab.core.criteria import Criterion
+from advlab.core.registry import register_attack
+from advlab.core.rng import image_keys, step_keys, uniform
 
 SQUARE_NORMS = ("linf", "l2")
-_SQUARE_STREAM = 61  # advlab.rng stream of the search (step = query index; 0 = the start)
+_SQUARE_STREAM = 61  # advlab.core.rng stream of the search (step = query index; 0 = the start)
 SIGN_TRIES = 8  # l_inf: sign vectors drawn per query, the first that changes the window is used
 
 

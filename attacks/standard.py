@@ -18,12 +18,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from advlab.attack import Attack, AttackResult
-from advlab.checks import check_choice, check_eps, positive_int
-from advlab.criteria import Criterion, Targeted
-from advlab.registry import register_attack
 from advlab.attacks.apgd import APGD, APGD_NORMS, APGDT
 from advlab.attacks.square import Square
+from advlab.core.attack import Attack, AttackResult
+from advlab.core.checks import check_choice, check_eps, positive_int
+from advlab.core.criteria import Criterion, Targeted
+from advlab.core.registry import register_attack
 
 COMPONENTS = ("apgd-ce", "apgd-t", "square")
 THREATS = {"apgd-ce": "white-box", "apgd-t": "white-box", "square": "score"}

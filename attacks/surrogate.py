@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab.config import ModelSpec, absolute_model, default_weights
-from advlab.criteria import Criterion
-from advlab.errors import AdvlabError
+from advlab.core.config import ModelSpec, absolute_model, default_weights
+from advlab.core.criteria import Criterion
+from advlab.core.errors import AdvlabError
 
 SurrogateSetting = str | dict | nn.Module | None
 
@@ -62,7 +62,7 @@ def load_surrogate(spec: ModelSpec | nn.Module, device: torch.device, victim: nn
     if isinstance(spec, nn.Module):
         model = spec
     else:
-        from advlab.models import load_model
+        from advlab.zoo.models import load_model
 
         if ":" in spec.name:
             inherited = {"input_size": getattr(victim, "input_size", None),

@@ -44,13 +44,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from advlab import atomic, distributed
-from advlab.attack import Attack, AttackResult, SetResult
-from advlab.checks import check_bool, check_choice, check_eps, is_real, positive_int
-from advlab.criteria import Criterion, Targeted
-from advlab.errors import AdvlabError
-from advlab.images import Images, TensorImages
-from advlab.registry import register_attack
+from advlab.core import atomic, distributed
+from advlab.core.attack import Attack, AttackResult, SetResult
+from advlab.core.checks import check_bool, check_choice, check_eps, is_real, positive_int
+from advlab.core.criteria import Criterion, Targeted
+from advlab.core.errors import AdvlabError
+from advlab.core.images import Images, TensorImages
+from advlab.core.registry import register_attack
 
 SOLVERS = ("deepfool", "sgd", "random")
 UAP_NORMS = ("linf", "l2")

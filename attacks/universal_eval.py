@@ -8,12 +8,12 @@ from typing import Any
 
 import torch
 
-from advlab.attack import Attack
 from advlab.attacks.universal import load_perturbation, perturbation_png, save_perturbation
-from advlab.evaluate import predict
-from advlab.images import Mapped
-from advlab.models import ImageClassifier
-from advlab.rows import HeldOut, Subject
+from advlab.core.attack import Attack
+from advlab.core.images import Mapped
+from advlab.tasks import HeldOut, Subject
+from advlab.tasks.classification import predict
+from advlab.zoo.wrappers import ImageClassifier
 
 
 def apply_perturbation(model: ImageClassifier, held: HeldOut, v: torch.Tensor, batch_size: int,

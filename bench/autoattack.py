@@ -26,8 +26,8 @@ from robust_models import fashion_pair  # noqa: E402
 from advlab.attacks.apgd import APGD, APGDT  # noqa: E402
 from advlab.attacks.square import Square  # noqa: E402
 from advlab.attacks.standard import Standard  # noqa: E402
-from advlab.criteria import Untargeted  # noqa: E402
-from advlab.data import load_images  # noqa: E402
+from advlab.core.criteria import Untargeted  # noqa: E402
+from advlab.data.sources import load_images  # noqa: E402
 
 
 def timed(run: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:

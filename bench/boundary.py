@@ -3,7 +3,7 @@ and seed, plus the model's own forward ceiling measured in the same run.
 
     python bench/boundary.py                         # MobileNetV2 on the 20 foolbox ImageNet samples
     python bench/boundary.py --budgets 1000,5000,25000 --candidates 12 --device cuda
-    python bench/boundary.py --model advlab.smallnets:fashion_cnn --weights reports/models/fashion_cnn_plain.pt \
+    python bench/boundary.py --model advlab.zoo.smallnets:fashion_cnn --weights reports/models/fashion_cnn_plain.pt \
         --mean 0.5 --std 0.5 --input-size 28 --data fashion-mnist:test  # 28-pixel images (bench/robust_models.py trains it)
 
 For each budget B: foolbox runs B steps (one candidate per step plus its spherical checks); ours
@@ -24,11 +24,12 @@ import time
 import torch
 
 from advlab.attacks.boundary import DEFAULT_CANDIDATES, DEFAULT_REFINE_AFTER, BoundaryAttack
-from advlab.criteria import Untargeted
-from advlab.data import load_images
-from advlab.device import apply_precision, device_name, resolve_device, synchronize
-from advlab.evaluate import median, predict
-from advlab.models import load_model
+from advlab.core.criteria import Untargeted
+from advlab.core.device import apply_precision, device_name, resolve_device, synchronize
+from advlab.core.stats import median
+from advlab.data.sources import load_images
+from advlab.tasks.classification import predict
+from advlab.zoo.models import load_model
 
 
 def forward_ceiling(model: torch.nn.Module, shape: tuple[int, ...], batch: int, device: torch.device,

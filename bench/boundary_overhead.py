@@ -20,10 +20,11 @@ import torch
 
 from advlab.attacks.boundary import DEFAULT_CANDIDATES, BoundaryAttack
 from advlab.attacks.priors import PRIORS
-from advlab.criteria import Untargeted
-from advlab.data import load_images
-from advlab.device import device_name, resolve_device, synchronize
-from advlab.models import ImageClassifier, load_model
+from advlab.core.criteria import Untargeted
+from advlab.core.device import device_name, resolve_device, synchronize
+from advlab.data.sources import load_images
+from advlab.zoo.models import load_model
+from advlab.zoo.wrappers import ImageClassifier
 
 
 class TimedModel(torch.nn.Module):
@@ -45,8 +46,8 @@ class TimedModel(torch.nn.Module):
 
 
 def small_model(device: torch.device) -> tuple[ImageClassifier, torch.Tensor, torch.Tensor]:
-    from advlab.data_fashion import FASHION_CLASSES
-    from advlab.smallnets import FASHION_MEAN, FASHION_STD, fashion_cnn, train_classifier
+    from advlab.data.fashion import FASHION_CLASSES
+    from advlab.zoo.smallnets import FASHION_MEAN, FASHION_STD, fashion_cnn, train_classifier
 
     torch.manual_seed(0)
     net = fashion_cnn()

@@ -22,17 +22,17 @@ import torch
 from timing import median_time
 
 from advlab.attacks.dag import DAG
-from advlab.criteria import Targeted
-from advlab.device import apply_precision, device_name, resolve_device, synchronize
-from advlab.models import load_model
+from advlab.core.criteria import Targeted
+from advlab.core.device import apply_precision, device_name, resolve_device, synchronize
+from advlab.zoo.models import load_model
 
 
 def model_and_images(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, torch.Tensor]:
     if args.model == "fashion_segnet":
-        from advlab.data import load_images
-        from advlab.segnet import MEAN, STD, WEIGHTS
+        from advlab.data.sources import load_images
+        from advlab.zoo.segnet import MEAN, STD, WEIGHTS
 
-        model = load_model("advlab.segnet:fashion_segnet", str(WEIGHTS), mean=[MEAN], std=[STD], task="segmentation")
+        model = load_model("advlab.zoo.segnet:fashion_segnet", str(WEIGHTS), mean=[MEAN], std=[STD], task="segmentation")
         x = load_images("fashion-scenes:test", model, n=args.n).x
     else:
         model = load_model(args.model, args.weights, task="segmentation")

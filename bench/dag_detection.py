@@ -23,19 +23,19 @@ import torch
 from timing import median_time
 
 from advlab.attacks.dag import DAG
-from advlab.criteria import IGNORE, ProposalTargets
-from advlab.device import apply_precision, device_name, resolve_device, synchronize
-from advlab.models import load_model
+from advlab.core.criteria import IGNORE, ProposalTargets
+from advlab.core.device import apply_precision, device_name, resolve_device, synchronize
+from advlab.zoo.models import load_model
 
 
 def model_images_targets(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, torch.Tensor,
                                                                                   ProposalTargets]:
     if args.model == "fashion_detector":
-        from advlab.data import load_images
-        from advlab.detnet import WEIGHTS
+        from advlab.data.sources import load_images
         from advlab.tasks.detection import assign_targets
+        from advlab.zoo.detnet import WEIGHTS
 
-        model = load_model("advlab.detnet:fashion_detector", str(WEIGHTS), task="detection").to(device).eval()
+        model = load_model("advlab.zoo.detnet:fashion_detector", str(WEIGHTS), task="detection").to(device).eval()
         data = load_images("fashion-scenes:test", model, n=args.n)
         x = data.x.to(device)
         with torch.no_grad():

@@ -27,14 +27,15 @@ import torch
 from torch import nn
 
 from advlab.attacks.gradient import pgd_linf
-from advlab.data import load_images
-from advlab.defense import Defended
+from advlab.core.defense import Defended
+from advlab.core.device import apply_precision, device_name, resolve_device, synchronize
+from advlab.data.sources import load_images
 from advlab.defenses.dunet import DUNET
 from advlab.defenses.hgd import HGD, save_checkpoint
 from advlab.defenses.hgd_train import Split, TrainSettings, train_denoiser
-from advlab.device import apply_precision, device_name, resolve_device, synchronize
-from advlab.models import ImageClassifier, load_model
-from advlab.smallnets import fashion_cnn
+from advlab.zoo.models import load_model
+from advlab.zoo.smallnets import fashion_cnn
+from advlab.zoo.wrappers import ImageClassifier
 
 
 def rate(step: Callable[[], object], images: int, device: torch.device, seconds: float) -> float:

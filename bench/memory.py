@@ -47,7 +47,7 @@ def images_folder(root: Path, n: int, side: int) -> Path:
 
 def peak_run(args: list[str]) -> tuple[int, int]:
     """(exit status, peak resident KiB) of `advlab ARGS` in a child process."""
-    out = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-m", "advlab.cli", *args],
+    out = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-m", "advlab.cli.main", *args],
                          capture_output=True, text=True, check=False)
     rc, kib = out.stdout.strip().splitlines()[-1].split()
     if int(rc) != 0:

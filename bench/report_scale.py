@@ -62,7 +62,7 @@ def main() -> None:
         for n in (int(v) for v in args.sizes.split(",")):
             run = Path(tmp) / f"run-{n}"
             subprocess.run([sys.executable, "-m", "advlab", "attack", "--method", "fgsm", "--model",
-                            "advlab.smallnets:fashion_cnn", "--weights", str(MODEL), "--mean", "0.5", "--std", "0.5",
+                            "advlab.zoo.smallnets:fashion_cnn", "--weights", str(MODEL), "--mean", "0.5", "--std", "0.5",
                             "--input-size", "28", "--data", "fashion-mnist:train", "-n", str(n), "--batch-size", "1000",
                             "--out", str(run)], check=True, capture_output=True)
             t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The Fashion-MNIST CNN pair the robust-accuracy benchmarks use: `advlab.smallnets:fashion_cnn` trained
+"""The Fashion-MNIST CNN pair the robust-accuracy benchmarks use: `advlab.zoo.smallnets:fashion_cnn` trained
 plainly, and a copy trained adversarially (Madry et al., ICLR 2018: each minibatch replaced by its l_inf
 PGD examples), where weak attacks overestimate robustness. Trained on CPU in minutes and cached in
 reports/models/ (`fashion_cnn_plain.pt`, `fashion_cnn_madry.pt`)."""
@@ -11,15 +11,15 @@ import torch
 from torch import nn
 
 from advlab.attacks.gradient import pgd_linf
-from advlab.data_fashion import FASHION_CLASSES
-from advlab.models import ImageClassifier
-from advlab.smallnets import FASHION_MEAN, FASHION_STD, fashion_cnn, train_classifier
+from advlab.data.fashion import FASHION_CLASSES
+from advlab.zoo.smallnets import FASHION_MEAN, FASHION_STD, fashion_cnn, train_classifier
+from advlab.zoo.wrappers import ImageClassifier
 
 MODELS = Path("reports/models")
 
 
 def wrap(net: nn.Module, weights: Path) -> ImageClassifier:
-    model = ImageClassifier(net, name="advlab.smallnets:fashion_cnn", weights=str(weights), mean=(FASHION_MEAN,),
+    model = ImageClassifier(net, name="advlab.zoo.smallnets:fashion_cnn", weights=str(weights), mean=(FASHION_MEAN,),
                             std=(FASHION_STD,), input_size=28, class_names=FASHION_CLASSES, in_channels=1).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -50,7 +50,7 @@ def train_madry(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
 
 def fashion_pair(n: int = 20000, eps: float = 0.1) -> tuple[ImageClassifier, ImageClassifier]:
     """(plain, adversarially trained at l_inf eps) Fashion-MNIST CNNs, trained once and cached."""
-    from advlab.data import load_images
+    from advlab.data.sources import load_images
 
     MODELS.mkdir(parents=True, exist_ok=True)
     plain_file, madry_file = MODELS / "fashion_cnn_plain.pt", MODELS / "fashion_cnn_madry.pt"

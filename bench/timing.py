@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from advlab.device import synchronize
+from advlab.core.device import synchronize
 
 
 def median_time(fn: Callable[[], None], device: torch.device, reps: int, warmup: int = 2) -> float:

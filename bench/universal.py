@@ -22,12 +22,13 @@ import torch
 from torch import nn
 
 from advlab.attacks.universal import UniversalPerturbation
-from advlab.criteria import Untargeted
-from advlab.data import load_images
-from advlab.device import apply_precision, device_name, resolve_device, synchronize
-from advlab.evaluate import predict
-from advlab.models import ImageClassifier, load_model
-from advlab.smallnets import fashion_cnn, train_classifier
+from advlab.core.criteria import Untargeted
+from advlab.core.device import apply_precision, device_name, resolve_device, synchronize
+from advlab.data.sources import load_images
+from advlab.tasks.classification import predict
+from advlab.zoo.models import load_model
+from advlab.zoo.smallnets import fashion_cnn, train_classifier
+from advlab.zoo.wrappers import ImageClassifier
 
 
 def gradient_ceiling(model: nn.Module, x: torch.Tensor, device: torch.device, seconds: float = 3.0) -> float:

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab import atomic
-from advlab.defense import Defense, clamp_unit
+from advlab.core import atomic
+from advlab.core.defense import Defense, clamp_unit
+from advlab.core.errors import AdvlabError, first_line
+from advlab.core.registry import register_defense
 from advlab.defenses.dunet import DUNET
-from advlab.errors import AdvlabError, first_line
-from advlab.registry import register_defense
 
 VARIANTS = {"pgd": "pixel guided", "fgd": "feature guided", "lgd": "logits guided", "cgd": "class label guided"}
 ALIASES = {"pixel": "pgd", "feature": "fgd", "logit": "lgd", "logits": "lgd", "class": "cgd"}

@@ -15,15 +15,17 @@ from typing import Any
 
 import torch
 
-from advlab.config import DataSpec, ModelSpec
-from advlab.data import ImageSet, load_images
+from advlab.core.config import DataSpec, ModelSpec
+from advlab.core.device import apply_precision, device_name, resolve_device
+from advlab.core.errors import AdvlabError, Interrupted
+from advlab.data.image_set import ImageSet
+from advlab.data.sources import load_images
 from advlab.defenses.hgd import save_checkpoint
 from advlab.defenses.hgd_train import Split, TrainSettings, cached_pairs, train_denoiser
-from advlab.device import apply_precision, device_name, resolve_device
-from advlab.errors import AdvlabError, Interrupted
-from advlab.evaluate import predict
-from advlab.models import ImageClassifier, load_model
-from advlab.runner import check_writable_dir, log_to
+from advlab.run.runner import check_writable_dir, log_to
+from advlab.tasks.classification import predict
+from advlab.zoo.models import load_model
+from advlab.zoo.wrappers import ImageClassifier
 
 log = logging.getLogger("advlab")
 TRAIN_MARKER = ".advlab-hgd-train"  # marks an output directory as this kind of job's (it may be continued)

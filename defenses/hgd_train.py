@@ -24,17 +24,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from advlab.attacks.gradient import pgd_linf
-from advlab.checks import check_eps, is_real, positive_int
-from advlab.defense import clamp_unit
+from advlab.core.checks import check_eps, is_real, positive_int
+from advlab.core.defense import clamp_unit
+from advlab.core.errors import AdvlabError
+from advlab.core.rng import image_keys, step_keys, uniform
 from advlab.defenses.dunet import DUNET
 from advlab.defenses.hgd import Guidance, default_feature_layer, variant_name
-from advlab.errors import AdvlabError
-from advlab.rng import image_keys, step_keys, uniform
 
 TRAIN_ATTACKS = ("fgsm", "pgd")
 EPS_LEVELS = 16  # eps = k * eps_max / 16, k uniform in 1..16 (the paper's 1..16 of 255)
 STATE_FORMAT = "advlab-hgd-train-2"
-_PAIR_STREAM = 21  # advlab.rng stream of each pair's eps and (attack, source) draw
+_PAIR_STREAM = 21  # advlab.core.rng stream of each pair's eps and (attack, source) draw
 
 
 @dataclass
@@ -72,7 +72,7 @@ def make_pairs(sources: Sequence[nn.Module], x: torch.Tensor, labels: torch.Tens
     """Adversarial versions of x (N, C, H, W): returns (x_adv (N, C, H, W) on CPU, eps (N,), source (N,)),
     source being the index in `sources` of the model each example was made on.
 
-    Each image's eps and random start come from its own counter-based stream (`advlab.rng`), keyed by
+    Each image's eps and random start come from its own counter-based stream (`advlab.core.rng`), keyed by
     the seed and its pixels; the (attack, source) combinations are dealt in turn over the images
     sorted by that key, so they stay balanced. No draw depends on an image's position or the batch size."""
     n = x.shape[0]

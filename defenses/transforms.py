@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
-from advlab.checks import check_bool, is_real, positive_int
-from advlab.defense import Defense
-from advlab.registry import register_defense
+from advlab.core.checks import check_bool, is_real, positive_int
+from advlab.core.defense import Defense
+from advlab.core.registry import register_defense
 
 TASKS = {"classification", "segmentation", "detection"}
 

@@ -1,6 +1,6 @@
 """Shared fixtures: a small CNN trained on real handwritten digits (scikit-learn's copy of the UCI
 8x8 digits, 1,797 images) in a few seconds on CPU, wrapped like any advlab model; and the lab's own
-Fashion-MNIST CNN (`advlab.smallnets:fashion_cnn`) trained on real Fashion-MNIST in 12-15 s."""
+Fashion-MNIST CNN (`advlab.zoo.smallnets:fashion_cnn`) trained on real Fashion-MNIST in 12-15 s."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from advlab.models import ImageClassifier
+from advlab.zoo.wrappers import ImageClassifier
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
@@ -91,12 +91,12 @@ FASHION_TRAIN_N = 20000  # one epoch on these: 11-12 s on 2 CPU cores, 0.84 test
 
 @dataclass
 class Fashion:
-    model: ImageClassifier  # advlab.smallnets:fashion_cnn, frozen, eval mode, mean/std 0.5, input size 28
+    model: ImageClassifier  # advlab.zoo.smallnets:fashion_cnn, frozen, eval mode, mean/std 0.5, input size 28
     x_train: torch.Tensor  # (20000, 1, 28, 28) in [0, 1]: the images the model was trained on
     y_train: torch.Tensor  # (20000,)
     x_test: torch.Tensor  # (10000, 1, 28, 28) in [0, 1]: the whole test split
     y_test: torch.Tensor  # (10000,)
-    weights: Path  # its state_dict, for `--model advlab.smallnets:fashion_cnn --weights FILE`
+    weights: Path  # its state_dict, for `--model advlab.zoo.smallnets:fashion_cnn --weights FILE`
     accuracy: float  # on the first 2,000 test images
 
     def correct(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,17 +115,17 @@ class Fashion:
 
 @pytest.fixture(scope="session")
 def fashion(tmp_path_factory: pytest.TempPathFactory) -> Fashion:
-    """`advlab.smallnets.fashion_cnn` trained for one epoch on the first 20,000 Fashion-MNIST training
+    """`advlab.zoo.smallnets.fashion_cnn` trained for one epoch on the first 20,000 Fashion-MNIST training
     images. Where Fashion-MNIST is neither installed nor downloadable the tests fail with the data
     loader's message (how to install it): a skip would hide the HGD checks."""
-    from advlab.data import load_images
-    from advlab.data_fashion import FASHION_CLASSES
-    from advlab.smallnets import FASHION_MEAN, FASHION_STD, fashion_cnn, train_classifier
+    from advlab.data.fashion import FASHION_CLASSES
+    from advlab.data.sources import load_images
+    from advlab.zoo.smallnets import FASHION_MEAN, FASHION_STD, fashion_cnn, train_classifier
 
     torch.manual_seed(0)
     net = fashion_cnn()
     path = tmp_path_factory.mktemp("fashion") / "fashion_cnn.pt"
-    model = ImageClassifier(net, name="advlab.smallnets:fashion_cnn", weights=str(path), mean=(FASHION_MEAN,),
+    model = ImageClassifier(net, name="advlab.zoo.smallnets:fashion_cnn", weights=str(path), mean=(FASHION_MEAN,),
                             std=(FASHION_STD,), input_size=28, class_names=FASHION_CLASSES, in_channels=1)
     train = load_images("fashion-mnist:train", model, n=FASHION_TRAIN_N)
     test = load_images("fashion-mnist:test", model)
@@ -166,7 +166,7 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture()
 def run_error(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
     """`run_error(*argv)`: runs the CLI, asserts exit status 2 with one line and no traceback, returns it."""
-    from advlab.cli import main
+    from advlab.cli.main import main
 
     def run(*args: str) -> str:
         code = main(list(args))
@@ -181,19 +181,19 @@ def run_error(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
 # ---------------------------------------------------------------- segmentation
 @dataclass
 class Segmenter:
-    model: ImageClassifier  # advlab.segnet:fashion_segnet with its shipped weights (an ImageSegmenter)
+    model: ImageClassifier  # advlab.zoo.segnet:fashion_segnet with its shipped weights (an ImageSegmenter)
     x: torch.Tensor  # (N, 3, 48, 48) fashion-scenes test canvases in [0, 1]
     masks: torch.Tensor  # (N, 48, 48) their ground truth, 0 = background
 
 
 @pytest.fixture(scope="session")
 def segmenter() -> Segmenter:
-    """The lab's fashion-scenes segmenter (weights shipped in advlab/weights) on 64 test scenes."""
-    from advlab.data import load_images
-    from advlab.models import load_model
-    from advlab.segnet import MEAN, STD, WEIGHTS
+    """The lab's fashion-scenes segmenter (weights shipped in advlab/zoo/weights) on 64 test scenes."""
+    from advlab.data.sources import load_images
+    from advlab.zoo.models import load_model
+    from advlab.zoo.segnet import MEAN, STD, WEIGHTS
 
-    model = load_model("advlab.segnet:fashion_segnet", str(WEIGHTS), mean=[MEAN], std=[STD], task="segmentation")
+    model = load_model("advlab.zoo.segnet:fashion_segnet", str(WEIGHTS), mean=[MEAN], std=[STD], task="segmentation")
     data = load_images("fashion-scenes:test", model, n=64)
     return Segmenter(model, data.x, data.y)
 
@@ -207,12 +207,12 @@ def matrix_run(fashion: Fashion, tmp_path_factory: pytest.TempPathFactory) -> tu
 
     import yaml
 
-    from advlab.cli import main
+    from advlab.cli.main import main
 
     root = tmp_path_factory.mktemp("matrix")
     config = {
         "name": "matrix", "seed": 0, "batch_size": 100,
-        "model": {"name": "advlab.smallnets:fashion_cnn", "weights": str(fashion.weights), "mean": [0.5],
+        "model": {"name": "advlab.zoo.smallnets:fashion_cnn", "weights": str(fashion.weights), "mean": [0.5],
                   "std": [0.5], "input_size": 28},
         "data": {"source": "fashion-mnist:test", "n": 80},
         "attacks": [{"method": "fgsm", "eps": 0.1}, {"method": "pgd", "eps": [0.03, 0.1, 0.3], "steps": 5},

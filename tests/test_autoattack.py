@@ -12,10 +12,10 @@ import torchattacks  # the `test` extra (make test installs it): a missing refer
 
 from advlab.attacks.apgd import APGD, APGDT, Schedule, dlr_loss, dlr_targeted_loss
 from advlab.attacks.square import Square, p_selection
-from advlab.cli import main
-from advlab.criteria import Untargeted
+from advlab.cli.main import main
+from advlab.core.criteria import Untargeted
 
-FASHION_MODEL = ["--model", "advlab.smallnets:fashion_cnn", "--mean", "0.5", "--std", "0.5", "--input-size", "28",
+FASHION_MODEL = ["--model", "advlab.zoo.smallnets:fashion_cnn", "--mean", "0.5", "--std", "0.5", "--input-size", "28",
                  "--data", "fashion-mnist:test"]
 
 

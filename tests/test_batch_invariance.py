@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from advlab.cli import main
+from advlab.cli.main import main
 
-FASHION_MODEL = ["--model", "advlab.smallnets:fashion_cnn", "--mean", "0.5", "--std", "0.5", "--input-size", "28",
+FASHION_MODEL = ["--model", "advlab.zoo.smallnets:fashion_cnn", "--mean", "0.5", "--std", "0.5", "--input-size", "28",
                  "--data", "fashion-mnist:test"]
 
 

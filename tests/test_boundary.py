@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from advlab.attacks.boundary import BoundaryAttack, _State
-from advlab.criteria import Targeted, Untargeted
+from advlab.core.criteria import Targeted, Untargeted
 
 
 def attack(model, x, criterion, seed=0, starting_points=None, **settings):
@@ -55,7 +55,7 @@ def test_targeted_mode_hits_the_target(digits):
 
 
 def test_targeted_without_starting_points_is_a_clear_error(digits):
-    from advlab.errors import AdvlabError
+    from advlab.core.errors import AdvlabError
 
     x, _ = digits.correct(2)
     with pytest.raises(AdvlabError, match="starting_points"):

@@ -11,8 +11,8 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 
-from advlab.cli import main
-from advlab.config import RunConfig, load_config
+from advlab.cli.main import main
+from advlab.core.config import RunConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFTEST = ROOT / "tests" / "conftest.py"
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("in_tmp")  # runs without --out land in the
 
 
 def advlab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "advlab.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "advlab.cli.main", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, timeout=600)
 
 
@@ -92,7 +92,7 @@ attacks:
 
 def interrupted_in_chunk(monkeypatch, chunk: int):
     """Make the attack stop with Ctrl-C when it reaches chunk `chunk` (counted from 0), as a kill would."""
-    from advlab import evaluate
+    from advlab.run import chunks as evaluate
 
     calls, real = {"n": 0}, evaluate.attack_in_chunks.__globals__["synchronize"]
 
@@ -116,7 +116,7 @@ def test_resume_reuses_finished_chunks(digits, digits_files, tmp_path, monkeypat
         assert main([*args, "--out", str(out)]) == 130
     chunks = sorted((out / "arrays" / "boundary-0.chunks").glob("chunk-*.pt"))
     assert len(chunks) == 2 and not (out / "results.json").exists()
-    from advlab import evaluate
+    from advlab.run import chunks as evaluate
 
     computed = []
     real = evaluate.synchronize
@@ -180,8 +180,8 @@ def test_debug_flag_shows_the_traceback():
 def test_starting_image_sets_the_target(tmp_path):
     from PIL import Image
 
-    from advlab.data import load_images
-    from advlab.models import load_model
+    from advlab.data.sources import load_images
+    from advlab.zoo.models import load_model
 
     model = load_model("mobilenet_v2", "IMAGENET1K_V1")
     samples = load_images("imagenet-samples", model, n=4)

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from advlab.attacks.gradient import PGD
-from advlab.criteria import IGNORE, Targeted, Untargeted
-from advlab.errors import AdvlabError
-from advlab.registry import PluginInfo
+from advlab.core.criteria import IGNORE, Targeted, Untargeted
+from advlab.core.errors import AdvlabError
+from advlab.core.registry import PluginInfo
 
 
 def test_classification_margins_agree_with_top1():
@@ -78,10 +78,9 @@ def test_pgd_attacks_a_dense_model_through_the_criterion():
 
 
 def test_a_plugin_runs_only_on_the_tasks_it_declares(digits):
-    from advlab.data import ImageSet
-    from advlab.rows import Subject
-    from advlab.runner import check_task
-    from advlab.tasks import get_task
+    from advlab.data.image_set import ImageSet
+    from advlab.run.runner import check_task
+    from advlab.tasks import Subject, get_task
 
     task = get_task("classification")
     data = ImageSet(digits.x_test[:2], digits.y_test[:2], ["a", "b"], "test", "ground-truth")

@@ -12,8 +12,8 @@ import torch
 from conftest import Counted
 
 from advlab.attacks.dag import DAG
-from advlab.cli import main
-from advlab.criteria import Targeted
+from advlab.cli.main import main
+from advlab.core.criteria import Targeted
 from advlab.tasks.segmentation import adversarial_labels, miou
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
@@ -136,10 +136,10 @@ def test_target_class_0_removes_most_of_the_objects(tmp_path):
     row = json.loads((out / "results.json").read_text())["attacks"][0]
     assert row["target_class"] == 0 and row["target_hit_rate"] >= 0.8
     saved = torch.load(out / row["arrays"], weights_only=True)
-    from advlab.models import load_model
-    from advlab.segnet import MEAN, STD, WEIGHTS
+    from advlab.zoo.models import load_model
+    from advlab.zoo.segnet import MEAN, STD, WEIGHTS
 
-    model = load_model("advlab.segnet:fashion_segnet", str(WEIGHTS), mean=[MEAN], std=[STD])
+    model = load_model("advlab.zoo.segnet:fashion_segnet", str(WEIGHTS), mean=[MEAN], std=[STD])
     with torch.no_grad():
         clean, adv = model(saved["x"]).argmax(1), model(saved["x_adv"]).argmax(1)
     assert (clean > 0).float().mean() > 0.1 and (adv > 0).float().mean() < 0.75 * (clean > 0).float().mean()
@@ -155,9 +155,9 @@ def test_gradient_attacks_run_on_the_segmenter_through_the_criterion(method, fla
 
 
 def test_segmentation_inputs_get_one_line(run_error, segmenter, tmp_path, digits):
-    from advlab.segnet import WEIGHTS
+    from advlab.zoo.segnet import WEIGHTS
 
-    seg = ["--model", "advlab.segnet:fashion_segnet", "--weights", str(WEIGHTS), "--mean", "0.5", "--std", "0.5"]
+    seg = ["--model", "advlab.zoo.segnet:fashion_segnet", "--weights", str(WEIGHTS), "--mean", "0.5", "--std", "0.5"]
     x = (segmenter.x[:2].numpy() * 255).astype(np.uint8)
     small = tmp_path / "small-masks.npz"
     np.savez(small, x=x, y=np.zeros((2, 24, 24), np.uint8))
@@ -180,7 +180,8 @@ def test_segmentation_inputs_get_one_line(run_error, segmenter, tmp_path, digits
 
 def test_torchvision_segmenters_build_offline_without_weights():
     """`--weights none` pulls nothing (backbone included); the wrapper returns (N, 21, H, W) at the input size."""
-    from advlab.models import ImageSegmenter, load_model
+    from advlab.zoo.models import load_model
+    from advlab.zoo.wrappers import ImageSegmenter
 
     model = load_model("lraspp_mobilenet_v3_large", "none")
     assert isinstance(model, ImageSegmenter) and model.task == "segmentation" and model.num_classes == 21
@@ -228,10 +229,10 @@ def test_a_target_mask_paints_a_shape_of_an_absent_class(tmp_path):
 
 def test_dag_perturbations_transfer_across_segmentation_models(segmenter, tmp_path):
     """The paper's cross-network table: every model's DAG perturbations on every model."""
-    from advlab.data import load_images
-    from advlab.models import load_model
-    from advlab.segnet import WEIGHTS, FashionSegNet, train_segnet
+    from advlab.data.sources import load_images
     from advlab.tasks.segmentation import miou
+    from advlab.zoo.models import load_model
+    from advlab.zoo.segnet import WEIGHTS, FashionSegNet, train_segnet
 
     torch.manual_seed(1)
     small = FashionSegNet(width=8)
@@ -241,12 +242,12 @@ def test_dag_perturbations_transfer_across_segmentation_models(segmenter, tmp_pa
     weights = tmp_path / "small.pt"
     torch.save(small.state_dict(), weights)
     factory = tmp_path / "small_segnet.py"
-    factory.write_text("from advlab.segnet import FashionSegNet\n\ndef net():\n    return FashionSegNet(width=8)\n")
+    factory.write_text("from advlab.zoo.segnet import FashionSegNet\n\ndef net():\n    return FashionSegNet(width=8)\n")
     config = tmp_path / "transfer.yaml"
     config.write_text(f"""
 name: dag-transfer
 models:
-  - {{name: "advlab.segnet:fashion_segnet", weights: "{WEIGHTS}", mean: [0.5], std: [0.5], task: segmentation}}
+  - {{name: "advlab.zoo.segnet:fashion_segnet", weights: "{WEIGHTS}", mean: [0.5], std: [0.5], task: segmentation}}
   - {{name: "{factory}:net", weights: "{weights}", mean: [0.5], std: [0.5], task: segmentation}}
 data: {{source: "fashion-scenes:test", n: 4}}
 attacks: [{{method: dag, max_iterations: 60}}]
@@ -259,7 +260,7 @@ attacks: [{{method: dag, max_iterations: 60}}]
     assert table["metrics"] == ["miou", "miou"] and [p["model"] for p in table["perturbations"]][1::2] == [None, None]
     dag_rows = [row for row in results["attacks"] if row["method"] == "dag" and "baseline" not in row]
     own = {row["model"]: row["miou_adv"] for row in dag_rows}
-    models = [load_model("advlab.segnet:fashion_segnet", str(WEIGHTS), mean=[0.5], std=[0.5], task="segmentation"),
+    models = [load_model("advlab.zoo.segnet:fashion_segnet", str(WEIGHTS), mean=[0.5], std=[0.5], task="segmentation"),
               load_model(f"{factory}:net", str(weights), mean=[0.5], std=[0.5], task="segmentation")]
     truth = load_images("fashion-scenes:test", models[0], n=4).y  # (4, 48, 48)
     for i, model in enumerate(table["models"]):

@@ -1,4 +1,4 @@
-"""advlab.data: image sources, labels, geometry and the errors a user sees."""
+"""advlab.data.sources: image sources, labels, geometry and the errors a user sees."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,15 +12,18 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from advlab.data import ImageSet, load_images
-from advlab.errors import AdvlabError
-from advlab.models import ImageClassifier, load_model
+from advlab.core.errors import AdvlabError
+from advlab.data.image_set import ImageSet
+from advlab.data.sources import load_images
+from advlab.zoo.models import load_model
+from advlab.tasks import get_task
+from advlab.zoo.wrappers import ImageClassifier
 
 FOOLBOX_DATA = Path(next(iter(importlib.util.find_spec("foolbox").submodule_search_locations))) / "data"
 SAMPLES = sorted(FOOLBOX_DATA.glob("imagenet_*.jpg"))
 SAMPLE_LABELS = [int(p.stem.split("_")[-1]) for p in SAMPLES]
 IMAGENET_NAMES = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
-WNIDS = (Path(__file__).parents[1] / "advlab" / "imagenet_wnids.txt").read_text().split()
+WNIDS = (Path(__file__).parents[1] / "advlab" / "data" / "imagenet_wnids.txt").read_text().split()
 
 
 def tiny(classes: list[str] | int = 10, *, input_size: int | None = 32, in_channels: int = 3) -> ImageClassifier:
@@ -222,12 +225,15 @@ def test_tensors_bad_files(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- photos
 def test_photos_labeled_by_prediction() -> None:
+    """The photos carry no labels (-1); the task takes the model's clean prediction as their reference."""
     model = tiny(10).eval()
     s = load_images("photos", model)
     assert len(s) >= 8 and s.label_source == "prediction" and s.x.shape[1:] == (3, 32, 32)
     assert {"astronaut.png", "grace_hopper.jpg", "china.jpg"} <= set(s.names)
+    assert bool((s.y == -1).all())
+    task = get_task("classification")
     with torch.no_grad():
-        assert torch.equal(s.y, model(s.x).argmax(1))
+        assert torch.equal(task.reference(s, task.predict(model, s.x, 4, torch.device("cpu"))), model(s.x).argmax(1))
     assert len(load_images("photos", model, n=3)) == 3
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from advlab.cli import main
-from advlab.config import load_config
+from advlab.cli.main import main
+from advlab.core.config import load_config
 from advlab.defenses.dunet import DUNET
 from advlab.defenses.hgd import save_checkpoint
 

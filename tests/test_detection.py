@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from advlab.cli import main
-from advlab.criteria import ProposalTargets
-from advlab.detectors import ImageDetector
-from advlab.detnet import WEIGHTS, fashion_detector
-from advlab.scenes import SCENE_CLASSES
+from advlab.cli.main import main
+from advlab.core.criteria import ProposalTargets
+from advlab.data.scenes import SCENE_CLASSES
 from advlab.tasks.detection import assign_targets, mean_average_precision, predict_detection
+from advlab.zoo.detectors import ImageDetector
+from advlab.zoo.detnet import WEIGHTS, fashion_detector
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("in_tmp")
 def lab_detector() -> ImageDetector:
     net = fashion_detector()
     net.load_state_dict(torch.load(WEIGHTS, weights_only=True))
-    return ImageDetector(net.eval(), name="advlab.detnet:fashion_detector", weights=str(WEIGHTS),
+    return ImageDetector(net.eval(), name="advlab.zoo.detnet:fashion_detector", weights=str(WEIGHTS),
                          class_names=SCENE_CLASSES).eval()
 
 
@@ -36,7 +36,7 @@ def dag_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_the_lab_detector_is_trained() -> None:
-    from advlab.data import load_images
+    from advlab.data.sources import load_images
 
     model = lab_detector()
     test = load_images("fashion-scenes:test", model, n=100)
@@ -153,7 +153,7 @@ def test_dag_on_detection_is_batch_invariant() -> None:
     from test_registry import PerImage  # oneDNN rounds differently per batch size: isolate the attack
 
     from advlab.attacks.dag import DAG
-    from advlab.data import load_images
+    from advlab.data.sources import load_images
     from advlab.tasks import get_task
 
     model = lab_detector()
@@ -188,7 +188,7 @@ def run_error(args: list[str], capsys: pytest.CaptureFixture) -> str:
 
 
 def test_bad_detection_inputs_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from advlab.data import load_images
+    from advlab.data.sources import load_images
 
     scenes = load_images("fashion-scenes:test", lab_detector(), n=2)
     boxes = torch.stack([torch.cat([b["boxes"], torch.zeros(3 - len(b["boxes"]), 4)]) for b in scenes.boxes])
@@ -199,7 +199,7 @@ def test_bad_detection_inputs_are_one_line(tmp_path: Path, capsys: pytest.Captur
     unknown = labels.clone()
     unknown[1, 0] = 11  # the detector has classes 0..10
     torch.save({"x": scenes.x, "boxes": boxes, "box_labels": unknown}, tmp_path / "unknown.pt")
-    model = ["--model", "advlab.detnet:fashion_detector", "--weights", str(WEIGHTS), "--task", "detection"]
+    model = ["--model", "advlab.zoo.detnet:fashion_detector", "--weights", str(WEIGHTS), "--task", "detection"]
     line = run_error(["attack", "--method", "dag", *model, "--data", f"tensors:{tmp_path / 'outside.pt'}"], capsys)
     assert "lies outside its 48x48 image" in line
     line = run_error(["attack", "--method", "dag", *model, "--data", f"tensors:{tmp_path / 'unknown.pt'}"], capsys)
@@ -213,7 +213,7 @@ def test_bad_detection_inputs_are_one_line(tmp_path: Path, capsys: pytest.Captur
 
 def test_torchvision_detectors_come_by_name_with_the_contract_and_pull_no_weights_for_none() -> None:
     """Offline: `--weights none` must not fetch backbone weights (it would fail here)."""
-    from advlab.models import load_model
+    from advlab.zoo.models import load_model
 
     model = load_model("fasterrcnn_mobilenet_v3_large_320_fpn", "none", task="detection")
     assert isinstance(model, ImageDetector) and model.num_classes == 91 and model.weights == "none"
@@ -232,14 +232,14 @@ def test_torchvision_detectors_come_by_name_with_the_contract_and_pull_no_weight
 def test_dag_perturbations_transfer_across_segmentation_and_detection(tmp_path: Path) -> None:
     """The paper's cross-task table on fashion-scenes: the segmenter's DAG perturbations hurt the detector
     and the detector's hurt the segmenter, more than the same perturbations with their pixels permuted."""
-    from advlab.segnet import WEIGHTS as SEGNET
+    from advlab.zoo.segnet import WEIGHTS as SEGNET
 
     config = tmp_path / "cross.yaml"
     config.write_text(f"""
 name: cross-task
 models:
-  - {{name: "advlab.segnet:fashion_segnet", weights: "{SEGNET}", mean: [0.5], std: [0.5], task: segmentation}}
-  - {{name: "advlab.detnet:fashion_detector", weights: "{WEIGHTS}", task: detection}}
+  - {{name: "advlab.zoo.segnet:fashion_segnet", weights: "{SEGNET}", mean: [0.5], std: [0.5], task: segmentation}}
+  - {{name: "advlab.zoo.detnet:fashion_detector", weights: "{WEIGHTS}", task: detection}}
 data: {{source: "fashion-scenes:test", n: 8}}
 attacks: [{{method: dag}}]
 """)
@@ -263,7 +263,7 @@ def _write_layouts(root: Path, n: int) -> list[dict]:
     """fashion-scenes written as a COCO split and a VOC detection set (real scenes, real layouts)."""
     from PIL import Image
 
-    from advlab.data import load_images
+    from advlab.data.sources import load_images
 
     scenes = load_images("fashion-scenes:test", lab_detector(), n=n)
     (root / "coco" / "val2017").mkdir(parents=True)
@@ -297,24 +297,24 @@ def _write_layouts(root: Path, n: int) -> list[dict]:
 
 
 def test_coco_and_voc_roots_give_boxes_in_the_models_classes(tmp_path: Path) -> None:
-    from advlab.data import load_images
-    from advlab.models import load_model
+    from advlab.data.sources import load_images
+    from advlab.zoo.models import load_model
 
     truth = _write_layouts(tmp_path, 3)
-    model = load_model("advlab.detnet:fashion_detector", str(WEIGHTS), task="detection", input_size=48)
+    model = load_model("advlab.zoo.detnet:fashion_detector", str(WEIGHTS), task="detection", input_size=48)
     for spec in (f"coco:{tmp_path / 'coco'}", f"voc:{tmp_path / 'voc'}:2007:test"):
         data = load_images(spec, model, n=3)
         assert data.x.shape == (3, 3, 48, 48) and data.label_source == "ground-truth"
         for got, want in zip(data.boxes, truth):  # the 96-px image is brought back to 48 px, boxes with it
             assert torch.equal(got["labels"], want["labels"])
             assert torch.allclose(got["boxes"], want["boxes"], atol=0.5)
-    padded = load_images(f"coco:{tmp_path / 'coco'}", load_model("advlab.detnet:fashion_detector", str(WEIGHTS),
+    padded = load_images(f"coco:{tmp_path / 'coco'}", load_model("advlab.zoo.detnet:fashion_detector", str(WEIGHTS),
                                                                  task="detection"), n=3)
     assert padded.x.shape == (3, 3, 96, 96) and float(padded.x[0, :, 48:, :].abs().sum()) == 0  # padded, not cut
     assert torch.allclose(padded.boxes[1]["boxes"], 2 * truth[1]["boxes"]) and torch.equal(padded.boxes[0]["boxes"],
                                                                                           truth[0]["boxes"])
     out = tmp_path / "run"
-    assert main(["attack", "--method", "dag", "--model", "advlab.detnet:fashion_detector", "--weights", str(WEIGHTS),
+    assert main(["attack", "--method", "dag", "--model", "advlab.zoo.detnet:fashion_detector", "--weights", str(WEIGHTS),
                  "--task", "detection", "--input-size", "48", "--data", f"coco:{tmp_path / 'coco'}", "--split",
                  "val2017", "--set", "max_iterations=3", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())

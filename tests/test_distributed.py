@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import torch
 
-from advlab.cli import main
-from advlab.segnet import WEIGHTS
+from advlab.cli.main import main
+from advlab.zoo.segnet import WEIGHTS
 
 # bit-for-bit comparisons with the ranks need this process at their thread count (see `one_thread`)
 pytestmark = pytest.mark.usefixtures("in_tmp", "one_thread")
@@ -29,7 +29,7 @@ def write_config(path: Path, n: int, iterations: int) -> Path:
 name: shard
 seed: 0
 batch_size: 2
-model: {{name: "advlab.segnet:fashion_segnet", weights: "{WEIGHTS}", mean: [0.5], std: [0.5], task: segmentation}}
+model: {{name: "advlab.zoo.segnet:fashion_segnet", weights: "{WEIGHTS}", mean: [0.5], std: [0.5], task: segmentation}}
 data: {{source: "fashion-scenes:test", n: {n}}}
 attacks:
   - {{method: dag, max_iterations: {iterations}}}
@@ -127,7 +127,7 @@ def test_a_sharded_universal_perturbation_shares_each_minibatch_and_matches_one_
     config.write_text(f"""
 name: uap
 seed: 0
-model: {{name: "advlab.smallnets:fashion_cnn", weights: "{fashion.weights}", mean: [0.5], std: [0.5], input_size: 28}}
+model: {{name: "advlab.zoo.smallnets:fashion_cnn", weights: "{fashion.weights}", mean: [0.5], std: [0.5], input_size: 28}}
 data: {{source: "fashion-mnist:test", n: 96}}
 attacks:
   - {{method: universal, solver: sgd, norm: linf, eps: 0.1, max_passes: 2, batch_size: 32}}

@@ -14,16 +14,15 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
-from advlab import atomic
-from advlab.cli import main
-from advlab.runlock import RunLock
+from advlab.cli.main import main
+from advlab.core import atomic
+from advlab.run.runlock import RunLock
 
 
 def fgsm_args(fashion, n: int = 8) -> list[str]:
-    return ["attack", "--method", "fgsm", "--eps", "0.1", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+    return ["attack", "--method", "fgsm", "--eps", "0.1", "--model", "advlab.zoo.smallnets:fashion_cnn", "--weights",
             str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data", "fashion-mnist",
             "-n", str(n), "--batch-size", "4"]
 
@@ -43,10 +42,10 @@ def test_resuming_a_finished_run_changes_nothing(fashion, in_tmp, capsys):
 
 
 def test_sigterm_stops_a_run_as_ctrl_c_does_and_the_run_resumes(fashion, in_tmp):
-    args = ["attack", "--method", "boundary", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+    args = ["attack", "--method", "boundary", "--model", "advlab.zoo.smallnets:fashion_cnn", "--weights",
             str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data", "fashion-mnist",
             "-n", "6", "--batch-size", "2", "--max-queries", "600", "--out", "stopped"]
-    proc = subprocess.Popen([sys.executable, "-m", "advlab.cli", *args], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "advlab.cli.main", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     chunks = in_tmp / "stopped" / "arrays" / "boundary-0.chunks"
     deadline = time.monotonic() + 300
@@ -65,19 +64,19 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_the_run_resumes(fashion, in_tmp)
 def test_completion_is_the_last_step(fashion, in_tmp, monkeypatch):
     """Stopped while its report is written, a run has no results.json: it is not finished, to the user
     or to `advlab runs`, and the resume finishes it."""
-    import advlab.runner
+    import advlab.run.runner
 
-    real = advlab.runner.render_html
+    real = advlab.run.runner.render_html
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(advlab.runner, "render_html", stopped)
+    monkeypatch.setattr(advlab.run.runner, "render_html", stopped)
     run = in_tmp / "late"
     assert main([*fgsm_args(fashion), "--out", str(run)]) == 130
     assert not (run / "results.json").exists() and list((run / "arrays").glob("*.chunks"))
-    monkeypatch.setattr(advlab.runner, "render_html", real)
-    from advlab.runs import find_runs
+    monkeypatch.setattr(advlab.run.runner, "render_html", real)
+    from advlab.cli.runs import find_runs
 
     assert run not in find_runs(in_tmp)  # `advlab runs` lists finished runs only
     assert main(["run", "--resume", str(run)]) == 0
@@ -128,7 +127,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(fashion, in_tmp, monkeypatc
 def test_a_corrupt_perturbation_or_checkpoint_file_is_one_line(fashion, in_tmp, run_error):
     garbage = in_tmp / "garbage.pt"
     garbage.write_bytes(b"these bytes are not a PyTorch file")
-    common = ["--model", "advlab.smallnets:fashion_cnn", "--weights", str(fashion.weights), "--mean", "0.5",
+    common = ["--model", "advlab.zoo.smallnets:fashion_cnn", "--weights", str(fashion.weights), "--mean", "0.5",
               "--std", "0.5", "--input-size", "28", "--data", "fashion-mnist", "-n", "4"]
     for message in (run_error("attack", "--method", "universal", "--perturbation", str(garbage), *common),
                     run_error("defend", "--hgd", "--checkpoint", str(garbage), *common)):
@@ -140,7 +139,7 @@ def test_hgd_training_warns_when_the_denoiser_is_useless_and_prints_a_command_th
     """A denoiser that costs more than 5 points of clean accuracy on its held-out images is flagged
     (a learning rate that wrecks it: 0.850 -> 0.100 measured; the default keeps 0.850), and the
     evaluation command printed after training runs as printed."""
-    common = ["defend", "--hgd", "--train", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+    common = ["defend", "--hgd", "--train", "--model", "advlab.zoo.smallnets:fashion_cnn", "--weights",
               str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data",
               "fashion-mnist:train", "-n", "40", "--val-n", "20", "--width", "0.25", "--epochs", "1"]
     assert main([*common, "--out", str(in_tmp / "kept")]) == 0

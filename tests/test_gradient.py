@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import advlab.attacks.gradient  # noqa: F401  (registers fgsm and pgd)
-from advlab import registry
 from advlab.attacks.gradient import FGSM, PGD, pgd_l2, pgd_linf
-from advlab.criteria import Targeted, Untargeted
+from advlab.core import registry
+from advlab.core.criteria import Targeted, Untargeted
 
 
 def accuracy(model, x_adv, y) -> float:

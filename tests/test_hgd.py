@@ -18,15 +18,15 @@ import torch
 import torch.nn.functional as F
 
 from advlab.attacks.gradient import pgd_linf
-from advlab.defense import Defended, clamp_unit
+from advlab.core.defense import Defended, clamp_unit
+from advlab.core.errors import AdvlabError
+from advlab.core.registry import get_defense
 from advlab.defenses import hgd_train
 from advlab.defenses.dunet import DUNET
 from advlab.defenses.hgd import HGD, Guidance, default_feature_layer, load_checkpoint, save_checkpoint
 from advlab.defenses.hgd_train import Split, TrainSettings, cosine_lr, make_pairs, train_denoiser
-from advlab.errors import AdvlabError
-from advlab.models import ImageClassifier
-from advlab.registry import get_defense
-from advlab.smallnets import fashion_mlp
+from advlab.zoo.smallnets import fashion_mlp
+from advlab.zoo.wrappers import ImageClassifier
 
 CPU = torch.device("cpu")
 EPS = 0.2  # l_inf budget of the evaluation PGD (Fashion-MNIST work commonly uses 0.1-0.3)
@@ -185,7 +185,7 @@ def test_feature_layer_choice(fashion):
 def test_pairs_from_several_source_models(fashion):
     """The paper's ensemble setting: each training example is made on one of several models, and is
     adversarial mainly for the model it was made on."""
-    from advlab.smallnets import train_classifier
+    from advlab.zoo.smallnets import train_classifier
 
     torch.manual_seed(1)
     net = fashion_mlp()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from advlab.cli import main
+from advlab.cli.main import main
 
 
 def _per_image(run) -> list[dict]:
@@ -18,10 +18,10 @@ def _per_image(run) -> list[dict]:
 
 
 def test_a_run_killed_mid_chunk_resumes_to_the_uninterrupted_result(fashion, in_tmp):
-    args = ["attack", "--method", "boundary", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+    args = ["attack", "--method", "boundary", "--model", "advlab.zoo.smallnets:fashion_cnn", "--weights",
             str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data", "fashion-mnist",
             "-n", "12", "--batch-size", "2", "--max-queries", "800"]
-    proc = subprocess.Popen([sys.executable, "-m", "advlab.cli", *args, "--out", "killed"],
+    proc = subprocess.Popen([sys.executable, "-m", "advlab.cli.main", *args, "--out", "killed"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     chunks = in_tmp / "killed" / "arrays" / "boundary-0.chunks"
     deadline = time.monotonic() + 300

@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from advlab.cli import main
-from advlab.data import load_images
-from advlab.errors import AdvlabError
-from advlab.models import load_model
+from advlab.cli.main import main
+from advlab.core.errors import AdvlabError
+from advlab.data.sources import load_images
+from advlab.zoo.models import load_model
 
 
 def fashion_model_args(fashion) -> list[str]:
-    return ["--model", "advlab.smallnets:fashion_cnn", "--weights", str(fashion.weights), "--mean", "0.5", "--std",
+    return ["--model", "advlab.zoo.smallnets:fashion_cnn", "--weights", str(fashion.weights), "--mean", "0.5", "--std",
             "0.5", "--input-size", "28"]
 
 
@@ -68,7 +68,7 @@ def test_a_swapped_default_model_is_said_and_recorded(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "does not attack classifiers, so the model is the lab's segmentation model" in err
     notes = json.loads((out / "results.json").read_text())["notes"]
-    assert len(notes) == 1 and "advlab.segnet:fashion_segnet" in notes[0]
+    assert len(notes) == 1 and "advlab.zoo.segnet:fashion_segnet" in notes[0]
     asked = tmp_path / "asked"
     assert main(["attack", "--method", "dag", "--task", "segmentation", "-n", "2", "--set", "max_iterations=3",
                  "--out", str(asked)]) == 0

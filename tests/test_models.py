@@ -7,10 +7,10 @@ import pytest
 import torch
 import torchvision
 
-from advlab import models, torchvision_weights
-from advlab.errors import AdvlabError
-from advlab.models import load_model
-from advlab.torchvision_weights import ensure_weights_cached
+from advlab.core.errors import AdvlabError
+from advlab.zoo import models, torchvision_weights
+from advlab.zoo.models import load_model
+from advlab.zoo.torchvision_weights import ensure_weights_cached
 
 MOBILENET = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
 

@@ -9,9 +9,9 @@ from conftest import Counted
 
 from advlab.attacks.boundary import BoundaryAttack
 from advlab.attacks.priors import PRIORS, mirrored, perlin, proposals
-from advlab.criteria import Untargeted
-from advlab.evaluate import attack_in_chunks
-from advlab.rng import image_keys
+from advlab.core.criteria import Untargeted
+from advlab.core.rng import image_keys
+from advlab.run.chunks import attack_in_chunks
 
 
 def test_priors_draw_per_image_noise_of_the_right_kind():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advlab import registry
-from advlab.attack import Attack
-from advlab.cli import main
-from advlab.criteria import Untargeted
-from advlab.evaluate import attack_in_chunks
+from advlab.cli.main import main
+from advlab.core import registry
+from advlab.core.attack import Attack
+from advlab.core.criteria import Untargeted
+from advlab.run.chunks import attack_in_chunks
 
 # Share of the targets an attack must fool on the shared test model: 0.9, except DAG on the lab's small
 # segmenter, whose permuted label maps no attack drives past about 0.93 (targeted PGD at eps 0.4): DAG reaches 0.74.
@@ -40,10 +40,9 @@ def task_case(info, digits, segmenter, n: int):
     if "classification" in info.tasks:
         x, y = digits.correct(n)
         return PerImage(digits.model).eval(), x, Untargeted(y)
-    from advlab.config import AttackSpec
-    from advlab.data import ImageSet
-    from advlab.rows import Subject
-    from advlab.tasks import get_task
+    from advlab.core.config import AttackSpec
+    from advlab.data.image_set import ImageSet
+    from advlab.tasks import Subject, get_task
 
     task = get_task("segmentation")
     data = ImageSet(segmenter.x[:n], segmenter.masks[:n], [str(i) for i in range(n)], "scenes", "ground-truth")
@@ -129,7 +128,7 @@ def test_every_task_has_a_view_and_every_view_a_task():
 
 
 def test_every_model_source_claims_its_own_names_and_no_earlier_source_does():
-    from advlab.models import MODELS
+    from advlab.zoo.models import MODELS
 
     for entry in MODELS.in_order():
         example = entry.meta["usage"].split(",")[0].split(" ")[0]
@@ -139,7 +138,7 @@ def test_every_model_source_claims_its_own_names_and_no_earlier_source_does():
 
 
 def test_every_image_source_takes_the_arguments_its_usage_names():
-    from advlab.data import DATA, schemes
+    from advlab.data.sources import DATA, schemes
 
     for entry in DATA.in_order():
         scheme, _, rest = entry.meta["usage"].partition(":")
@@ -154,8 +153,8 @@ def test_every_image_source_takes_the_arguments_its_usage_names():
 
 
 def test_a_name_registered_twice_is_an_error_and_the_same_object_again_is_not():
-    from advlab.catalog import Catalog
-    from advlab.errors import AdvlabError
+    from advlab.core.catalog import Catalog
+    from advlab.core.errors import AdvlabError
 
     catalog = Catalog("widget-test", group="advlab.widget-test", builtin=())
     catalog.add("one", PerImage)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from advlab.cli import main
+from advlab.cli.main import main
 from advlab.report import render_html
 from advlab.report.views import SegmentationView, view_for
 

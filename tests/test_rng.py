@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from advlab.rng import image_keys, normal, step_keys, uniform
+from advlab.core.rng import image_keys, normal, step_keys, uniform
 
 
 def test_noise_statistics():

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from advlab.cli import main
-from advlab.config import AttackSpec, expand_sweeps
-from advlab.robustness import attack_labels
+from advlab.cli.main import main
+from advlab.core.config import AttackSpec, expand_sweeps
+from advlab.run.robustness import attack_labels
 
 
 def _rows(matrix: dict) -> dict[str, list]:
@@ -67,7 +67,7 @@ def test_an_unbounded_attack_counts_only_within_each_threat_model(matrix_run):
 def test_named_threat_models_replace_the_derived_ones(fashion, in_tmp, run_error, capsys):
     """`--threat` (repeatable) names the matrices; a minimal attack alone gets a matrix per named threat
     model, its accuracy there recomputed from its per-image distances."""
-    args = ["attack", "--method", "boundary", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+    args = ["attack", "--method", "boundary", "--model", "advlab.zoo.smallnets:fashion_cnn", "--weights",
             str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data", "fashion-mnist",
             "-n", "16", "--max-queries", "200"]
     assert main([*args, "--threat", "l2:1.5", "--threat", "linf:8/255", "--out", "run"]) == 0
@@ -126,13 +126,13 @@ def test_sweeps_expand_in_order_and_labels_tell_the_rows_apart():
 
 
 def test_a_sweep_from_the_command_line(fashion, in_tmp):
-    assert main(["attack", "--method", "fgsm", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+    assert main(["attack", "--method", "fgsm", "--model", "advlab.zoo.smallnets:fashion_cnn", "--weights",
                  str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data",
                  "fashion-mnist", "-n", "20", "--set", "eps=[0.05, 0.2]", "--out", "run"]) == 0
     results = json.loads((in_tmp / "run" / "results.json").read_text())
     assert [a["params"]["eps"] for a in results["attacks"]] == [0.05, 0.2]
     assert results["robustness"]["curves"][0]["points"][0][0] == 0.05
-    assert main(["attack", "--method", "pgd", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+    assert main(["attack", "--method", "pgd", "--model", "advlab.zoo.smallnets:fashion_cnn", "--weights",
                  str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data",
                  "fashion-mnist", "-n", "20", "--eps", "2/255,8/255,0.1", "--steps", "3", "--out", "run2"]) == 0
     results = json.loads((in_tmp / "run2" / "results.json").read_text())

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from advlab.cli import main
+from advlab.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFTEST = ROOT / "tests" / "conftest.py"
@@ -98,7 +98,7 @@ def test_an_interrupted_run_prints_the_command_that_continues_it(digits, digits_
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("advlab.runner._execute", ctrl_c)
+    monkeypatch.setattr("advlab.run.runner._execute", ctrl_c)
     assert main([*attack_args(digits, digits_npz), "--out", str(out)]) == 130
     err = capsys.readouterr().err.strip()
     assert err.endswith(f"Continue with: advlab run --resume {out.resolve()}")
@@ -111,7 +111,7 @@ def test_an_interrupted_run_prints_the_command_that_continues_it(digits, digits_
 def test_an_interrupted_hgd_training_prints_its_own_command(fashion, tmp_path, monkeypatch, capsys):
     """Before: `advlab run --resume RUN_DIR`, which is wrong for training: running the same command
     again (with the same --out) is what continues it; without --out the stamp must be pinned."""
-    args = ["defend", "--hgd", "--train", "--model", "advlab.smallnets:fashion_cnn", "--weights", str(fashion.weights),
+    args = ["defend", "--hgd", "--train", "--model", "advlab.zoo.smallnets:fashion_cnn", "--weights", str(fashion.weights),
             "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data", "fashion-mnist:train", "-n", "24",
             "--width", "0.125", "--epochs", "1", "--batch-size", "8", "--train-attacks", "fgsm", "--device", "cpu"]
     real_train = __import__("advlab.defenses.hgd_job", fromlist=["_train"])._train
@@ -136,12 +136,12 @@ def test_samples_beyond_the_bound_go_to_a_sidecar_and_the_report_stays_bounded(f
     arrays/<tag>.samples.jsonl."""
     import json
 
-    import advlab.rows
-    from advlab.cli import main
+    import advlab.run.rows
+    from advlab.cli.main import main
 
-    monkeypatch.setattr(advlab.rows, "SAMPLES_IN_RESULTS", 5)
+    monkeypatch.setattr(advlab.run.rows, "SAMPLES_IN_RESULTS", 5)
     out = tmp_path / "run"
-    assert main(["attack", "--method", "fgsm", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+    assert main(["attack", "--method", "fgsm", "--model", "advlab.zoo.smallnets:fashion_cnn", "--weights",
                  str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data",
                  "fashion-mnist", "-n", "12", "--out", str(out)]) == 0
     row = json.loads((out / "results.json").read_text())["attacks"][0]
@@ -157,12 +157,12 @@ def test_arrays_keep_what_the_report_shows_and_every_adversarial_only_on_request
 
     import torch
 
-    import advlab.rows
-    from advlab.cli import main
+    import advlab.run.rows
+    from advlab.cli.main import main
 
-    monkeypatch.setattr(advlab.rows, "REPORT_IMAGES", 4)
-    monkeypatch.setattr(advlab.rows, "ADVERSARIAL_SHARD", 4)
-    common = ["attack", "--method", "fgsm", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+    monkeypatch.setattr(advlab.run.rows, "REPORT_IMAGES", 4)
+    monkeypatch.setattr(advlab.run.rows, "ADVERSARIAL_SHARD", 4)
+    common = ["attack", "--method", "fgsm", "--model", "advlab.zoo.smallnets:fashion_cnn", "--weights",
               str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data",
               "fashion-mnist", "-n", "10"]
     assert main([*common, "--out", str(tmp_path / "small")]) == 0

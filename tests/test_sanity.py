@@ -5,11 +5,12 @@ import torch
 from torch import nn
 
 from advlab.attacks.gradient import PGD
-from advlab.criteria import Untargeted
-from advlab.defense import Defended
+from advlab.core.criteria import Untargeted
+from advlab.core.defense import Defended
+from advlab.core.schema import ADAPTIVE, NO_DEFENSE, NON_ADAPTIVE
 from advlab.defenses.transforms import BitDepth
-from advlab.robustness import ADAPTIVE, NO_DEFENSE, NON_ADAPTIVE, Column, Entry, Ledger
-from advlab.sanity import probe, result_checks
+from advlab.run.robustness import Column, Entry, Ledger
+from advlab.run.sanity import probe, result_checks
 
 
 class Noisy(nn.Module):

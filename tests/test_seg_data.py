@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from advlab.data import load_images
-from advlab.errors import AdvlabError
+from advlab.core.errors import AdvlabError
+from advlab.data.sources import load_images
 
 
 def _png(x: torch.Tensor) -> Image.Image:  # (3, H, W) in [0, 1]
@@ -63,21 +63,21 @@ def test_pairs_errors(segmenter, pairs_dir):
 
 
 def test_images_of_different_sizes_need_an_input_size(segmenter, pairs_dir):
-    from advlab.models import load_model
-    from advlab.segnet import MEAN, STD, WEIGHTS
+    from advlab.zoo.models import load_model
+    from advlab.zoo.segnet import MEAN, STD, WEIGHTS
 
     _png(torch.nn.functional.interpolate(segmenter.x[:1], size=(64, 80))[0]).save(pairs_dir / "images" / "scene3.png")
     Image.fromarray(np.zeros((64, 80), np.uint8), mode="L").save(pairs_dir / "masks" / "scene3.png")
     with pytest.raises(AdvlabError, match="images differ in size .*set --input-size"):
         load_images(f"pairs:{pairs_dir}", segmenter.model)
-    sized = load_model("advlab.segnet:fashion_segnet", str(WEIGHTS), mean=[MEAN], std=[STD], input_size=48)
+    sized = load_model("advlab.zoo.segnet:fashion_segnet", str(WEIGHTS), mean=[MEAN], std=[STD], input_size=48)
     data = load_images(f"pairs:{pairs_dir}", sized)
     assert data.x.shape == (4, 3, 48, 48) and data.y.shape == (4, 48, 48)
     assert set(data.y[3].unique().tolist()) == {0}  # masks resized with nearest neighbours: ids stay ids
 
 
 def test_voc_from_a_local_root_never_downloads(segmenter, tmp_path):
-    from advlab.models import load_model
+    from advlab.zoo.models import load_model
 
     voc = tmp_path / "VOCdevkit" / "VOC2012"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):

@@ -1,4 +1,4 @@
-"""Streaming: images read on demand (advlab.images) give what the same images held in memory give,
+"""Streaming: images read on demand (advlab.core.images) give what the same images held in memory give,
 from the source through the attack, the row's numbers and the saved adversarials."""
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from advlab.attack import distances
-from advlab.cli import main
-from advlab.criteria import Untargeted
-from advlab.data import load_images
-from advlab.images import ChunkImages, FileImages, Replaced, StoredImages, TensorImages
-from advlab.models import load_model
-from advlab.registry import get_attack
+from advlab.cli.main import main
+from advlab.core.attack import distances
+from advlab.core.criteria import Untargeted
+from advlab.core.images import ChunkImages, FileImages, Replaced, StoredImages, TensorImages
+from advlab.core.registry import get_attack
+from advlab.data.sources import load_images
+from advlab.zoo.models import load_model
 
 
 def test_replaced_images_read_and_stream_like_an_assigned_copy() -> None:
@@ -44,9 +44,10 @@ def test_chunk_images_read_across_chunk_files(tmp_path: Path) -> None:
 
 
 def test_a_pt_tensor_file_is_memory_mapped_and_converted_per_read(tmp_path: Path) -> None:
-    from advlab.data_fashion import FASHION_CLASSES
-    from advlab.models import ImageClassifier
     from torch import nn
+
+    from advlab.data.fashion import FASHION_CLASSES
+    from advlab.zoo.wrappers import ImageClassifier
 
     u8 = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
     torch.save({"x": u8, "y": torch.arange(5)}, tmp_path / "x.pt")
@@ -70,11 +71,11 @@ def _bounded_reads(monkeypatch: pytest.MonkeyPatch, most: int) -> list[int]:
     """Record every image file read (its position), and fail any read of more than `most` images: the run
     never holds the data set whole. The constant-size slices (distances, image hashes, report images,
     --save-adversarials shards) are set to `most` too."""
-    import advlab.evaluate
-    import advlab.rows
+    import advlab.run.chunks
+    import advlab.run.rows
 
-    for module, name in ((advlab.evaluate, "DISTANCE_BATCH"), (advlab.evaluate, "KEYS_BATCH"),
-                         (advlab.rows, "REPORT_IMAGES"), (advlab.rows, "ADVERSARIAL_SHARD")):
+    for module, name in ((advlab.run.chunks, "DISTANCE_BATCH"), (advlab.run.chunks, "KEYS_BATCH"),
+                         (advlab.run.rows, "REPORT_IMAGES"), (advlab.run.rows, "ADVERSARIAL_SHARD")):
         monkeypatch.setattr(module, name, most)
     reads: list[int] = []
     read, groups = FileImages.read, FileImages.groups
@@ -95,11 +96,11 @@ def _bounded_reads(monkeypatch: pytest.MonkeyPatch, most: int) -> list[int]:
 
 
 def _fashion_model(weights: Path) -> torch.nn.Module:
-    model = load_model("advlab.smallnets:fashion_cnn", str(weights), mean=(0.5,), std=(0.5,), input_size=28)
+    model = load_model("advlab.zoo.smallnets:fashion_cnn", str(weights), mean=(0.5,), std=(0.5,), input_size=28)
     return model.to(memory_format=torch.channels_last).eval()  # as the runner holds it
 
 
-FOLDER_RUN = ["--model", "advlab.smallnets:fashion_cnn", "--mean", "0.5", "--std", "0.5", "--input-size", "28",
+FOLDER_RUN = ["--model", "advlab.zoo.smallnets:fashion_cnn", "--mean", "0.5", "--std", "0.5", "--input-size", "28",
               "--batch-size", "5"]
 
 

@@ -9,12 +9,12 @@ import torch
 from test_registry import PerImage  # oneDNN rounds differently per batch size: isolate the attack
 
 from advlab.attacks.boundary import BoundaryAttack
-from advlab.criteria import Untargeted
-from advlab.data_fashion import FASHION_CLASSES
-from advlab.errors import AdvlabError
-from advlab.evaluate import attack_in_chunks
-from advlab.models import ImageClassifier
-from advlab.smallnets import FASHION_MEAN, FASHION_STD, fashion_mlp, train_classifier
+from advlab.core.criteria import Untargeted
+from advlab.core.errors import AdvlabError
+from advlab.data.fashion import FASHION_CLASSES
+from advlab.run.chunks import attack_in_chunks
+from advlab.zoo.smallnets import FASHION_MEAN, FASHION_STD, fashion_mlp, train_classifier
+from advlab.zoo.wrappers import ImageClassifier
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def mlp_surrogate(fashion, tmp_path_factory) -> tuple[ImageClassifier, object]:
     train_classifier(net, fashion.x_train[10000:16000], fashion.y_train[10000:16000], epochs=2, seed=1)
     path = tmp_path_factory.mktemp("surrogate") / "fashion_mlp.pt"
     torch.save(net.state_dict(), path)
-    model = ImageClassifier(net, name="advlab.smallnets:fashion_mlp", weights=str(path), mean=(FASHION_MEAN,),
+    model = ImageClassifier(net, name="advlab.zoo.smallnets:fashion_mlp", weights=str(path), mean=(FASHION_MEAN,),
                             std=(FASHION_STD,), input_size=28, class_names=FASHION_CLASSES, in_channels=1).eval()
     return model, path
 
@@ -83,12 +83,12 @@ def test_surrogate_settings_are_checked():
 
 def test_cli_surrogate_is_recorded_and_a_misfit_fails_before_the_run_starts(fashion, mlp_surrogate, in_tmp,
                                                                           run_error, capsys):
-    from advlab.cli import main
+    from advlab.cli.main import main
 
-    base = ["attack", "--method", "boundary", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+    base = ["attack", "--method", "boundary", "--model", "advlab.zoo.smallnets:fashion_cnn", "--weights",
             str(fashion.weights), "--data", "fashion-mnist", "-n", "4", "--input-size", "28", "--mean", "0.5",
             "--std", "0.5", "--max-queries", "40"]
-    assert main([*base, "--surrogate", "advlab.smallnets:fashion_mlp", "--surrogate-weights", str(mlp_surrogate[1]),
+    assert main([*base, "--surrogate", "advlab.zoo.smallnets:fashion_mlp", "--surrogate-weights", str(mlp_surrogate[1]),
                  "--prior", "perlin", "--out", "run"]) == 0
     row = json.loads((in_tmp / "run" / "results.json").read_text())["attacks"][0]
     assert row["params"]["prior"] == "perlin"

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advlab import registry
 from advlab.attacks.gradient import pgd_linf
-from advlab.defense import Defended, Defense
+from advlab.core import registry
+from advlab.core.defense import Defended, Defense
 from advlab.defenses.transforms import JPEG, BitDepth, GaussianBlur, MedianFilter
 
 CLASSES = {"jpeg": JPEG, "bit-depth": BitDepth, "blur": GaussianBlur, "median": MedianFilter}

@@ -19,16 +19,22 @@ import pytest
 import torch
 from PIL import Image
 
-from advlab import registry
-from advlab.attack import AttackResult
-from advlab.attacks.universal import (UniversalPerturbation, deepfool, load_perturbation, perturbation_png, project,
-                                      save_perturbation)
-from advlab.criteria import Targeted, Untargeted
-from advlab.data import load_images
-from advlab.data_fashion import FASHION_CLASSES
-from advlab.errors import AdvlabError
-from advlab.models import ImageClassifier
-from advlab.smallnets import fashion_cnn, train_classifier
+from advlab.attacks.universal import (
+    UniversalPerturbation,
+    deepfool,
+    load_perturbation,
+    perturbation_png,
+    project,
+    save_perturbation,
+)
+from advlab.core import registry
+from advlab.core.attack import AttackResult
+from advlab.core.criteria import Targeted, Untargeted
+from advlab.core.errors import AdvlabError
+from advlab.data.fashion import FASHION_CLASSES
+from advlab.data.sources import load_images
+from advlab.zoo.smallnets import fashion_cnn, train_classifier
+from advlab.zoo.wrappers import ImageClassifier
 
 N_TRAIN, N_X, N_HELD = 5000, 2000, 2000
 BAG = FASHION_CLASSES.index("Bag")  # the easiest target class for this net (held-out hit rate ~0.5 at l2 = 3)

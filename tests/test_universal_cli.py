@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from advlab.cli import main
-from advlab.data import load_images
-from advlab.models import ImageClassifier
-from advlab.smallnets import ARCHITECTURES, train_classifier
+from advlab.cli.main import main
+from advlab.data.sources import load_images
+from advlab.zoo.smallnets import ARCHITECTURES, train_classifier
+from advlab.zoo.wrappers import ImageClassifier
 
 N_TRAIN, N_EVAL = 1000, 1000
 
@@ -34,7 +34,7 @@ def fashion_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 
 
 def model_args(weights: Path, arch: str = "fashion_cnn") -> list[str]:
-    return ["--model", f"advlab.smallnets:{arch}", "--weights", str(weights), "--mean", "0.5", "--std", "0.5",
+    return ["--model", f"advlab.zoo.smallnets:{arch}", "--weights", str(weights), "--mean", "0.5", "--std", "0.5",
             "--input-size", "28"]
 
 
@@ -74,8 +74,8 @@ name: transfer
 device: cpu
 batch_size: 500
 models:
-  - {{name: "advlab.smallnets:fashion_cnn", weights: "{fashion_weights['fashion_cnn']}", mean: [0.5], std: [0.5], input_size: 28}}
-  - {{name: "advlab.smallnets:fashion_mlp", weights: "{fashion_weights['fashion_mlp']}", mean: [0.5], std: [0.5], input_size: 28}}
+  - {{name: "advlab.zoo.smallnets:fashion_cnn", weights: "{fashion_weights['fashion_cnn']}", mean: [0.5], std: [0.5], input_size: 28}}
+  - {{name: "advlab.zoo.smallnets:fashion_mlp", weights: "{fashion_weights['fashion_mlp']}", mean: [0.5], std: [0.5], input_size: 28}}
 data: {{source: "fashion-mnist:train", n: 400, eval_source: "fashion-mnist:test", eval_n: {N_EVAL}}}
 attacks:
   - {{method: universal, solver: sgd, norm: linf, eps: 51/255, max_passes: 3}}
@@ -85,7 +85,7 @@ attacks:
     assert main(["run", str(config), "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     transfer = results["transfer"]
-    assert transfer["models"] == ["advlab.smallnets:fashion_cnn", "advlab.smallnets:fashion_mlp"]
+    assert transfer["models"] == ["advlab.zoo.smallnets:fashion_cnn", "advlab.zoo.smallnets:fashion_mlp"]
     matrix = torch.tensor(transfer["matrix"])  # (4 perturbations, 2 models)
     assert matrix.shape == (4, 2) and bool(((matrix >= 0) & (matrix <= 1)).all())
     rows = [r for r in results["attacks"] if not r.get("baseline")]

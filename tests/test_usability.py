@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from advlab.attacks.boundary import BoundaryAttack
-from advlab.cli import main
-from advlab.evaluate import median
+from advlab.cli.main import main
+from advlab.core.stats import median
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
 
@@ -29,7 +29,7 @@ def test_foolbox_backend_takes_one_candidate_by_itself_and_records_it():
 def test_foolbox_backend_from_the_command_line_records_candidates(fashion, tmp_path):
     out = tmp_path / "fb"
     assert main(["attack", "--method", "boundary", "--backend", "foolbox", "--steps", "20", "-n", "3", "--model",
-                 "advlab.smallnets:fashion_cnn", "--weights", str(fashion.weights), "--mean", "0.5", "--std", "0.5",
+                 "advlab.zoo.smallnets:fashion_cnn", "--weights", str(fashion.weights), "--mean", "0.5", "--std", "0.5",
                  "--input-size", "28", "--data", "fashion-mnist:test", "--out", str(out)]) == 0
     row = json.loads((out / "results.json").read_text())["attacks"][0]
     assert row["params"]["candidates"] == 1 and row["params"]["backend"] == "foolbox"
@@ -37,7 +37,7 @@ def test_foolbox_backend_from_the_command_line_records_candidates(fashion, tmp_p
 
 def test_num_classes_goes_to_a_factory_only_if_it_takes_it(fashion, tmp_path):
     models = tmp_path / "nets.py"
-    models.write_text("from advlab.smallnets import fashion_cnn\n"
+    models.write_text("from advlab.zoo.smallnets import fashion_cnn\n"
                       "def fixed():\n    return fashion_cnn()\n"
                       "def sized(num_classes=3):\n    import torch\n"
                       "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, num_classes))\n")
@@ -86,7 +86,7 @@ def test_the_median_is_the_usual_one():
 def test_fashion_mnist_names_its_classes(fashion, tmp_path):
     """Before: '9 #9' instead of 'Ankle boot' unless --class-names was given."""
     out = tmp_path / "named"
-    assert main(["attack", "--method", "fgsm", "--model", "advlab.smallnets:fashion_cnn", "--weights",
+    assert main(["attack", "--method", "fgsm", "--model", "advlab.zoo.smallnets:fashion_cnn", "--weights",
                  str(fashion.weights), "--mean", "0.5", "--std", "0.5", "--input-size", "28", "--data",
                  "fashion-mnist:test", "-n", "2", "--out", str(out)]) == 0
     sample = json.loads((out / "results.json").read_text())["attacks"][0]["samples"][0]
@@ -98,7 +98,7 @@ def test_cpu_runs_keep_freed_memory_for_reuse_on_glibc():
     """README, CPU speed: on Linux (glibc) resolving the CPU device sets the allocator to reuse memory."""
     import sys
 
-    from advlab.device import keep_freed_memory, resolve_device
+    from advlab.core.device import keep_freed_memory, resolve_device
 
     resolve_device("cpu")
     if sys.platform.startswith("linux"):

@@ -11,8 +11,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from advlab import atomic
-from advlab.errors import AdvlabError
+from advlab.core import atomic
+from advlab.core.errors import AdvlabError
 from advlab.report.context import build_context
 
 __all__ = ["render_report", "load_results", "render_html", "environment"]

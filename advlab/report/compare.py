@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from advlab import atomic
-from advlab.errors import AdvlabError
+from advlab.core import atomic
+from advlab.core.errors import AdvlabError
+from advlab.core.schema import WORST_CASE
 from advlab.report import environment, fmt, load_results
-from advlab.robustness import WORST_CASE
-from advlab.runs import headline, matrices
+from advlab.report.summary import headline, matrices
 
 DELTA = 0.005  # deltas smaller than half a point are not highlighted
 

@@ -2,46 +2,16 @@
 what is task-specific comes from the row's view (`advlab.report.views`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from advlab.report.cards import Gallery, SampleCard
 from advlab.report.images import amplified_perturbation, image_uri
 from advlab.report.views import TaskView, view_for
 
 MAX_IMAGES = 12
-
-
-@dataclass
-class SampleCard:
-    """What the page shows for one image; the *_uri fields are None without arrays."""
-
-    name: str
-    status: str  # "success" | "failed" | "skipped" | "unknown" | "kept" (universal: not fooled)
-    status_text: str
-    label_text: str
-    clean_text: str
-    adv_text: str
-    distance_text: str
-    orig_uri: str | None = None
-    adv_uri: str | None = None
-    pert_uri: str | None = None
-    figures: list[tuple[str, str]] = field(default_factory=list)  # the task's drawings: (caption, image URI)
-
-
-@dataclass
-class Gallery:
-    """The image grid and trace plot of one attack, with a note when something is missing."""
-
-    cards: list[SampleCard] = field(default_factory=list)
-    note: str | None = None
-    plot_uri: str | None = None
-    plot_title: str = ""
-    plot_caption: str = ""
-    n_total: int = 0
-    legend: list[tuple[str, str]] = field(default_factory=list)  # classes drawn: (class name, css colour)
 
 
 def _status(sample: dict[str, Any], universal: bool = False) -> tuple[str, str]:

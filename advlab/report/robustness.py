@@ -8,10 +8,10 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from advlab.core.schema import WORST_CASE
 from advlab.report import fmt
 from advlab.report.images import data_uri
 from advlab.report.plots import figure_png
-from advlab.robustness import WORST_CASE
 
 
 @dataclass

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from advlab.catalog import Catalog
+from advlab.core.catalog import Catalog
 from advlab.report import fmt
 from advlab.report.images import boxes_image, image_uri, mask_image, palette
 from advlab.report.plots import active_share_uri, l2_vs_queries_uri
 
 if TYPE_CHECKING:
-    from advlab.report.gallery import Gallery
+    from advlab.report.cards import Gallery
 
 
 @dataclass(frozen=True)

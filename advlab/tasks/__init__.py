@@ -15,15 +15,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from advlab.catalog import Catalog
+from advlab.core.catalog import Catalog
 
 if TYPE_CHECKING:
-    from advlab.attack import Attack
-    from advlab.config import AttackSpec
-    from advlab.criteria import Criterion
-    from advlab.data import ImageSet
-    from advlab.images import Images
-    from advlab.rows import Subject
+    from advlab.core.attack import Attack
+    from advlab.core.config import AttackSpec
+    from advlab.core.criteria import Criterion
+    from advlab.core.images import Images
+    from advlab.data.image_set import ImageSet
 
 
 @dataclass
@@ -36,16 +35,41 @@ class Plan:
     starting_points: "torch.Tensor | Images | None"
 
 
+@dataclass
+class HeldOut:
+    """Images a result is evaluated on besides the attacked ones, with the model's clean predictions
+    (e.g. a universal perturbation's held-out fooling ratio)."""
+
+    data: ImageSet
+    clean: Any
+
+
+@dataclass
+class Subject:
+    """One model with its task, data, clean predictions and reference targets (the same images for
+    every attack)."""
+
+    model: nn.Module  # an ImageClassifier, or Defended(classifier, defense)
+    task: Task
+    data: ImageSet
+    clean: Any  # the task's predictions on data.images
+    labels: torch.Tensor  # (N, ...) ground truth, or the clean prediction for unlabeled data
+    held_out: HeldOut | None
+
+    def held_out_or_data(self) -> HeldOut:
+        return self.held_out or HeldOut(self.data, self.clean)
+
+
 class Task(abc.ABC):
     """Base class of task adapters; register subclasses with `@register_task`."""
 
     name: ClassVar[str] = ""
     score_name: ClassVar[str] = "accuracy"  # the headline number: results' clean[score_name], defense rows
-    probes: ClassVar[bool] = True  # the runner's sanity probes (advlab.sanity) apply to its models
+    probes: ClassVar[bool] = True  # the runner's sanity probes (advlab.run.sanity) apply to its models
 
     @abc.abstractmethod
     def predict(self, model: nn.Module, x: "torch.Tensor | Images", batch_size: int, device: torch.device) -> Any:
-        """Predictions for (N, C, H, W) images (a tensor, or `Images` streamed with `advlab.images.batches`),
+        """Predictions for (N, C, H, W) images (a tensor, or `Images` streamed with `advlab.core.images.batches`),
         in batches, on the CPU."""
 
     @abc.abstractmethod
@@ -75,7 +99,7 @@ class Task(abc.ABC):
 
     def correct(self, predictions: Any, reference: torch.Tensor) -> torch.Tensor | None:
         """(N,) bool: images the predictions get right, for the worst case over attacks
-        (`advlab.robustness`); None where the task has no per-image verdict."""
+        (`advlab.run.robustness`); None where the task has no per-image verdict."""
         return None
 
     def arrays(self, subject: "Subject", adv: Any) -> dict[str, torch.Tensor]:

@@ -3,23 +3,57 @@ over the images (one target each), accuracy and fooling ratio (Moosavi-Dezfooli 
 the share of images whose predicted label changes), per-image records with class names."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from advlab.criteria import Targeted, Untargeted
-from advlab.data import ImageSet, load_image_file
-from advlab.errors import AdvlabError
-from advlab.evaluate import Predictions, median, predict
-from advlab.images import Images, RepeatedImage
-from advlab.registry import get_attack
-from advlab.tasks import Plan, Task, register_task
+from advlab.core.criteria import Targeted, Untargeted
+from advlab.core.errors import AdvlabError, first_line
+from advlab.core.images import Images, RepeatedImage, batches
+from advlab.core.registry import get_attack
+from advlab.core.stats import median
+from advlab.data.files import load_image_file
+from advlab.data.image_set import ImageSet
+from advlab.tasks import Plan, Subject, Task, register_task
+from advlab.zoo.wrappers import check_logits
 
 if TYPE_CHECKING:
-    from advlab.attack import Attack
-    from advlab.config import AttackSpec
-    from advlab.rows import Subject
+    from advlab.core.attack import Attack
+    from advlab.core.config import AttackSpec
+
+
+@dataclass
+class Predictions:
+    label: torch.Tensor  # (N,) int64 top-1
+    confidence: torch.Tensor  # (N,) softmax probability of the top-1
+
+
+def predict(model: nn.Module, x: torch.Tensor | Images, batch_size: int, device: torch.device) -> Predictions:
+    """Top-1 label and confidence for (N, C, H, W) images, in batches (streamed where `x` is `Images`).
+    A model that fails on the images, returns something other than (B, classes) logits, or NaN/inf,
+    is an error on one line."""
+    labels = [torch.zeros(0, dtype=torch.long)]
+    confs = [torch.zeros(0)]
+    with torch.no_grad():
+        for batch in batches(x, batch_size, device):
+            try:
+                logits = model(batch)
+            except AdvlabError:
+                raise
+            except Exception as exc:  # noqa: BLE001  (the user's model: one line, not a traceback)
+                raise AdvlabError(f"the model failed on images of shape {tuple(batch.shape)} ({type(exc).__name__}: "
+                                  f"{first_line(exc)}); check --input-size and the model's input channels") from exc
+            check_logits(logits, "the model", batch=batch.shape[0])
+            if not torch.isfinite(logits).all():
+                raise AdvlabError("the model returned NaN or inf logits; check its weights, --mean/--std and "
+                                  "--precision (try fp32)")
+            prob = logits.softmax(dim=-1)
+            conf, label = prob.max(dim=-1)
+            labels.append(label.cpu())
+            confs.append(conf.cpu())
+    return Predictions(torch.cat(labels), torch.cat(confs))
 
 
 @register_task
@@ -41,7 +75,7 @@ class Classification(Task):
     def correct(self, predictions: Predictions, reference: torch.Tensor) -> torch.Tensor:
         return predictions.label == reference  # (N,)
 
-    def plan(self, spec: "AttackSpec", attack: "Attack", subject: "Subject", device: torch.device, *,
+    def plan(self, spec: "AttackSpec", attack: "Attack", subject: Subject, device: torch.device, *,
              seed: int) -> Plan:
         """Untargeted: the correctly classified images, away from their label; targeted: those not yet
         in the target class. Universal perturbations run on every image, away from its clean prediction
@@ -78,7 +112,7 @@ class Classification(Task):
             starting = RepeatedImage(start[0], len(data))  # (N, C, H, W), one image in memory
         return Plan(Targeted(torch.full_like(labels, target)), attacked, starting)
 
-    def metrics(self, subject: "Subject", plan: Plan, adv: Predictions, success: torch.Tensor,
+    def metrics(self, subject: Subject, plan: Plan, adv: Predictions, success: torch.Tensor,
                 queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Success rate over attacked images; fooling ratio and accuracy over all; distances are
         medians over successful attacks."""
@@ -96,7 +130,7 @@ class Classification(Task):
             "queries_total": int(queries[attacked].sum()),
         }
 
-    def samples(self, subject: "Subject", plan: Plan, adv: Predictions, success: torch.Tensor,
+    def samples(self, subject: Subject, plan: Plan, adv: Predictions, success: torch.Tensor,
                 queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """One record per image (tensors turned into lists once, not per element)."""
         names, clean, attacked = subject.model.class_names, subject.clean, plan.attacked

@@ -22,19 +22,19 @@ import torch
 from torch import nn
 from torchvision.ops import box_iou
 
-from advlab.criteria import IGNORE, ProposalTargets
-from advlab.errors import AdvlabError
-from advlab.evaluate import median
-from advlab.images import Images
-from advlab.rng import image_keys
+from advlab.core.criteria import IGNORE, ProposalTargets
+from advlab.core.errors import AdvlabError
+from advlab.core.images import Images
+from advlab.core.rng import image_keys
+from advlab.core.stats import median
 from advlab.tasks import Plan, Task, register_task
 from advlab.tasks.segmentation import adversarial_labels
 
 if TYPE_CHECKING:
-    from advlab.attack import Attack
-    from advlab.config import AttackSpec
-    from advlab.data import ImageSet
-    from advlab.rows import Subject
+    from advlab.core.attack import Attack
+    from advlab.core.config import AttackSpec
+    from advlab.data.image_set import ImageSet
+    from advlab.tasks import Subject
 
 FOOLED_SHARE = 0.99  # an image is fooled once this share of its targets is
 TARGET_IOU, TARGET_SCORE = 0.1, 0.1  # a proposal is a target above both (the reference code's thresholds)
@@ -94,7 +94,7 @@ def precision_of(predictions: DetPredictions, reference: Boxes) -> tuple[float, 
 
 def score_threshold(model: nn.Module) -> float:
     """The score at which the detector calls a detection: its own `score_threshold` where it states
-    one (the contract in advlab/detectors.py), else 0.5."""
+    one (the contract in advlab/zoo/detectors.py), else 0.5."""
     stated = getattr(model, "score_threshold", None)
     return REFERENCE_SCORE if stated is None else float(stated)
 

@@ -19,22 +19,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from advlab.criteria import IGNORE, Targeted, Untargeted
-from advlab.errors import AdvlabError, first_line
-from advlab.evaluate import median
-from advlab.images import Images, batches
-from advlab.models import check_logits
-from advlab.rng import image_keys, step_keys, uniform
+from advlab.core.criteria import IGNORE, Targeted, Untargeted
+from advlab.core.errors import AdvlabError, first_line
+from advlab.core.images import Images, batches
+from advlab.core.rng import image_keys, step_keys, uniform
+from advlab.core.stats import median
 from advlab.tasks import Plan, Task, register_task
+from advlab.zoo.wrappers import check_logits
 
 if TYPE_CHECKING:
-    from advlab.attack import Attack
-    from advlab.config import AttackSpec
-    from advlab.data import ImageSet
-    from advlab.rows import Subject
+    from advlab.core.attack import Attack
+    from advlab.core.config import AttackSpec
+    from advlab.data.image_set import ImageSet
+    from advlab.tasks import Subject
 
 FOOLED_SHARE = 0.99  # an image is fooled once this share of its valid pixels is (DAG: < 1% still active)
-_TARGET_STREAM = 31  # advlab.rng stream of the adversarial labels
+_TARGET_STREAM = 31  # advlab.core.rng stream of the adversarial labels
 
 
 @dataclass

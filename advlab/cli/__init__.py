@@ -1,0 +1,1 @@
+"""The advlab command: argument parsing, configs from flags, listing, run directories, export."""

@@ -1,0 +1,225 @@
+"""Parsed command lines -> run configurations: `advlab attack` and `advlab defend` build a RunConfig
+(the same one a YAML file gives), `advlab defend --hgd --train` a training job, and the common flags
+override a config. Every setting flag becomes the attack's own setting, checked by the attack."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from advlab.core.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig, default_weights, expand_sweeps, validate
+from advlab.core.errors import AdvlabError
+from advlab.core.threat import parse_threat, unique
+
+log = logging.getLogger("advlab")
+
+SEGMENTATION_DEFAULT_N = 16  # scenes in the embedded segmentation default (a few minutes of DAG on 2 CPU cores)
+DETECTION_DEFAULT_N = 16  # scenes in the embedded detection default
+
+
+def segmentation_default_model() -> ModelSpec:
+    """The lab's own segmenter (advlab.zoo.segnet), trained on fashion-scenes; its weights ship with advlab."""
+    from advlab.zoo.segnet import MEAN, STD, WEIGHTS
+
+    return ModelSpec(name="advlab.zoo.segnet:fashion_segnet", weights=str(WEIGHTS), mean=[MEAN], std=[STD],
+                     task="segmentation")
+
+
+def detection_default_model() -> ModelSpec:
+    """The lab's own detector (advlab.zoo.detnet), trained on fashion-scenes; its weights ship with advlab."""
+    from advlab.zoo.detnet import WEIGHTS
+
+    return ModelSpec(name="advlab.zoo.detnet:fashion_detector", weights=str(WEIGHTS), task="detection")
+
+
+EMBEDDED_DEFAULTS = {"segmentation": (segmentation_default_model, SEGMENTATION_DEFAULT_N),
+                     "detection": (detection_default_model, DETECTION_DEFAULT_N)}
+
+
+# CLI flags that become attack settings when given (dest -> setting name).
+ATTACK_FLAGS = {"steps": "steps", "max_queries": "max_queries", "target_l2": "target_l2",
+                "candidates": "candidates", "backend": "backend", "eps": "eps", "norm": "norm", "solver": "solver",
+                "max_passes": "max_passes", "delta": "delta", "perturbation": "perturbation", "prior": "prior",
+                "surrogate": "surrogate"}
+
+
+def config_from_attack_args(args: argparse.Namespace) -> RunConfig:
+    from advlab.core.registry import get_attack
+
+    info = get_attack(args.method)  # an unknown method is named before anything else
+    cfg = RunConfig(name=args.method)
+    _model_and_data(cfg, args, info.tasks)
+    cfg.attacks = [AttackSpec(method=args.method, target_class=args.target_class, starting_image=args.starting_image,
+                              target_mask=args.target_mask,
+                              params=_attack_params(args))]
+    return cfg
+
+
+def config_from_defend_args(args: argparse.Namespace) -> RunConfig:
+    """`advlab defend` (evaluation): the attacks of --attacks, each with the flags it accepts, and the
+    defenses of --hgd/--checkpoint and --defense."""
+    from advlab.core.config import attack_defaults
+    from advlab.core.registry import get_attack
+
+    cfg = RunConfig(name="defend")
+    _model_and_data(cfg, args)
+    methods = [m.strip() for m in args.attacks.split(",") if m.strip()]
+    if not methods:
+        raise AdvlabError("--attacks is empty; name at least one attack, e.g. --attacks fgsm,pgd")
+    params = _attack_params(args)
+    accepted = {m: set(attack_defaults(get_attack(m).cls)) for m in methods}
+    unused = sorted(k for k in params if not any(k in names for names in accepted.values()))
+    if unused:
+        raise AdvlabError(f"no attack in --attacks {args.attacks} has the setting {unused[0]!r}")
+    cfg.attacks = [AttackSpec(method=m, target_class=args.target_class, starting_image=args.starting_image,
+                              target_mask=args.target_mask,
+                              params={k: v for k, v in params.items() if k in accepted[m]}) for m in methods]
+    adaptive = not args.no_adaptive
+    if args.hgd:
+        if not args.checkpoint:
+            raise AdvlabError("--hgd needs --checkpoint FILE (an HGD trained with `advlab defend --hgd --train`), "
+                              "or --train to train one")
+        cfg.defenses.append(DefenseSpec("hgd", adaptive, {"checkpoint": args.checkpoint}))
+    elif args.checkpoint:
+        raise AdvlabError("--checkpoint is for the HGD defense; add --hgd")
+    cfg.defenses += [DefenseSpec(name, adaptive, settings) for name, settings in parse_defenses(args.defense)]
+    if not cfg.defenses:
+        raise AdvlabError("no defense given; use --hgd --checkpoint FILE and/or --defense jpeg,bit-depth,blur,median")
+    return cfg
+
+
+def parse_defenses(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """'jpeg:quality=50,median' -> [('jpeg', {'quality': 50}), ('median', {})]."""
+    out = []
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        name, *pairs = item.split(":")
+        settings = dict(key_value(pair, f"--defense {item!r}", "jpeg:quality=50") for pair in pairs)
+        out.append((name.strip(), settings))
+    return out
+
+
+def train_job_from_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> Any:
+    """`advlab defend --hgd --train`: the training job (`argv` gives the command that continues it)."""
+    from datetime import datetime
+
+    from advlab.core.config import DataSpec
+    from advlab.defenses.hgd_job import TrainJob
+    from advlab.defenses.hgd_train import TrainSettings
+
+    if not args.hgd:
+        raise AdvlabError("--train trains the HGD denoiser; add --hgd")
+    cfg = RunConfig()
+    _model_and_data(cfg, args)
+    sources = []
+    for item in (i.strip() for i in args.source_models.split(",") if i.strip()):
+        name, _, weights = item.partition("@")
+        sources.append(ModelSpec(name=name, weights=weights or default_weights(name)))
+    try:
+        settings = TrainSettings(variant=args.variant, layer=args.layer, width=args.width, epochs=args.epochs,
+                                 batch_size=args.batch_size or 32, lr=args.lr, eps_max=args.eps_max,
+                                 attacks=tuple(a.strip() for a in args.train_attacks.split(",") if a.strip()),
+                                 pgd_steps=args.pgd_steps, seed=args.seed or 0)
+    except ValueError as exc:
+        raise AdvlabError(f"HGD training: {exc}") from None
+    out = Path(args.out) if args.out else Path("reports") / f"hgd-{settings.variant}-{datetime.now():%Y%m%d-%H%M%S}"
+    if args.n is not None and args.n < 2:
+        raise AdvlabError(f"-n must be at least 2 (training and validation pairs), got {args.n}")
+    return TrainJob(out=out, model=cfg.model, sources=sources, data=DataSpec(source=cfg.data.source, n=args.n),
+                    val_n=args.val_n, settings=settings, device=args.device or "auto",
+                    precision=args.precision or "fp32", resume_command=same_command_into(argv, out))
+
+
+def same_command_into(argv: Sequence[str], out: Path) -> str:
+    """The command line `argv` again, writing into `out` (absolute): what continues a training job."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif not arg.startswith("--out="):
+            kept.append(arg)
+    return shlex.join(["advlab", *kept, "--out", str(out.expanduser().resolve())])
+
+
+def _model_and_data(cfg: RunConfig, args: argparse.Namespace, tasks: frozenset[str] = frozenset()) -> None:
+    """Model and data from the flags. Without --model, a segmentation or detection run (--task, or an
+    attack that does not support classification: segmentation) gets the lab's embedded default for
+    that task on fashion-scenes."""
+    task = args.task or ("segmentation" if tasks and "classification" not in tasks else None)
+    if not args.model and task in EMBEDDED_DEFAULTS:
+        model, n = EMBEDDED_DEFAULTS[task]
+        cfg.model = model()
+        cfg.data.source, cfg.data.n = "fashion-scenes:test", n
+        if not args.task:  # the default model swapped without being asked: say so, once, and record it
+            note = (f"--method {args.method} does not attack classifiers, so the model is the lab's {task} model "
+                    f"{cfg.model.name}{'' if args.data else ' on fashion-scenes:test'}; add --task detection for "
+                    "the lab's detector, or --model and --data for your own")
+            cfg.notes.append(note)
+            log.warning(note)
+    if args.model:
+        cfg.model.name = args.model
+        cfg.model.weights = default_weights(args.model)
+    if args.task:
+        cfg.model.task = args.task
+    for key in ("weights", "mean", "std", "input_size", "num_classes", "class_names"):
+        if getattr(args, key) is not None:
+            setattr(cfg.model, key, getattr(args, key))
+    if args.data:
+        cfg.data.source = args.data
+    if args.year or args.split:
+        cfg.data.source = _with_split(cfg.data.source, args.year, args.split)
+    cfg.data.eval_source = args.eval_data
+
+
+def _with_split(source: str, year: str | None, split: str | None) -> str:
+    """voc:ROOT + --year/--split -> voc:ROOT:YEAR:SPLIT; coco:ROOT + --split -> coco:ROOT:SPLIT."""
+    scheme, _, arg = source.partition(":")
+    root = arg.split(":")[0]
+    if scheme == "coco" and year is None:
+        return f"coco:{root}:{split}"
+    if scheme == "voc":
+        parts = (arg.split(":") + ["", ""])[1:3]
+        return f"voc:{root}:{year or parts[0]}:{split or parts[1]}".rstrip(":")
+    raise AdvlabError(f"--year and --split are for voc:ROOT (year and image set) and coco:ROOT (--split only), not "
+                      f"{source!r}")
+
+
+def _attack_params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {ATTACK_FLAGS[k]: getattr(args, k) for k in ATTACK_FLAGS if getattr(args, k) is not None}
+    if args.surrogate_weights is not None:
+        if args.surrogate is None:
+            raise AdvlabError("--surrogate-weights needs --surrogate MODEL (the model those weights belong to)")
+        params["surrogate"] = {"name": args.surrogate, "weights": args.surrogate_weights}
+    params.update(key_value(item, f"--set {item!r}", "--set spherical_every=2") for item in args.set)
+    return params
+
+
+def key_value(text: str, where: str, example: str) -> tuple[str, Any]:
+    """'max-passes=3' -> ('max_passes', 3): a setting written on the command line (value read as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise AdvlabError(f"{where}: write settings as KEY=VALUE, e.g. {example}")
+    return key.strip().replace("-", "_"), yaml.safe_load(value)
+
+
+def apply_run_overrides(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
+    for flag, key in (("seed", "seed"), ("device", "device"), ("precision", "precision"),
+                      ("batch_size", "batch_size"), ("out", "out"), ("name", "name"),
+                      ("save_adversarials", "save_adversarials")):
+        if getattr(args, flag) is not None:
+            setattr(cfg, key, getattr(args, flag))
+    if args.n is not None:
+        cfg.data.n = args.n
+    if args.eval_n is not None:
+        cfg.data.eval_n = args.eval_n
+    if args.threat:
+        cfg.threat = unique(parse_threat(text) for text in args.threat)
+    cfg.attacks = expand_sweeps(cfg.attacks, "command line")
+    validate(cfg)
+    return cfg

@@ -1,0 +1,45 @@
+"""The attack and defense catalogs (`advlab.core.catalog`): `@register_attack` / `@register_defense`, and
+the entry-point groups "advlab.attacks" and "advlab.defenses" through which third-party packages add
+their own plugins."""
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+from advlab.core.catalog import Catalog, Entry
+
+T = TypeVar("T")
+
+PluginInfo = Entry  # an attack's or defense's catalog entry: name, cls, threat, tasks, summary
+
+ATTACKS = Catalog("attack", group="advlab.attacks", noun="attack method",
+                  builtin=("advlab.attacks.boundary", "advlab.attacks.gradient", "advlab.attacks.universal",
+                           "advlab.attacks.dag", "advlab.attacks.apgd", "advlab.attacks.square",
+                           "advlab.attacks.standard"))
+DEFENSES = Catalog("defense", group="advlab.defenses",
+                   builtin=("advlab.defenses.transforms", "advlab.defenses.hgd"))
+
+
+def register_attack(name: str, *, threat: str, tasks: set[str]) -> Callable[[type[T]], type[T]]:
+    """Class decorator: make an `Attack` subclass available as `--method NAME`."""
+    return ATTACKS.register(name, threat=threat, tasks=frozenset(tasks))
+
+
+def register_defense(name: str, *, tasks: set[str]) -> Callable[[type[T]], type[T]]:
+    """Class decorator: make a `Defense` subclass available by NAME."""
+    return DEFENSES.register(name, tasks=frozenset(tasks))
+
+
+def attacks() -> dict[str, Entry]:
+    return ATTACKS.entries()
+
+
+def defenses() -> dict[str, Entry]:
+    return DEFENSES.entries()
+
+
+def get_attack(name: str) -> Entry:
+    return ATTACKS.get(name)
+
+
+def get_defense(name: str) -> Entry:
+    return DEFENSES.get(name)

@@ -1,0 +1,1 @@
+"""Image sources: folders, tensors, photos, Fashion-MNIST and scenes, VOC and COCO."""

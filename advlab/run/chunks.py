@@ -1,0 +1,182 @@
+"""Batched evaluation: clean predictions, one attack over a data set in resumable chunks, metrics."""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab.core import atomic, distributed
+from advlab.core.attack import Attack, AttackResult, distances
+from advlab.core.criteria import Criterion
+from advlab.core.device import synchronize
+from advlab.core.errors import AdvlabError
+from advlab.core.images import ChunkImages, Images, Mapped, TensorImages, as_images, batches
+from advlab.core.rng import image_keys
+
+
+@dataclass
+class AttackRun:
+    """One attack over the chosen images, merged from its chunks."""
+
+    x_adv: Images  # (M, C, H, W) for the M attacked images, read from the chunk files on demand
+    success: torch.Tensor  # (M,) bool
+    queries: torch.Tensor  # (M,) int64
+    wall_s: float  # attack time, summed over chunks (also those loaded on --resume)
+    traces: dict[str, torch.Tensor]  # "trace_*" extras: (T, M) per-step values, padded with each image's last
+    extras: dict[str, torch.Tensor]  # other tensors the attack returned (single-chunk runs, e.g. a universal v)
+    distances: dict[str, torch.Tensor] = field(default_factory=dict)  # norm -> (M,) of x_adv from x
+    ranks: list[int] = field(default_factory=list)  # per chunk, the torchrun rank that computed it (0 alone)
+
+
+def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images, criterion: Criterion, *,
+                     starting_points: torch.Tensor | Images | None, batch_size: int, device: torch.device, seed: int,
+                     chunk_dir: Path) -> AttackRun:
+    """Attack `x` (M, C, H, W) chunk by chunk, its images streamed (decoded ahead in workers where they
+    are files); each finished chunk is saved to `chunk_dir`, and chunks already there (same images,
+    same settings) are loaded instead of recomputed (`--resume`). Every chunk gets the run's `seed`
+    itself: the attack keys its draws by the seed and each image's pixels, so the chunking never
+    changes a result. In a sharded run (torchrun, `advlab.core.distributed`) chunk k is computed, or found
+    done, by rank k mod K only; the others read its file after a barrier. Only per-image numbers stay
+    in memory: the adversarial images are read back from the chunk files when needed. M = 0 (nothing
+    to attack) is an empty run."""
+    x = as_images(x)
+    if len(x) == 0:
+        return AttackRun(x_adv=TensorImages(torch.zeros(0, *x.shape[1:])), success=torch.zeros(0, dtype=torch.bool),
+                         queries=torch.zeros(0, dtype=torch.long), wall_s=0.0, traces={}, extras={},
+                         distances={norm: torch.zeros(0) for norm in DISTANCE_NORMS})
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(attack, seed)
+    if attack.universal:
+        return _attack_set(attack, model, x, criterion, device=device, chunk=chunk_dir / "set.pt",
+                           fingerprint=fingerprint, seed=seed)
+    starts = list(range(0, len(x), batch_size))
+    paths = [chunk_dir / f"chunk-{k:05d}.pt" for k in range(len(starts))]
+    ours = [k for k in range(len(starts)) if attack.collective or distributed.mine(k)]
+    wanted = torch.cat([torch.arange(starts[k], min(starts[k] + batch_size, len(x))) for k in ours]) if ours else None
+    done: dict[int, dict[str, Any]] = {}  # chunk index -> its saved part, without the images
+    for k, xs in zip(ours, x.batches(batch_size, wanted, pin=device.type == "cuda") if ours else ()):
+        start = starts[k]
+        saved = _saved_chunk(paths[k], fingerprint, xs)
+        if saved is not None:
+            done[k] = saved
+            continue
+        sp = starting_points[start:start + batch_size].to(device) if starting_points is not None else None
+        synchronize(device)
+        t0 = time.perf_counter()
+        result: AttackResult = attack(model, xs.to(device), criterion.subset(slice(start, start + batch_size)),
+                                      seed=seed, starting_points=sp)
+        synchronize(device)
+        x_adv = result.x_adv.cpu()
+        part = {"fingerprint": fingerprint, "image_keys": image_keys(xs, 0), "x_adv": x_adv,
+                **{f"dist_{norm}": distances(xs, x_adv, norm) for norm in DISTANCE_NORMS},  # images at hand
+                "success": result.success.cpu(),
+                "queries": result.queries.cpu(), "wall_s": time.perf_counter() - t0, "rank": distributed.rank(),
+                **{k2: v.cpu() for k2, v in result.extras.items() if isinstance(v, torch.Tensor)}}
+        atomic.save_tensors(part, paths[k], any_rank=not attack.collective)  # a collective chunk: rank 0 saves
+        done[k] = {key: v for key, v in part.items() if key != "x_adv"}
+    distributed.barrier()  # every rank's chunks are on disk now
+    for k, start in enumerate(starts):
+        if k not in done:  # another rank's chunk, which that rank checked or computed
+            saved = _saved_chunk(paths[k], fingerprint, None, count=min(batch_size, len(x) - start))
+            if saved is None:
+                raise AdvlabError(f"chunk {k} of {chunk_dir} is missing after all ranks finished; the run directory "
+                                  "must be on a file system every rank shares")
+            done[k] = saved
+    parts = [done[k] for k in range(len(starts))]
+    traces = sorted(k for k in parts[0] if k.startswith("trace_") and all(k in p for p in parts))
+    return AttackRun(
+        x_adv=ChunkImages(paths, [len(p["success"]) for p in parts], x.shape[1:]),
+        success=torch.cat([p["success"] for p in parts]),
+        queries=torch.cat([p["queries"] for p in parts]),
+        wall_s=float(sum(p["wall_s"] for p in parts)),
+        traces={k: _pad_cat([p[k] for p in parts]) for k in traces},
+        extras={**({k: v for k, v in parts[0].items() if k not in _CHUNK_KEYS and not k.startswith("trace_")}
+                   if len(parts) == 1 else {}),
+                **{k: torch.cat([p[k] for p in parts]) for k in parts[0] if k.startswith("per_image_")
+                   and all(k in p for p in parts)}},
+        distances={norm: torch.cat([p[f"dist_{norm}"] for p in parts]) for norm in DISTANCE_NORMS},
+        ranks=[int(p.get("rank", 0)) for p in parts],
+    )
+
+
+KEYS_BATCH = 256  # images per slice when a set-level attack's images are hashed
+
+
+def _attack_set(attack: Attack, model: nn.Module, x: Images, criterion: Criterion, *, device: torch.device,
+                chunk: Path, fingerprint: str, seed: int) -> AttackRun:
+    """A set-level attack (a universal perturbation) on all M images in one call, which streams them.
+    Its checkpoint holds what makes the adversarial images, not the images: they are read back as
+    `attack.adversarial(extras)` of the clean ones. Reused on --resume for the same images and settings."""
+    keys = torch.cat([image_keys(b, 0) for b in x.batches(KEYS_BATCH)])  # (M,) content hashes
+    saved = torch.load(chunk, map_location="cpu", weights_only=True, mmap=True) if chunk.exists() else {}
+    if saved.get("fingerprint") != fingerprint or not torch.equal(saved.get("image_keys", keys[:0]), keys):
+        synchronize(device)
+        t0 = time.perf_counter()
+        found = attack.attack_set(model, x, criterion, seed=seed, device=device)
+        synchronize(device)
+        wall = time.perf_counter() - t0
+        extras = {k: v.cpu() for k, v in found.extras.items() if isinstance(v, torch.Tensor)}
+        dist = image_distances(x, Mapped(x, attack.adversarial(extras)))
+        saved = {"fingerprint": fingerprint, "image_keys": keys, "success": found.success.cpu(),
+                 "queries": found.queries.cpu(), "wall_s": wall, "rank": distributed.rank(),
+                 **{f"dist_{norm}": d for norm, d in dist.items()}, **extras}
+        atomic.save_tensors(saved, chunk)  # every rank computed it together; rank 0 saves
+    distributed.barrier()
+    extras = {k: v for k, v in saved.items() if k not in _CHUNK_KEYS}
+    return AttackRun(x_adv=Mapped(x, attack.adversarial(extras)), success=saved["success"].bool(),
+                     queries=saved["queries"].clone(), wall_s=float(saved["wall_s"]), traces={}, extras=extras,
+                     distances={norm: saved[f"dist_{norm}"].clone() for norm in DISTANCE_NORMS},
+                     ranks=[int(saved["rank"])])
+
+
+def _saved_chunk(path: Path, fingerprint: str, xs: torch.Tensor | None, *, count: int = 0) -> dict[str, Any] | None:
+    """A chunk file written earlier for these images `xs` (resume) and settings, without its images
+    (memory-mapped, never read here), else None. `xs` None: a chunk another rank vouched for, checked
+    by its settings and image `count`."""
+    if not path.exists():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if saved.get("fingerprint") != fingerprint:
+        return None
+    keys = saved.get("image_keys")
+    if keys is None or (len(keys) != count if xs is None else not torch.equal(keys, image_keys(xs, 0))):
+        return None  # image_keys: a content hash, so a chunk is reused only for the same images
+    if any(f"dist_{norm}" not in saved for norm in DISTANCE_NORMS):
+        return None  # written by an advlab that did not keep distances: recompute
+    return {k: v for k, v in saved.items() if k != "x_adv"}
+
+
+DISTANCE_NORMS = ("l2", "linf", "mse")  # the norms every row reports
+_CHUNK_KEYS = frozenset({"fingerprint", "image_keys", "x_adv", "success", "queries", "wall_s", "rank",
+                         *(f"dist_{norm}" for norm in DISTANCE_NORMS)})
+
+
+def _fingerprint(attack: Attack, seed: int) -> str:
+    text = repr(sorted((k, repr(v)) for k, v in attack.params().items())) + type(attack).__name__ + str(seed)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _pad_cat(traces: list[torch.Tensor]) -> torch.Tensor:
+    """(T_k, M_k) per chunk -> (max T, sum M), each column padded with its last row."""
+    length = max(t.shape[0] for t in traces)
+    padded = [torch.cat([t, t[-1:].expand(length - t.shape[0], -1)]) if t.shape[0] < length else t for t in traces]
+    return torch.cat(padded, dim=1)
+
+
+DISTANCE_BATCH = 64  # images per slice: the differences never take more memory than this many images
+
+
+def image_distances(x: torch.Tensor | Images, x_adv: torch.Tensor | Images) -> dict[str, torch.Tensor]:
+    """Per-image (N,) distances in every reported norm, computed once per attack row, streaming both
+    image sets in slices."""
+    found: dict[str, list[torch.Tensor]] = {norm: [torch.zeros(0)] for norm in DISTANCE_NORMS}
+    cpu = torch.device("cpu")
+    for a, b in zip(batches(x, DISTANCE_BATCH, cpu), batches(x_adv, DISTANCE_BATCH, cpu)):
+        for norm in DISTANCE_NORMS:
+            found[norm].append(distances(a, b, norm))
+    return {norm: torch.cat(parts) for norm, parts in found.items()}

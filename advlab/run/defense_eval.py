@@ -1,0 +1,140 @@
+"""Defenses in the runner. Each defense goes in front of each model and is evaluated against every
+attack of the run in three settings, side by side:
+
+- no defense: the attack's accuracy on the bare model;
+- non-adaptive: the examples made on the bare model, classified through the defense (the setting
+  of Liao et al., CVPR 2018, and of most defense papers);
+- adaptive: the attack run end to end on `Defended(model, defense)` (exact gradients through a
+  differentiable defense, BPDA with the identity through a non-differentiable one: Athalye,
+  Carlini & Wagner, ICML 2018; Athalye & Carlini, arXiv 1804.03286, for HGD).
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advlab.core import atomic
+from advlab.core.attack import Attack
+from advlab.core.config import AttackSpec, DefenseSpec, RunConfig, instantiate
+from advlab.core.defense import Defended, Defense
+from advlab.core.registry import get_attack, get_defense
+from advlab.core.schema import ADAPTIVE, NON_ADAPTIVE
+from advlab.run.robustness import Column, Ledger, entry
+from advlab.run.rows import Outcome, RowContext, attack_row
+from advlab.tasks import HeldOut, Subject
+
+log = logging.getLogger("advlab")
+GALLERY_PER_ATTACK = 3  # image rows per attack in the report: clean, adversarial, denoised, removed noise
+
+
+def build_defense(spec: DefenseSpec) -> Defense:
+    """Instantiate a registered defense; bad or missing settings become one line naming the setting."""
+    return instantiate("defense", spec.method, get_defense(spec.method).cls, spec.params)
+
+
+def defense_label(defense: Defense) -> str:
+    """The defense as the robustness matrix names it: its method and settings, e.g. 'bit-depth 2 bits'."""
+    variant = defense.variant()
+    return f"{defense.name} {variant}" if variant else defense.name
+
+
+def attack_keys(specs: list[AttackSpec]) -> list[str]:
+    """The accuracy_after_defense key of each attack: its method, or method-i when a method repeats."""
+    counts = Counter(s.method for s in specs)
+    return [s.method if counts[s.method] == 1 else f"{s.method}-{i}" for i, s in enumerate(specs)]
+
+
+def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: Subject,
+                     bare: list[tuple[str, str, AttackSpec, Attack, Outcome]], cfg: RunConfig,
+                     device: torch.device, arrays: Path, context: RowContext = RowContext(),
+                     ledger: Ledger | None = None,
+                     names: list[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The defense row and its adaptive attack rows. `bare` holds, per attack of the run,
+    (key, tag, spec, attack, outcome on the bare model). Scores are the task's headline number
+    (accuracy for classifiers), under the schema's accuracy keys. With a `ledger`, the per-image
+    verdicts of both settings go into it under the attacks' `names`."""
+    defended = Defended(subject.model, defense).to(device).eval()
+    task, data, labels = subject.task, subject.data, subject.labels
+    clean = task.predict(defended, data.images, cfg.batch_size, device)
+    held = subject.held_out
+    held_def = HeldOut(held.data, task.predict(defended, held.data.images, cfg.batch_size, device)) if held else None
+    defended_subject = Subject(defended, task, data, clean, labels, held_def)
+    adaptive_context = replace(context, setting="defended model (adaptive)", defense=defense.name,
+                               defense_variant=defense.variant(), adaptive=defended.adaptive_gradient)
+    row: dict[str, Any] = {
+        **defense.describe(), "adaptive_gradient": defended.adaptive_gradient,
+        **({"model": context.model} if context.model is not None else {}),
+        "clean_accuracy": task.score(clean, labels),
+        "clean_accuracy_undefended": task.score(subject.clean, labels),
+        "accuracy_without_defense": {}, "accuracy_after_defense": {},
+    }
+    adaptive_rows: list[dict[str, Any]] = []
+    gallery: list[tuple[str, Outcome, torch.Tensor | None]] = []
+    clean_correct = task.correct(clean, labels) if ledger is not None else None
+    columns = {s: Column(context.model, defense_label(defense), s) for s in (NON_ADAPTIVE, ADAPTIVE)}
+    if clean_correct is not None:
+        ledger.add_column(columns[NON_ADAPTIVE], clean_correct)
+        if spec.adaptive:
+            ledger.add_column(columns[ADAPTIVE], clean_correct)
+    for i, (key, tag, attack_spec, attack, outcome) in enumerate(bare):
+        threat = get_attack(attack_spec.method).threat
+        after = task.predict(defended, outcome.x_adv, cfg.batch_size, device)
+        if clean_correct is not None:
+            ledger.record(columns[NON_ADAPTIVE], names[i], entry(task.correct(after, labels), outcome.dist,
+                                                                  attack_spec, attack, threat))
+        row["accuracy_without_defense"][key] = task.score(outcome.adv, labels)
+        row["accuracy_after_defense"][key] = task.score(after, labels)
+        gallery.append((key, outcome, getattr(after, "label", None)))  # detections have no single label
+        if spec.adaptive:
+            adaptive_outcome = attack_row(f"{tag}-d{index}", attack_spec, attack, defended_subject, cfg, device,
+                                          arrays, adaptive_context)
+            adaptive = adaptive_outcome.row
+            adaptive_rows.append(adaptive)
+            if clean_correct is not None:
+                ledger.record(columns[ADAPTIVE], names[i], entry(task.correct(adaptive_outcome.adv, labels),
+                                                                  adaptive_outcome.dist, attack_spec, attack, threat))
+            row["accuracy_after_defense"][f"{key}(adaptive)"] = adaptive[task.score_name]
+        log.info("%s on %s: %s accuracy %.3f undefended, %.3f non-adaptive%s", defense.name, subject.model.name, key,
+                 row["accuracy_without_defense"][key], row["accuracy_after_defense"][key],
+                 f", {row['accuracy_after_defense'][key + '(adaptive)']:.3f} adaptive" if spec.adaptive else "")
+    row["gallery"] = _gallery(index, defended, subject, gallery, device, arrays)
+    return row, adaptive_rows
+
+
+def _gallery(index: int, defended: Defended, subject: Subject,
+             per_attack: list[tuple[str, Outcome, torch.Tensor | None]],
+             device: torch.device, arrays: Path) -> dict[str, Any]:
+    """A few images per attack where the attack fooled the bare model: clean, adversarial, and the
+    defense's output (the report shows the removed noise x_adv - x')."""
+    names = subject.model.class_names
+    rows: list[dict[str, Any]] = []
+    x, x_adv, purified = [], [], []
+    for key, outcome, after_label in per_attack:
+        pick = outcome.won.nonzero().squeeze(1)[:GALLERY_PER_ATTACK]
+        if pick.numel() == 0:
+            continue
+        with torch.no_grad():
+            out = defended.purify(outcome.x_adv[pick].to(device)).cpu()
+        x.append(subject.data.images[pick])
+        x_adv.append(outcome.x_adv[pick])
+        purified.append(out)
+        for j in pick.tolist():
+            if after_label is None or subject.labels.dim() > 1:  # dense targets or boxes: the images tell it
+                rows.append({"attack": key, "name": subject.data.names[j]})
+                continue
+            label = int(subject.labels[j])
+            rows.append({"attack": key, "name": subject.data.names[j], "label": label, "label_name": names[label],
+                         "clean_pred_name": names[int(subject.clean.label[j])],
+                         "adv_pred_name": names[int(outcome.adv.label[j])],
+                         "denoised_pred": int(after_label[j]), "denoised_pred_name": names[int(after_label[j])]})
+    if not rows:
+        return {"file": None, "rows": []}
+    arrays.mkdir(parents=True, exist_ok=True)
+    path = arrays / f"defense-{index}-gallery.pt"
+    atomic.save_tensors({"x": torch.cat(x), "x_adv": torch.cat(x_adv), "denoised": torch.cat(purified)}, path)
+    return {"file": f"arrays/{path.name}", "rows": rows}

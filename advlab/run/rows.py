@@ -1,0 +1,142 @@
+"""Attack rows of results.json: one attack on one subject (a model, or a defended model, with its
+data and clean predictions), planned and measured by the subject's task, built once with its
+context (setting, defense, model) and whatever the attack adds itself (`Attack.row_extras`)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advlab.core import atomic
+from advlab.core.attack import Attack
+from advlab.core.config import AttackSpec, RunConfig
+from advlab.core.criteria import Targeted
+from advlab.core.images import Images, Replaced, as_images
+from advlab.core.registry import get_attack
+from advlab.run.chunks import attack_in_chunks
+from advlab.tasks import Subject
+
+REPORT_IMAGES = 64  # images per row whose x / x_adv arrays/<tag>.pt keeps (the report shows the first 12)
+ADVERSARIAL_SHARD = 1000  # images per uint8 file of --save-adversarials
+SAMPLES_IN_RESULTS = 1000  # per-image records kept in results.json; all of them go to a sidecar beyond this
+
+
+def _samples(records: list[dict[str, Any]], arrays: Path, tag: str) -> dict[str, Any]:
+    """The row's `samples`: every record, or beyond SAMPLES_IN_RESULTS the first ones, with all of them
+    in arrays/<tag>.samples.jsonl (one JSON object per line), so results.json and the report stay small."""
+    if len(records) <= SAMPLES_IN_RESULTS:
+        return {"samples": records}
+    arrays.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(arrays / f"{tag}.samples.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    return {"samples": records[:SAMPLES_IN_RESULTS], "samples_total": len(records),
+            "samples_file": f"arrays/{tag}.samples.jsonl"}
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """Where a row was measured: stated once, when the row is built."""
+
+    setting: str = "plain model"  # "plain model" | "defended model (adaptive)"
+    defense: str | None = None
+    defense_variant: str | None = None
+    adaptive: str | None = None  # "exact" | "bpda" for adaptive rows
+    model: str | None = None  # the model's name, in runs with several models
+
+    def keys(self) -> dict[str, Any]:
+        keys: dict[str, Any] = {"defense": self.defense, "adaptive": self.adaptive, "setting": self.setting}
+        if self.defense is not None:
+            keys["defense_variant"] = self.defense_variant
+        if self.model is not None:
+            keys["model"] = self.model
+        return keys
+
+
+@dataclass
+class Outcome:
+    """An attack row of results.json and the tensors later stages need (defense evaluation)."""
+
+    row: dict[str, Any]
+    x_adv: Images  # (N, C, H, W), read on demand; the clean image where the attack did not run
+    won: torch.Tensor  # (N,) bool, attacked and successful
+    adv: Any  # the subject's task predictions on x_adv
+    dist: dict[str, torch.Tensor]  # norm -> (N,) distance of x_adv from x (0 where the attack did not run)
+    parts: list[tuple[str, torch.Tensor, str]] = field(default_factory=list)  # (label, fooled (N,), threat)
+
+
+def save_adversarials(x_adv: Images, names: list[str], arrays: Path, tag: str) -> str:
+    """Every adversarial image as uint8, written as it is read: arrays/<tag>.adversarials/shard-KKKKK.pt
+    with `x_adv` (B, C, H, W) uint8 and `names`, ADVERSARIAL_SHARD images each; the folder, relative
+    to the run directory."""
+    folder = arrays / f"{tag}.adversarials"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, x in enumerate(x_adv.batches(ADVERSARIAL_SHARD)):
+        first = k * ADVERSARIAL_SHARD
+        atomic.save_tensors({"x_adv": (x * 255).round().to(torch.uint8), "names": names[first:first + len(x)]},
+                            folder / f"shard-{k:05d}.pt")
+    return f"arrays/{folder.name}/"
+
+
+def run_attack(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg: RunConfig, device: torch.device,
+               arrays: Path, context: RowContext = RowContext()) -> list[Outcome]:
+    """The rows of one attack: its own, then its control (e.g. a universal attack's random baseline)."""
+    outcomes = [attack_row(tag, spec, attack, subject, cfg, device, arrays, context)]
+    control = attack.control()
+    if control is not None:
+        outcomes.append(attack_row(f"{tag}-{control.control_tag}", spec, control, subject, cfg, device, arrays,
+                                   context))
+    return outcomes
+
+
+def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg: RunConfig, device: torch.device,
+               arrays: Path, context: RowContext = RowContext()) -> Outcome:
+    model, data, task = subject.model, subject.data, subject.task
+    plan = task.plan(spec, attack, subject, device, seed=cfg.seed)
+    index = plan.attacked.nonzero().squeeze(1)
+    starting = as_images(plan.starting_points).subset(index) if plan.starting_points is not None else None
+    run = attack_in_chunks(attack, model, data.images.subset(index), plan.criterion.subset(index),
+                           starting_points=starting, batch_size=cfg.batch_size,
+                           device=device, seed=cfg.seed, chunk_dir=arrays / f"{tag}.chunks")
+    x_adv = Replaced(data.images, index, run.x_adv)  # (N, C, H, W) on demand: the clean image where not attacked
+    success = torch.zeros(len(data), dtype=torch.bool)
+    success[index] = run.success
+    queries = torch.zeros(len(data), dtype=torch.long)
+    queries[index] = run.queries
+    adv = task.predict(model, x_adv, cfg.batch_size, device)
+    dist = {norm: torch.zeros(len(data)).index_put_((index,), d)  # (N,) per norm, 0 where not attacked
+            for norm, d in run.distances.items()}
+    targeted = isinstance(plan.criterion, Targeted)
+    row: dict[str, Any] = {
+        "method": spec.method, "backend": getattr(attack, "backend", "ours"), **context.keys(),
+        "threat": get_attack(spec.method).threat, "task": task.name,
+        "criterion": "targeted" if targeted else "untargeted",
+        "target_class": spec.target_class if spec.target_class is not None else
+        int(plan.criterion.labels[0]) if targeted and plan.criterion.labels.dim() == 1 else None,
+        "starting_image": spec.starting_image, "params": attack.params(),
+        f"clean_{task.score_name}": task.score(subject.clean, subject.labels),
+        **task.metrics(subject, plan, adv, success, queries, dist),
+        "wall_s": run.wall_s, "chunk_ranks": run.ranks,  # which torchrun rank computed each chunk
+    }
+    row["model_images_per_s"] = row["queries_total"] / run.wall_s if run.wall_s > 0 else None
+    row["arrays"] = f"arrays/{tag}.pt"
+    row |= _samples(task.samples(subject, plan, adv, success, queries, dist), arrays, tag)
+    if attack.control_of is not None:
+        row["baseline"] = attack.control_of
+    row |= attack.row_extras(tag, run.extras, subject, row, cfg.batch_size, device, arrays)
+    keep = len(data) if attack.keep_all_arrays else min(len(data), REPORT_IMAGES)  # what the report shows
+    # clones: torch.save writes a slice's whole storage, i.e. every image, without them
+    saved = {"x": data.images[:keep].clone(), "x_adv": x_adv[:keep].clone(), "n_images": torch.tensor(len(data))}
+    saved |= run.traces  # e.g. trace_queries and trace_l2 (boundary), trace_active (DAG): (T, M attacked)
+    saved |= {k: v[:keep].clone() for k, v in task.arrays(subject, adv).items()}  # e.g. label maps
+    arrays.mkdir(parents=True, exist_ok=True)
+    atomic.save_tensors(saved, arrays / f"{tag}.pt")
+    if cfg.save_adversarials:
+        row["adversarials_dir"] = save_adversarials(x_adv, data.names, arrays, tag)
+    parts = []
+    for label, fooled, threat in attack.parts(run.extras):
+        full = torch.zeros(len(data), dtype=torch.bool)
+        full[index] = fooled.bool().cpu()
+        parts.append((label, full, threat))
+    return Outcome(row, x_adv, plan.attacked & success, adv, dist, parts)

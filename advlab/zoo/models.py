@@ -1,0 +1,155 @@
+"""Where models come from: `load_model` dispatches a name to
+torchvision's classifiers (here), segmenters (`advlab.zoo.segmenters`), detectors (`advlab.zoo.detectors`),
+MTCNN (`advlab.zoo.mtcnn`) or a bring-your-own factory (`advlab.zoo.custom_models`); torchvision weights are
+resolved by `advlab.zoo.torchvision_weights`.
+
+Every classifier and segmenter comes back wrapped (`advlab.zoo.wrappers`).
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torchvision
+from torch import nn
+
+from advlab.core.catalog import Catalog
+from advlab.core.errors import AdvlabError
+from advlab.zoo.torchvision_weights import build_with_weights
+from advlab.zoo.wrappers import OUTPUT_SHAPES, ImageClassifier, wrap
+
+Loader = Callable[..., nn.Module]  # (name, weights, *, mean, std, input_size, num_classes, class_names_file, task)
+
+# Where models come from, tried in this order: the first source that claims a name loads it. Each
+# entry's `task` says what its models do (None: the factory's output decides).
+MODELS = Catalog("model", group="advlab.models", builtin=(), noun="model source")
+
+
+def model_source(name: str, *, claims: Callable[[str], bool], task: str | None,
+                 usage: str) -> Callable[[Loader], Loader]:
+    """Decorator: register a loader `(name, weights, **options) -> model` for the names it claims."""
+
+    def wrap(load: Loader) -> Loader:
+        MODELS.add(name, load, claims=claims, task=task, usage=usage)
+        return load
+
+    return wrap
+
+
+def load_model(name: str, weights: str | None = "DEFAULT", *, mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None, input_size: int | None = None, num_classes: int | None = None,
+               class_names_file: str | None = None, task: str | None = None) -> ImageClassifier:
+    """A model by name, from the first source in `MODELS` that claims it: a torchvision classifier,
+    segmenter or detector by name (`resnet50`, weights `IMAGENET1K_V2` | `DEFAULT` | `none`;
+    `fcn_resnet50`, `COCO_WITH_VOC_LABELS_V1`), MTCNN, or a bring-your-own factory
+    `path/to/file.py:factory` / `package.module:factory` with a weights FILE, whose task (`None`:
+    inferred from its output rank) is classification, segmentation or detection."""
+    if task is not None and task not in (*OUTPUT_SHAPES, "detection"):
+        raise AdvlabError(f"--task {task!r} is not supported for models; choose "
+                          f"{', '.join(OUTPUT_SHAPES)} or detection")
+    source = MODELS.find(lambda e: e.meta["claims"](name))
+    if source is None:
+        raise AdvlabError(unknown_model(name))
+    kind = source.meta["task"]
+    if task is not None and kind is not None and kind != task:
+        raise AdvlabError(f"{name} is a {kind} model, not a {task} model; drop --task or pick a {task} model "
+                          "(`advlab list` shows where models come from)")
+    model = source.obj(name, weights, mean=mean, std=std, input_size=input_size, num_classes=num_classes,
+                       class_names_file=class_names_file, task=task)
+    if class_names_file and source.name != "factory":  # a factory's loader reads them itself
+        from advlab.zoo.custom_models import read_class_names
+
+        names = read_class_names(class_names_file)
+        if len(names) != model.num_classes:
+            raise AdvlabError(f"--class-names {class_names_file} has {len(names)} names but {name} has "
+                              f"{model.num_classes} classes; give one name per class, in class-index order")
+        model.class_names, model.named_classes = list(names), True
+    return model
+
+
+def unknown_model(name: str) -> str:
+    known = torchvision.models.list_models(module=torchvision.models)
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else "see torchvision.models.list_models()"
+    return f"unknown model '{name}': not a torchvision classifier and not FILE.py:factory; {hint}"
+
+
+@model_source("factory", claims=lambda name: ":" in name, task=None,
+              usage="path/to/file.py:factory or package.module:factory, with --weights FILE")
+def _factory(name: str, weights: str | None, **options: Any) -> ImageClassifier:
+    """A bring-your-own factory: a classifier, segmenter or detector (the contract in advlab/zoo/detectors.py)."""
+    from advlab.zoo.custom_models import load_custom
+
+    return load_custom(name, weights, **options)
+
+
+@model_source("mtcnn", claims=lambda name: name == "mtcnn", task="detection", usage="mtcnn")
+def _mtcnn(name: str, weights: str | None, *, input_size: int | None, **options: Any) -> nn.Module:
+    """MTCNN, facenet-pytorch's pretrained face detector cascade (offline)."""
+    from advlab.zoo.mtcnn import load_mtcnn
+
+    return load_mtcnn(input_size)
+
+
+def _segmentation_names() -> tuple[str, ...]:
+    from advlab.zoo.segmenters import SEGMENTATION_MODELS
+
+    return SEGMENTATION_MODELS
+
+
+def _detection_names() -> tuple[str, ...]:
+    from advlab.zoo.detectors import DETECTION_MODELS
+
+    return DETECTION_MODELS
+
+
+@model_source("torchvision-segmentation", claims=lambda name: name in _segmentation_names(), task="segmentation",
+              usage="fcn_resnet50, deeplabv3_resnet50, ... with --weights COCO_WITH_VOC_LABELS_V1 | none")
+def _torchvision_segmenter(name: str, weights: str | None, *, mean: Sequence[float] | None,
+                           std: Sequence[float] | None, **options: Any) -> nn.Module:
+    """torchvision's semantic segmentation models by name, through its weights API."""
+    from advlab.zoo.segmenters import load_torchvision_segmenter
+
+    return load_torchvision_segmenter(name, weights, mean=mean, std=std)
+
+
+@model_source("torchvision-detection", claims=lambda name: name in _detection_names(), task="detection",
+              usage="fasterrcnn_resnet50_fpn, ... with --weights COCO_V1 | none")
+def _torchvision_detector(name: str, weights: str | None, *, input_size: int | None, **options: Any) -> nn.Module:
+    """torchvision's two-stage detectors (the Faster R-CNN family) by name, through its weights API."""
+    from advlab.zoo.detectors import load_torchvision_detector
+
+    return load_torchvision_detector(name, weights, input_size)
+
+
+@model_source("torchvision", claims=lambda name: name in torchvision.models.list_models(module=torchvision.models),
+              task="classification", usage="resnet50, mobilenet_v2, ... with --weights IMAGENET1K_V1 | DEFAULT | none")
+def _torchvision_classifier(name: str, weights: str | None, *, mean: Sequence[float] | None,
+                            std: Sequence[float] | None, input_size: int | None, **options: Any) -> ImageClassifier:
+    """torchvision's classifiers by name, through its weights API (offline: the weights cached here)."""
+    return _load_torchvision(name, weights, mean=mean, std=std, input_size=input_size)
+
+
+# ---------------------------------------------------------------- torchvision
+def _load_torchvision(name: str, weights: str | None, *, mean: Sequence[float] | None,
+                      std: Sequence[float] | None, input_size: int | None) -> ImageClassifier:
+    if weights is None or str(weights).lower() == "none":
+        net = torchvision.models.get_model(name, weights=None)
+        return wrap(net, name, "none", mean or (0.485, 0.456, 0.406), std or (0.229, 0.224, 0.225),
+                     input_size or 224, [str(i) for i in range(_out_features(net))], named_classes=False)
+    net, w = build_with_weights(name, weights)
+    preset = w.transforms()
+    size = input_size or _first(getattr(preset, "crop_size", None)) or 224
+    return wrap(net, name, w.name, mean or preset.mean, std or preset.std, size, list(w.meta["categories"]))
+
+
+def _first(value: object) -> int | None:
+    if isinstance(value, (list, tuple)):
+        return int(value[0]) if value else None
+    return int(value) if value is not None else None
+
+
+def _out_features(net: nn.Module) -> int:
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else 1000
