@@ -15,8 +15,8 @@ from torch import nn
 from advlab.core.errors import AdvlabError
 from advlab.data.image_set import ImageSet
 from advlab.data.sources import load_images
-from advlab.zoo.models import load_model
 from advlab.tasks import get_task
+from advlab.zoo.models import load_model
 from advlab.zoo.wrappers import ImageClassifier
 
 FOOLBOX_DATA = Path(next(iter(importlib.util.find_spec("foolbox").submodule_search_locations))) / "data"

@@ -8,8 +8,10 @@ clean image, held fixed during the attack, that overlap a reference box with IoU
 that box's class a score > 0.1 (the box with the highest IoU wins). Their adversarial labels: per
 image, each class present goes one-to-one to a class absent from the image (background untouched;
 keyed by the run seed and the image's pixels), or `--target-class K` for every target (0,
-background, makes the objects vanish). An image counts as fooled once 99% of its targets carry
-their adversarial label.
+background, makes the objects vanish). DAG works on an image until 99% of its targets carry their
+adversarial label; the attack succeeds on it once 99% of its targets are flipped away from their
+reference class (the reference code's convergence test). An image counts as right (robustness
+matrix, export) while half of its reference objects are found.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from advlab.tasks import Subject
 
 FOOLED_SHARE = 0.99  # an image is fooled once this share of its targets is
+RIGHT_FOUND = 0.5  # an image counts as right (robustness matrix, export) while this share of its objects is found
 TARGET_IOU, TARGET_SCORE = 0.1, 0.1  # a proposal is a target above both (the reference code's thresholds)
 REFERENCE_SCORE = 0.5  # a detector's score threshold unless it states its own (`score_threshold`)
 DRAWN = 20  # detections per image kept in arrays/ for the report (the most confident)
@@ -99,19 +102,26 @@ def score_threshold(model: nn.Module) -> float:
     return REFERENCE_SCORE if stated is None else float(stated)
 
 
-def found_share(detections: Boxes, reference: Boxes, score: float) -> float | None:
-    """Share of the reference objects that a detection of their class finds (IoU >= 0.5, score >=
-    `score`); None without reference objects."""
-    found, total = 0, 0
-    for det, ref in zip(detections, reference):  # per image: a few boxes, not a hot loop
-        total += len(ref["labels"])
+def found_per_image(detections: Boxes, reference: Boxes, score: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) reference objects that a detection of their class finds (IoU >= 0.5, score >= `score`), and
+    (N,) reference objects, per image."""
+    found, total = torch.zeros(len(reference), dtype=torch.long), torch.zeros(len(reference), dtype=torch.long)
+    for i, (det, ref) in enumerate(zip(detections, reference)):  # per image: a few boxes, not a hot loop
+        total[i] = len(ref["labels"])
         keep = det["scores"] >= score
         boxes, labels = det["boxes"][keep], det["labels"][keep]
         if len(ref["labels"]) == 0 or len(labels) == 0:
             continue
         same = ref["labels"][:, None].to(labels.device) == labels[None]  # (G, D)
-        found += int(((box_iou(ref["boxes"].to(boxes), boxes) >= 0.5) & same).any(dim=1).sum())
-    return found / total if total else None
+        found[i] = int(((box_iou(ref["boxes"].to(boxes), boxes) >= 0.5) & same).any(dim=1).sum())
+    return found, total
+
+
+def found_share(detections: Boxes, reference: Boxes, score: float) -> float | None:
+    """Share of the reference objects that a detection of their class finds (IoU >= 0.5, score >=
+    `score`); None without reference objects."""
+    found, total = found_per_image(detections, reference, score)
+    return int(found.sum()) / int(total.sum()) if int(total.sum()) else None
 
 
 def assign_targets(proposals: list[torch.Tensor], probs: list[torch.Tensor],
@@ -168,6 +178,12 @@ class Detection(Task):
     def score(self, predictions: DetPredictions, reference: Boxes) -> float:  # type: ignore[override]
         return precision_of(predictions, reference)[0]
 
+    def correct(self, predictions: DetPredictions, reference: Boxes) -> torch.Tensor:  # type: ignore[override]
+        """(N,) bool: at least `RIGHT_FOUND` of the image's reference objects are found at the detector's
+        score threshold (an image without objects is right)."""
+        found, total = found_per_image(predictions.detections, reference, predictions.threshold)
+        return found >= RIGHT_FOUND * total
+
     def plan(self, spec: AttackSpec, attack: Attack, subject: Subject, device: torch.device, *,
              seed: int) -> Plan:
         """Fixed proposals on the clean images (once per image) and their adversarial labels."""
@@ -219,14 +235,15 @@ class Detection(Task):
         under the threshold), rms perturbation (the paper's perceptibility), iterations."""
         reference, clean, attacked = subject.labels, subject.clean, plan.attacked
         hits, flipped, valid = _target_outcomes(subject.model, plan, adv)  # (N, P) each
+        won = attacked & _flipped_enough(flipped, valid)
         rms = dist["mse"].sqrt()
         (map50_clean, map_clean), (map50_adv, map_adv) = precision_of(clean, reference), precision_of(adv, reference)
         threshold = clean.threshold
         return {
             "n_attacked": int(attacked.sum()),
             "n_targets": int(valid.sum()),
-            "success_rate": float((attacked & success).sum() / attacked.sum()) if attacked.any() else None,
-            "accuracy": map50_adv, "map50": map50_adv, "map50_clean": map50_clean, "map50_adv": map50_adv,
+            "success_rate": float(won.sum() / attacked.sum()) if attacked.any() else None,
+            "map50": map50_adv, "map50_clean": map50_clean, "map50_adv": map50_adv,
             "map_clean": map_clean, "map_adv": map_adv,
             "target_hit_rate": float(hits[valid].float().mean()) if valid.any() else None,
             "flipped_rate": float(flipped[valid].float().mean()) if valid.any() else None,
@@ -249,7 +266,7 @@ class Detection(Task):
         hits, flipped, valid = _target_outcomes(subject.model, plan, adv)
         count = valid.sum(1)
         share, away = ((hits & valid).sum(1) / count.clamp_min(1)), ((flipped & valid).sum(1) / count.clamp_min(1))
-        won = (plan.attacked & success).tolist()
+        won = (plan.attacked & _flipped_enough(flipped, valid)).tolist()
         columns = zip(subject.data.names, plan.attacked.tolist(), won, count.tolist(), share.tolist(), away.tolist(),
                       [len(d["boxes"]) for d in subject.clean.detections], [len(d["boxes"]) for d in adv.detections],
                       dist["l2"].tolist(), dist["linf"].tolist(), dist["mse"].sqrt().tolist(), queries.tolist())
@@ -263,6 +280,13 @@ class Detection(Task):
         detections, padded per image (label -1 = empty slot)."""
         return {**_padded("reference", subject.labels), **_padded("clean", subject.clean.detections),
                 **_padded("adv", adv.detections)}
+
+
+def _flipped_enough(flipped: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(N, P) -> (N,) bool: the attack succeeded on the image by the reference code's convergence test
+    (cihangxie/DAG, `fooling_det_net.m`: no target keeps its reference class), with the 1% slack of the
+    stop rule: at least `FOOLED_SHARE` of its targets are flipped away from their reference class."""
+    return (valid & ~flipped).sum(1) <= (1.0 - FOOLED_SHARE) * valid.sum(1)
 
 
 def _target_outcomes(model: nn.Module, plan: Plan,

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from advlab.tasks import Subject
 
 FOOLED_SHARE = 0.99  # an image is fooled once this share of its valid pixels is (DAG: < 1% still active)
+RIGHT_MIOU = 0.5  # an image counts as right (robustness matrix, export) while its own mIoU is at least this
 _TARGET_STREAM = 31  # advlab.core.rng stream of the adversarial labels
 
 
@@ -61,6 +62,29 @@ def predict_segmentation(model: nn.Module, x: torch.Tensor | Images, batch_size:
             classes = logits.shape[1]
             labels.append(logits.argmax(dim=1).cpu())
     return SegPredictions(torch.cat(labels), classes)
+
+
+def per_image_miou(pred: torch.Tensor, reference: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(N, H, W) label maps -> (N,) each image's own mean IoU over the classes present in its reference
+    or prediction (void ignored; 1.0 for an image without valid pixels), from one confusion matrix per image."""
+    n, valid = pred.shape[0], reference != IGNORE
+    image = torch.arange(n)[:, None, None].expand_as(reference)
+    cells = (image * num_classes + reference.clamp(0, num_classes - 1)) * num_classes + pred.clamp(0, num_classes - 1)
+    confusion = torch.bincount(cells[valid], minlength=n * num_classes * num_classes).view(n, num_classes, num_classes)
+    inter = confusion.diagonal(dim1=1, dim2=2).double()  # (N, K)
+    union = confusion.sum(2).double() + confusion.sum(1).double() - inter  # (N, K)
+    present = union > 0
+    iou = torch.where(present, inter / union.clamp_min(1), 0.0)
+    return torch.where(present.any(1), iou.sum(1) / present.sum(1).clamp_min(1), 1.0).float()
+
+
+def reached(plan: Plan, pred: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the attack reached the image's targets by the reference code's test (cihangxie/DAG,
+    `fooling_seg_net.m`): the target pixels not reached are at most 1% of its object pixels (of all its
+    valid pixels where the reference class is unknown, e.g. untargeted)."""
+    criterion = plan.criterion
+    missing = (~_hits(plan, pred).flatten(1) & criterion.valid()).sum(1)  # (N,)
+    return missing <= (1.0 - criterion.threshold) * criterion.foreground()
 
 
 def miou(pred: torch.Tensor, reference: torch.Tensor, num_classes: int) -> float:
@@ -138,7 +162,8 @@ def painted_targets(path: str, x: torch.Tensor, reference: torch.Tensor, num_cla
 
 @register_task
 class Segmentation(Task):
-    """A label per pixel: mIoU (torchmetrics, void ignored); an image is fooled once 99% of its pixels are."""
+    """A label per pixel: mIoU (torchmetrics, void ignored). An attack succeeds on an image by the
+    reference code's test (`reached`); an image is right while its own mIoU is at least 0.5."""
 
     name = "segmentation"
     score_name = "miou"
@@ -162,6 +187,10 @@ class Segmentation(Task):
 
     def score(self, predictions: SegPredictions, reference: torch.Tensor) -> float:
         return miou(predictions.label, reference, predictions.num_classes)
+
+    def correct(self, predictions: SegPredictions, reference: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: the image's own mIoU is at least `RIGHT_MIOU`."""
+        return per_image_miou(predictions.label, reference, predictions.num_classes) >= RIGHT_MIOU
 
     def plan(self, spec: "AttackSpec", attack: "Attack", subject: "Subject", device: torch.device, *,
              seed: int) -> Plan:
@@ -200,14 +229,13 @@ class Segmentation(Task):
         hit = _hits(plan, adv.label)  # (N, H, W)
         changed = valid & attacked[:, None, None] & (plan.criterion.labels != reference)  # pixels sent elsewhere
         objects = valid & attacked[:, None, None] & (reference != 0)  # foreground: what DAG's stop rule counts
-        won = attacked & success
+        won = attacked & reached(plan, adv.label)
         rms = dist["mse"].sqrt()  # (N,) root mean square perturbation per image
         miou_adv = miou(adv.label, reference, adv.num_classes)
         return {
             "n_attacked": int(attacked.sum()),
             "success_rate": float(won.sum() / attacked.sum()) if attacked.any() else None,
             "fooling_ratio": float((adv.label != clean.label)[valid].float().mean()) if valid.any() else None,
-            "accuracy": pixel_accuracy(adv.label, reference),
             "miou": miou_adv, "miou_clean": miou(clean.label, reference, clean.num_classes), "miou_adv": miou_adv,
             "pixel_acc_clean": pixel_accuracy(clean.label, reference),
             "pixel_acc_adv": pixel_accuracy(adv.label, reference),
@@ -238,7 +266,7 @@ class Segmentation(Task):
         hit = (_hits(plan, adv.label).flatten(1) & valid).sum(1) / count
         acc_clean = ((clean.label == reference).flatten(1) & valid).sum(1) / count
         acc_adv = ((adv.label == reference).flatten(1) & valid).sum(1) / count
-        won = (plan.attacked & success).tolist()
+        won = (plan.attacked & reached(plan, adv.label)).tolist()
         columns = zip(subject.data.names, plan.attacked.tolist(), won, hit.tolist(), acc_clean.tolist(),
                       acc_adv.tolist(), dist["l2"].tolist(), dist["linf"].tolist(), dist["mse"].sqrt().tolist(),
                       queries.tolist())
