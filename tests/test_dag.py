@@ -15,7 +15,8 @@ from advlab.attacks.dag import DAG
 from advlab.cli.main import main
 from advlab.core.criteria import IGNORE, Targeted
 from advlab.tasks import get_task
-from advlab.tasks.segmentation import adversarial_labels, miou, per_image_miou
+from advlab.tasks.dense_targets import adversarial_labels
+from advlab.tasks.segmentation import miou, per_image_miou
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
 

@@ -13,9 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from advlab.report import fmt, render_report
-from advlab.report.images import amplified_perturbation
-from advlab.report.plots import l2_vs_queries_png
+from advlab.report import render_report
+from advlab.view import fmt
+from advlab.view.images import amplified_perturbation
+from advlab.view.plots import l2_vs_queries_png
 
 N, C, H, W, T = 5, 3, 32, 32, 8
 EVIL = "<script>alert(1)</script>"

@@ -36,3 +36,26 @@ def test_the_report_renders_in_headless_chromium(matrix_run, tmp_path):
     assert _near(pixels, (253, 236, 234)) > 5000  # the warnings box (#fdecea)
     assert _near(pixels, (255, 120, 160), 30) > 2000  # red matrix cells (accuracy near 0)
     assert _near(pixels, (31, 119, 180), 30) > 300  # matplotlib's first line colour: the curves are drawn
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: `sudo apt-get install chromium` (make test does it "
+                    "where it can)")
+def test_a_detection_report_says_what_the_attack_did(tmp_path):
+    """The issue's example (DAG on the lab's detector, 4 scenes): every scene has its targets flipped, so
+    no card says FAILED; the summary gives mAP before and after and the share flipped, in detection's words."""
+    from advlab.cli.main import main
+
+    run = tmp_path / "det"
+    assert main(["attack", "--method", "dag", "--task", "detection", "-n", "4", "--out", str(run)]) == 0
+    html = (run / "index.html").read_text(encoding="utf-8")
+    dag = html[html.index('id="attack-0"'):html.index('id="attack-1"')]  # the DAG row's section (then its control)
+    assert "FAILED" not in html and "not flipped" not in dag and dag.count(">targets flipped</span>") == 4
+    assert "mAP@0.5 clean → adv." in html and "targets flipped" in html and "top-1" not in html
+    shot = tmp_path / "det.png"
+    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--enable-logging=stderr", "--v=0", "--window-size=1400,2400", f"--screenshot={shot}",
+                           (run / "index.html").resolve().as_uri()], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert _near(pixels, (30, 122, 70), 8) > 400  # the four green "targets flipped" badges (#1e7a46)

@@ -1,5 +1,5 @@
-"""Per-task report views: a row's task picks its summary columns, card text, drawings and plot;
-rows without a task (old results.json) render as classification (CPU, seconds)."""
+"""Per-task report views: a row's task picks its summary table, glossary, card text, drawings and
+plot; rows without a task (old results.json) render as the catalog's first task (CPU, seconds)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,11 @@ import torch
 
 from advlab.cli.main import main
 from advlab.report import render_html
-from advlab.report.views import SegmentationView, view_for
+from advlab.report.views import view_for
+from advlab.tasks import get_task
+from advlab.view.task_view import TaskView
+
+SEGMENTATION, CLASSIFICATION = get_task("segmentation").view, get_task("classification").view
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
 
@@ -24,16 +28,18 @@ def seg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _header_cells(html: str) -> list[str]:
-    head = re.search(r'<table class="summary">\s*<thead><tr>(.*?)</tr></thead>', html, re.S).group(1)
-    return [re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<th[^>]*>.*?</th>", head, re.S)]
+def _header_cells(html: str, table: int = 0) -> list[str]:
+    head = re.findall(r'<table class="summary">\s*<thead><tr>(.*?)</tr></thead>', html, re.S)[table]
+    return [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<th[^>]*>.*?</th>", head, re.S)]
 
 
 def test_a_segmentation_row_renders_with_its_view(seg_run: Path) -> None:
     html = (seg_run / "index.html").read_text(encoding="utf-8")
     headers = _header_cells(html)
-    for column in SegmentationView.columns:
+    for column in SEGMENTATION.columns:
         assert column.header in headers
+    assert "clean acc." not in headers and "acc. after attack" not in html  # no classification words
+    assert "top-1" not in html and "mIoU clean → adv." in html  # its own glossary
     assert html.count('<img class="figure" src="data:image/png;base64,') == 2 * 2 * 3  # rows x images x maps
     for caption in ("reference", "clean prediction", "adversarial prediction"):
         assert f'alt="{caption} ' in html
@@ -42,26 +48,30 @@ def test_a_segmentation_row_renders_with_its_view(seg_run: Path) -> None:
     assert "targets hit" in html and "pixel accuracy" in html  # the segmentation card text
 
 
-def test_rows_without_a_task_render_as_classification(seg_run: Path, tmp_path: Path) -> None:
+def test_rows_without_a_task_render_as_the_first_task(seg_run: Path, tmp_path: Path) -> None:
     results = json.loads((seg_run / "results.json").read_text())
     for row in results["attacks"]:
         del row["task"]
     html = render_html(seg_run, results)
     headers = _header_cells(html)
-    assert not any(column.header in headers for column in SegmentationView.columns)
+    assert [c.header for c in CLASSIFICATION.columns if c.needs is None] == headers[4:-2]
     assert 'class="figure"' not in html  # no label maps: the classification view draws none
-    assert view_for({}).task == "classification" and view_for({"task": "no-such-task"}).task == "classification"
+    assert view_for({}) is CLASSIFICATION and view_for({"task": "segmentation"}) is SEGMENTATION
+    assert type(view_for({"task": "no-such-task"})) is TaskView  # an unknown task: the base view, not another's
 
 
-def test_task_columns_are_blank_on_rows_of_other_tasks(seg_run: Path) -> None:
+def test_each_task_gets_its_own_summary_table(seg_run: Path) -> None:
     results = json.loads((seg_run / "results.json").read_text())
     other = dict(results["attacks"][0], task="classification", method="fgsm")
     results["attacks"].append(other)
     html = render_html(seg_run, results)
+    assert html.count('<table class="summary">') == 2
+    first, second = _header_cells(html, 0), _header_cells(html, 1)
+    assert [c.header for c in SEGMENTATION.columns] == first[4:-2]
+    assert "clean acc." in second and "mIoU clean → adv." not in second
     rows = re.findall(r"<tr(?: class=\"baseline\")?>\s*<td><a href=\"#attack-\d\">(.*?)</tr>", html, re.S)
     assert len(rows) == 3
     cells = [re.findall(r'<td class="n">(.*?)</td>', row) for row in rows]
-    assert len({len(c) for c in cells}) == 1  # every row fills every column
-    width = len(SegmentationView.columns)
-    assert any("→" in cell for cell in cells[0]) and cells[2].count("—") >= width  # fgsm row: blank task cells
+    assert [len(c) for c in cells] == [len(first) - 4] * 2 + [len(second) - 4]  # every row fills its table
+    assert any("→" in cell for cell in cells[0])
     assert torch.load(seg_run / results["attacks"][0]["arrays"], weights_only=True)["pred_adv"].shape[0] == 2

@@ -11,6 +11,7 @@ from advlab.core.schema import ADAPTIVE, NO_DEFENSE, NON_ADAPTIVE
 from advlab.defenses.transforms import BitDepth
 from advlab.run.robustness import Column, Entry, Ledger
 from advlab.run.sanity import probe, result_checks
+from advlab.tasks import get_task
 
 
 class Noisy(nn.Module):
@@ -37,22 +38,26 @@ def checks(found: list[dict[str, str]]) -> set[str]:
     return {w["check"] for w in found}
 
 
+CLASSIFICATION = get_task("classification")
+
+
 def test_a_sound_model_passes_every_probe(fashion):
     x, y = fashion.correct(8)
-    assert probe(fashion.model, x, y, "no defense", torch.device("cpu")) == []
+    assert probe(fashion.model, x, y, "no defense", torch.device("cpu"), task=CLASSIFICATION) == []
     defended = Defended(fashion.model, BitDepth(bits=2)).eval()  # BPDA: a usable gradient
-    assert probe(defended, x, y, "bit-depth, adaptive", torch.device("cpu")) == []
+    assert probe(defended, x, y, "bit-depth, adaptive", torch.device("cpu"), task=CLASSIFICATION) == []
 
 
 def test_each_probe_fires_on_a_model_built_to_trigger_it(fashion):
     x, y = fashion.correct(8)
     cpu = torch.device("cpu")
     torch.manual_seed(0)
-    assert "randomised-model" in checks(probe(Noisy(fashion.model), x, y, "noisy", cpu))
-    assert checks(probe(Softmaxed(fashion.model), x, y, "softmax", cpu)) == {"probabilities"}
-    masked = checks(probe(Defended(fashion.model, BitDepth(bits=2, bpda=False)).eval(), x, y, "no bpda", cpu))
+    assert "randomised-model" in checks(probe(Noisy(fashion.model), x, y, "noisy", cpu, task=CLASSIFICATION))
+    assert checks(probe(Softmaxed(fashion.model), x, y, "softmax", cpu, task=CLASSIFICATION)) == {"probabilities"}
+    masked = checks(probe(Defended(fashion.model, BitDepth(bits=2, bpda=False)).eval(), x, y, "no bpda", cpu,
+                          task=CLASSIFICATION))
     assert masked == {"masked-gradients", "unbounded-attack"}
-    nan = checks(probe(Softmaxed(fashion.model), x * float("nan"), y, "nan", cpu, unbounded=False))
+    nan = checks(probe(Softmaxed(fashion.model), x * float("nan"), y, "nan", cpu))
     assert "masked-gradients" in nan
 
 

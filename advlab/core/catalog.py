@@ -1,10 +1,10 @@
-"""One catalog mechanism for everything the lab looks up by name: attacks, defenses, tasks, task
-views, models and data sources (the pattern of timm's model registry: typed entries with metadata,
+"""One catalog mechanism for everything the lab looks up by name: attacks, defenses, tasks (each
+with its report view), models and data sources (the pattern of timm's model registry: typed entries with metadata,
 one lookup, listings and tests driven by the catalog rather than by hand-written lists).
 
 A catalog fills itself on first use from its built-in modules, then from the modules named in its
-entry-point group (`advlab.attacks`, `advlab.defenses`, `advlab.tasks`, `advlab.views`,
-`advlab.zoo.models`, `advlab.data.sources`): importing such a module registers its entries. A name registered
+entry-point group (`advlab.attacks`, `advlab.defenses`, `advlab.tasks`, `advlab.models`,
+`advlab.data`): importing such a module registers its entries. A name registered
 twice by different objects is an error, so a third-party package cannot silently replace a
 built-in entry.
 """
@@ -30,7 +30,7 @@ class Entry:
     loader function), `meta` what the catalog knows about it without building it."""
 
     name: str
-    kind: str  # the catalog's kind: "attack", "defense", "task", "view", "model", "data"
+    kind: str  # the catalog's kind: "attack", "defense", "task", "model", "data"
     obj: Any
     summary: str = ""
     meta: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -124,9 +124,11 @@ class Catalog:
         return self._entries[name]
 
     def in_order(self) -> list[Entry]:
-        """The entries in registration order (built-ins first)."""
+        """The entries in the order of the built-in modules that register them, then the others in
+        registration order (whichever module a program happened to import first)."""
         self.load()
-        return list(self._entries.values())
+        rank = {module: i for i, module in enumerate(self.builtin)}
+        return sorted(self._entries.values(), key=lambda e: rank.get(getattr(e.obj, "__module__", ""), len(rank)))
 
     def find(self, accepts: Callable[[Entry], bool]) -> Entry | None:
         """The first entry, in registration order, that `accepts`."""

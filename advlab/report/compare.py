@@ -10,8 +10,9 @@ from typing import Any
 from advlab.core import atomic
 from advlab.core.errors import AdvlabError
 from advlab.core.schema import WORST_CASE
-from advlab.report import environment, fmt, load_results
+from advlab.report import environment, load_results
 from advlab.report.summary import headline, matrices
+from advlab.view import fmt
 
 DELTA = 0.005  # deltas smaller than half a point are not highlighted
 

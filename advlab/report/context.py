@@ -5,12 +5,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advlab.report import fmt
 from advlab.report.defenses import defense_table, defense_views
 from advlab.report.gallery import Gallery, build_gallery
 from advlab.report.robustness import curves_view, matrix_views, warnings_view
 from advlab.report.universal import UniversalView, is_universal, transfer_view, universal_view
-from advlab.report.views import Column, task_columns, view_for
+from advlab.report.views import view_for, views_in
+from advlab.view import fmt
+from advlab.view.task_view import Column, TaskView
 
 
 @dataclass
@@ -24,14 +25,23 @@ class AttackView:
     setting: str
     setting_detail: str
     criterion: str
-    metrics: dict[str, str]
     params: list[tuple[str, str]]
     gallery: Gallery
     model: str = fmt.MISSING
     baseline: str | None = None
     universal: UniversalView | None = None
-    task_cells: list[str] = field(default_factory=list)  # one per column of `task_columns`, "—" off-task
+    wall_s: str = fmt.MISSING
+    images_per_s: str = fmt.MISSING
 
+
+@dataclass
+class Summary:
+    """The summary table of one task's rows: its view's columns (those some row fills) and glossary."""
+
+    label: str
+    columns: list[Column]
+    rows: list[tuple[AttackView, list[str]]]  # each row with its cells, one per column
+    glossary: list[tuple[str, str]] = field(default_factory=list)
 
 
 def header(results: dict[str, Any]) -> list[tuple[str, str]]:
@@ -65,14 +75,15 @@ def header(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def models_table(models: Any) -> list[dict[str, str]]:
-    """Rows (name, weights, input, clean accuracy) of the top-level `models` list of a multi-model run."""
+    """Rows (name, weights, input, clean score) of the top-level `models` list of a multi-model run;
+    each model's clean score is its task's headline number (`clean_<score>`)."""
     rows = []
     for m in models if isinstance(models, list) else []:
         m = fmt.as_dict(m)
         if m:
+            key = next((k for k in m if k.startswith("clean_")), "")
             rows.append({"name": fmt.plain(m.get("name")), "weights": fmt.plain(m.get("weights")),
-                         "input_size": fmt.plain(m.get("input_size")),
-                         "clean_accuracy": fmt.pct(m.get("clean_accuracy"))})
+                         "input_size": fmt.plain(m.get("input_size")), "clean": score_text(m, key, view_for(m))})
     return rows
 
 
@@ -90,25 +101,8 @@ def setting_text(attack: dict[str, Any]) -> tuple[str, str]:
     return str(setting), f"defense: {fmt.plain(name)}, {adaptive_text}"
 
 
-def metrics(attack: dict[str, Any], clean_accuracy: Any) -> dict[str, str]:
-    """The summary-table cells of one attack."""
-    return {
-        "clean_accuracy": fmt.pct(attack.get("clean_accuracy", clean_accuracy)),
-        "success_rate": fmt.pct(attack.get("success_rate")),
-        "fooling_ratio": fmt.pct(attack.get("fooling_ratio")),
-        "fooling_ratio_train": fmt.pct(attack.get("fooling_ratio_train")),
-        "accuracy": fmt.pct(attack.get("accuracy")),
-        "median_l2": fmt.num(attack.get("median_l2")),
-        "median_linf": fmt.num(attack.get("median_linf")),
-        "median_mse": fmt.sci(attack.get("median_mse")),
-        "queries_median": fmt.integer(attack.get("queries_median")),
-        "wall_s": fmt.num(attack.get("wall_s")),
-        "model_images_per_s": fmt.integer(attack.get("model_images_per_s")),
-    }
-
-
-def attack_view(run_dir: Path, attack: dict[str, Any], index: int, clean_accuracy: Any,
-                class_names: list[str] | None = None, columns: list[Column] | None = None) -> AttackView:
+def attack_view(run_dir: Path, attack: dict[str, Any], index: int,
+                class_names: list[str] | None = None) -> AttackView:
     """Everything the page shows about one attack row."""
     method = fmt.plain(attack.get("method"))
     baseline = fmt.plain(attack["baseline"]) if attack.get("baseline") else None
@@ -129,34 +123,48 @@ def attack_view(run_dir: Path, attack: dict[str, Any], index: int, clean_accurac
         setting=setting,
         setting_detail=detail,
         criterion=criterion,
-        metrics=metrics(attack, clean_accuracy),
         params=params,
         gallery=build_gallery(run_dir, attack, title=f"{method} ({setting})", universal=is_universal(attack),
                               class_names=class_names),
         model=model,
         baseline=baseline,
         universal=universal_view(run_dir, attack, title=f"{method} ({model})" if attack.get("model") else method),
-        task_cells=[column.cell(attack) if column in view_for(attack).columns else fmt.MISSING
-                    for column in columns or []],
+        wall_s=fmt.num(attack.get("wall_s")),
+        images_per_s=fmt.integer(attack.get("model_images_per_s")),
     )
+
+
+def summaries(attacks: list[dict[str, Any]], views: list[AttackView]) -> list[Summary]:
+    """One summary table per task among the rows, in order of first appearance, each with the columns
+    and glossary of that task's view."""
+    out = []
+    for view in views_in(attacks):
+        mine = [(a, v) for a, v in zip(attacks, views) if view_for(a) is view]
+        columns = [c for c in view.columns if c.shown([a for a, _ in mine])]
+        hidden = {c.header for c in view.columns if c not in columns}  # their glossary entries go too
+        glossary = [(term, text) for term, text in view.glossary if term not in hidden]
+        out.append(Summary(view.label, columns, [(v, [c.cell(a) for c in columns]) for a, v in mine], glossary))
+    return out
+
+
+def score_text(row: dict[str, Any], key: str, view: TaskView) -> str:
+    """'55.8% mIoU': a clean score with the name of its task's headline number."""
+    return fmt.joined(fmt.pct(row.get(key)), view.score_label, sep=" ")
 
 
 def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     """The template context for one run."""
-    clean_accuracy = fmt.as_dict(results.get("clean")).get("accuracy")
     names = fmt.as_dict(results.get("model")).get("class_names")
     class_names = [str(n) for n in names] if isinstance(names, list) else None
     attacks = [a if isinstance(a, dict) else {} for a in (results.get("attacks") or [])]
     files = [name for name in ("config.yaml", "log.txt") if (run_dir / name).is_file()]
-    columns = task_columns(attacks)
+    views = [attack_view(run_dir, a, i, class_names) for i, a in enumerate(attacks)]
     return {
         "name": fmt.plain(results.get("name") or run_dir.name),
         "header": header(results),
-        "clean_accuracy": fmt.pct(clean_accuracy),
-        "attacks": [attack_view(run_dir, a, i, clean_accuracy, class_names, columns) for i, a in enumerate(attacks)],
-        "task_columns": columns,
+        "attacks": views,
+        "summaries": summaries(attacks, views),
         "model_column": any(a.get("model") is not None for a in attacks),
-        "universal_column": any(is_universal(a) for a in attacks),
         "models": models_table(results.get("models")),
         "transfers": [v for v in (transfer_view(results.get(key)) for key in ("transfer", "transfer_dag")) if v],
         "defenses": defense_table(results.get("defenses")),

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from advlab.report import fmt
 from advlab.report.gallery import resolve_arrays
-from advlab.report.images import amplified_perturbation, image_uri
+from advlab.view import fmt
+from advlab.view.images import amplified_perturbation, image_uri
 
 MAX_IMAGES = 12
 MIN_SIDE = 112  # small images (28x28) are enlarged with nearest-neighbour so that their pixels are visible

@@ -1,5 +1,5 @@
 """One attack's arrays file -> image cards (original, adversarial, perturbation) and the trace plot;
-what is task-specific comes from the row's view (`advlab.report.views`)."""
+what is task-specific comes from the view of the row's task (`advlab.view.task_view`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,37 +7,37 @@ from typing import Any
 
 import torch
 
-from advlab.report.cards import Gallery, SampleCard
-from advlab.report.images import amplified_perturbation, image_uri
-from advlab.report.views import TaskView, view_for
+from advlab.report.views import view_for
+from advlab.view.cards import Gallery, SampleCard
+from advlab.view.images import amplified_perturbation, image_uri
+from advlab.view.task_view import TaskView
 
 MAX_IMAGES = 12
 
 
-def _status(sample: dict[str, Any], universal: bool = False) -> tuple[str, str]:
-    """(css class, text) for a sample's outcome; for a universal perturbation: whether the
-    predicted label changed (one perturbation for all images, so 'not fooled' is no failure)."""
+def _status(sample: dict[str, Any], view: TaskView, universal: bool = False) -> tuple[str, str]:
+    """(css class, text) for a sample's outcome, in the words of its task's view; for a universal
+    perturbation: whether the predicted label changed (one perturbation for all images, so 'not
+    fooled' is no failure)."""
     if universal and sample.get("clean_pred") is not None and sample.get("adv_pred") is not None:
         if sample["adv_pred"] != sample["clean_pred"]:
             return "success", "fooled (label changed)"
         return "kept", "not fooled"
     if sample.get("attacked") is False:
-        return "skipped", "not attacked (misclassified when clean)"
-    success = sample.get("success")
-    if success is True:
-        return "success", "adversarial found"
-    if success is False:
-        return "failed", "attack FAILED"
-    return "unknown", "outcome not recorded"
+        outcome = "skipped"
+    else:
+        outcome = {True: "success", False: "failed"}.get(sample.get("success"), "unknown")
+    return outcome, view.status[outcome]
 
 
 def sample_card(sample: dict[str, Any], index: int, l2_fallback: float | None = None,
                 universal: bool = False, view: TaskView | None = None) -> SampleCard:
     """The text parts of a card from one entry of `samples` (images are added by the caller)."""
-    status, status_text = _status(sample, universal)
+    view = view or view_for({})
+    status, status_text = _status(sample, view, universal)
     l2 = sample.get("l2", l2_fallback)
     no_adv = "no adversarial" if status in ("failed", "skipped") and l2 is None else None
-    text = (view or view_for({})).card_text(sample, l2, no_adv)
+    text = view.card_text(sample, l2, no_adv)
     return SampleCard(name=str(sample.get("name") or f"image {index}"), status=status, status_text=status_text,
                       **text)
 

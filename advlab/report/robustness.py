@@ -9,9 +9,9 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from advlab.core.schema import WORST_CASE
-from advlab.report import fmt
-from advlab.report.images import data_uri
-from advlab.report.plots import figure_png
+from advlab.view import fmt
+from advlab.view.images import data_uri
+from advlab.view.plots import figure_png
 
 
 @dataclass

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from advlab.report import fmt
 from advlab.report.gallery import resolve_arrays
-from advlab.report.images import data_uri
-from advlab.report.plots import fooling_trace_png, transfer_heatmap_png
+from advlab.view import fmt
+from advlab.view.images import data_uri
+from advlab.view.plots import fooling_trace_png, transfer_heatmap_png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PNG_BYTES = 4 * 1024 * 1024  # a perturbation image larger than this is not inlined

@@ -231,15 +231,15 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
                 for part, fooled, threat in outcomes[0].parts:  # e.g. standard's cumulative components
                     ledger.record(column, f"{labels[i]}: {part}",
                                   entry(~fooled, outcomes[0].dist, spec, attack, threat))
-        unbounded = clean_correct is not None
+        verdict = subject.task if clean_correct is not None else None  # the unbounded probe needs one
         probed = subject.data.images[:PROBE_IMAGES]  # (P, C, H, W): the few images the sanity probes read
         if subject.task.probes:
-            warnings += probe(subject.model, probed, subject.labels, column.label(), device, unbounded=unbounded)
+            warnings += probe(subject.model, probed, subject.labels, column.label(), device, task=verdict)
         for k, (dspec, defense) in enumerate(zip(cfg.defenses, defenses)):
             if dspec.adaptive and subject.task.probes:
                 warnings += probe(Defended(subject.model, defense).to(device).eval(), probed, subject.labels,
                                   Column(context.model, defense_label(defense), ADAPTIVE).label(), device,
-                                  unbounded=unbounded)
+                                  task=verdict)
             row, adaptive_rows = evaluate_defense(k + len(cfg.defenses) * m, dspec, defense, subject, bare, cfg,
                                                   device, arrays, context, ledger, labels)
             results["defenses"].append(row)

@@ -28,6 +28,7 @@ from advlab.core.registry import ATTACKS
 from advlab.core.schema import ADAPTIVE, NON_ADAPTIVE
 from advlab.core.threat import ThreatModel
 from advlab.run.robustness import Column, Ledger, accuracy, eps_curves
+from advlab.tasks import Task
 
 PROBE_IMAGES = 8  # images each model probe looks at
 MASKED_SHARE = 0.1  # zero / NaN gradients on at least this share of images is flagged
@@ -42,9 +43,9 @@ def warning(check: str, where: str, message: str, advice: str) -> dict[str, str]
 
 # ---------------------------------------------------------------- model probes
 def probe(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, where: str, device: torch.device, *,
-          unbounded: bool = True) -> list[dict[str, str]]:
+          task: Task | None = None) -> list[dict[str, str]]:
     """Checks on `model` with a few of its images x (N, C, H, W) and reference labels (N, ...);
-    `unbounded` adds the unbounded-attack check (tasks with one verdict per image)."""
+    with a `task` that has a per-image verdict (`Task.correct`), also the unbounded-attack check."""
     x, labels = x[:PROBE_IMAGES].to(device), labels[:PROBE_IMAGES].to(device)
     if x.shape[0] == 0:
         return []
@@ -66,8 +67,8 @@ def probe(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, where: str, d
                              f"{share_masked:.0%} of {x.shape[0]} probed images: gradient attacks cannot move",
                              "attack through BPDA (bpda: true on non-differentiable defenses), or trust the "
                              "decision-based and transfer rows here rather than the gradient ones"))
-    if unbounded:
-        left = _unbounded_accuracy(model, x, labels)
+    if task is not None:
+        left = _unbounded_accuracy(model, x, labels, task)
         if left is not None and left > NEAR_ZERO:
             found.append(warning("unbounded-attack", where, f"an unbounded PGD (l_inf eps 1, 10 steps) leaves "
                                  f"accuracy {left:.2f} on the probed images; with any image reachable it should "
@@ -89,20 +90,22 @@ def _masked_gradient_share(model: nn.Module, x: torch.Tensor, labels: torch.Tens
     return float((~torch.isfinite(norms) | (norms <= 1e-12)).float().mean())
 
 
-def _unbounded_accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> float | None:
-    """Accuracy left by an l_inf eps 1 gradient attack (the catalog's first with `probe_settings`: PGD,
-    10 steps) on the images the model gets right (None if none, or no attack offers a probe); no random
-    start, which alone (noise anywhere in [0, 1]) would fool a model whose gradients are masked."""
+def _unbounded_accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, task: Task) -> float | None:
+    """Share of the images the model gets right (the task's per-image verdict) that an l_inf eps 1
+    gradient attack (the catalog's first with `probe_settings`: PGD, 10 steps) leaves right (None if
+    none is right, or no attack offers a probe); no random start, which alone (noise anywhere in [0, 1])
+    would fool a model whose gradients are masked."""
     entry = ATTACKS.find(lambda e: getattr(e.cls, "probe_settings", None) is not None)
     if entry is None:
         return None
-    with torch.no_grad():
-        right = ~Untargeted(labels).is_adversarial(model(x).float())
-    if not bool(right.any()):
+    reference = labels.cpu()
+    right = task.correct(task.predict(model, x, len(x), x.device), reference)  # (N,) on the CPU
+    if right is None or not bool(right.any()):
         return None
     keep = right.nonzero().squeeze(1)
-    result = entry.cls(**entry.cls.probe_settings)(model, x[keep], Untargeted(labels[keep]))
-    return float((~result.success).float().mean())
+    result = entry.cls(**entry.cls.probe_settings)(model, x[keep.to(x.device)], Untargeted(labels[keep.to(x.device)]))
+    after = task.correct(task.predict(model, result.x_adv, len(keep), x.device), reference[keep])
+    return float(after.float().mean())
 
 
 # ---------------------------------------------------------------- result checks

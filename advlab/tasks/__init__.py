@@ -5,7 +5,8 @@ branch on it (the pattern of detectron2's per-task evaluators and timm's registr
 A task gives: `predict` (outputs of a batch -> predictions), `reference` (ground truth, or the
 clean prediction for unlabeled data), `plan` (the criterion, which images to attack, starting
 points), `score` (the headline number: accuracy, mIoU, ...), `metrics` and `samples` (the row keys
-and the per-image records of results.json)."""
+and the per-image records of results.json), `correct` (the per-image verdict of the robustness
+matrix) and `view` (its part of the report). Each built-in task is a package holding all of it."""
 from __future__ import annotations
 
 import abc
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from advlab.core.catalog import Catalog
+from advlab.view.task_view import TaskView
 
 if TYPE_CHECKING:
     from advlab.core.attack import Attack
@@ -66,6 +68,7 @@ class Task(abc.ABC):
     name: ClassVar[str] = ""
     score_name: ClassVar[str] = "accuracy"  # the headline number: results' clean[score_name], defense rows
     probes: ClassVar[bool] = True  # the runner's sanity probes (advlab.run.sanity) apply to its models
+    view: ClassVar[TaskView] = TaskView()  # its part of the report: summary columns, glossary, cards, drawings
 
     @abc.abstractmethod
     def predict(self, model: nn.Module, x: "torch.Tensor | Images", batch_size: int, device: torch.device) -> Any:

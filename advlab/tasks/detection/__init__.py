@@ -30,7 +30,8 @@ from advlab.core.images import Images
 from advlab.core.rng import image_keys
 from advlab.core.stats import median
 from advlab.tasks import Plan, Task, register_task
-from advlab.tasks.segmentation import adversarial_labels
+from advlab.tasks.dense_targets import adversarial_labels
+from advlab.tasks.detection.view import DetectionView
 
 if TYPE_CHECKING:
     from advlab.core.attack import Attack
@@ -147,6 +148,7 @@ class Detection(Task):
     """Boxes per image: mAP@0.5 (torchmetrics); DAG's targets are region proposals held fixed (Xie et al., ICCV 2017)."""
 
     name = "detection"
+    view = DetectionView()
     score_name = "map50"
     probes = False  # the gradient and unbounded-attack checks read logits of images, not of proposals
 

@@ -25,6 +25,8 @@ from advlab.core.images import Images, batches
 from advlab.core.rng import image_keys, step_keys, uniform
 from advlab.core.stats import median
 from advlab.tasks import Plan, Task, register_task
+from advlab.tasks.dense_targets import TARGET_STREAM, adversarial_labels
+from advlab.tasks.segmentation.view import SegmentationView
 from advlab.zoo.wrappers import check_logits
 
 if TYPE_CHECKING:
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 
 FOOLED_SHARE = 0.99  # an image is fooled once this share of its valid pixels is (DAG: < 1% still active)
 RIGHT_MIOU = 0.5  # an image counts as right (robustness matrix, export) while its own mIoU is at least this
-_TARGET_STREAM = 31  # advlab.core.rng stream of the adversarial labels
 
 
 @dataclass
@@ -102,33 +103,6 @@ def pixel_accuracy(pred: torch.Tensor, reference: torch.Tensor) -> float:
     return float((pred == reference)[valid].float().mean()) if bool(valid.any()) else math.nan
 
 
-def adversarial_labels(x: torch.Tensor, reference: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
-    """(N, H, W) adversarial label maps, as the reference code draws them (cihangxie/DAG,
-    `generate_mapping.m`): background (class 0) and void stay; each foreground class present in an
-    image goes to a different foreground class, one-to-one, chosen at random among the classes absent
-    from the image. An image with more present classes than absent ones (or a model with one
-    foreground class) falls back to a random cyclic order of all its classes. Keyed by the seed and
-    the image's pixels."""
-    n, k = reference.shape[0], num_classes
-    keys = step_keys(image_keys(x, seed), _TARGET_STREAM, 0)  # (N,)
-    draws = uniform(keys, (k,))  # (N, K) in [0, 1)
-    safe = torch.where(reference == IGNORE, 0, reference).flatten(1)  # (N, P)
-    present = torch.zeros(n, k, dtype=torch.bool, device=reference.device).scatter_(1, safe, True)  # (N, K)
-    foreground = torch.arange(k, device=reference.device) > 0  # (K,)
-    present_fg, absent_fg = present & foreground, ~present & foreground
-    # the j-th present class (in random order) goes to the j-th absent class (in random order)
-    sources = (draws + 2.0 * ~present_fg).argsort(dim=1)  # (N, K): present foreground classes first
-    targets = (draws + 2.0 * ~absent_fg).argsort(dim=1)  # (N, K): absent foreground classes first
-    successor = torch.arange(k, device=reference.device).expand(n, k).clone()  # identity: background, absent
-    successor.scatter_(1, sources, torch.where(present_fg.gather(1, sources), targets, sources))
-    order = draws.argsort(dim=1)  # (N, K): the fallback, a random cyclic order of the classes
-    cyclic = torch.empty_like(order).scatter_(1, order, order.roll(-1, dims=1))
-    fallback = (present_fg.sum(1) > absent_fg.sum(1)) | (k < 3)  # (N,)
-    successor = torch.where(fallback[:, None], cyclic, successor)
-    mapped = successor.gather(1, safe).view_as(reference)
-    return torch.where(reference == IGNORE, IGNORE, mapped)
-
-
 def painted_targets(path: str, x: torch.Tensor, reference: torch.Tensor, num_classes: int, seed: int,
                     target_class: int | None) -> torch.Tensor:
     """The paper's demo targets (Xie et al. 2017, cihangxie/DAG): inside the shape of the mask file
@@ -149,7 +123,7 @@ def painted_targets(path: str, x: torch.Tensor, reference: torch.Tensor, num_cla
         valid = reference != IGNORE
         present.scatter_(1, torch.where(valid, reference, 0).flatten(1), valid.flatten(1))
         present[:, 0] = True  # background is never the painted class
-        draws = uniform(step_keys(image_keys(x, seed), _TARGET_STREAM, 1), (num_classes,))  # (N, K)
+        draws = uniform(step_keys(image_keys(x, seed), TARGET_STREAM, 1), (num_classes,))  # (N, K)
         paint = draws.masked_fill(present, -1.0).argmax(dim=1)  # (N,) a random absent class
         if bool(present.all(dim=1).any()):
             raise AdvlabError("--target-mask: an image contains every class, so no absent class can be painted; "
@@ -166,6 +140,7 @@ class Segmentation(Task):
     reference code's test (`reached`); an image is right while its own mIoU is at least 0.5."""
 
     name = "segmentation"
+    view = SegmentationView()
     score_name = "miou"
 
     def predict(self, model: nn.Module, x: torch.Tensor | Images, batch_size: int,

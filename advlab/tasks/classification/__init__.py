@@ -17,6 +17,7 @@ from advlab.core.stats import median
 from advlab.data.files import load_image_file
 from advlab.data.image_set import ImageSet
 from advlab.tasks import Plan, Subject, Task, register_task
+from advlab.tasks.classification.view import ClassificationView
 from advlab.zoo.wrappers import check_logits
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class Classification(Task):
     """One label per image: top-1 accuracy; an image is fooled when its top-1 class leaves its label (or reaches a target)."""
 
     name = "classification"
+    view = ClassificationView()
     score_name = "accuracy"
 
     def predict(self, model: nn.Module, x: torch.Tensor | Images, batch_size: int, device: torch.device) -> Predictions:

@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from advlab.report.images import data_uri
+from advlab.view.images import data_uri
 
 GRID_POINTS = 256
 

@@ -86,11 +86,17 @@ def mask_image(labels: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
     return torch.where(known[None], rgb, torch.ones_like(rgb))
 
 
+FIGURE_PX = 122  # the side a card's figure is shown at (templates/index.html, `figure img`)
+LABEL_PX = 11  # box captions are this tall as shown
+
+
 def boxes_image(img: torch.Tensor, boxes: torch.Tensor, captions: list[str], colours: list[str],
                 min_side: int = 192) -> torch.Tensor:
     """(C, H, W) in [0, 1] with boxes (D, 4) x1 y1 x2 y2 drawn and captioned (torchvision's
-    `draw_bounding_boxes`), first enlarged by a whole factor so that small images keep legible labels;
-    -> (3, H', W') in [0, 1]."""
+    `draw_bounding_boxes`), first enlarged by a whole factor so that small images keep their pixels;
+    captions are set white on the box's colour in DejaVu Sans (matplotlib's) at a size that reads
+    `LABEL_PX` tall once the figure is shown at `FIGURE_PX`; -> (3, H', W') in [0, 1]."""
+    from matplotlib import font_manager
     from torchvision.utils import draw_bounding_boxes
 
     factor = max(1, -(-min_side // max(img.shape[-2:])))
@@ -98,5 +104,8 @@ def boxes_image(img: torch.Tensor, boxes: torch.Tensor, captions: list[str], col
         torch.from_numpy(to_uint8(img)).expand(3, -1, -1)  # (3, H, W) uint8
     big = rgb.repeat_interleave(factor, dim=1).repeat_interleave(factor, dim=2)
     if len(boxes):
-        big = draw_bounding_boxes(big, boxes.float() * factor, labels=captions, colors=colours, width=2)
+        size = round(LABEL_PX * max(big.shape[-2:]) / FIGURE_PX)
+        big = draw_bounding_boxes(big, boxes.float() * factor, labels=captions, colors=colours, width=2,
+                                  font=font_manager.findfont("DejaVu Sans"), font_size=size, fill_labels=True,
+                                  label_colors="white", label_background_colors=colours)
     return big.float() / 255.0
