@@ -219,6 +219,12 @@ def test_defenses_run_against_segmentation_attacks(tmp_path):
     assert set(jpeg["accuracy_after_defense"]) == {"fgsm", "fgsm(adaptive)"}
     adaptive = [a for a in results["attacks"] if a["setting"] == "defended model (adaptive)"]
     assert adaptive and all(a["task"] == "segmentation" for a in adaptive)
+    # the gallery speaks segmentation: per-image pixel accuracy clean, adversarial and denoised, and the verdict
+    rows = jpeg["gallery"]["rows"]
+    assert jpeg["task"] == "segmentation" and rows and "label_name" not in rows[0]
+    assert all(0 <= r["pixel_acc_adv"] <= 1 and isinstance(r["restored"], bool) for r in rows)
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert f"pixel accuracy {100 * rows[0]['pixel_acc_denoised']:.1f}%" in html and "misclassified" not in html
 
 
 def test_a_target_mask_paints_a_shape_of_an_absent_class(tmp_path):

@@ -50,6 +50,8 @@ def test_a_detection_report_says_what_the_attack_did(tmp_path):
     html = (run / "index.html").read_text(encoding="utf-8")
     dag = html[html.index('id="attack-0"'):html.index('id="attack-1"')]  # the DAG row's section (then its control)
     assert "FAILED" not in html and "not flipped" not in dag and dag.count(">targets flipped</span>") == 4
+    control = html[html.index('id="attack-1"'):]  # the permuted control leaves the targets: grey, not red
+    assert 'class="card failed"' not in control and control.count('<span class="badge kept">targets not flipped') == 4
     assert "mAP@0.5 clean → adv." in html and "targets flipped" in html and "top-1" not in html
     shot = tmp_path / "det.png"
     proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",

@@ -1,1 +1,2 @@
-"""Contracts every layer builds on: attacks, criteria, defenses, images, norms, randomness, the catalogs, configs and errors."""
+"""Contracts every layer builds on: attacks, criteria, defenses, images, threat models, randomness,
+the catalogs, configs and errors."""

@@ -50,8 +50,8 @@ def load_fashion_scenes(spec: str, split: str, model: nn.Module, n: int | None) 
     if model.num_classes != len(SCENE_CLASSES) or model.in_channels != 3:
         raise AdvlabError(f"{spec} is RGB and labeled in {len(SCENE_CLASSES)} classes (background and 10 garments); "
                           f"the model takes {model.in_channels} channels and has {model.num_classes} classes; use "
-                          "--model advlab.zoo.segnet:fashion_segnet (--task segmentation) or advlab.zoo.detnet:fashion_detector "
-                          "(--task detection)")
+                          "--model advlab.zoo.segnet:fashion_segnet (--task segmentation) or "
+                          "advlab.zoo.detnet:fashion_detector (--task detection)")
     images, labels = _fashion_arrays(split)
     count = n or SCENES_DEFAULT_N[split]
     garments = torch.from_numpy(images.copy()).float().div_(255.0)  # (M, 28, 28)

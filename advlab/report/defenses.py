@@ -11,8 +11,10 @@ from typing import Any
 import torch
 
 from advlab.report.gallery import resolve_arrays
+from advlab.report.views import view_for
 from advlab.view import fmt
 from advlab.view.images import amplified_perturbation, image_uri
+from advlab.view.task_view import TaskView
 
 MAX_IMAGES = 12
 MIN_SIDE = 112  # small images (28x28) are enlarged with nearest-neighbour so that their pixels are visible
@@ -178,37 +180,12 @@ def attack_links(d: dict[str, Any], attacks: list[dict[str, Any]]) -> list[tuple
     return links
 
 
-def _class_text(row: dict[str, Any], prefix: str) -> str:
-    """'Bag #8' from row[prefix + '_name'] / row[prefix] (label, clean_pred, adv_pred, denoised_pred)."""
-    name, index = row.get(f"{prefix}_name"), row.get(prefix)
-    if name not in (None, "") and index is not None:
-        return f"{name} #{index}"
-    return fmt.plain(name if name not in (None, "") else index)
-
-
-def _restored(row: dict[str, Any]) -> tuple[str, str]:
-    """(css class, text): whether the denoised image is classified as the label again."""
-    for a, b in (("denoised_pred", "label"), ("denoised_pred_name", "label_name")):
-        if row.get(a) not in (None, "") and row.get(b) not in (None, ""):
-            if str(row[a]) == str(row[b]):
-                return "success", "defense restored the label"
-            return "failed", "still misclassified after the defense"
-    return "unknown", "outcome not recorded"
-
-
-def gallery_card(row: dict[str, Any], index: int) -> DefenseCard:
-    """The text parts of one gallery card (images are added by the caller)."""
-    status, status_text = _restored(row)
-    return DefenseCard(
-        name=str(row.get("name") or f"image {index}"),
-        attack=fmt.plain(row.get("attack")),
-        label_text=_class_text(row, "label"),
-        clean_text=_class_text(row, "clean_pred"),
-        adv_text=_class_text(row, "adv_pred"),
-        denoised_text=_class_text(row, "denoised_pred"),
-        status=status,
-        status_text=status_text,
-    )
+def gallery_card(row: dict[str, Any], index: int, view: TaskView) -> DefenseCard:
+    """The text parts of one gallery card, in its task's words (images are added by the caller)."""
+    restored = view.restored(row)
+    status = {True: "success", False: "failed", None: "unknown"}[restored]
+    return DefenseCard(name=str(row.get("name") or f"image {index}"), attack=fmt.plain(row.get("attack")),
+                       status=status, status_text=view.defense_status[status], **view.defense_text(row))
 
 
 def load_gallery(path: Path) -> dict[str, torch.Tensor]:
@@ -226,7 +203,7 @@ def load_gallery(path: Path) -> dict[str, torch.Tensor]:
     return data
 
 
-def build_gallery(run_dir: Path, gallery: Any) -> tuple[list[DefenseCard], str | None, int]:
+def build_gallery(run_dir: Path, gallery: Any, view: TaskView) -> tuple[list[DefenseCard], str | None, int]:
     """(cards, note, number of rows) for a defense's `gallery`; never raises on a bad or missing file."""
     gallery = fmt.as_dict(gallery)
     listed = gallery.get("rows") if isinstance(gallery.get("rows"), list) else []
@@ -247,7 +224,7 @@ def build_gallery(run_dir: Path, gallery: Any) -> tuple[list[DefenseCard], str |
     elif rows:
         note = "No gallery file was recorded for this defense: images are not shown."
     if data is None:
-        return [gallery_card(r, i) for i, r in enumerate(rows[:MAX_IMAGES])], note, len(rows)
+        return [gallery_card(r, i, view) for i, r in enumerate(rows[:MAX_IMAGES])], note, len(rows)
 
     x, x_adv, denoised = data["x"], data["x_adv"], data["denoised"]
     n = x.shape[0]
@@ -257,7 +234,7 @@ def build_gallery(run_dir: Path, gallery: Any) -> tuple[list[DefenseCard], str |
     removed_l2 = (x_adv[:k].double() - denoised[:k].double()).flatten(1).norm(dim=1)
     cards = []
     for i in range(k):
-        card = gallery_card(rows[i] if i < len(rows) else {}, i)
+        card = gallery_card(rows[i] if i < len(rows) else {}, i, view)
         card.clean_uri = image_uri(x[i], MIN_SIDE)
         card.adv_uri = image_uri(x_adv[i], MIN_SIDE)
         card.denoised_uri = image_uri(denoised[i], MIN_SIDE)
@@ -288,7 +265,7 @@ def defense_view(run_dir: Path, d: dict[str, Any], index: int, attacks: list[dic
         ("differentiable", fmt.plain(d["differentiable"]) if d.get("differentiable") is not None else None),
         ("adaptive gradient", grad),
     ) if value is not None]
-    cards, gallery_note, total = build_gallery(run_dir, d.get("gallery"))
+    cards, gallery_note, total = build_gallery(run_dir, d.get("gallery"), view_for(d))
     return DefenseView(
         anchor=f"defense-{index}",
         title=title,

@@ -15,10 +15,12 @@ from advlab.view.task_view import TaskView
 MAX_IMAGES = 12
 
 
-def _status(sample: dict[str, Any], view: TaskView, universal: bool = False) -> tuple[str, str]:
+def _status(sample: dict[str, Any], view: TaskView, universal: bool = False,
+            control: bool = False) -> tuple[str, str]:
     """(css class, text) for a sample's outcome, in the words of its task's view; for a universal
     perturbation: whether the predicted label changed (one perturbation for all images, so 'not
-    fooled' is no failure)."""
+    fooled' is no failure); on a control row (a random baseline) an image the control leaves alone is
+    what the control is for, so it is shown as kept, not as a failure."""
     if universal and sample.get("clean_pred") is not None and sample.get("adv_pred") is not None:
         if sample["adv_pred"] != sample["clean_pred"]:
             return "success", "fooled (label changed)"
@@ -27,14 +29,16 @@ def _status(sample: dict[str, Any], view: TaskView, universal: bool = False) -> 
         outcome = "skipped"
     else:
         outcome = {True: "success", False: "failed"}.get(sample.get("success"), "unknown")
+    if control and outcome == "failed":
+        return "kept", view.status[outcome]
     return outcome, view.status[outcome]
 
 
 def sample_card(sample: dict[str, Any], index: int, l2_fallback: float | None = None,
-                universal: bool = False, view: TaskView | None = None) -> SampleCard:
+                universal: bool = False, view: TaskView | None = None, control: bool = False) -> SampleCard:
     """The text parts of a card from one entry of `samples` (images are added by the caller)."""
     view = view or view_for({})
-    status, status_text = _status(sample, view, universal)
+    status, status_text = _status(sample, view, universal, control)
     l2 = sample.get("l2", l2_fallback)
     no_adv = "no adversarial" if status in ("failed", "skipped") and l2 is None else None
     text = view.card_text(sample, l2, no_adv)
@@ -69,6 +73,7 @@ def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "", univer
     """Cards for up to MAX_IMAGES samples plus the trace plot; never raises on bad arrays."""
     samples = [s if isinstance(s, dict) else {} for s in (attack.get("samples") or [])]
     view = view_for(attack)
+    control = bool(attack.get("baseline"))
     rel = attack.get("arrays")
     gallery = Gallery(n_total=len(samples))
     data: dict[str, torch.Tensor] | None = None
@@ -85,7 +90,8 @@ def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "", univer
                 gallery.note = f"Arrays file {rel} could not be read ({type(exc).__name__}: {exc}): images are not shown."
 
     if data is None:
-        gallery.cards = [sample_card(s, i, universal=universal, view=view) for i, s in enumerate(samples[:MAX_IMAGES])]
+        gallery.cards = [sample_card(s, i, universal=universal, view=view, control=control)
+                         for i, s in enumerate(samples[:MAX_IMAGES])]
         return gallery
 
     x, x_adv = data["x"], data["x_adv"]
@@ -97,7 +103,8 @@ def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "", univer
     pert = amplified_perturbation(x[:MAX_IMAGES], x_adv[:MAX_IMAGES])
     for i in range(min(n, MAX_IMAGES)):
         sample = samples[i] if i < len(samples) else {}
-        card = sample_card(sample, i, l2_fallback=float(l2_all[i]), universal=universal, view=view)
+        card = sample_card(sample, i, l2_fallback=float(l2_all[i]), universal=universal, view=view,
+                           control=control)
         card.orig_uri, card.adv_uri, card.pert_uri = image_uri(x[i]), image_uri(x_adv[i]), image_uri(pert[i])
         gallery.cards.append(card)
     view.decorate(gallery, data, class_names or [])

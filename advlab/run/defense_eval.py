@@ -67,14 +67,15 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
     adaptive_context = replace(context, setting="defended model (adaptive)", defense=defense.name,
                                defense_variant=defense.variant(), adaptive=defended.adaptive_gradient)
     row: dict[str, Any] = {
-        **defense.describe(), "adaptive_gradient": defended.adaptive_gradient,
+        **defense.describe(), "task": task.name, "adaptive_gradient": defended.adaptive_gradient,
         **({"model": context.model} if context.model is not None else {}),
         "clean_accuracy": task.score(clean, labels),
         "clean_accuracy_undefended": task.score(subject.clean, labels),
         "accuracy_without_defense": {}, "accuracy_after_defense": {},
     }
     adaptive_rows: list[dict[str, Any]] = []
-    gallery: list[tuple[str, Outcome, torch.Tensor | None]] = []
+    gallery: list[tuple[str, Outcome, Any, torch.Tensor]] = []
+    bare_right = task.correct(subject.clean, labels)  # (N,) or None: the gallery shows images an attack turned
     clean_correct = task.correct(clean, labels) if ledger is not None else None
     columns = {s: Column(context.model, defense_label(defense), s) for s in (NON_ADAPTIVE, ADAPTIVE)}
     if clean_correct is not None:
@@ -89,7 +90,8 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
                                                                   attack_spec, attack, threat))
         row["accuracy_without_defense"][key] = task.score(outcome.adv, labels)
         row["accuracy_after_defense"][key] = task.score(after, labels)
-        gallery.append((key, outcome, getattr(after, "label", None)))  # detections have no single label
+        turned = outcome.won if bare_right is None else bare_right & ~task.correct(outcome.adv, labels)
+        gallery.append((key, outcome, after, turned))
         if spec.adaptive:
             adaptive_outcome = attack_row(f"{tag}-d{index}", attack_spec, attack, defended_subject, cfg, device,
                                           arrays, adaptive_context)
@@ -107,15 +109,15 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
 
 
 def _gallery(index: int, defended: Defended, subject: Subject,
-             per_attack: list[tuple[str, Outcome, torch.Tensor | None]],
-             device: torch.device, arrays: Path) -> dict[str, Any]:
-    """A few images per attack where the attack fooled the bare model: clean, adversarial, and the
-    defense's output (the report shows the removed noise x_adv - x')."""
-    names = subject.model.class_names
+             per_attack: list[tuple[str, Outcome, Any, torch.Tensor]], device: torch.device,
+             arrays: Path) -> dict[str, Any]:
+    """A few images per attack that the attack turned from right to wrong on the bare model (by the
+    task's verdict; where it has none, those the attack fooled): clean, adversarial, and the defense's
+    output (the report shows the removed noise x_adv - x'), with the task's words for each."""
     rows: list[dict[str, Any]] = []
     x, x_adv, purified = [], [], []
-    for key, outcome, after_label in per_attack:
-        pick = outcome.won.nonzero().squeeze(1)[:GALLERY_PER_ATTACK]
+    for key, outcome, after, turned in per_attack:
+        pick = turned.nonzero().squeeze(1)[:GALLERY_PER_ATTACK]
         if pick.numel() == 0:
             continue
         with torch.no_grad():
@@ -123,15 +125,8 @@ def _gallery(index: int, defended: Defended, subject: Subject,
         x.append(subject.data.images[pick])
         x_adv.append(outcome.x_adv[pick])
         purified.append(out)
-        for j in pick.tolist():
-            if after_label is None or subject.labels.dim() > 1:  # dense targets or boxes: the images tell it
-                rows.append({"attack": key, "name": subject.data.names[j]})
-                continue
-            label = int(subject.labels[j])
-            rows.append({"attack": key, "name": subject.data.names[j], "label": label, "label_name": names[label],
-                         "clean_pred_name": names[int(subject.clean.label[j])],
-                         "adv_pred_name": names[int(outcome.adv.label[j])],
-                         "denoised_pred": int(after_label[j]), "denoised_pred_name": names[int(after_label[j])]})
+        records = subject.task.defense_records(subject, pick, outcome.adv, after)
+        rows += [{"attack": key, "name": subject.data.names[j], **record} for j, record in zip(pick.tolist(), records)]
     if not rows:
         return {"file": None, "rows": []}
     arrays.mkdir(parents=True, exist_ok=True)

@@ -60,10 +60,23 @@ class TaskView:
     # the badge of a card: (css class, text) per outcome
     status: ClassVar[dict[str, str]] = {"success": "adversarial found", "failed": "attack FAILED",
                                         "skipped": "not attacked", "unknown": "outcome not recorded"}
+    # the badge of a defense gallery card: is the image right again after the defense?
+    defense_status: ClassVar[dict[str, str]] = {"success": "right again after the defense",
+                                                "failed": "still wrong after the defense",
+                                                "unknown": "outcome not recorded"}
 
     def card_text(self, sample: dict[str, Any], l2: Any, no_adv: str | None) -> dict[str, str]:
         """label_text, clean_text, adv_text and distance_text of one card."""
         return {"label_text": "", "clean_text": "", "adv_text": "", "distance_text": distance_text(sample, l2, no_adv)}
+
+    def defense_text(self, row: dict[str, Any]) -> dict[str, str]:
+        """label_text, clean_text, adv_text and denoised_text of a defense gallery card (one record)."""
+        return {"label_text": "", "clean_text": "", "adv_text": "", "denoised_text": ""}
+
+    def restored(self, row: dict[str, Any]) -> bool | None:
+        """Whether a defense gallery image is right again after the defense (None: not recorded)."""
+        value = row.get("restored")
+        return value if isinstance(value, bool) else None
 
     def decorate(self, gallery: Gallery, data: dict[str, torch.Tensor], class_names: list[str]) -> None:
         """Add what the arrays hold beyond the images to the cards (nothing here)."""

@@ -132,6 +132,18 @@ class Classification(Task):
             "queries_total": int(queries[attacked].sum()),
         }
 
+    def defense_records(self, subject: Subject, index: torch.Tensor, adv: Predictions,
+                        after: Predictions) -> list[dict[str, Any]]:
+        """Label, clean, adversarial and denoised top-1 classes with their names."""
+        names, out = subject.model.class_names, []
+        for j, record in zip(index.tolist(), super().defense_records(subject, index, adv, after)):
+            label, clean, fooled, denoised = (int(subject.labels[j]), int(subject.clean.label[j]), int(adv.label[j]),
+                                              int(after.label[j]))
+            out.append({"label": label, "label_name": names[label], "clean_pred_name": names[clean],
+                        "adv_pred_name": names[fooled], "denoised_pred": denoised,
+                        "denoised_pred_name": names[denoised], **record})
+        return out
+
     def samples(self, subject: Subject, plan: Plan, adv: Predictions, success: torch.Tensor,
                 queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """One record per image (tensors turned into lists once, not per element)."""

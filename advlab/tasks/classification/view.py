@@ -38,6 +38,8 @@ class ClassificationView(TaskView):
         ("median queries", "model queries (forward passes per image) the attack used, median over images."),
     )
     status: ClassVar[dict[str, str]] = {**TaskView.status, "skipped": "not attacked (misclassified when clean)"}
+    defense_status: ClassVar[dict[str, str]] = {**TaskView.defense_status, "success": "defense restored the label",
+                                                "failed": "still misclassified after the defense"}
 
     def card_text(self, sample: dict[str, Any], l2: Any, no_adv: str | None) -> dict[str, str]:
         return {
@@ -46,3 +48,25 @@ class ClassificationView(TaskView):
             "adv_text": class_text(sample.get("adv_pred_name"), sample.get("adv_pred"), sample.get("adv_conf")),
             "distance_text": distance_text(sample, l2, no_adv),
         }
+
+    def defense_text(self, row: dict[str, Any]) -> dict[str, str]:
+        return {"label_text": _indexed(row, "label"), "clean_text": _indexed(row, "clean_pred"),
+                "adv_text": _indexed(row, "adv_pred"), "denoised_text": _indexed(row, "denoised_pred")}
+
+    def restored(self, row: dict[str, Any]) -> bool | None:
+        """The record's verdict, or for records written before it existed: denoised class == label."""
+        recorded = super().restored(row)
+        if recorded is not None:
+            return recorded
+        for a, b in (("denoised_pred", "label"), ("denoised_pred_name", "label_name")):
+            if row.get(a) not in (None, "") and row.get(b) not in (None, ""):
+                return str(row[a]) == str(row[b])
+        return None
+
+
+def _indexed(row: dict[str, Any], prefix: str) -> str:
+    """'Bag #8' from row[prefix + '_name'] / row[prefix] (label, clean_pred, adv_pred, denoised_pred)."""
+    name, index = row.get(f"{prefix}_name"), row.get(prefix)
+    if name not in (None, "") and index is not None:
+        return f"{name} #{index}"
+    return fmt.plain(name if name not in (None, "") else index)

@@ -277,6 +277,17 @@ class Detection(Task):
                  "rms": rms, "queries": q}
                 for name, a, ok, t, h, f, dc, da, l2, linf, rms, q in columns]
 
+    def defense_records(self, subject: Subject, index: torch.Tensor, adv: DetPredictions,
+                        after: DetPredictions) -> list[dict[str, Any]]:
+        """Reference objects, and how many of them a detection finds clean, adversarial and after the defense."""
+        picked = index.tolist()
+        reference = [subject.labels[j] for j in picked]
+        found = [found_per_image([p.detections[j] for j in picked], reference, p.threshold)
+                 for p in (subject.clean, adv, after)]
+        return [{"objects": int(total), "found_clean": int(c), "found_adv": int(a), "found_denoised": int(d), **record}
+                for total, c, a, d, record in zip(found[0][1], found[0][0], found[1][0], found[2][0],
+                                                  super().defense_records(subject, index, adv, after))]
+
     def arrays(self, subject: Subject, adv: DetPredictions) -> dict[str, torch.Tensor]:
         """What the report draws: reference boxes and the most confident clean and adversarial
         detections, padded per image (label -1 = empty slot)."""

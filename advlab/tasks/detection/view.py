@@ -77,6 +77,13 @@ class DetectionView(TaskView):
             "distance_text": dense_distance(sample),
         }
 
+    def defense_text(self, row: dict[str, Any]) -> dict[str, str]:
+        objects = fmt.integer(row.get("objects"))
+        return {"label_text": f"{objects} reference objects",
+                "clean_text": f"{fmt.integer(row.get('found_clean'))} of {objects} found",
+                "adv_text": f"{fmt.integer(row.get('found_adv'))} of {objects} found",
+                "denoised_text": f"{fmt.integer(row.get('found_denoised'))} of {objects} found"}
+
     def decorate(self, gallery: Gallery, data: dict[str, torch.Tensor], class_names: list[str]) -> None:
         keys = [f"{prefix}_{part}" for _, prefix, _ in self.DRAWINGS for part in ("boxes", "labels", "scores")]
         if not all(isinstance(data.get(k), torch.Tensor) for k in keys):

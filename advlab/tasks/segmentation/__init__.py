@@ -226,6 +226,14 @@ class Segmentation(Task):
             "queries_total": int(queries[attacked].sum()),
         }
 
+    def defense_records(self, subject: "Subject", index: torch.Tensor, adv: SegPredictions,
+                        after: SegPredictions) -> list[dict[str, Any]]:
+        """Pixel accuracy of the image clean, adversarial and after the defense."""
+        reference = subject.labels[index]  # (k, H, W)
+        shares = [_pixel_shares(p.label[index], reference).tolist() for p in (subject.clean, adv, after)]
+        return [{"pixel_acc_clean": c, "pixel_acc_adv": a, "pixel_acc_denoised": d, **record}
+                for c, a, d, record in zip(*shares, super().defense_records(subject, index, adv, after))]
+
     def arrays(self, subject: "Subject", adv: SegPredictions) -> dict[str, torch.Tensor]:
         """The label maps the report draws: reference, clean and adversarial prediction, (N, H, W) uint8."""
         small = torch.uint8 if adv.num_classes <= IGNORE else torch.int64
@@ -248,6 +256,12 @@ class Segmentation(Task):
         return [{"name": name, "attacked": a, "success": ok, "target_hit": h, "pixel_acc_clean": pc,
                  "pixel_acc_adv": pa, "l2": l2, "linf": linf, "rms": rms, "queries": q}
                 for name, a, ok, h, pc, pa, l2, linf, rms, q in columns]
+
+
+def _pixel_shares(pred: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """(k, H, W) label maps -> (k,) each image's share of valid pixels at their reference class."""
+    valid = (reference != IGNORE).flatten(1)
+    return ((pred == reference).flatten(1) & valid).sum(1) / valid.sum(1).clamp_min(1)
 
 
 def _hits(plan: Plan, pred: torch.Tensor) -> torch.Tensor:

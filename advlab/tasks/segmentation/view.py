@@ -59,6 +59,11 @@ class SegmentationView(TaskView):
             "distance_text": dense_distance(sample),
         }
 
+    def defense_text(self, row: dict[str, Any]) -> dict[str, str]:
+        return {"label_text": "per-pixel reference", "clean_text": f"pixel accuracy {fmt.pct(row.get('pixel_acc_clean'))}",
+                "adv_text": f"pixel accuracy {fmt.pct(row.get('pixel_acc_adv'))}",
+                "denoised_text": f"pixel accuracy {fmt.pct(row.get('pixel_acc_denoised'))}"}
+
     def decorate(self, gallery: Gallery, data: dict[str, torch.Tensor], class_names: list[str]) -> None:
         maps = {key: data.get(key) for _, key in self.MAPS}
         if not all(isinstance(m, torch.Tensor) and m.dim() == 3 for m in maps.values()):
