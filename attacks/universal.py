@@ -14,7 +14,8 @@ x + v fools the classifier on most images x of a distribution.
   min(CE, loss_clip) (clipped so that already fooled images stop dominating the gradient), a
   signed step for l_inf and an l2-normalised one for l2; one epoch is one pass, same stopping rule.
 - "random": the paper's baseline, a random v on the eps-sphere (uniform random signs times eps for
-  l_inf, a Gaussian direction scaled to l2 norm eps).
+  l_inf, a Gaussian direction scaled to l2 norm eps). The control row next to a solved v draws it at
+  the norm of the v found, which a solver may leave well inside the eps-ball.
 
 Fooling: the criterion's labels are the classes v must move images away from (the runner passes
 the clean predictions, so fooling ratio = share of images whose predicted label changes); with a
@@ -104,21 +105,41 @@ class UniversalPerturbation(Attack):
             perturbation = str(perturbation)
         self.perturbation = perturbation
         self.progress = check_bool("progress", progress)
+        self._found: torch.Tensor | None = None  # the v of the last row (C, H, W), for the control of its norm
+        self._matches: dict[str, Any] | None = None  # a control: the norm it matches (`matched_control`)
 
     def control(self) -> "UniversalPerturbation | None":
-        """The paper's baseline: a random v of the same norm, next to every solved one."""
-        if self.solver == "random" or self.perturbation is not None:
+        """The paper's baseline, next to every solved v: a random v of the same norm as the v found
+        (not of eps: a solver may stop well inside the ball). The found v's size is taken by
+        `row_extras`, which the runner calls for every row, a resumed one too."""
+        if self.solver == "random" or self.perturbation is not None or self._found is None:
             return None
-        baseline = type(self)(**{**self.params(), "solver": "random", "progress": False})
+        return self.matched_control(self._found)
+
+    def matched_control(self, v: torch.Tensor) -> "UniversalPerturbation | None":
+        """A random v of the same norm as `v` (C, H, W) in this attack's norm (None for v = 0)."""
+        size = float(v.abs().max() if self.norm == "linf" else v.norm())
+        if not size > 0:
+            return None
+        baseline = type(self)(**{**self.params(), "solver": "random", "eps": size, "progress": False})
         baseline.control_of = "random perturbation of the same norm (Moosavi-Dezfooli et al. 2017)"
+        baseline._matches = {"norm": self.norm, "perturbation_norm": size, "eps": self.eps}
         return baseline
+
+    @property
+    def matches(self) -> dict[str, Any] | None:
+        """A control's record of what it matches: its norm, the size it was drawn at, the budget of the v."""
+        return self._matches
 
     def row_extras(self, tag: str, extras: dict[str, torch.Tensor], subject: Any, row: dict[str, Any],
                    batch_size: int, device: torch.device, arrays: Path) -> dict[str, Any]:
-        """The saved perturbation (.pt, PNG), its size, the per-pass fooling trace, held-out results."""
+        """The saved perturbation (.pt, PNG), its size, the per-pass fooling trace, held-out results;
+        a control row adds `control_matches`: the norm it was drawn at and the budget of the v it matches."""
         from advlab.attacks.universal_eval import universal_summary  # it imports this module
 
-        return universal_summary(tag, self, extras, subject.model, subject.held_out, row, batch_size, device, arrays)
+        self._found = extras["perturbation"].float().cpu()
+        out = universal_summary(tag, self, extras, subject.model, subject.held_out, row, batch_size, device, arrays)
+        return {**out, "control_matches": self._matches} if self._matches is not None else out
 
     @classmethod
     def transfer(cls, subjects: list[Any], rows: list[tuple[int, dict[str, Any]]], run_dir: Path, batch_size: int,

@@ -379,3 +379,76 @@ def test_defenses_run_on_detectors_in_the_three_settings(tmp_path: Path) -> None
     assert adaptive["map50_adv"] < 0.6 * clean_defended
     assert adaptive["flipped_rate"] >= 0.9
     assert "blur" in (out / "index.html").read_text()
+
+
+CONTRACT = '''
+import torch
+from torch import nn
+
+from advlab.zoo.detectors import ImageDetector
+from advlab.zoo.detnet import WEIGHTS, fashion_detector
+
+
+class Contract(nn.Module):
+    """A third-party detector that implements the three-method contract itself (here around the lab's)."""
+
+    def __init__(self):
+        super().__init__()
+        net = fashion_detector()
+        net.load_state_dict(torch.load(WEIGHTS, weights_only=True))
+        self.inner = ImageDetector(net.eval(), name="inner", weights="lab", class_names=[str(i) for i in range(11)])
+
+    def proposals(self, x):
+        return self.inner.proposals(x)
+
+    def proposal_logits(self, x, proposals):
+        return self.inner.proposal_logits(x, proposals)
+
+    def detect(self, x):
+        return self.inner.detect(x)
+
+
+def bare():
+    return Contract()
+
+
+def unnamed():
+    c = Contract()
+    c.class_names = None
+    return c
+
+
+def sourced():
+    c = Contract()
+    c.class_names = ["background"] + [f"thing {i}" for i in range(1, 11)]
+    c.weights_source = "the lab's fashion-scenes detector"
+    return c
+'''
+
+
+def test_a_contract_detector_states_its_classes_and_weights_or_is_told_how(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    """Issue 22, section 6: the class count of a detector that implements the contract itself comes from
+    its class_names, --class-names or --num-classes (and must agree); None or nothing is one line, not
+    0 classes or an internal error; --mean/--std are refused; a factory can state its weights' source."""
+    (tmp_path / "third_party.py").write_text(CONTRACT)
+    quick = ["--data", "fashion-scenes:test", "-n", "1", "--task", "detection", "--set", "max_iterations=2",
+             "--target-class", "0"]
+
+    def model(factory: str) -> list[str]:
+        return ["attack", "--method", "dag", "--model", f"{tmp_path / 'third_party.py'}:{factory}", *quick]
+
+    for factory in ("bare", "unnamed"):
+        line = run_error([*model(factory), "--weights", "none"], capsys)
+        assert "does not say how many classes it has" in line and "--num-classes K" in line
+    line = run_error([*model("sourced"), "--num-classes", "5"], capsys)
+    assert "class counts disagree (its class_names 11, --num-classes 5" in line
+    assert "--mean/--std are not used by detectors" in run_error([*model("bare"), "--weights", "none", "--mean", "0.5"],
+                                                                 capsys)
+    assert main([*model("bare"), "--num-classes", "11", "--weights", "none", "--out", str(tmp_path / "told")]) == 0
+    told = json.loads((tmp_path / "told" / "results.json").read_text())
+    assert told["model"]["num_classes"] == 11 and told["attacks"][0]["target_class"] == 0
+    assert main([*model("sourced"), "--out", str(tmp_path / "sourced")]) == 0
+    sourced = json.loads((tmp_path / "sourced" / "results.json").read_text())["model"]
+    assert sourced["weights"] == "the lab's fashion-scenes detector" and sourced["class_names"][1] == "thing 1"
+    assert "may" not in capsys.readouterr().err  # no warning that the weights may be random

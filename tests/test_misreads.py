@@ -86,3 +86,22 @@ def test_an_image_enlarged_more_than_4x_is_said_and_recorded(fashion, tmp_path, 
     assert expected in capsys.readouterr().err
     notes = json.loads((out / "results.json").read_text())["notes"]
     assert len(notes) == 1 and expected in notes[0] and "dot.png, is 1x1" in notes[0] and "more than 4x" in notes[0]
+
+
+def test_grayscale_repeated_into_three_channels_is_said(tmp_path, caplog):
+    """Issue 22, section 2: a channel replication made on the user's behalf is a note (logged once and
+    recorded in results.json with the run's other notes), for tensors and for image files."""
+    model = load_model("mobilenet_v2", "none")  # 3 channels, 224 px
+    torch.save({"x": torch.rand(2, 1, 224, 224)}, tmp_path / "gray.pt")
+    assert load_images(f"tensors:{tmp_path / 'gray.pt'}", model).notes == [
+        f"the 1-channel images of tensors:{tmp_path / 'gray.pt'} are repeated into the model's 3 channels"]
+    (tmp_path / "set" / "0").mkdir(parents=True)
+    Image.fromarray(np.full((256, 256), 128, np.uint8)).save(tmp_path / "set" / "0" / "gray.png")
+    Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(tmp_path / "set" / "0" / "rgb.png")
+    notes = load_images(f"folder:{tmp_path / 'set'}", model).notes
+    assert notes == [f"1 of 2 images of folder:{tmp_path / 'set'} are grayscale (e.g. gray.png) and are repeated "
+                     "into the model's 3 channels"]
+    assert "grayscale" in caplog.text
+    rgb = tmp_path / "rgb.pt"
+    torch.save({"x": torch.rand(2, 3, 224, 224)}, rgb)
+    assert load_images(f"tensors:{rgb}", model).notes == []

@@ -117,6 +117,9 @@ def test_gallery_four_images_per_row(run_dir: Path) -> None:
     assert abs(gray.mean() / 255 - 0.5) < 0.01 and gray.std() < 1e-6
     removed = np.asarray(Image.open(io.BytesIO(base64.b64decode(_uris(hgd, "def-removed")[0]))), dtype=np.float64)
     assert removed.std() > 1.0
+    # each removed-noise panel is amplified to its own max |value|, which its caption gives (issue 22, section 5:
+    # a denoiser that shifts one colour by 0.001 fills its panel with that colour; the caption shows how little)
+    assert re.findall(r"max \|Δ\|: ([^<]*)</figcaption>", hgd)[:3] == ["0.0500", "0.0500", "0"]
     assert all(s.startswith("data:image/png;base64,") for s in re.findall(r'src="([^"]*)"', html))
 
 

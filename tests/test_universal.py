@@ -31,6 +31,7 @@ from advlab.core import registry
 from advlab.core.attack import AttackResult
 from advlab.core.criteria import Targeted, Untargeted
 from advlab.core.errors import AdvlabError
+from advlab.core.images import TensorImages
 from advlab.data.fashion import FASHION_CLASSES
 from advlab.data.sources import load_images
 from advlab.zoo.smallnets import fashion_cnn, train_classifier
@@ -288,3 +289,19 @@ def test_runs_on_the_gpu(fashion):
         v = r.extras["perturbation"]
         assert v.is_cuda and r.x_adv.is_cuda and r.queries.is_cuda and float(v.norm()) <= 3.0 * (1 + 1e-6)
     assert torch.equal(state[0], torch.get_rng_state()) and torch.equal(state[1], torch.cuda.get_rng_state())
+
+
+def test_the_random_control_has_the_norm_of_the_perturbation_found(fashion):
+    """A solver may stop well inside the eps-ball: the paper's control is a random v of the same norm
+    as the v found (here l2 1.3 inside eps 5), not of eps, drawn on the images like any v."""
+    attack = UniversalPerturbation(solver="deepfool", norm="l2", eps=5.0, progress=False)
+    assert attack.control() is None  # no v found yet: no control to match
+    v = torch.zeros(1, 28, 28)
+    assert attack.matched_control(v) is None  # nothing found: nothing to match
+    v[0, :4, :4] = 1.3 / 4  # l2 norm 1.3
+    control = attack.matched_control(v)
+    assert control.solver == "random" and control.eps == pytest.approx(1.3)
+    assert control.matches == {"norm": "l2", "perturbation_norm": pytest.approx(1.3), "eps": 5.0}
+    x, y = fashion.x[:4], fashion.x_label[:4]
+    drawn = control.attack_set(fashion.model, TensorImages(x), Untargeted(y), seed=0, device=torch.device("cpu"))
+    assert float(drawn.extras["perturbation"].norm()) == pytest.approx(1.3, rel=1e-5)

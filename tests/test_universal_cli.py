@@ -47,6 +47,11 @@ def test_uap_from_the_cli_beats_random_noise_on_held_out_data(fashion_weights, t
     results = json.loads((out / "results.json").read_text())
     uap, noise = results["attacks"]
     assert noise["baseline"] and noise["params"]["solver"] == "random"
+    # the control is drawn at the norm of the v found, not at eps, and records both (issue 22, section 7)
+    assert noise["params"]["eps"] == pytest.approx(uap["perturbation_linf"], rel=1e-6)
+    assert noise["perturbation_linf"] == pytest.approx(uap["perturbation_linf"], rel=1e-6)
+    assert noise["control_matches"] == {"norm": "linf", "perturbation_norm": pytest.approx(uap["perturbation_linf"]),
+                                        "eps": pytest.approx(51 / 255)}
     assert uap["eval"]["n"] == N_EVAL and uap["fooling_ratio"] == uap["eval"]["fooling_ratio"]
     assert uap["fooling_ratio"] >= noise["fooling_ratio"] + 0.25, (uap["fooling_ratio"], noise["fooling_ratio"])
     assert uap["fooling_ratio_train"] >= uap["fooling_ratio"] - 0.1

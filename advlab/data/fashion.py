@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from advlab.core.errors import AdvlabError
+from advlab.data.files import channel_notes
 from advlab.data.image_set import ImageSet, first_n
 from advlab.data.scenes import SCENE_CLASSES, compose
 from advlab.data.tensors import match_channels
@@ -28,10 +29,11 @@ def load_fashion_mnist(spec: str, split: str, model: nn.Module, n: int | None) -
     images, labels = _fashion_arrays(split)
     count = len(first_n(range(images.shape[0]), n, spec))
     x = torch.from_numpy(images[:count].copy()).unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28)
+    notes = channel_notes(1, model.in_channels, spec)
     x = match_channels(x, model, spec)
     names = [f"{split}[{i}]" for i in range(count)]
     return ImageSet(x, torch.from_numpy(labels[:count].astype(np.int64)), names, spec, "ground-truth",
-                    FASHION_CLASSES)
+                    FASHION_CLASSES, notes=notes)
 
 
 def _fashion_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:

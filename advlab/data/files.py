@@ -22,25 +22,43 @@ CROP_FRACTION = 0.875  # torchvision's ImageNet convention: resize 256, center-c
 ENLARGED = 4  # image files enlarged more than this many times for the model's input are noted
 
 
-def enlarged(files: list[Path], size: int, spec: str) -> list[str]:
-    """A note when image files are enlarged more than `ENLARGED`x on their way to the model's input
-    (a 1x1 image attacked at 224 px says little about the model): their headers are read, not the pixels."""
-    smallest, count = None, 0
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L"})  # PIL modes of one-channel images
+
+
+def file_notes(files: list[Path], size: int, channels: int, spec: str) -> list[str]:
+    """What decoding the files for the model changes on the user's behalf, one note each (their
+    headers are read, not the pixels): files enlarged more than `ENLARGED`x to its input (a 1x1 image
+    attacked at 224 px says little about the model), and grayscale files repeated into its 3 channels."""
+    smallest, count, gray = None, 0, []
     for path in files:
         try:
             with Image.open(path) as im:
                 width, height = im.size
+                mode = im.mode
         except (OSError, ValueError):  # an unreadable file is named when it is decoded
             continue
         if min(width, height) * ENLARGED < size / CROP_FRACTION:
             count += 1
             smallest = min(smallest or (min(width, height), path.name, width, height),
                            (min(width, height), path.name, width, height))
-    if smallest is None:
-        return []
-    _, name, width, height = smallest
-    return [f"{count} of {len(files)} images of {spec} are enlarged more than {ENLARGED}x to the model's {size} px "
-            f"input (the smallest, {name}, is {width}x{height}); check --data, or --input-size for the model"]
+        if channels == 3 and mode in GRAY_MODES:
+            gray.append(path.name)
+    notes = []
+    if smallest is not None:
+        _, name, width, height = smallest
+        notes.append(f"{count} of {len(files)} images of {spec} are enlarged more than {ENLARGED}x to the model's "
+                     f"{size} px input (the smallest, {name}, is {width}x{height}); check --data, or --input-size for "
+                     "the model")
+    if gray:
+        notes.append(f"{len(gray)} of {len(files)} images of {spec} are grayscale (e.g. {gray[0]}) and are repeated "
+                     "into the model's 3 channels")
+    return notes
+
+
+def channel_notes(channels: int, want: int, spec: str) -> list[str]:
+    """The note for one-channel images repeated into a 3-channel model's input (tensors, Fashion-MNIST)."""
+    return [f"the 1-channel images of {spec} are repeated into the model's 3 channels"] if (channels, want) == (1, 3) \
+        else []
 
 
 def is_image(p: Path) -> bool:

@@ -22,7 +22,7 @@ from torch import nn
 from advlab.core.catalog import Catalog
 from advlab.core.errors import AdvlabError
 from advlab.core.images import FileImages
-from advlab.data.files import decode_files, enlarged, is_image
+from advlab.data.files import decode_files, file_notes, is_image
 from advlab.data.image_set import IMAGE_SUFFIXES, ImageSet, first_n
 
 T = TypeVar("T")
@@ -70,7 +70,7 @@ def load_images(spec: str, model: nn.Module, *, n: int | None = None) -> ImageSe
         raise AdvlabError(f"unknown image source {spec!r}{hint}; use one of: {schemes()}")
     data = DATA.get(scheme).obj(spec, arg, model, n)
     if isinstance(data.images, FileImages) and model.input_size is not None:
-        data.notes += enlarged(data.images.files, model.input_size, spec)
+        data.notes += file_notes(data.images.files, model.input_size, model.in_channels, spec)
     for note in data.notes:
         log.warning(note)
     return data

@@ -13,6 +13,7 @@ from torch import nn
 
 from advlab.core.errors import AdvlabError, first_line
 from advlab.core.images import Images, StoredImages, as_images
+from advlab.data.files import channel_notes
 from advlab.data.image_set import ImageSet, first_n
 
 RANGE_CHECK_BATCH = 256  # images per slice when float values are checked
@@ -25,14 +26,16 @@ def load_tensors(spec: str, file: str, model: nn.Module, n: int | None) -> Image
         raise AdvlabError(f"{spec}: x holds no images; save at least one")
     y = _check_labels(y_raw, len(x), model, spec)
     keep = first_n(list(range(len(x))), n, spec)
+    notes = channel_notes(int(x.shape[1]), model.in_channels, spec)
     x = unit_images(x[:len(keep)], model, spec)
     names = [f"{file}[{i}]" for i in keep]
     if getattr(model, "task", None) == "detection" and "boxes" in data:
         boxes = _boxes(data, len(x_raw), spec)[:len(x)]
-        return ImageSet(x, torch.full((len(x),), -1, dtype=torch.int64), names, spec, "ground-truth", None, boxes)
+        return ImageSet(x, torch.full((len(x),), -1, dtype=torch.int64), names, spec, "ground-truth", None, boxes,
+                        notes)
     if y is None or (y.dim() == 1 and bool((y == -1).all())):
-        return ImageSet(x, torch.full((len(x),), -1, dtype=torch.int64), names, spec, "none")
-    return ImageSet(x, y[:len(x)].clone(), names, spec, "ground-truth")
+        return ImageSet(x, torch.full((len(x),), -1, dtype=torch.int64), names, spec, "none", notes=notes)
+    return ImageSet(x, y[:len(x)].clone(), names, spec, "ground-truth", notes=notes)
 
 
 def _boxes(data: dict, count: int, spec: str) -> list[dict[str, torch.Tensor]]:

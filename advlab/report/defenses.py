@@ -55,6 +55,7 @@ class DefenseCard:
     status_text: str
     adv_l2: str = fmt.MISSING
     removed_l2: str = fmt.MISSING
+    removed_max: str = fmt.MISSING  # max |x_adv - denoised|: the panel is amplified to it (a tiny offset looks full)
     clean_uri: str | None = None
     adv_uri: str | None = None
     denoised_uri: str | None = None
@@ -232,6 +233,7 @@ def build_gallery(run_dir: Path, gallery: Any, view: TaskView) -> tuple[list[Def
     removed = amplified_perturbation(denoised[:k], x_adv[:k])  # x_adv - denoised, gray = nothing removed
     adv_l2 = (x_adv[:k].double() - x[:k].double()).flatten(1).norm(dim=1)
     removed_l2 = (x_adv[:k].double() - denoised[:k].double()).flatten(1).norm(dim=1)
+    removed_max = (x_adv[:k].double() - denoised[:k].double()).flatten(1).abs().amax(dim=1)
     cards = []
     for i in range(k):
         card = gallery_card(rows[i] if i < len(rows) else {}, i, view)
@@ -240,6 +242,7 @@ def build_gallery(run_dir: Path, gallery: Any, view: TaskView) -> tuple[list[Def
         card.denoised_uri = image_uri(denoised[i], MIN_SIDE)
         card.removed_uri = image_uri(removed[i], MIN_SIDE)
         card.adv_l2, card.removed_l2 = fmt.num(float(adv_l2[i])), fmt.num(float(removed_l2[i]))
+        card.removed_max = fmt.num(float(removed_max[i]))
         cards.append(card)
     if rows and len(rows) != n:
         note = f"results.json lists {len(rows)} gallery rows but the gallery file holds {n} images."

@@ -37,19 +37,26 @@ def load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None,
                           "(it is called with no arguments, or num_classes= when it accepts it)") from exc
     if not isinstance(net, nn.Module):
         raise AdvlabError(f"model factory {spec} returned {type(net).__name__}, not a torch.nn.Module")
+    stated = getattr(net, "weights_source", None)  # a factory that loads its own weights may say where from
     if weights and str(weights).lower() != "none":
         _load_weights_file(net, Path(weights))
         label = str(weights)
+    elif weights is None and isinstance(stated, str) and stated.strip():
+        label = stated.strip()
     elif weights is None:
         label = "factory"
         log.warning("--model %s has no --weights: using the weights its factory builds (random unless it loads its "
-                    "own); pass --weights FILE, or --weights none to say the random initialisation is meant", spec)
+                    "own; a factory that does can say so with a weights_source attribute); pass --weights FILE, or "
+                    "--weights none to say the random initialisation is meant", spec)
     else:
         label = "none"
     net.eval()
     classes = read_class_names(class_names_file) if class_names_file else None
     if task == "detection" or (task is None and _is_detector(net)):
-        return _wrap_detector(net, spec, label, classes, input_size)
+        if mean is not None or std is not None:
+            raise AdvlabError(f"--mean/--std are not used by detectors: {spec} normalises its own inputs (a torchvision "
+                              "detector's transform, or the contract object itself); drop them")
+        return _wrap_detector(net, spec, label, classes, input_size, num_classes)
     channels = in_channels(net, input_size)
     n_out, task = _probe_classes(net, channels, input_size or 32, spec, task)
     if num_classes and n_out != num_classes:
@@ -70,21 +77,34 @@ def _is_detector(net: nn.Module) -> bool:
 
 
 def _wrap_detector(net: nn.Module, spec: str, label: str, classes: list[str] | None,
-                   input_size: int | None) -> nn.Module:
+                   input_size: int | None, num_classes: int | None) -> nn.Module:
     """A bring-your-own detector: a torchvision two-stage detector, or an object with the detection
-    contract (advlab.zoo.detectors); a classifier or segmenter given --task detection is one line."""
+    contract (advlab.zoo.detectors); a classifier or segmenter given --task detection is one line. The
+    class count comes from the box predictor, the object's own `class_names`, --class-names or
+    --num-classes, which must agree; a detector that states none of them is one line."""
     from advlab.zoo.detectors import ImageDetector
 
     if not _is_detector(net):
         raise AdvlabError(f"model {spec} is not a detector (no torchvision two-stage detector, no proposals/"
                           "proposal_logits/detect methods); drop --task detection or see advlab/zoo/detectors.py")
-    predictor = getattr(getattr(getattr(net, "roi_heads", None), "box_predictor", None), "cls_score", None)
-    count = predictor.out_features if predictor is not None else len(classes or getattr(net, "class_names", []))
-    if classes is not None and len(classes) != count:
-        raise AdvlabError(f"class-names file has {len(classes)} names but the detector has {count} classes "
-                          "(background included)")
     own = getattr(net, "class_names", None)  # a factory may name its classes (the lab's detector does)
-    if classes is None and isinstance(own, (list, tuple)) and len(own) == count:
+    if own is not None and not (isinstance(own, (list, tuple)) and own and all(isinstance(c, str) for c in own)):
+        raise AdvlabError(f"detector {spec} has class_names = {own!r}; make it a list of class names, background "
+                          "first, or remove it and pass --class-names FILE or --num-classes K")
+    predictor = getattr(getattr(getattr(net, "roi_heads", None), "box_predictor", None), "cls_score", None)
+    counts = {"its box predictor": predictor.out_features if predictor is not None else None,
+              "its class_names": len(own) if own else None, "--class-names": len(classes) if classes else None,
+              "--num-classes": num_classes}
+    given = {source: n for source, n in counts.items() if n is not None}
+    if not given:
+        raise AdvlabError(f"detector {spec} does not say how many classes it has (background included): give it a "
+                          "class_names attribute (background first), or pass --class-names FILE or --num-classes K")
+    if len(set(given.values())) > 1:
+        said = ", ".join(f"{source} {n}" for source, n in given.items())
+        raise AdvlabError(f"detector {spec}: the class counts disagree ({said}, background included); make them "
+                          "agree or drop the flag")
+    count = next(iter(given.values()))
+    if classes is None and own:
         classes = [str(c) for c in own]
     for p in net.parameters():
         p.requires_grad_(False)

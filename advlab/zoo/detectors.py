@@ -10,7 +10,16 @@ The contract (what DAG on detection needs, Xie et al., ICCV 2017):
 - `detect(x)`: the usual post-processed detections, per image {boxes (D, 4), labels (D,), scores (D,)};
 - optionally `score_threshold`: the score at which it calls a detection (default 0.5): unlabeled
   data's reference boxes are the clean detections above it, and rows report the objects still found
-  at it and at half of it.
+  at it and at half of it;
+- optionally `class_names`: a list of class names, background (class 0) first; its length is the
+  class count. Without it, pass `--class-names FILE` or `--num-classes K` (K with background); every
+  count given (and a torchvision detector's box predictor) must agree, and a detector that states
+  none is refused before the run starts;
+- optionally `weights_source`: where a factory that loads its own weights got them (e.g.
+  "facenet-pytorch vggface2"), recorded as the model's `weights` instead of a warning that they may
+  be random.
+
+Detectors normalise their own inputs, so `--mean`/`--std` are refused for them.
 
 `ImageDetector` implements it for any torchvision `GeneralizedRCNN` (backbone -> RoI pooling -> box
 head on the given proposals; box regression is not attacked). A bring-your-own factory may return
