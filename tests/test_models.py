@@ -90,3 +90,27 @@ def test_custom_module_path_form(tmp_path, monkeypatch):
     assert model.num_classes == 3
     sys.modules.pop("mypkg.nets", None)
     sys.modules.pop("mypkg", None)
+
+
+def test_the_lab_nets_come_by_name_with_their_data_conventions(tmp_path):
+    """`--model fashion_segnet` is the same model as its factory path with the shipped weights, mean and
+    std; the classifiers, which ship no weights, say how to make them; a wrong --task is one line."""
+    from advlab.data.sources import load_images
+    from advlab.zoo.segnet import MEAN, STD, WEIGHTS
+
+    named = load_model("fashion_segnet")
+    by_path = load_model("advlab.zoo.segnet:fashion_segnet", str(WEIGHTS), mean=[MEAN], std=[STD],
+                         task="segmentation")
+    x = load_images("fashion-scenes:test", named, n=4).x
+    with torch.no_grad():
+        assert torch.equal(named(x), by_path(x))
+    assert named.name == "fashion_segnet" and named.class_names[0] == "background" and named.task == "segmentation"
+    detector = load_model("fashion_detector")
+    assert detector.task == "detection" and detector.num_classes == 11 and detector.class_names[1] == "T-shirt/top"
+    with pytest.raises(AdvlabError, match=r"fashion_cnn ships no weights: train them with `python -m advlab.cli."
+                                          r"lab_nets classifier --arch fashion_cnn --out FILE`"):
+        load_model("fashion_cnn")
+    cnn = load_model("fashion_cnn", "none")
+    assert (cnn.input_size, cnn.in_channels, cnn.class_names[9]) == (28, 1, "Ankle boot")
+    with pytest.raises(AdvlabError, match="fashion_segnet is a segmentation model, not a detection model"):
+        load_model("fashion_segnet", task="detection")

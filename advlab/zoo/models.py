@@ -92,6 +92,21 @@ def _mtcnn(name: str, weights: str | None, *, input_size: int | None, **options:
     return load_mtcnn(input_size)
 
 
+def _lab_names() -> tuple[str, ...]:
+    from advlab.zoo.lab_nets import LAB_NETS
+
+    return tuple(LAB_NETS)
+
+
+@model_source("lab", claims=lambda name: name in _lab_names(), task=None,
+              usage="fashion_segnet, fashion_detector (weights shipped); fashion_cnn, fashion_mlp with --weights FILE")
+def _lab_net(name: str, weights: str | None, **options: Any) -> nn.Module:
+    """The lab's own nets by name, with the normalisation, input size and classes of their data."""
+    from advlab.zoo.lab_nets import load_lab_net
+
+    return load_lab_net(name, weights, **options)
+
+
 def _segmentation_names() -> tuple[str, ...]:
     from advlab.zoo.segmenters import SEGMENTATION_MODELS
 
