@@ -68,7 +68,7 @@ def test_a_swapped_default_model_is_said_and_recorded(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "does not attack classifiers, so the model is the lab's segmentation model" in err
     notes = json.loads((out / "results.json").read_text())["notes"]
-    assert len(notes) == 1 and "advlab.zoo.segnet:fashion_segnet" in notes[0]
+    assert len(notes) == 1 and "model fashion_segnet on fashion-scenes:test" in notes[0]
     asked = tmp_path / "asked"
     assert main(["attack", "--method", "dag", "--task", "segmentation", "-n", "2", "--set", "max_iterations=3",
                  "--out", str(asked)]) == 0

@@ -23,17 +23,12 @@ DETECTION_DEFAULT_N = 16  # scenes in the embedded detection default
 
 def segmentation_default_model() -> ModelSpec:
     """The lab's own segmenter (advlab.zoo.segnet), trained on fashion-scenes; its weights ship with advlab."""
-    from advlab.zoo.segnet import MEAN, STD, WEIGHTS
-
-    return ModelSpec(name="advlab.zoo.segnet:fashion_segnet", weights=str(WEIGHTS), mean=[MEAN], std=[STD],
-                     task="segmentation")
+    return ModelSpec(name="fashion_segnet", weights="DEFAULT", task="segmentation")
 
 
 def detection_default_model() -> ModelSpec:
     """The lab's own detector (advlab.zoo.detnet), trained on fashion-scenes; its weights ship with advlab."""
-    from advlab.zoo.detnet import WEIGHTS
-
-    return ModelSpec(name="advlab.zoo.detnet:fashion_detector", weights=str(WEIGHTS), task="detection")
+    return ModelSpec(name="fashion_detector", weights="DEFAULT", task="detection")
 
 
 EMBEDDED_DEFAULTS = {"segmentation": (segmentation_default_model, SEGMENTATION_DEFAULT_N),
@@ -163,8 +158,12 @@ def _model_and_data(cfg: RunConfig, args: argparse.Namespace, tasks: frozenset[s
             cfg.notes.append(note)
             log.warning(note)
     if args.model:
+        from advlab.zoo.lab_nets import LAB_NETS  # heavy (torchvision's detection models): after parsing
+
         cfg.model.name = args.model
         cfg.model.weights = default_weights(args.model)
+        if args.model in LAB_NETS and not args.data:  # a lab net's own held-out data
+            cfg.data.source = LAB_NETS[args.model].data
     if args.task:
         cfg.model.task = args.task
     for key in ("weights", "mean", "std", "input_size", "num_classes", "class_names"):

@@ -26,15 +26,18 @@ class LabNet:
     input_size: int | None = None  # None: images are taken at their own size
     shipped: Path | None = None  # weights that come with advlab
     train: str = ""  # how to make weights
+    data: str = "fashion-scenes:test"  # the held-out data it was trained for: --data when none is given
 
 
 LAB_NETS = {
     "fashion_cnn": LabNet("advlab.zoo.smallnets:fashion_cnn", "classification", FASHION_CLASSES,
                           (smallnets.FASHION_MEAN,), (smallnets.FASHION_STD,), 28,
-                          train="python -m advlab.cli.lab_nets classifier --arch fashion_cnn --out FILE"),
+                          train="python -m advlab.cli.lab_nets classifier --arch fashion_cnn --out FILE",
+                          data="fashion-mnist:test"),
     "fashion_mlp": LabNet("advlab.zoo.smallnets:fashion_mlp", "classification", FASHION_CLASSES,
                           (smallnets.FASHION_MEAN,), (smallnets.FASHION_STD,), 28,
-                          train="python -m advlab.cli.lab_nets classifier --arch fashion_mlp --out FILE"),
+                          train="python -m advlab.cli.lab_nets classifier --arch fashion_mlp --out FILE",
+                          data="fashion-mnist:test"),
     "fashion_segnet": LabNet("advlab.zoo.segnet:fashion_segnet", "segmentation", SCENE_CLASSES, (segnet.MEAN,),
                              (segnet.STD,), shipped=segnet.WEIGHTS),
     "fashion_detector": LabNet("advlab.zoo.detnet:fashion_detector", "detection", SCENE_CLASSES,
