@@ -7,12 +7,24 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _screenshot(page: Path, shot: Path, height: int) -> np.ndarray:
+    """(height, 1400, 3) pixels of the page in headless Chromium, which must load it without console errors."""
+    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--enable-logging=stderr", "--v=0", f"--window-size=1400,{height}", f"--screenshot={shot}",
+                           page.resolve().as_uri()], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Failed to load" in line]
+    assert console == [], console
+    return np.asarray(Image.open(shot).convert("RGB"))
 
 
 def _near(pixels: np.ndarray, rgb: tuple[int, int, int], tolerance: int = 6) -> int:
@@ -23,15 +35,7 @@ def _near(pixels: np.ndarray, rgb: tuple[int, int, int], tolerance: int = 6) -> 
                     "where it can)")
 def test_the_report_renders_in_headless_chromium(matrix_run, tmp_path):
     run, _ = matrix_run
-    shot = tmp_path / "report.png"
-    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           "--enable-logging=stderr", "--v=0", "--window-size=1400,2600", f"--screenshot={shot}",
-                           (run / "index.html").resolve().as_uri()], capture_output=True, text=True, timeout=120,
-                          check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Failed to load" in line]
-    assert console == [], console
-    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    pixels = _screenshot(run / "index.html", tmp_path / "report.png", 2600)
     assert pixels.shape[:2] == (2600, 1400)
     assert _near(pixels, (253, 236, 234)) > 5000  # the warnings box (#fdecea)
     assert _near(pixels, (255, 120, 160), 30) > 2000  # red matrix cells (accuracy near 0)
@@ -53,11 +57,5 @@ def test_a_detection_report_says_what_the_attack_did(tmp_path):
     control = html[html.index('id="attack-1"'):]  # the permuted control leaves the targets: grey, not red
     assert 'class="card failed"' not in control and control.count('<span class="badge kept">targets not flipped') == 4
     assert "mAP@0.5 clean → adv." in html and "targets flipped" in html and "top-1" not in html
-    shot = tmp_path / "det.png"
-    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           "--enable-logging=stderr", "--v=0", "--window-size=1400,2400", f"--screenshot={shot}",
-                           (run / "index.html").resolve().as_uri()], capture_output=True, text=True, timeout=120,
-                          check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    pixels = _screenshot(run / "index.html", tmp_path / "det.png", 2400)
     assert _near(pixels, (30, 122, 70), 8) > 400  # the four green "targets flipped" badges (#1e7a46)

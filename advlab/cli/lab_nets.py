@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from advlab.data.image_set import ImageSet
 from advlab.data.scenes import SCENE_CLASSES
 from advlab.data.sources import load_images
 from advlab.tasks import get_task
@@ -43,15 +45,8 @@ def segmenter(args: argparse.Namespace) -> None:
     net = segnet.fashion_segnet()
     model = ImageSegmenter(net, name="advlab.zoo.segnet:fashion_segnet", weights="training", mean=(segnet.MEAN,),
                            std=(segnet.STD,), input_size=None, class_names=SCENE_CLASSES, in_channels=3)
-    train = load_images("fashion-scenes:train", model, n=args.n)
-    start = time.perf_counter()
-    segnet.train_segnet(net, train.x, train.y, epochs=args.epochs, seed=args.seed)
-    test = load_images("fashion-scenes:test", model, n=500)
-    task = get_task("segmentation")
-    miou = task.score(task.predict(model.eval(), test.x, 64, torch.device("cpu")), test.y)
-    _save(net, args.out)
-    print(f"trained in {time.perf_counter() - start:.0f} s; held-out mIoU on 500 test scenes {miou:.4f}; "
-          f"saved {args.out}")
+    _train_on_scenes(args, net, model, "segmentation", "mIoU", lambda train: segnet.train_segnet(
+        net, train.x, train.y, epochs=args.epochs, seed=args.seed))
 
 
 def detector(args: argparse.Namespace) -> None:
@@ -59,15 +54,23 @@ def detector(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     net = detnet.fashion_detector()
     model = ImageDetector(net, name="advlab.zoo.detnet:fashion_detector", weights="training", class_names=SCENE_CLASSES)
-    train = load_images("fashion-scenes:train", model, n=args.n)
+    _train_on_scenes(args, net, model, "detection", "mAP@0.5", lambda train: detnet.train_detector(
+        net, train.x, [t["boxes"] for t in train.boxes], [t["labels"] for t in train.boxes], epochs=args.epochs,
+        seed=args.seed))
+
+
+def _train_on_scenes(args: argparse.Namespace, net: torch.nn.Module, model: torch.nn.Module, task_name: str,
+                     score_name: str, train: Callable[[ImageSet], object]) -> None:
+    """Train a scene model on `-n` fashion-scenes:train canvases, score it with its task on 500 test
+    scenes, save its state_dict to --out."""
     start = time.perf_counter()
-    detnet.train_detector(net, train.x, [t["boxes"] for t in train.boxes], [t["labels"] for t in train.boxes],
-                          epochs=args.epochs, seed=args.seed)
+    train(load_images("fashion-scenes:train", model, n=args.n))
     test = load_images("fashion-scenes:test", model, n=500)
-    task = get_task("detection")
-    score = task.score(task.predict(model.eval(), test.x, 64, torch.device("cpu")), test.boxes)
+    task = get_task(task_name)
+    predictions = task.predict(model.eval(), test.x, 64, torch.device("cpu"))
+    score = task.score(predictions, task.reference(test, predictions))  # against the scenes' masks or boxes
     _save(net, args.out)
-    print(f"trained in {time.perf_counter() - start:.0f} s; held-out mAP@0.5 on 500 test scenes {score:.4f}; "
+    print(f"trained in {time.perf_counter() - start:.0f} s; held-out {score_name} on 500 test scenes {score:.4f}; "
           f"saved {args.out}")
 
 

@@ -66,7 +66,6 @@ def load_coco(spec: str, arg: str, model: nn.Module, n: int | None) -> ImageSet:
 def load_voc_boxes(spec: str, arg: str, model: nn.Module, n: int | None) -> ImageSet:
     from torchvision.datasets import VOCDetection
 
-
     root, year, split = voc_parts(spec, arg, "2007", "test")
     try:
         dataset = VOCDetection(str(Path(root).expanduser()), year=year, image_set=split, download=False)

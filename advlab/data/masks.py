@@ -52,7 +52,6 @@ def load_voc(spec: str, arg: str, model: nn.Module, n: int | None) -> ImageSet:
     """PASCAL VOC segmentation (Everingham et al., IJCV 2010) from a local root; never downloads."""
     from torchvision.datasets import VOCSegmentation
 
-
     root, year, split = voc_parts(spec, arg, "2012", "val")
     try:
         dataset = VOCSegmentation(str(Path(root).expanduser()), year=year, image_set=split, download=False)

@@ -74,7 +74,7 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
         "accuracy_without_defense": {}, "accuracy_after_defense": {},
     }
     adaptive_rows: list[dict[str, Any]] = []
-    gallery: list[tuple[str, Outcome, Any, torch.Tensor]] = []
+    gallery: list[tuple[str, Outcome, Any, torch.Tensor, torch.Tensor | None]] = []
     bare_right = task.correct(subject.clean, labels)  # (N,) or None: the gallery shows images an attack turned
     clean_correct = task.correct(clean, labels) if ledger is not None else None
     columns = {s: Column(context.model, defense_label(defense), s) for s in (NON_ADAPTIVE, ADAPTIVE)}
@@ -85,13 +85,14 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
     for i, (key, tag, attack_spec, attack, outcome) in enumerate(bare):
         threat = get_attack(attack_spec.method).threat
         after = task.predict(defended, outcome.x_adv, cfg.batch_size, device)
+        after_right = task.correct(after, labels)  # (N,) right after the defense, or None without a verdict
         if clean_correct is not None:
-            ledger.record(columns[NON_ADAPTIVE], names[i], entry(task.correct(after, labels), outcome.dist,
+            ledger.record(columns[NON_ADAPTIVE], names[i], entry(after_right, outcome.dist,
                                                                   attack_spec, attack, threat))
         row["accuracy_without_defense"][key] = task.score(outcome.adv, labels)
         row["accuracy_after_defense"][key] = task.score(after, labels)
         turned = outcome.won if bare_right is None else bare_right & ~task.correct(outcome.adv, labels)
-        gallery.append((key, outcome, after, turned))
+        gallery.append((key, outcome, after, turned, after_right))
         if spec.adaptive:
             adaptive_outcome = attack_row(f"{tag}-d{index}", attack_spec, attack, defended_subject, cfg, device,
                                           arrays, adaptive_context)
@@ -109,14 +110,15 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
 
 
 def _gallery(index: int, defended: Defended, subject: Subject,
-             per_attack: list[tuple[str, Outcome, Any, torch.Tensor]], device: torch.device,
+             per_attack: list[tuple[str, Outcome, Any, torch.Tensor, torch.Tensor | None]], device: torch.device,
              arrays: Path) -> dict[str, Any]:
     """A few images per attack that the attack turned from right to wrong on the bare model (by the
     task's verdict; where it has none, those the attack fooled): clean, adversarial, and the defense's
-    output (the report shows the removed noise x_adv - x'), with the task's words for each."""
+    output (the report shows the removed noise x_adv - x'), with the task's words for each and
+    `restored`: right again after the defense, by the task's verdict."""
     rows: list[dict[str, Any]] = []
     x, x_adv, purified = [], [], []
-    for key, outcome, after, turned in per_attack:
+    for key, outcome, after, turned, after_right in per_attack:
         pick = turned.nonzero().squeeze(1)[:GALLERY_PER_ATTACK]
         if pick.numel() == 0:
             continue
@@ -126,7 +128,9 @@ def _gallery(index: int, defended: Defended, subject: Subject,
         x_adv.append(outcome.x_adv[pick])
         purified.append(out)
         records = subject.task.defense_records(subject, pick, outcome.adv, after)
-        rows += [{"attack": key, "name": subject.data.names[j], **record} for j, record in zip(pick.tolist(), records)]
+        rows += [{"attack": key, "name": subject.data.names[j], **record,
+                  **({} if after_right is None else {"restored": bool(after_right[j])})}
+                 for j, record in zip(pick.tolist(), records)]
     if not rows:
         return {"file": None, "rows": []}
     arrays.mkdir(parents=True, exist_ok=True)

@@ -102,8 +102,9 @@ def _unbounded_accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
     right = task.correct(task.predict(model, x, len(x), x.device), reference)  # (N,) on the CPU
     if right is None or not bool(right.any()):
         return None
-    keep = right.nonzero().squeeze(1)
-    result = entry.cls(**entry.cls.probe_settings)(model, x[keep.to(x.device)], Untargeted(labels[keep.to(x.device)]))
+    keep = right.nonzero().squeeze(1)  # on the CPU, as the task's verdicts are
+    here = keep.to(x.device)
+    result = entry.cls(**entry.cls.probe_settings)(model, x[here], Untargeted(labels[here]))
     after = task.correct(task.predict(model, result.x_adv, len(keep), x.device), reference[keep])
     return float(after.float().mean())
 

@@ -107,10 +107,8 @@ class Task(abc.ABC):
 
     def defense_records(self, subject: "Subject", index: torch.Tensor, adv: Any, after: Any) -> list[dict[str, Any]]:
         """The defense gallery's words for images `index` (k,): what the clean, adversarial (`adv`) and
-        defended (`after`) predictions say, each task in its own keys, and `restored`: whether the
-        image is right again after the defense by the task's verdict (`correct`; absent without one)."""
-        right = self.correct(after, subject.labels)
-        return [{} if right is None else {"restored": bool(right[j])} for j in index.tolist()]
+        defended (`after`) predictions say, each task in its own keys (nothing here)."""
+        return [{} for _ in index.tolist()]
 
     def arrays(self, subject: "Subject", adv: Any) -> dict[str, torch.Tensor]:
         """Tensors the report needs besides x and x_adv (e.g. label maps), saved in the row's arrays file."""

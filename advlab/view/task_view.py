@@ -44,6 +44,11 @@ def success_rate(row: dict[str, Any]) -> str:
     return fmt.pct(row.get("success_rate"))
 
 
+def before_after(clean: str, adv: str) -> Callable[[dict[str, Any]], str]:
+    """A cell '55.8% → 9.4%' from a row's clean and adversarial values of one score."""
+    return lambda row: f"{fmt.pct(row.get(clean))} → {fmt.pct(row.get(adv))}"
+
+
 class TaskView:
     """The report's view of rows of a task that brings no view of its own."""
 

@@ -136,12 +136,12 @@ class Classification(Task):
                         after: Predictions) -> list[dict[str, Any]]:
         """Label, clean, adversarial and denoised top-1 classes with their names."""
         names, out = subject.model.class_names, []
-        for j, record in zip(index.tolist(), super().defense_records(subject, index, adv, after)):
+        for j in index.tolist():
             label, clean, fooled, denoised = (int(subject.labels[j]), int(subject.clean.label[j]), int(adv.label[j]),
                                               int(after.label[j]))
             out.append({"label": label, "label_name": names[label], "clean_pred_name": names[clean],
                         "adv_pred_name": names[fooled], "denoised_pred": denoised,
-                        "denoised_pred_name": names[denoised], **record})
+                        "denoised_pred_name": names[denoised]})
         return out
 
     def samples(self, subject: Subject, plan: Plan, adv: Predictions, success: torch.Tensor,

@@ -284,9 +284,8 @@ class Detection(Task):
         reference = [subject.labels[j] for j in picked]
         found = [found_per_image([p.detections[j] for j in picked], reference, p.threshold)
                  for p in (subject.clean, adv, after)]
-        return [{"objects": int(total), "found_clean": int(c), "found_adv": int(a), "found_denoised": int(d), **record}
-                for total, c, a, d, record in zip(found[0][1], found[0][0], found[1][0], found[2][0],
-                                                  super().defense_records(subject, index, adv, after))]
+        return [{"objects": int(total), "found_clean": int(c), "found_adv": int(a), "found_denoised": int(d)}
+                for total, c, a, d in zip(found[0][1], found[0][0], found[1][0], found[2][0])]
 
     def arrays(self, subject: Subject, adv: DetPredictions) -> dict[str, torch.Tensor]:
         """What the report draws: reference boxes and the most confident clean and adversarial

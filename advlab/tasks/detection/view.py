@@ -11,11 +11,7 @@ import torch
 from advlab.view import fmt
 from advlab.view.cards import Gallery
 from advlab.view.images import boxes_image, image_uri, palette
-from advlab.view.task_view import Column, Plot, TaskView, active_plot, css, dense_distance, success_rate
-
-
-def _before_after(row: dict[str, Any], clean: str, adv: str) -> str:
-    return f"{fmt.pct(row.get(clean))} → {fmt.pct(row.get(adv))}"
+from advlab.view.task_view import Column, Plot, TaskView, active_plot, before_after, css, dense_distance, success_rate
 
 
 def _found(row: dict[str, Any]) -> str:
@@ -31,8 +27,8 @@ class DetectionView(TaskView):
     score_label = "mAP@0.5"
     columns: ClassVar[tuple[Column, ...]] = (
         Column("success rate", success_rate, "images with 99% of their targets flipped (the reference code's test)"),
-        Column("mAP@0.5 clean → adv.", lambda r: _before_after(r, "map50_clean", "map50_adv")),
-        Column("COCO mAP clean → adv.", lambda r: _before_after(r, "map_clean", "map_adv"),
+        Column("mAP@0.5 clean → adv.", before_after("map50_clean", "map50_adv")),
+        Column("COCO mAP clean → adv.", before_after("map_clean", "map_adv"),
                "mAP averaged over IoU 0.5:0.95"),
         Column("targets flipped", lambda r: fmt.pct(r.get("flipped_rate")),
                "share of the target proposals no longer predicted as their reference class"),

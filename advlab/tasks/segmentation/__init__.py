@@ -231,8 +231,7 @@ class Segmentation(Task):
         """Pixel accuracy of the image clean, adversarial and after the defense."""
         reference = subject.labels[index]  # (k, H, W)
         shares = [_pixel_shares(p.label[index], reference).tolist() for p in (subject.clean, adv, after)]
-        return [{"pixel_acc_clean": c, "pixel_acc_adv": a, "pixel_acc_denoised": d, **record}
-                for c, a, d, record in zip(*shares, super().defense_records(subject, index, adv, after))]
+        return [{"pixel_acc_clean": c, "pixel_acc_adv": a, "pixel_acc_denoised": d} for c, a, d in zip(*shares)]
 
     def arrays(self, subject: "Subject", adv: SegPredictions) -> dict[str, torch.Tensor]:
         """The label maps the report draws: reference, clean and adversarial prediction, (N, H, W) uint8."""

@@ -10,11 +10,7 @@ import torch
 from advlab.view import fmt
 from advlab.view.cards import Gallery
 from advlab.view.images import image_uri, mask_image, palette
-from advlab.view.task_view import Column, Plot, TaskView, active_plot, css, dense_distance, success_rate
-
-
-def _before_after(row: dict[str, Any], clean: str, adv: str) -> str:
-    return f"{fmt.pct(row.get(clean))} → {fmt.pct(row.get(adv))}"
+from advlab.view.task_view import Column, Plot, TaskView, active_plot, before_after, css, dense_distance, success_rate
 
 
 class SegmentationView(TaskView):
@@ -22,8 +18,8 @@ class SegmentationView(TaskView):
     score_label = "mIoU"
     columns: ClassVar[tuple[Column, ...]] = (
         Column("success rate", success_rate, "images whose target pixels were reached (the reference code's test)"),
-        Column("mIoU clean → adv.", lambda r: _before_after(r, "miou_clean", "miou_adv")),
-        Column("pixel acc. clean → adv.", lambda r: _before_after(r, "pixel_acc_clean", "pixel_acc_adv")),
+        Column("mIoU clean → adv.", before_after("miou_clean", "miou_adv")),
+        Column("pixel acc. clean → adv.", before_after("pixel_acc_clean", "pixel_acc_adv")),
         Column("target hit rate", lambda r: fmt.pct(r.get("target_hit_rate"))),
         Column("changed pixels hit", lambda r: fmt.pct(r.get("changed_hit_rate")),
                "over the pixels whose target differs from the reference"),
