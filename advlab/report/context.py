@@ -50,7 +50,7 @@ def header(results: dict[str, Any]) -> list[tuple[str, str]]:
     held_out = fmt.as_dict(data.get("eval"))
     model_extra = fmt.joined(
         model.get("task"),
-        f"{model['num_classes']} classes" if model.get("num_classes") is not None else None,
+        f"{model['num_classes']} {view_for(model).class_noun}" if model.get("num_classes") is not None else None,
         f"input {model['input_size']}" if model.get("input_size") is not None else None,
         sep=", ",
     )

@@ -117,6 +117,7 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
         "starting_image": spec.starting_image, "params": attack.params(),
         f"clean_{task.score_name}": task.score(subject.clean, subject.labels),
         **task.metrics(subject, plan, adv, success, queries, dist),
+        "queries_total": int(queries.sum()),  # 0 where not attacked
         "wall_s": run.wall_s, "chunk_ranks": run.ranks,  # which torchrun rank computed each chunk
     }
     row["model_images_per_s"] = row["queries_total"] / run.wall_s if run.wall_s > 0 else None

@@ -267,9 +267,8 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
 
 def _add_row(results: dict[str, Any], row: dict[str, Any], subject: Subject) -> None:
     results["attacks"].append(row)
-    log.info("%s on %s (%s): success %s, %s %s, median L2 %s, %.1f s", row["method"], subject.model.name,
-             row["setting"], row.get("success_rate"), subject.task.score_name, row.get(subject.task.score_name),
-             row.get("median_l2"), row["wall_s"])
+    log.info("%s on %s (%s): success %s, %s %s, %.1f s", row["method"], subject.model.name, row["setting"],
+             row.get("success_rate"), subject.task.score_name, row.get(subject.task.score_name), row["wall_s"])
 
 
 def _subject(spec: ModelSpec, cfg: RunConfig, device: torch.device, autocast: torch.dtype | None) -> Subject:

@@ -129,7 +129,6 @@ class Classification(Task):
             "median_linf": median(dist["linf"][won]),
             "median_mse": median(dist["mse"][won]),
             "queries_median": median(queries[attacked].float()),
-            "queries_total": int(queries[attacked].sum()),
         }
 
     def defense_records(self, subject: Subject, index: torch.Tensor, adv: Predictions,

@@ -259,7 +259,6 @@ class Detection(Task):
             "median_linf": median(dist["linf"][attacked]),
             "median_mse": median(dist["mse"][attacked]),
             "queries_median": median(queries[attacked].float()),
-            "queries_total": int(queries[attacked].sum()),
         }
 
     def samples(self, subject: Subject, plan: Plan, adv: DetPredictions, success: torch.Tensor,

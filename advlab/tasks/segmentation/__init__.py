@@ -223,7 +223,6 @@ class Segmentation(Task):
             "median_linf": median(dist["linf"][attacked]),  # and few reach the strict 99% success
             "median_mse": median(dist["mse"][attacked]),
             "queries_median": median(queries[attacked].float()),
-            "queries_total": int(queries[attacked].sum()),
         }
 
     def defense_records(self, subject: "Subject", index: torch.Tensor, adv: SegPredictions,
