@@ -102,7 +102,7 @@ class _State:
         return _State(**{name: getattr(self, name)[keep] for name in self.__dataclass_fields__})
 
 
-@register_attack("boundary", threat="decision", tasks={"classification"})
+@register_attack("boundary", threat="decision", tasks={"classification"}, default=True)
 class BoundaryAttack(Attack):
     """Boundary Attack (Brendel et al., ICLR 2018): decision-based, minimises L2 from an adversarial start."""
 

@@ -27,9 +27,9 @@ from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from advlab.core.checks import check_bool, is_real, positive_int
 from advlab.core.defense import Defense
-from advlab.core.registry import register_defense
+from advlab.core.registry import ANY_TASK, register_defense
 
-TASKS = {"classification", "segmentation", "detection"}
+TASKS = {ANY_TASK}  # a transformation of the input image serves every task
 
 
 def _int_in(name: str, value: int, low: int, high: int) -> int:

@@ -66,7 +66,7 @@ def test_a_swapped_default_model_is_said_and_recorded(tmp_path, capsys):
     out = tmp_path / "dag"
     assert main(["attack", "--method", "dag", "-n", "2", "--set", "max_iterations=3", "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "does not attack classifiers, so the model is the lab's segmentation model" in err
+    assert "does not attack classification models, so the model is the lab's segmentation model" in err
     notes = json.loads((out / "results.json").read_text())["notes"]
     assert len(notes) == 1 and "model fashion_segnet on fashion-scenes:test" in notes[0]
     asked = tmp_path / "asked"

@@ -47,7 +47,8 @@ def test_registered_for_every_task():
     for name, cls in CLASSES.items():
         info = registry.get_defense(name)
         assert info.cls is cls and listed[name] is info and cls.name == name
-        assert info.tasks == {"classification", "segmentation", "detection"} and info.summary
+        assert info.tasks == {registry.ANY_TASK} and info.summary  # an input transformation serves every task
+        assert all(info.supports(task) for task in ("classification", "segmentation", "detection", "a-plugin-task"))
     assert [n for n in CLASSES if not CLASSES[n].differentiable] == ["jpeg", "bit-depth"]
 
 

@@ -17,24 +17,6 @@ from advlab.core.threat import parse_threat, unique
 
 log = logging.getLogger("advlab")
 
-SEGMENTATION_DEFAULT_N = 16  # scenes in the embedded segmentation default (a few minutes of DAG on 2 CPU cores)
-DETECTION_DEFAULT_N = 16  # scenes in the embedded detection default
-
-
-def segmentation_default_model() -> ModelSpec:
-    """The lab's own segmenter (advlab.zoo.segnet), trained on fashion-scenes; its weights ship with advlab."""
-    return ModelSpec(name="fashion_segnet", weights="DEFAULT", task="segmentation")
-
-
-def detection_default_model() -> ModelSpec:
-    """The lab's own detector (advlab.zoo.detnet), trained on fashion-scenes; its weights ship with advlab."""
-    return ModelSpec(name="fashion_detector", weights="DEFAULT", task="detection")
-
-
-EMBEDDED_DEFAULTS = {"segmentation": (segmentation_default_model, SEGMENTATION_DEFAULT_N),
-                     "detection": (detection_default_model, DETECTION_DEFAULT_N)}
-
-
 # CLI flags that become attack settings when given (dest -> setting name).
 ATTACK_FLAGS = {"steps": "steps", "max_queries": "max_queries", "target_l2": "target_l2",
                 "candidates": "candidates", "backend": "backend", "eps": "eps", "norm": "norm", "solver": "solver",
@@ -78,7 +60,9 @@ def config_from_defend_args(args: argparse.Namespace) -> RunConfig:
         if not args.checkpoint:
             raise AdvlabError("--hgd needs --checkpoint FILE (an HGD trained with `advlab defend --hgd --train`), "
                               "or --train to train one")
-        cfg.defenses.append(DefenseSpec("hgd", adaptive, {"checkpoint": args.checkpoint}))
+        from advlab.defenses.hgd import HGD  # --hgd: the CLI's shortcut for the HGD plugin (its documented command)
+
+        cfg.defenses.append(DefenseSpec(HGD.name, adaptive, {"checkpoint": args.checkpoint}))
     elif args.checkpoint:
         raise AdvlabError("--checkpoint is for the HGD defense; add --hgd")
     cfg.defenses += [DefenseSpec(name, adaptive, settings) for name, settings in parse_defenses(args.defense)]
@@ -143,18 +127,27 @@ def same_command_into(argv: Sequence[str], out: Path) -> str:
 
 
 def _model_and_data(cfg: RunConfig, args: argparse.Namespace, tasks: frozenset[str] = frozenset()) -> None:
-    """Model and data from the flags. Without --model, a segmentation or detection run (--task, or an
-    attack that does not support classification: segmentation) gets the lab's embedded default for
-    that task on fashion-scenes."""
-    task = args.task or ("segmentation" if tasks and "classification" not in tasks else None)
-    if not args.model and task in EMBEDDED_DEFAULTS:
-        model, n = EMBEDDED_DEFAULTS[task]
-        cfg.model = model()
-        cfg.data.source, cfg.data.n = "fashion-scenes:test", n
+    """Model and data from the flags. Without --model, a run of a task with a default run of its own
+    (--task, or an attack that does not support the first task of the catalog: the first task it
+    supports) gets that task's model and data (`Task.default_run`)."""
+    from advlab.core.registry import ANY_TASK
+    from advlab.tasks import TASKS, get_task
+
+    if args.task is not None:
+        get_task(args.task)  # an unknown task is one line naming the known ones
+    order = [e.name for e in TASKS.in_order()]
+    runs = [t for t in order if t in tasks or ANY_TASK in tasks] if tasks else order  # what the attack runs on
+    task = args.task or (runs[0] if runs and runs[0] != order[0] else None)
+    default = get_task(task).default_run if task is not None else None
+    if not args.model and default is not None:
+        cfg.model = ModelSpec(name=default.model, weights=default.weights, task=task)
+        cfg.data.source, cfg.data.n = default.data, default.n
         if not args.task:  # the default model swapped without being asked: say so, once, and record it
-            note = (f"--method {args.method} does not attack classifiers, so the model is the lab's {task} model "
-                    f"{cfg.model.name}{'' if args.data else ' on fashion-scenes:test'}; add --task detection for "
-                    "the lab's detector, or --model and --data for your own")
+            others = [t for t in runs if t != task]
+            note = (f"--method {args.method} does not attack {order[0]} models, so the model is the lab's {task} "
+                    f"model {cfg.model.name}{'' if args.data else ' on ' + default.data}; "
+                    + "".join(f"add --task {t} for the lab's {t} model, " for t in others)
+                    + "or --model and --data for your own")
             cfg.notes.append(note)
             log.warning(note)
     if args.model:

@@ -45,7 +45,7 @@ def segmenter(args: argparse.Namespace) -> None:
     net = segnet.fashion_segnet()
     model = ImageSegmenter(net, name="advlab.zoo.segnet:fashion_segnet", weights="training", mean=(segnet.MEAN,),
                            std=(segnet.STD,), input_size=None, class_names=SCENE_CLASSES, in_channels=3)
-    _train_on_scenes(args, net, model, "segmentation", "mIoU", lambda train: segnet.train_segnet(
+    _train_on_scenes(args, net, model, "mIoU", lambda train: segnet.train_segnet(
         net, train.x, train.y, epochs=args.epochs, seed=args.seed))
 
 
@@ -54,19 +54,19 @@ def detector(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     net = detnet.fashion_detector()
     model = ImageDetector(net, name="advlab.zoo.detnet:fashion_detector", weights="training", class_names=SCENE_CLASSES)
-    _train_on_scenes(args, net, model, "detection", "mAP@0.5", lambda train: detnet.train_detector(
+    _train_on_scenes(args, net, model, "mAP@0.5", lambda train: detnet.train_detector(
         net, train.x, [t["boxes"] for t in train.boxes], [t["labels"] for t in train.boxes], epochs=args.epochs,
         seed=args.seed))
 
 
-def _train_on_scenes(args: argparse.Namespace, net: torch.nn.Module, model: torch.nn.Module, task_name: str,
-                     score_name: str, train: Callable[[ImageSet], object]) -> None:
+def _train_on_scenes(args: argparse.Namespace, net: torch.nn.Module, model: torch.nn.Module, score_name: str,
+                     train: Callable[[ImageSet], object]) -> None:
     """Train a scene model on `-n` fashion-scenes:train canvases, score it with its task on 500 test
     scenes, save its state_dict to --out."""
     start = time.perf_counter()
     train(load_images("fashion-scenes:train", model, n=args.n))
     test = load_images("fashion-scenes:test", model, n=500)
-    task = get_task(task_name)
+    task = get_task(model.task)
     predictions = task.predict(model.eval(), test.x, 64, torch.device("cpu"))
     score = task.score(predictions, task.reference(test, predictions))  # against the scenes' masks or boxes
     _save(net, args.out)

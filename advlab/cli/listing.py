@@ -15,7 +15,7 @@ def for_task(plugins: dict[str, Any], task: str | None) -> dict[str, Any]:
 
     if task not in task_names():
         raise AdvlabError(f"unknown task {task!r}; choose one of: {', '.join(task_names())}")
-    return {name: info for name, info in plugins.items() if task in info.tasks}
+    return {name: info for name, info in plugins.items() if info.supports(task)}
 
 
 def describe_plugin(name: str) -> str:

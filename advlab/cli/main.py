@@ -92,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--input-size", type=int, help="square input side, e.g. 28 or 224")
     m.add_argument("--num-classes", type=int)
     m.add_argument("--class-names", help="file with one class name per line")
-    m.add_argument("--task", choices=["classification", "segmentation", "detection"],
-                   help="the model's task (default: inferred from its outputs); segmentation or detection without "
-                        "--model runs the lab's fashion-scenes segmenter or detector")
+    m.add_argument("--task", help="the model's task, one of `advlab list`'s (default: inferred from its outputs); "
+                                  "segmentation or detection without --model runs the lab's fashion-scenes segmenter "
+                                  "or detector")
     d = model_data.add_argument_group("data (default: imagenet-samples, the 20 ImageNet photos shipped in foolbox)")
     d.add_argument("--data", help="imagenet-samples | photos | fashion-mnist[:train|test] | fashion-scenes[:train|test] "
                    "| folder:PATH | tensors:FILE | pairs:DIR | voc:ROOT | coco:ROOT")

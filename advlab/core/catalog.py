@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from advlab.core.errors import AdvlabError
 
 T = TypeVar("T")
+ANY_TASK = "any"  # in a plugin's `tasks`: it runs on every task (e.g. an input transformation)
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")  # names become file names in run directories
 
 
@@ -42,6 +43,10 @@ class Entry:
     @property
     def tasks(self) -> frozenset[str]:  # the tasks an attack or defense supports
         return frozenset(self.meta.get("tasks", ()))
+
+    def supports(self, task: str) -> bool:
+        """Whether an attack or defense runs on `task`: declared, or declared for any task."""
+        return task in self.tasks or ANY_TASK in self.tasks
 
     @property
     def threat(self) -> str:  # attacks: "white-box" | "decision" | "score" | ...

@@ -41,7 +41,7 @@ class DataSpec:
 
 @dataclass
 class AttackSpec:
-    method: str = "boundary"  # a registered attack (`advlab list`)
+    method: str  # a registered attack (`advlab list`)
     target_class: int | None = None  # targeted mode: push every image to this class; None = untargeted
     starting_image: str | None = None  # targeted decision-based attacks: start here (its class is the target)
     target_mask: str | None = None  # segmentation: a shape (PNG) painted with another class, the rest background
@@ -50,7 +50,7 @@ class AttackSpec:
 
 @dataclass
 class DefenseSpec:
-    method: str = "hgd"  # a registered defense (`advlab list`)
+    method: str  # a registered defense (`advlab list`)
     adaptive: bool = True  # also run every attack end to end on the defended model (the adaptive setting)
     params: dict[str, Any] = field(default_factory=dict)  # the defense's own settings (its __init__ keywords)
 
@@ -67,7 +67,7 @@ class RunConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     models: list[ModelSpec] = field(default_factory=list)  # several models: each attacked; UAPs cross-evaluated
     data: DataSpec = field(default_factory=DataSpec)
-    attacks: list[AttackSpec] = field(default_factory=lambda: [AttackSpec()])
+    attacks: list[AttackSpec] = field(default_factory=lambda: [AttackSpec(default_attack())])
     defenses: list[DefenseSpec] = field(default_factory=list)  # each evaluated against every attack
     # threat models (norm, eps) of the robustness matrices: one matrix each, an attack counting only where
     # its adversarial lies within eps; empty = one per distinct (norm, eps) of the bounded attacks
@@ -75,6 +75,16 @@ class RunConfig:
     # what advlab chose on the user's behalf (e.g. the segmenter for --method dag without --model):
     # logged once and recorded in results.json
     notes: list[str] = field(default_factory=list)
+
+
+def default_attack() -> str:
+    """The attack a config without `attacks` runs: the one whose plugin declares itself the default."""
+    from advlab.core.registry import ATTACKS
+
+    found = ATTACKS.find(lambda e: bool(e.meta.get("default")))
+    if found is None:
+        raise AdvlabError("no attack declares itself the default; name one under `attacks:`")
+    return found.name
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

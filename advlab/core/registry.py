@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from advlab.core.catalog import Catalog, Entry
+from advlab.core.catalog import ANY_TASK, Catalog, Entry
+
+__all__ = ["ANY_TASK", "ATTACKS", "DEFENSES", "PluginInfo", "attacks", "defenses", "get_attack", "get_defense",
+           "register_attack", "register_defense"]
 
 T = TypeVar("T")
 
@@ -19,13 +22,14 @@ DEFENSES = Catalog("defense", group="advlab.defenses",
                    builtin=("advlab.defenses.transforms", "advlab.defenses.hgd"))
 
 
-def register_attack(name: str, *, threat: str, tasks: set[str]) -> Callable[[type[T]], type[T]]:
-    """Class decorator: make an `Attack` subclass available as `--method NAME`."""
-    return ATTACKS.register(name, threat=threat, tasks=frozenset(tasks))
+def register_attack(name: str, *, threat: str, tasks: set[str], default: bool = False) -> Callable[[type[T]], type[T]]:
+    """Class decorator: make an `Attack` subclass available as `--method NAME` (`default`: what a
+    config without attacks runs)."""
+    return ATTACKS.register(name, threat=threat, tasks=frozenset(tasks), default=default)
 
 
 def register_defense(name: str, *, tasks: set[str]) -> Callable[[type[T]], type[T]]:
-    """Class decorator: make a `Defense` subclass available by NAME."""
+    """Class decorator: make a `Defense` subclass available by NAME (`tasks={ANY_TASK}`: on every task)."""
     return DEFENSES.register(name, tasks=frozenset(tasks))
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from advlab.core.errors import AdvlabError
 from advlab.data.files import channel_notes
-from advlab.data.image_set import ImageSet, first_n
+from advlab.data.image_set import ImageSet, annotations, first_n
 from advlab.data.scenes import SCENE_CLASSES, compose
 from advlab.data.tensors import match_channels
 
@@ -59,7 +59,7 @@ def load_fashion_scenes(spec: str, split: str, model: nn.Module, n: int | None) 
     garments = torch.from_numpy(images.copy()).float().div_(255.0)  # (M, 28, 28)
     scenes = compose(garments, torch.from_numpy(labels.astype(np.int64)), count, split=split)
     names = [f"{split}-scene[{i}]" for i in range(count)]
-    if getattr(model, "task", None) == "detection":  # boxes, not masks
+    if annotations(model) == "boxes":  # not masks
         boxes = [{"boxes": b, "labels": g} for b, g in zip(scenes.boxes, scenes.box_labels)]
         return ImageSet(scenes.x, torch.full((count,), -1), names, spec, "ground-truth", SCENE_CLASSES, boxes)
     return ImageSet(scenes.x, scenes.masks, names, spec, "ground-truth", SCENE_CLASSES)

@@ -39,6 +39,12 @@ class ImageSet:
         return self.images.tensor()
 
 
+def annotations(model: object) -> str:
+    """What a model's images are labeled with, as its wrapper declares (`advlab.zoo.wrappers`): "labels"
+    (a class per image), "masks" (a class per pixel) or "boxes" (boxes with a class each)."""
+    return str(getattr(model, "annotations", "labels"))
+
+
 def first_n(items: list[T], n: int | None, spec: str) -> list[T]:
     if n is not None and n > len(items):
         raise AdvlabError(f"{spec} has {len(items)} images; lower -n to at most {len(items)}")

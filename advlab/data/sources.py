@@ -23,7 +23,7 @@ from advlab.core.catalog import Catalog
 from advlab.core.errors import AdvlabError
 from advlab.core.images import FileImages
 from advlab.data.files import decode_files, file_notes, is_image
-from advlab.data.image_set import IMAGE_SUFFIXES, ImageSet, first_n
+from advlab.data.image_set import IMAGE_SUFFIXES, ImageSet, annotations, first_n
 
 T = TypeVar("T")
 log = logging.getLogger("advlab")
@@ -135,20 +135,20 @@ def _pairs_source(spec: str, arg: str, model: nn.Module, n: int | None) -> Image
     """Image and mask files side by side, for segmentation models."""
     from advlab.data.masks import load_pairs
 
-    _need_task(spec, model, "segmentation", "holds per-pixel masks for segmentation models; {name} is a classifier")
+    _need(spec, model, "masks", "holds per-pixel masks for segmentation models; {name} is not a segmenter")
     return load_pairs(spec, Path(arg).expanduser(), model, n)
 
 
 @image_source("voc", usage="voc:ROOT[:YEAR[:SPLIT]]", argument=_given)
 def _voc_source(spec: str, arg: str, model: nn.Module, n: int | None) -> ImageSet:
     """PASCAL VOC through torchvision: boxes for a detector, per-pixel masks for a segmenter."""
-    if getattr(model, "task", None) == "detection":
+    if annotations(model) == "boxes":
         from advlab.data.boxes import load_voc_boxes
 
         return load_voc_boxes(spec, arg, model, n)
     from advlab.data.masks import load_voc
 
-    _need_task(spec, model, "segmentation", "holds per-pixel masks for segmentation models; {name} is a classifier")
+    _need(spec, model, "masks", "holds per-pixel masks for segmentation models; {name} is not a segmenter")
     return load_voc(spec, arg, model, n)
 
 
@@ -157,12 +157,12 @@ def _coco_source(spec: str, arg: str, model: nn.Module, n: int | None) -> ImageS
     """COCO through torchvision's CocoDetection: boxes for a detector."""
     from advlab.data.boxes import load_coco
 
-    _need_task(spec, model, "detection", "holds boxes for detectors; {name} is not a detector (--task detection)")
+    _need(spec, model, "boxes", "holds boxes for detectors; {name} is not a detector (--task detection)")
     return load_coco(spec, arg, model, n)
 
 
-def _need_task(spec: str, model: nn.Module, task: str, problem: str) -> None:
-    if getattr(model, "task", "classification") != task:
+def _need(spec: str, model: nn.Module, kind: str, problem: str) -> None:
+    if annotations(model) != kind:
         raise AdvlabError(f"{spec} " + problem.format(name=model.name))
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from advlab.core.errors import AdvlabError, first_line
 from advlab.core.images import Images, StoredImages, as_images
 from advlab.data.files import channel_notes
-from advlab.data.image_set import ImageSet, first_n
+from advlab.data.image_set import ImageSet, annotations, first_n
 
 RANGE_CHECK_BATCH = 256  # images per slice when float values are checked
 
@@ -29,7 +29,7 @@ def load_tensors(spec: str, file: str, model: nn.Module, n: int | None) -> Image
     notes = channel_notes(int(x.shape[1]), model.in_channels, spec)
     x = unit_images(x[:len(keep)], model, spec)
     names = [f"{file}[{i}]" for i in keep]
-    if getattr(model, "task", None) == "detection" and "boxes" in data:
+    if annotations(model) == "boxes" and "boxes" in data:
         boxes = _boxes(data, len(x_raw), spec)[:len(x)]
         return ImageSet(x, torch.full((len(x),), -1, dtype=torch.int64), names, spec, "ground-truth", None, boxes,
                         notes)
@@ -131,7 +131,7 @@ def unit_images(x: torch.Tensor, model: nn.Module, spec: str) -> Images:
             raise AdvlabError(f"{spec}: x values span [{low:g}, {high:g}] but float images must lie in [0, 1]; "
                               "divide by 255 (or save uint8)")
     images = StoredImages(x, want)
-    return images if getattr(model, "task", "classification") == "classification" else as_images(images.tensor())
+    return images if annotations(model) == "labels" else as_images(images.tensor())
 
 
 def match_channels(x: torch.Tensor, model: nn.Module, spec: str) -> torch.Tensor:
@@ -147,9 +147,9 @@ def match_channels(x: torch.Tensor, model: nn.Module, spec: str) -> torch.Tensor
 def _check_labels(y: torch.Tensor | None, count: int, model: nn.Module, spec: str) -> torch.Tensor | None:
     """Class labels (N,) for a classifier, -1 = unknown; per-pixel masks (N, H, W) for a segmenter,
     255 = void (their size and class ids are checked against the images by the segmentation task)."""
-    if y is None or getattr(model, "task", None) == "detection":  # detectors read boxes instead
+    if y is None or annotations(model) == "boxes":  # detectors read boxes instead
         return None
-    if getattr(model, "task", "classification") == "segmentation":
+    if annotations(model) == "masks":
         if y.dim() != 3 or y.is_floating_point() or y.dtype == torch.bool:
             raise AdvlabError(f"{spec}: y has shape {tuple(y.shape)} dtype {y.dtype}; a segmentation model needs "
                               "integer masks (N, H, W), one class id per pixel (255 = void)")

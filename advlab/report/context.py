@@ -44,6 +44,11 @@ class Summary:
     glossary: list[tuple[str, str]] = field(default_factory=list)
 
 
+def is_transfer_key(key: str) -> bool:
+    """results' cross-model tables: "transfer", or "transfer_<x>" (each attack's `transfer_key`)."""
+    return key == "transfer" or key.startswith("transfer_")
+
+
 def header(results: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, text) pairs describing the run, for the page header."""
     model, data = fmt.as_dict(results.get("model")), fmt.as_dict(results.get("data"))
@@ -166,7 +171,7 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         "summaries": summaries(attacks, views),
         "model_column": any(a.get("model") is not None for a in attacks),
         "models": models_table(results.get("models")),
-        "transfers": [v for v in (transfer_view(results.get(key)) for key in ("transfer", "transfer_dag")) if v],
+        "transfers": [v for v in (transfer_view(results[key]) for key in results if is_transfer_key(key)) if v],
         "defenses": defense_table(results.get("defenses")),
         "defense_views": defense_views(run_dir, results.get("defenses"), attacks),
         "files": files,

@@ -57,10 +57,9 @@ class TransferView:
 
 
 def is_universal(attack: dict[str, Any]) -> bool:
-    """Whether a results.json attack row holds a universal perturbation."""
-    return attack.get("method") == "universal" or any(
-        attack.get(k) is not None for k in ("perturbation_png", "perturbation_file", "fooling_trace",
-                                            "fooling_ratio_train"))
+    """Whether a results.json attack row holds a universal perturbation (the keys its rows carry)."""
+    return any(attack.get(k) is not None for k in ("perturbation_png", "perturbation_file", "fooling_trace",
+                                                   "fooling_ratio_train"))
 
 
 def perturbation_image(run_dir: Path, rel: Any) -> tuple[str | None, str | None]:

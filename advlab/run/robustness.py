@@ -233,4 +233,4 @@ def entry(correct: torch.Tensor, dist: dict[str, torch.Tensor], spec: Any, attac
                  distances={k: torch.where(fooled, v.float().cpu(), inf) for k, v in dist.items()},
                  method=spec.method, params=attack.params(), threat=threat, norm=getattr(attack, "norm", "l2"),
                  minimal=bool(getattr(attack, "minimal_perturbation", False)),
-                 per_image=not getattr(attack, "universal", False), bound=attack.bound())
+                 per_image=not attack.universal, bound=attack.bound())

@@ -153,7 +153,7 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None, lock: RunLock 
 
 def check_task(info: PluginInfo, subject: Subject) -> None:
     """The registry's declared tasks are enforced: a plugin runs only on the tasks it declares."""
-    if subject.task.name not in info.tasks:
+    if not info.supports(subject.task.name):
         raise AdvlabError(f"{info.kind} {info.name} does not support the {subject.task.name} task of "
                           f"{subject.model.name} (it declares {', '.join(sorted(info.tasks))}); "
                           f"see `advlab list --task {subject.task.name}`")

@@ -37,6 +37,16 @@ class Plan:
     starting_points: "torch.Tensor | Images | None"
 
 
+@dataclass(frozen=True)
+class DefaultRun:
+    """What `advlab attack` runs a task on when no --model is given: a model of the zoo and its data."""
+
+    model: str
+    weights: str | None
+    data: str
+    n: int  # images: a few minutes of the task's slowest attack on 2 CPU cores
+
+
 @dataclass
 class HeldOut:
     """Images a result is evaluated on besides the attacked ones, with the model's clean predictions
@@ -69,6 +79,7 @@ class Task(abc.ABC):
     score_name: ClassVar[str] = "accuracy"  # the headline number: results' clean[score_name], defense rows
     probes: ClassVar[bool] = True  # the runner's sanity probes (advlab.run.sanity) apply to its models
     view: ClassVar[TaskView] = TaskView()  # its part of the report: summary columns, glossary, cards, drawings
+    default_run: ClassVar[DefaultRun | None] = None  # without --model: this model and data (None: the config's)
 
     @abc.abstractmethod
     def predict(self, model: nn.Module, x: "torch.Tensor | Images", batch_size: int, device: torch.device) -> Any:

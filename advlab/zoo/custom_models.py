@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from advlab.core.errors import AdvlabError, first_line
-from advlab.zoo.wrappers import check_logits, in_channels, wrap
+from advlab.zoo.wrappers import check_logits, in_channels, wrap, wrapper_for
 
 log = logging.getLogger("advlab")
 
@@ -52,7 +52,9 @@ def load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None,
         label = "none"
     net.eval()
     classes = read_class_names(class_names_file) if class_names_file else None
-    if task == "detection" or (task is None and _is_detector(net)):
+    from advlab.zoo.detectors import ImageDetector
+
+    if task == ImageDetector.task or (task is None and _is_detector(net)):
         if mean is not None or std is not None:
             raise AdvlabError(f"--mean/--std are not used by detectors: {spec} normalises its own inputs (a torchvision "
                               "detector's transform, or the contract object itself); drop them")
@@ -184,8 +186,8 @@ def _probe_classes(net: nn.Module, channels: int, size: int, spec: str, task: st
                               f"{first_line(exc)}); set --input-size to what it expects") from exc
     if isinstance(out, dict) and isinstance(out.get("out"), torch.Tensor):
         out = out["out"]  # torchvision's segmentation models
-    found = check_logits(out, f"model {spec}", batch=2, task=task)
-    return int(out.shape[1]), found
+    found = check_logits(out, f"model {spec}", batch=2, kind=wrapper_for(task) if task is not None else None)
+    return int(out.shape[1]), found.task
 
 
 def read_class_names(path: str) -> list[str]:

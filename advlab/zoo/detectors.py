@@ -49,6 +49,7 @@ class ImageDetector(nn.Module):
     The network's own transform normalises and resizes (torchvision's GeneralizedRCNNTransform)."""
 
     task = "detection"
+    annotations = "boxes"  # boxes with a class each
 
     def __init__(self, net: nn.Module, *, name: str, weights: str, class_names: Sequence[str],
                  in_channels: int = 3, named_classes: bool = True, input_size: int | None = None) -> None:

@@ -30,17 +30,17 @@ class LabNet:
 
 
 LAB_NETS = {
-    "fashion_cnn": LabNet("advlab.zoo.smallnets:fashion_cnn", "classification", FASHION_CLASSES,
-                          (smallnets.FASHION_MEAN,), (smallnets.FASHION_STD,), 28,
+    "fashion_cnn": LabNet("advlab.zoo.smallnets:fashion_cnn", task="classification", classes=FASHION_CLASSES,
+                          mean=(smallnets.FASHION_MEAN,), std=(smallnets.FASHION_STD,), input_size=28,
                           train="python -m advlab.cli.lab_nets classifier --arch fashion_cnn --out FILE",
                           data="fashion-mnist:test"),
-    "fashion_mlp": LabNet("advlab.zoo.smallnets:fashion_mlp", "classification", FASHION_CLASSES,
-                          (smallnets.FASHION_MEAN,), (smallnets.FASHION_STD,), 28,
+    "fashion_mlp": LabNet("advlab.zoo.smallnets:fashion_mlp", task="classification", classes=FASHION_CLASSES,
+                          mean=(smallnets.FASHION_MEAN,), std=(smallnets.FASHION_STD,), input_size=28,
                           train="python -m advlab.cli.lab_nets classifier --arch fashion_mlp --out FILE",
                           data="fashion-mnist:test"),
-    "fashion_segnet": LabNet("advlab.zoo.segnet:fashion_segnet", "segmentation", SCENE_CLASSES, (segnet.MEAN,),
-                             (segnet.STD,), shipped=segnet.WEIGHTS),
-    "fashion_detector": LabNet("advlab.zoo.detnet:fashion_detector", "detection", SCENE_CLASSES,
+    "fashion_segnet": LabNet("advlab.zoo.segnet:fashion_segnet", task="segmentation", classes=SCENE_CLASSES,
+                             mean=(segnet.MEAN,), std=(segnet.STD,), shipped=segnet.WEIGHTS),
+    "fashion_detector": LabNet("advlab.zoo.detnet:fashion_detector", task="detection", classes=SCENE_CLASSES,
                                shipped=detnet.WEIGHTS),
 }
 

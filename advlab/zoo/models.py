@@ -17,7 +17,7 @@ from torch import nn
 from advlab.core.catalog import Catalog
 from advlab.core.errors import AdvlabError
 from advlab.zoo.torchvision_weights import build_with_weights
-from advlab.zoo.wrappers import OUTPUT_SHAPES, ImageClassifier, wrap
+from advlab.zoo.wrappers import WRAPPERS, ImageClassifier, wrap
 
 Loader = Callable[..., nn.Module]  # (name, weights, *, mean, std, input_size, num_classes, class_names_file, task)
 
@@ -45,9 +45,9 @@ def load_model(name: str, weights: str | None = "DEFAULT", *, mean: Sequence[flo
     `fcn_resnet50`, `COCO_WITH_VOC_LABELS_V1`), MTCNN, or a bring-your-own factory
     `path/to/file.py:factory` / `package.module:factory` with a weights FILE, whose task (`None`:
     inferred from its output rank) is classification, segmentation or detection."""
-    if task is not None and task not in (*OUTPUT_SHAPES, "detection"):
-        raise AdvlabError(f"--task {task!r} is not supported for models; choose "
-                          f"{', '.join(OUTPUT_SHAPES)} or detection")
+    known = sorted({e.meta["task"] for e in MODELS if e.meta["task"]} | {w.task for w in WRAPPERS})
+    if task is not None and task not in known:
+        raise AdvlabError(f"--task {task!r} is no model's task; choose {', '.join(known)}")
     source = MODELS.find(lambda e: e.meta["claims"](name))
     if source is None:
         raise AdvlabError(unknown_model(name))

@@ -16,6 +16,9 @@ class ImageClassifier(nn.Module):
     """[0, 1] images (N, C, H, W) -> logits (N, K). Resizes to `input_size`, normalises with mean/std."""
 
     task = "classification"  # the task adapter that plans and measures attacks on it (advlab.tasks)
+    annotations = "labels"  # what data sources label its images with: a class per image
+    output_rank, output_shape = 2, "(N, classes)"  # its logits
+    names_classes_in_results = False  # describe() leaves the class names out (1000 ImageNet names add nothing)
 
     def __init__(self, net: nn.Module, *, name: str, weights: str, mean: Sequence[float], std: Sequence[float],
                  input_size: int | None, class_names: Sequence[str], in_channels: int,
@@ -54,7 +57,7 @@ class ImageClassifier(nn.Module):
                 "num_classes": self.num_classes, "input_size": self.input_size, "in_channels": self.in_channels,
                 "mean": [round(v, 6) for v in self.mean.flatten().tolist()],
                 "std": [round(v, 6) for v in self.std.flatten().tolist()],
-                **({"class_names": self.class_names} if self.task != "classification" else {})}
+                **({"class_names": self.class_names} if self.names_classes_in_results else {})}
 
 
 class ImageSegmenter(ImageClassifier):
@@ -62,6 +65,9 @@ class ImageSegmenter(ImageClassifier):
     Normalises with mean/std; a dict output (torchvision's) gives its "out" entry, the aux head is ignored."""
 
     task = "segmentation"
+    annotations = "masks"  # a class per pixel
+    output_rank, output_shape = 4, "(N, classes, H, W)"
+    names_classes_in_results = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> (N, K, H, W) float32
         size = tuple(x.shape[-2:])
@@ -101,24 +107,37 @@ def in_channels(net: nn.Module, input_size: int | None = None) -> int:
     return 3
 
 
-OUTPUT_SHAPES = {"classification": (2, "(N, classes)"), "segmentation": (4, "(N, classes, H, W)")}
+WRAPPERS: tuple[type[ImageClassifier], ...] = (ImageClassifier, ImageSegmenter)  # what logits a factory can return
 
 
-def check_logits(out: object, who: str, batch: int, task: str | None = "classification") -> str:
-    """A model's output must be float logits (batch, classes) for a classifier or (batch, classes, H, W)
-    for a segmenter (`task=None`: either); else one line saying what came back. Returns the task."""
-    wanted = [task] if task is not None else list(OUTPUT_SHAPES)
-    shapes = " or ".join(OUTPUT_SHAPES[t][1] for t in wanted)
+def wrapper_for(task: str | None) -> type[ImageClassifier]:
+    """The wrapper of models whose logits serve `task` (None: a classifier)."""
+    if task is None:
+        return ImageClassifier
+    found = next((w for w in WRAPPERS if w.task == task), None)
+    if found is None:
+        raise AdvlabError(f"--task {task} is not a task of logits; a model factory's logits serve "
+                          f"{' or '.join(w.task for w in WRAPPERS)}")
+    return found
+
+
+def check_logits(out: object, who: str, batch: int,
+                 kind: type[ImageClassifier] | None = ImageClassifier) -> type[ImageClassifier]:
+    """A model's output must be float logits of the shape its wrapper `kind` reads ((batch, classes) for
+    a classifier, (batch, classes, H, W) for a segmenter; None: any wrapper's); else one line saying
+    what came back. Returns the wrapper whose shape it has."""
+    wanted = [kind] if kind is not None else list(WRAPPERS)
+    shapes = " or ".join(w.output_shape for w in wanted)
     if not isinstance(out, torch.Tensor):
-        kind = type(out).__name__
-        raise AdvlabError(f"{who} returned a {kind}, not a tensor of logits {shapes}; make forward() return "
-                          f"only the logits (e.g. the first element of the {kind})")
-    found = next((t for t in wanted if out.dim() == OUTPUT_SHAPES[t][0]), None)
+        name = type(out).__name__
+        raise AdvlabError(f"{who} returned a {name}, not a tensor of logits {shapes}; make forward() return "
+                          f"only the logits (e.g. the first element of the {name})")
+    found = next((w for w in wanted if out.dim() == w.output_rank), None)
     if found is None or out.shape[0] != batch or not out.is_floating_point():
-        if task is not None and out.dim() in (2, 4) and out.shape[0] == batch and out.is_floating_point():
-            other = "classification" if out.dim() == 2 else "segmentation"
-            raise AdvlabError(f"{who} returns {other} logits of shape {tuple(out.shape)}, but the task is {task}; "
-                              f"use --task {other} (or a {task} model)")
+        other = next((w for w in WRAPPERS if w.output_rank == out.dim()), None)
+        if kind is not None and other is not None and out.shape[0] == batch and out.is_floating_point():
+            raise AdvlabError(f"{who} returns {other.task} logits of shape {tuple(out.shape)}, but the task is "
+                              f"{kind.task}; use --task {other.task} (or a {kind.task} model)")
         raise AdvlabError(f"{who} returned {out.dtype} of shape {tuple(out.shape)} for {batch} images; a model "
                           f"must return float logits of shape {shapes}")
     return found
@@ -126,11 +145,10 @@ def check_logits(out: object, who: str, batch: int, task: str | None = "classifi
 
 def wrap(net: nn.Module, name: str, weights: str, mean: Sequence[float], std: Sequence[float],
           input_size: int | None, class_names: Sequence[str], named_classes: bool = True,
-          task: str = "classification") -> ImageClassifier:
+          task: str | None = None) -> ImageClassifier:
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    wrapper = ImageSegmenter if task == "segmentation" else ImageClassifier
-    return wrapper(net, name=name, weights=weights, mean=mean, std=std, input_size=input_size,
+    return wrapper_for(task)(net, name=name, weights=weights, mean=mean, std=std, input_size=input_size,
                            class_names=class_names, in_channels=in_channels(net, input_size),
                            named_classes=named_classes).eval()

@@ -83,7 +83,7 @@ class Classification(Task):
         in the target class. Universal perturbations run on every image, away from its clean prediction
         (the fooling ratio). No image to attack is a valid plan."""
         model, data, clean, labels = subject.model, subject.data, subject.clean, subject.labels
-        universal = getattr(attack, "universal", False)
+        universal = attack.universal
         if spec.target_mask is not None:
             raise AdvlabError(f"--target-mask is for segmentation models; {model.name} is a classifier")
         if spec.target_class is not None and not 0 <= spec.target_class < model.num_classes:

@@ -29,7 +29,7 @@ from advlab.core.errors import AdvlabError
 from advlab.core.images import Images
 from advlab.core.rng import image_keys
 from advlab.core.stats import median
-from advlab.tasks import Plan, Task, register_task
+from advlab.tasks import DefaultRun, Plan, Task, register_task
 from advlab.tasks.dense_targets import adversarial_labels
 from advlab.tasks.detection.view import DetectionView
 
@@ -149,6 +149,7 @@ class Detection(Task):
 
     name = "detection"
     view = DetectionView()
+    default_run = DefaultRun("fashion_detector", "DEFAULT", "fashion-scenes:test", 16)  # the lab's detector, weights shipped
     score_name = "map50"
     probes = False  # the gradient and unbounded-attack checks read logits of images, not of proposals
 

@@ -24,10 +24,10 @@ from advlab.core.errors import AdvlabError, first_line
 from advlab.core.images import Images, batches
 from advlab.core.rng import image_keys, step_keys, uniform
 from advlab.core.stats import median
-from advlab.tasks import Plan, Task, register_task
+from advlab.tasks import DefaultRun, Plan, Task, register_task
 from advlab.tasks.dense_targets import TARGET_STREAM, adversarial_labels
 from advlab.tasks.segmentation.view import SegmentationView
-from advlab.zoo.wrappers import check_logits
+from advlab.zoo.wrappers import ImageSegmenter, check_logits
 
 if TYPE_CHECKING:
     from advlab.core.attack import Attack
@@ -56,7 +56,7 @@ def predict_segmentation(model: nn.Module, x: torch.Tensor | Images, batch_size:
     with torch.no_grad():
         for batch in batches(x, batch_size, device):
             logits = model(batch)
-            check_logits(logits, "the model", batch=batch.shape[0], task="segmentation")
+            check_logits(logits, "the model", batch=batch.shape[0], kind=ImageSegmenter)
             if not torch.isfinite(logits).all():
                 raise AdvlabError("the model returned NaN or inf logits; check its weights, --mean/--std and "
                                   "--precision (try fp32)")
@@ -141,6 +141,7 @@ class Segmentation(Task):
 
     name = "segmentation"
     view = SegmentationView()
+    default_run = DefaultRun("fashion_segnet", "DEFAULT", "fashion-scenes:test", 16)  # the lab's segmenter, weights shipped
     score_name = "miou"
 
     def predict(self, model: nn.Module, x: torch.Tensor | Images, batch_size: int,

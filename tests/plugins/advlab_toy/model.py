@@ -11,7 +11,6 @@ from torch import nn
 
 from advlab.zoo.models import model_source
 from advlab.zoo.wrappers import ImageClassifier
-
 from advlab_toy.data import ATTRIBUTES
 
 NAME = "fashion_attribute_net"
