@@ -31,12 +31,12 @@ import torch
 from torch import nn
 
 from advlab.core.attack import Attack, AttackResult
-from advlab.core.checks import check_choice, check_eps, is_real, positive_int
+from advlab.core.checks import check_choice, is_real, positive_int
 from advlab.core.criteria import Criterion, Targeted
+from advlab.core.norms import NORMS, get_norm
 from advlab.core.registry import register_attack
 from advlab.core.rng import image_keys, normal, step_keys, uniform
 
-APGD_NORMS = ("linf", "l2")
 APGD_LOSSES = ("ce", "dlr")
 _START_STREAM = 51  # advlab.core.rng stream of APGD's random starts (step = restart index)
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (A, K), index (A,)) -> (A,) to ascend
@@ -87,21 +87,6 @@ def _start(x0: torch.Tensor, keys: torch.Tensor, norm: str, eps: torch.Tensor) -
     return (x0 + eps * t.view_as(x0)).clamp(0.0, 1.0)
 
 
-def _project(x: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
-    """Onto the eps-ball around x0 and [0, 1]; eps (N, 1, 1, 1)."""
-    if norm == "linf":
-        return torch.minimum(torch.maximum(x, x0 - eps), x0 + eps).clamp(0.0, 1.0)
-    delta = x - x0
-    length = delta.flatten(1).norm(dim=1).view_as(eps)
-    return (x0 + delta * (eps / length.clamp_min(1e-12)).clamp(max=1.0)).clamp(0.0, 1.0)
-
-
-def _direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        return grad.sign()
-    return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
-
-
 # ---------------------------------------------------------------- the core loop
 def apgd(model: nn.Module, x: torch.Tensor, objective: Objective, fooled: Callable[[torch.Tensor, torch.Tensor],
          torch.Tensor], *, norm: str, eps: float, steps: int, keys: torch.Tensor, rho: float = 0.75,
@@ -112,7 +97,7 @@ def apgd(model: nn.Module, x: torch.Tensor, objective: Objective, fooled: Callab
     fooled(logits, index) -> (A,) bool. keys (N,): the images' random-start keys.
     Returns (x_adv (N, C, H, W): each image's first adversarial point, else its best-loss point;
     success (N,) bool; queries (N,) int64: forward-backward passes spent on the image)."""
-    n, device = x.shape[0], x.device
+    n, device, ball = x.shape[0], x.device, get_norm(norm)
     x0 = x.detach().float()
     view = (-1,) + (1,) * (x.dim() - 1)
     success = torch.zeros(n, dtype=torch.bool, device=device)
@@ -148,9 +133,9 @@ def apgd(model: nn.Module, x: torch.Tensor, objective: Objective, fooled: Callab
         s = state
         momentum = 0.75 if i > 0 else 1.0
         with torch.no_grad():
-            z = _project(s["x_adv"] + s["step"] * _direction(s["grad"], norm), s["x0"], s["eps"], norm)
-            new = _project(s["x_adv"] + momentum * (z - s["x_adv"]) + (1 - momentum) * (s["x_adv"] - s["x_old"]),
-                           s["x0"], s["eps"], norm)
+            z = ball.project(s["x_adv"] + s["step"] * ball.steepest(s["grad"]), s["x0"], s["eps"])
+            new = ball.project(s["x_adv"] + momentum * (z - s["x_adv"]) + (1 - momentum) * (s["x_adv"] - s["x_old"]),
+                               s["x0"], s["eps"])
         s["x_old"], s["x_adv"] = s["x_adv"], new
         grad, loss, logits = gradient(new, live)
         s["grad"] = grad
@@ -190,10 +175,10 @@ def apgd(model: nn.Module, x: torch.Tensor, objective: Objective, fooled: Callab
 # ---------------------------------------------------------------- plugins
 def _check_common(eps: float, norm: str, steps: int, restarts: int, rho: float, eot_samples: int,
                   compact_every: int) -> tuple[str, float, int, int, float, int, int]:
-    norm = check_choice("norm", norm, APGD_NORMS)
+    norm = check_choice("norm", norm, tuple(NORMS))
     if not is_real(rho) or not 0 < rho < 1:
         raise ValueError(f"rho must be a share in (0, 1) (the paper's 0.75), got {rho!r}")
-    return (norm, check_eps(eps, norm), positive_int("steps", steps), positive_int("restarts", restarts), float(rho),
+    return (norm, NORMS[norm].check_eps(eps), positive_int("steps", steps), positive_int("restarts", restarts), float(rho),
             positive_int("eot_samples", eot_samples), positive_int("compact_every", compact_every))
 
 

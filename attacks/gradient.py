@@ -34,13 +34,13 @@ import torch
 from torch import nn
 
 from advlab.core.attack import Attack, AttackResult
-from advlab.core.checks import check_bool, check_choice, check_eps, is_real, positive_int
+from advlab.core.checks import check_bool, check_choice, is_real, positive_int
 from advlab.core.criteria import Criterion, Targeted, Untargeted
+from advlab.core.norms import NORMS, get_norm
 from advlab.core.registry import register_attack
 from advlab.core.rng import image_keys, normal, step_keys, uniform
 
 LOSSES = ("ce", "margin")
-PGD_NORMS = ("linf", "l2")
 _START_STREAM = 11  # advlab.core.rng stream of PGD's random start
 
 
@@ -76,8 +76,7 @@ def _pgd(model: nn.Module, x: torch.Tensor, criterion: Criterion, eps: torch.Ten
     queries: model evaluations (one forward + backward each) spent on an image; `steps` for every
     image, or with `early_stop` the evaluation at which the image was first found adversarial (it is
     frozen from then on)."""
-    if norm not in PGD_NORMS:
-        raise ValueError(f"norm must be one of {PGD_NORMS}, got {norm!r}")
+    ball = get_norm(norm)
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     n, device = x.shape[0], x.device
@@ -105,8 +104,8 @@ def _pgd(model: nn.Module, x: torch.Tensor, criterion: Criterion, eps: torch.Ten
         if early_stop:
             with torch.no_grad():
                 frozen |= criterion.is_adversarial(logits.detach())
-        step = _steepest(grad, norm) * step_t
-        new = _project(adv + step, x0, eps_t, norm)
+        step = ball.steepest(grad) * step_t
+        new = ball.project(adv + step, x0, eps_t)
         adv = torch.where(frozen.view(view), adv, new) if early_stop else new
     return adv.to(x.dtype), queries
 
@@ -132,24 +131,6 @@ def _random_start(keys: torch.Tensor, shape: torch.Size, norm: str) -> torch.Ten
     return (direction * radius).view(shape)
 
 
-def _steepest(grad: torch.Tensor, norm: str) -> torch.Tensor:
-    """Unit steepest-ascent direction (N, C, H, W) for the norm's ball."""
-    if norm == "linf":
-        return grad.sign()
-    g = grad.flatten(1)
-    return (g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(grad)
-
-
-def _project(adv: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
-    """Onto the eps-ball around x0, then onto [0, 1] (which only shrinks the perturbation, so the
-    result stays inside the ball)."""
-    if norm == "linf":
-        return torch.minimum(torch.maximum(adv, x0 - eps), x0 + eps).clamp_(0.0, 1.0)
-    delta = (adv - x0).flatten(1)  # (N, D)
-    scale = (eps.flatten() / delta.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)  # (N,)
-    return (x0 + (delta * scale[:, None]).view_as(x0)).clamp_(0.0, 1.0)
-
-
 # ---------------------------------------------------------------- plugins
 @register_attack("fgsm", threat="white-box", tasks={"classification", "segmentation"})
 class FGSM(Attack):
@@ -160,7 +141,7 @@ class FGSM(Attack):
     norm = "linf"
 
     def __init__(self, *, eps: float = 8 / 255, loss: str = "ce", eot_samples: int = 1) -> None:
-        self.eps = check_eps(eps, "linf")
+        self.eps = NORMS["linf"].check_eps(eps)
         self.loss = check_choice("loss", loss, LOSSES)
         self.eot_samples = positive_int("eot_samples", eot_samples)
 
@@ -185,8 +166,8 @@ class PGD(Attack):
     def __init__(self, *, eps: float = 8 / 255, steps: int = 10, step_size: float | None = None,
                  norm: str = "linf", random_start: bool = True, loss: str = "ce", early_stop: bool = False,
                  eot_samples: int = 1) -> None:
-        self.norm = check_choice("norm", norm, PGD_NORMS)  # type: ignore[misc]  # instance overrides the ClassVar
-        self.eps = check_eps(eps, norm)
+        self.norm = check_choice("norm", norm, tuple(NORMS))  # type: ignore[misc]  # instance overrides the ClassVar
+        self.eps = NORMS[norm].check_eps(eps)
         self.steps = positive_int("steps", steps)
         if step_size is None:
             step_size = 2.5 * self.eps / steps  # Madry et al.'s choice

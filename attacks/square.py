@@ -27,12 +27,12 @@ import torch
 from torch import nn
 
 from advlab.core.attack import Attack, AttackResult
-from advlab.core.checks import check_choice, check_eps, is_real, positive_int
+from advlab.core.checks import check_choice, is_real, positive_int
 from advlab.core.criteria import Criterion
+from advlab.core.norms import NORMS
 from advlab.core.registry import register_attack
 from advlab.core.rng import image_keys, step_keys, uniform
 
-SQUARE_NORMS = ("linf", "l2")
 _SQUARE_STREAM = 61  # advlab.core.rng stream of the search (step = query index; 0 = the start)
 SIGN_TRIES = 8  # l_inf: sign vectors drawn per query, the first that changes the window is used
 
@@ -116,8 +116,8 @@ class Square(Attack):
 
     def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", max_queries: int = 5000, p_init: float = 0.8,
                  compact_every: int = 10) -> None:
-        self.norm = check_choice("norm", norm, SQUARE_NORMS)  # type: ignore[misc]  # instance overrides the ClassVar
-        self.eps = check_eps(eps, norm)
+        self.norm = check_choice("norm", norm, tuple(NORMS))  # type: ignore[misc]  # instance overrides the ClassVar
+        self.eps = NORMS[norm].check_eps(eps)
         self.max_queries = positive_int("max_queries", max_queries)
         if not is_real(p_init) or not 0 < p_init <= 1:
             raise ValueError(f"p_init must be a share of the image in (0, 1] (the paper's 0.8), got {p_init!r}")

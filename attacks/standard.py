@@ -18,11 +18,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from advlab.attacks.apgd import APGD, APGD_NORMS, APGDT
+from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.square import Square
 from advlab.core.attack import Attack, AttackResult
-from advlab.core.checks import check_choice, check_eps, positive_int
+from advlab.core.checks import check_choice, positive_int
 from advlab.core.criteria import Criterion, Targeted
+from advlab.core.norms import NORMS
 from advlab.core.registry import register_attack
 
 COMPONENTS = ("apgd-ce", "apgd-t", "square")
@@ -39,8 +40,8 @@ class Standard(Attack):
 
     def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", steps: int = 100, targets: int = 9,
                  square_queries: int = 5000, eot_samples: int = 1) -> None:
-        self.norm = check_choice("norm", norm, APGD_NORMS)  # type: ignore[misc]  # instance overrides the ClassVar
-        self.eps = check_eps(eps, norm)
+        self.norm = check_choice("norm", norm, tuple(NORMS))  # type: ignore[misc]  # instance overrides the ClassVar
+        self.eps = NORMS[norm].check_eps(eps)
         self.steps = positive_int("steps", steps)
         self.targets = positive_int("targets", targets)
         self.square_queries = positive_int("square_queries", square_queries)

@@ -47,14 +47,14 @@ from tqdm.auto import tqdm
 
 from advlab.core import atomic, distributed
 from advlab.core.attack import Attack, AttackResult, SetResult
-from advlab.core.checks import check_bool, check_choice, check_eps, is_real, positive_int
+from advlab.core.checks import check_bool, check_choice, is_real, positive_int
 from advlab.core.criteria import Criterion, Targeted
 from advlab.core.errors import AdvlabError
 from advlab.core.images import Images, TensorImages
+from advlab.core.norms import NORMS
 from advlab.core.registry import register_attack
 
 SOLVERS = ("deepfool", "sgd", "random")
-UAP_NORMS = ("linf", "l2")
 
 
 @register_attack("universal", threat="white-box", tasks={"classification"})
@@ -75,8 +75,8 @@ class UniversalPerturbation(Attack):
                  batch_size: int = 128, step_size: float | None = None, loss_clip: float = 9.0,
                  perturbation: str | None = None, progress: bool = True) -> None:
         self.solver = check_choice("solver", solver, SOLVERS)
-        self.norm = check_choice("norm", norm, UAP_NORMS)  # type: ignore[misc]  # instance overrides the ClassVar
-        self.eps = check_eps(eps, norm)
+        self.norm = check_choice("norm", norm, tuple(NORMS))  # type: ignore[misc]  # instance overrides the ClassVar
+        self.eps = NORMS[norm].check_eps(eps)
         self.max_passes = positive_int("max_passes", max_passes)
         if not is_real(delta) or not 0 <= delta < 1:
             raise ValueError(f"delta must be a number in [0, 1) (target fooling ratio 1 - delta), got {delta!r}")
@@ -118,7 +118,7 @@ class UniversalPerturbation(Attack):
 
     def matched_control(self, v: torch.Tensor) -> "UniversalPerturbation | None":
         """A random v of the same norm as `v` (C, H, W) in this attack's norm (None for v = 0)."""
-        size = float(v.abs().max() if self.norm == "linf" else v.norm())
+        size = float(NORMS[self.norm].size(v[None])[0])
         if not size > 0:
             return None
         baseline = type(self)(**{**self.params(), "solver": "random", "eps": size, "progress": False})
@@ -220,7 +220,7 @@ class UniversalPerturbation(Attack):
                     dv, q = deepfool(model, xb + v, labels, targeted=targeted, candidates=self.candidate_classes,
                                      steps=self.deepfool_steps, overshoot=self.overshoot, dtype=dtype)
                     spent = torch.zeros_like(queries).index_put_((idx,), q.to(queries.dtype))
-                    v = project(v + distributed.summed(dv.sum(dim=0)), self.norm, self.eps)  # v + sum_i dv_i
+                    v = NORMS[self.norm].shrink(v + distributed.summed(dv.sum(dim=0)), self.eps)  # v + sum_i dv_i
                     queries += distributed.summed(spent)
                 else:
                     v = self._sgd_step(model, xb, criterion.subset(idx), v, dtype, len(batch))
@@ -246,8 +246,8 @@ class UniversalPerturbation(Attack):
             objective = criterion.loss(logits).clamp(max=self.loss_clip).sum() / batch
             (grad,) = torch.autograd.grad(objective, p)  # (b, C, H, W)
         grad = distributed.summed(_feasible(grad, p).sum(dim=0))  # (C, H, W), d objective / d v through the box
-        direction = grad.sign() if self.norm == "linf" else grad / grad.norm().clamp_min(1e-12)
-        return project(v.detach() + self.step_size * direction, self.norm, self.eps)
+        direction = NORMS[self.norm].steepest(grad[None])[0]
+        return NORMS[self.norm].shrink(v.detach() + self.step_size * direction, self.eps)
 
     @torch.no_grad()
     def _fooled(self, model: nn.Module, x: Images, v: torch.Tensor, criterion: Criterion, dtype: torch.dtype,
@@ -328,13 +328,6 @@ def _feasible(g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """The feasible part of an ascent direction g (N, C, H, W) at images z in [0, 1]: components that
     would push a pixel at 0 down or at 1 up are zeroed, the others kept, boundary pixels included."""
     return torch.where(((z <= 0) & (g < 0)) | ((z >= 1) & (g > 0)), torch.zeros_like(g), g)
-
-
-def project(v: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
-    """Exact projection of v (C, H, W) onto the eps-ball: clamp (l_inf) or scale down (l2)."""
-    if norm == "linf":
-        return v.clamp(-eps, eps)
-    return v * (eps / v.norm().clamp_min(eps))  # no-op inside the ball, no host sync
 
 
 def random_perturbation(shape: tuple[int, ...], norm: str, eps: float, generator: torch.Generator) -> torch.Tensor:

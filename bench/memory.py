@@ -6,6 +6,8 @@ demand in DataLoader workers, the path of a real validation set), or a `tensors:
     python bench/memory.py                    # FGSM on MobileNetV2 (random weights), N = 64 and 512
     python bench/memory.py -n 512 --source tensors
     python bench/memory.py -n 128 --method pgd --device cuda
+    python bench/memory.py --task segmentation   # FGSM on the lab's segmenter, fashion-scenes:test
+    python bench/memory.py --task detection -n 16 --method dag   # DAG on the lab's detector
 
 The goal of the scaling issue: the 8N run's peak within 1.25x of the N run's. Prints a table and a
 JSON line.
@@ -63,19 +65,24 @@ def main() -> None:
     p.add_argument("--model", default="mobilenet_v2")
     p.add_argument("--device", default="cpu")
     p.add_argument("--source", choices=["folder", "tensors"], default="folder")
+    p.add_argument("--task", help="a task with a default run (segmentation, detection): its model on its data "
+                                  "(fashion-scenes) instead of generated images")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        if args.source == "folder":
+        model: list[str] = ["--model", args.model, "--weights", "none"]
+        if args.task:
+            model, data = ["--task", args.task], ""  # the task's default run: its model, its data
+        elif args.source == "folder":
             data = f"folder:{images_folder(root / 'images', 8 * args.n, args.side)}"
         else:
             data = f"tensors:{images_file(root / 'images.pt', 8 * args.n, args.side)}"
         print(f"{'images':>7s} {'peak RSS MiB':>13s} {'arrays/ MiB':>12s} {'results.json KiB':>17s}")
         for n in (args.n, 8 * args.n):
             run = root / f"run-{n}"
-            _, kib = peak_run(["attack", "--method", args.method, "--model", args.model, "--weights", "none",
-                               "--data", data, "-n", str(n), "--device", args.device, "--out", str(run)])
+            _, kib = peak_run(["attack", "--method", args.method, *model, *(["--data", data] if data else []),
+                               "-n", str(n), "--device", args.device, "--out", str(run)])
             arrays = sum(f.stat().st_size for f in (run / "arrays").rglob("*") if f.is_file())
             results = (run / "results.json").stat().st_size
             rows.append({"n": n, "peak_rss_mib": kib / 1024, "arrays_mib": arrays / 2**20,
@@ -84,7 +91,8 @@ def main() -> None:
     ratio = rows[1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
     disk = rows[1]["arrays_mib"] / rows[0]["arrays_mib"]
     print(f"peak 8N / N: {ratio:.2f}x (goal <= 1.25x); arrays 8N / N: {disk:.1f}x")
-    print(json.dumps({"bench": "memory", "method": args.method, "model": args.model, "source": args.source,
+    print(json.dumps({"bench": "memory", "method": args.method, "model": args.model, "task": args.task,
+                      "source": args.source,
                       "rows": rows,
                       "peak_ratio": ratio}))
 

@@ -24,9 +24,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from advlab.attacks.gradient import pgd_linf
-from advlab.core.checks import check_eps, is_real, positive_int
+from advlab.core.checks import is_real, positive_int
 from advlab.core.defense import clamp_unit
 from advlab.core.errors import AdvlabError
+from advlab.core.norms import NORMS
 from advlab.core.rng import image_keys, step_keys, uniform
 from advlab.defenses.dunet import DUNET
 from advlab.defenses.hgd import Guidance, default_feature_layer, variant_name
@@ -59,7 +60,7 @@ class TrainSettings:
         positive_int("pgd_steps", self.pgd_steps)
         if not is_real(self.lr) or not 0 < self.lr < 1:
             raise ValueError(f"lr must be in (0, 1), got {self.lr!r}")
-        check_eps(self.eps_max, "linf")
+        NORMS["linf"].check_eps(self.eps_max)
         self.attacks = tuple(self.attacks)
         bad = [a for a in self.attacks if a not in TRAIN_ATTACKS]
         if bad or not self.attacks:

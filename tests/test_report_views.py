@@ -75,3 +75,21 @@ def test_each_task_gets_its_own_summary_table(seg_run: Path) -> None:
     assert [len(c) for c in cells] == [len(first) - 4] * 2 + [len(second) - 4]  # every row fills its table
     assert any("→" in cell for cell in cells[0])
     assert torch.load(seg_run / results["attacks"][0]["arrays"], weights_only=True)["pred_adv"].shape[0] == 2
+
+
+def test_the_gallery_reads_the_distances_the_run_measured(tmp_path):
+    """Distances are measured once, by the run (arrays' dist_*), and the report reads them; only arrays
+    written before they were stored are measured again."""
+    from advlab.report.gallery import build_gallery
+
+    x = torch.zeros(2, 3, 4, 4)
+    x_adv = x.clone()
+    x_adv[:, 0, 0, 0] = 0.5  # an L2 of 0.5 in the images themselves
+    (tmp_path / "arrays").mkdir()
+    torch.save({"x": x, "x_adv": x_adv, "dist_l2": torch.tensor([0.25, 0.75])}, tmp_path / "arrays" / "a.pt")
+    torch.save({"x": x, "x_adv": x_adv}, tmp_path / "arrays" / "old.pt")
+    row = {"task": "a-plugin-task", "arrays": "arrays/a.pt", "samples": [{"name": "a", "success": True}] * 2}
+    stored = build_gallery(tmp_path, row)
+    assert [c.distance_text.split(" ·")[0] for c in stored.cards] == ["L2 0.250", "L2 0.750"]
+    measured = build_gallery(tmp_path, {**row, "arrays": "arrays/old.pt"})
+    assert [c.distance_text.split(" ·")[0] for c in measured.cards] == ["L2 0.500", "L2 0.500"]

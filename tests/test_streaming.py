@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from advlab.cli.main import main
-from advlab.core.attack import distances
 from advlab.core.criteria import Untargeted
 from advlab.core.images import ChunkImages, FileImages, Replaced, StoredImages, TensorImages
+from advlab.core.norms import MEASURES
 from advlab.core.registry import get_attack
 from advlab.data.sources import load_images
 from advlab.zoo.models import load_model
@@ -128,7 +128,7 @@ def test_a_folder_run_streams_to_the_in_memory_result(fashion, tmp_path: Path, m
     x_adv[attacked] = result.x_adv
     with torch.no_grad():
         adv_pred = model(x_adv).argmax(1)
-    l2 = distances(xs, x_adv, "l2")
+    l2 = MEASURES["l2"].distance(xs, x_adv)
     assert [s["attacked"] for s in row["samples"]] == attacked.tolist() and 0 < int(attacked.sum()) < 30
     assert [s["adv_pred"] for s in row["samples"]] == adv_pred.tolist()
     won = [s["success"] for s in row["samples"]]

@@ -24,8 +24,8 @@ from torch import nn
 from advlab.core.checks import is_real
 from advlab.core.criteria import Criterion
 from advlab.core.errors import AdvlabError
+from advlab.core.norms import MEASURES, NORMS
 
-NORMS = ("l2", "linf")
 VERIFY_BATCH = 256  # images per forward pass of the final success check
 
 
@@ -51,18 +51,6 @@ class SetResult:
     success: torch.Tensor  # (N,) bool, decided on the adversarial images
     queries: torch.Tensor  # (N,) int64, model evaluations spent per image
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. the universal perturbation
-
-
-def distances(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-image distance (N,) in norm 'l2' | 'linf' | 'mse'."""
-    diff = (x_adv - x).flatten(1).float()
-    if norm == "l2":
-        return diff.norm(dim=1)
-    if norm == "linf":
-        return diff.abs().amax(dim=1)
-    if norm == "mse":
-        return diff.pow(2).mean(dim=1)
-    raise ValueError(f"norm must be one of {NORMS} or 'mse', got {norm!r}")
 
 
 class Attack(abc.ABC):
@@ -111,7 +99,7 @@ class Attack(abc.ABC):
                                  for part in [criterion.subset(slice(i, i + VERIFY_BATCH))]])
         result.x_adv = x_adv
         result.success = success
-        result.distance = distances(x, x_adv, self.norm)
+        result.distance = MEASURES[self.norm].distance(x, x_adv)
         return result
 
     @abc.abstractmethod

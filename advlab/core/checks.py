@@ -1,7 +1,6 @@
 """Validation of attack and defense settings: ValueError naming the field (never `assert`)."""
 from __future__ import annotations
 
-import math
 import re
 from numbers import Real
 from typing import Any
@@ -17,17 +16,6 @@ def positive_int(name: str, value: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
-
-
-def check_eps(eps: float, norm: str) -> float:
-    """l_inf: eps in (0, 1] (pixels are in [0, 1]). l2: any positive finite eps, since the l2 diameter
-    of [0, 1]^D is sqrt(D) and usual l2 budgets exceed 1 (e.g. 3.0 on ImageNet)."""
-    if norm == "linf":
-        if not is_real(eps) or not 0 < eps <= 1:
-            raise ValueError(f"eps must be a number in (0, 1] for norm linf (pixels in [0, 1]), got {eps!r}")
-    elif not is_real(eps) or not 0 < eps < math.inf:
-        raise ValueError(f"eps must be a positive number for norm l2, got {eps!r}")
-    return float(eps)
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:

@@ -43,6 +43,11 @@ class Norm(Measure):
         """The unit steepest-ascent direction (N, C, H, W) of `grad` for this norm's ball."""
         raise NotImplementedError
 
+    def shrink(self, v: torch.Tensor, eps: float) -> torch.Tensor:
+        """One perturbation `v` (any shape, the whole tensor measured at once, e.g. a universal
+        perturbation (C, H, W)) onto the eps-ball around 0: exact, and a no-op inside the ball."""
+        raise NotImplementedError
+
     def check_eps(self, eps: object) -> float:
         """A positive finite budget; ValueError naming the problem otherwise."""
         if not is_real(eps) or not 0 < eps < math.inf:  # type: ignore[operator]
@@ -63,6 +68,9 @@ class Linf(Norm):
 
     def steepest(self, grad: torch.Tensor) -> torch.Tensor:
         return grad.sign()
+
+    def shrink(self, v: torch.Tensor, eps: float) -> torch.Tensor:
+        return v.clamp(-eps, eps)
 
     def check_eps(self, eps: object) -> float:
         """eps in (0, 1]: pixels are in [0, 1]."""
@@ -88,6 +96,9 @@ class L2(Norm):
     def steepest(self, grad: torch.Tensor) -> torch.Tensor:
         return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
 
+    def shrink(self, v: torch.Tensor, eps: float) -> torch.Tensor:
+        return v * (eps / v.norm().clamp_min(eps))  # no host sync
+
 
 class MSE(Measure):
     """The mean squared difference per pixel value."""
@@ -99,7 +110,7 @@ class MSE(Measure):
 
 
 NORMS: dict[str, Norm] = {n.name: n for n in (Linf(), L2())}
-MEASURES: dict[str, Measure] = {**NORMS, "mse": MSE()}  # the distances every results row reports
+MEASURES: dict[str, Measure] = {"l2": NORMS["l2"], "linf": NORMS["linf"], "mse": MSE()}  # every row reports these
 
 
 def get_norm(name: str) -> Norm:

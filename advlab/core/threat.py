@@ -21,8 +21,9 @@ import torch
 
 from advlab.core.checks import parse_number
 from advlab.core.errors import AdvlabError
+from advlab.core.norms import NORMS
 
-THREAT_NORMS = ("linf", "l2")
+THREAT_NORMS = tuple(NORMS)  # ("linf", "l2"): a matrix per threat model, in this order
 REL_TOLERANCE, ABS_TOLERANCE = 1e-5, 1e-6  # float rounding of x + delta - x: a bounded attack's own eps is in
 
 

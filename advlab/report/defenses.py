@@ -10,13 +10,13 @@ from typing import Any
 
 import torch
 
-from advlab.report.gallery import resolve_arrays
+from advlab.core.norms import MEASURES
+from advlab.report.gallery import MAX_IMAGES, resolve_arrays
 from advlab.report.views import view_for
 from advlab.view import fmt
 from advlab.view.images import amplified_perturbation, image_uri
 from advlab.view.task_view import TaskView
 
-MAX_IMAGES = 12
 MIN_SIDE = 112  # small images (28x28) are enlarged with nearest-neighbour so that their pixels are visible
 ADAPTIVE_SUFFIX = "(adaptive)"
 
@@ -181,6 +181,15 @@ def attack_links(d: dict[str, Any], attacks: list[dict[str, Any]]) -> list[tuple
     return links
 
 
+def _measured(data: dict[str, torch.Tensor], key: str, norm: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(k,) distances the run stored under `key`; measured here only for gallery files written before
+    the run stored them."""
+    stored = data.get(key)
+    if isinstance(stored, torch.Tensor) and stored.shape[:1] == a.shape[:1]:
+        return stored
+    return MEASURES[norm].distance(a, b)
+
+
 def gallery_card(row: dict[str, Any], index: int, view: TaskView) -> DefenseCard:
     """The text parts of one gallery card, in its task's words (images are added by the caller)."""
     restored = view.restored(row)
@@ -231,9 +240,9 @@ def build_gallery(run_dir: Path, gallery: Any, view: TaskView) -> tuple[list[Def
     n = x.shape[0]
     k = min(n, MAX_IMAGES)
     removed = amplified_perturbation(denoised[:k], x_adv[:k])  # x_adv - denoised, gray = nothing removed
-    adv_l2 = (x_adv[:k].double() - x[:k].double()).flatten(1).norm(dim=1)
-    removed_l2 = (x_adv[:k].double() - denoised[:k].double()).flatten(1).norm(dim=1)
-    removed_max = (x_adv[:k].double() - denoised[:k].double()).flatten(1).abs().amax(dim=1)
+    adv_l2 = _measured(data, "dist_l2", "l2", x[:k], x_adv[:k])
+    removed_l2 = _measured(data, "removed_l2", "l2", denoised[:k], x_adv[:k])
+    removed_max = _measured(data, "removed_linf", "linf", denoised[:k], x_adv[:k])
     cards = []
     for i in range(k):
         card = gallery_card(rows[i] if i < len(rows) else {}, i, view)

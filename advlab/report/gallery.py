@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from advlab.core.norms import MEASURES
 from advlab.report.views import view_for
 from advlab.view.cards import Gallery, SampleCard
 from advlab.view.images import amplified_perturbation, image_uri
@@ -99,7 +100,8 @@ def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "", univer
     stored = data.get("n_images")  # the row's image count; arrays keep only the first ones
     total = int(stored) if isinstance(stored, torch.Tensor) and stored.numel() == 1 else n
     gallery.n_total = max(total, int(attack.get("samples_total") or len(samples)))
-    l2_all = (x_adv.double() - x.double()).flatten(1).norm(dim=1)
+    stored = data.get("dist_l2")  # measured once by the run; arrays written before it was stored: measured here
+    l2_all = stored if isinstance(stored, torch.Tensor) and stored.shape == (n,) else MEASURES["l2"].distance(x, x_adv)
     pert = amplified_perturbation(x[:MAX_IMAGES], x_adv[:MAX_IMAGES])
     for i in range(min(n, MAX_IMAGES)):
         sample = samples[i] if i < len(samples) else {}

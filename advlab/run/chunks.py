@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from advlab.core import atomic, distributed
-from advlab.core.attack import Attack, AttackResult, distances
+from advlab.core.attack import Attack, AttackResult
 from advlab.core.criteria import Criterion
 from advlab.core.device import synchronize
 from advlab.core.errors import AdvlabError
 from advlab.core.images import ChunkImages, Images, Mapped, TensorImages, as_images, batches
+from advlab.core.norms import MEASURES
 from advlab.core.rng import image_keys
 
 
@@ -48,7 +49,7 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
     if len(x) == 0:
         return AttackRun(x_adv=TensorImages(torch.zeros(0, *x.shape[1:])), success=torch.zeros(0, dtype=torch.bool),
                          queries=torch.zeros(0, dtype=torch.long), wall_s=0.0, traces={}, extras={},
-                         distances={norm: torch.zeros(0) for norm in DISTANCE_NORMS})
+                         distances={norm: torch.zeros(0) for norm in MEASURES})
     chunk_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(attack, seed)
     if attack.universal:
@@ -73,7 +74,7 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
         synchronize(device)
         x_adv = result.x_adv.cpu()
         part = {"fingerprint": fingerprint, "image_keys": image_keys(xs, 0), "x_adv": x_adv,
-                **{f"dist_{norm}": distances(xs, x_adv, norm) for norm in DISTANCE_NORMS},  # images at hand
+                **{f"dist_{norm}": MEASURES[norm].distance(xs, x_adv) for norm in MEASURES},  # images at hand
                 "success": result.success.cpu(),
                 "queries": result.queries.cpu(), "wall_s": time.perf_counter() - t0, "rank": distributed.rank(),
                 **{k2: v.cpu() for k2, v in result.extras.items() if isinstance(v, torch.Tensor)}}
@@ -99,7 +100,7 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
                    if len(parts) == 1 else {}),
                 **{k: torch.cat([p[k] for p in parts]) for k in parts[0] if k.startswith("per_image_")
                    and all(k in p for p in parts)}},
-        distances={norm: torch.cat([p[f"dist_{norm}"] for p in parts]) for norm in DISTANCE_NORMS},
+        distances={norm: torch.cat([p[f"dist_{norm}"] for p in parts]) for norm in MEASURES},
         ranks=[int(p.get("rank", 0)) for p in parts],
     )
 
@@ -130,7 +131,7 @@ def _attack_set(attack: Attack, model: nn.Module, x: Images, criterion: Criterio
     extras = {k: v for k, v in saved.items() if k not in _CHUNK_KEYS}
     return AttackRun(x_adv=Mapped(x, attack.adversarial(extras)), success=saved["success"].bool(),
                      queries=saved["queries"].clone(), wall_s=float(saved["wall_s"]), traces={}, extras=extras,
-                     distances={norm: saved[f"dist_{norm}"].clone() for norm in DISTANCE_NORMS},
+                     distances={norm: saved[f"dist_{norm}"].clone() for norm in MEASURES},
                      ranks=[int(saved["rank"])])
 
 
@@ -146,14 +147,13 @@ def _saved_chunk(path: Path, fingerprint: str, xs: torch.Tensor | None, *, count
     keys = saved.get("image_keys")
     if keys is None or (len(keys) != count if xs is None else not torch.equal(keys, image_keys(xs, 0))):
         return None  # image_keys: a content hash, so a chunk is reused only for the same images
-    if any(f"dist_{norm}" not in saved for norm in DISTANCE_NORMS):
+    if any(f"dist_{norm}" not in saved for norm in MEASURES):
         return None  # written by an advlab that did not keep distances: recompute
     return {k: v for k, v in saved.items() if k != "x_adv"}
 
 
-DISTANCE_NORMS = ("l2", "linf", "mse")  # the norms every row reports
 _CHUNK_KEYS = frozenset({"fingerprint", "image_keys", "x_adv", "success", "queries", "wall_s", "rank",
-                         *(f"dist_{norm}" for norm in DISTANCE_NORMS)})
+                         *(f"dist_{norm}" for norm in MEASURES)})
 
 
 def _fingerprint(attack: Attack, seed: int) -> str:
@@ -174,9 +174,9 @@ DISTANCE_BATCH = 64  # images per slice: the differences never take more memory 
 def image_distances(x: torch.Tensor | Images, x_adv: torch.Tensor | Images) -> dict[str, torch.Tensor]:
     """Per-image (N,) distances in every reported norm, computed once per attack row, streaming both
     image sets in slices."""
-    found: dict[str, list[torch.Tensor]] = {norm: [torch.zeros(0)] for norm in DISTANCE_NORMS}
+    found: dict[str, list[torch.Tensor]] = {norm: [torch.zeros(0)] for norm in MEASURES}
     cpu = torch.device("cpu")
     for a, b in zip(batches(x, DISTANCE_BATCH, cpu), batches(x_adv, DISTANCE_BATCH, cpu)):
-        for norm in DISTANCE_NORMS:
-            found[norm].append(distances(a, b, norm))
+        for norm in MEASURES:
+            found[norm].append(MEASURES[norm].distance(a, b))
     return {norm: torch.cat(parts) for norm, parts in found.items()}

@@ -22,6 +22,7 @@ from advlab.core import atomic
 from advlab.core.attack import Attack
 from advlab.core.config import AttackSpec, DefenseSpec, RunConfig, instantiate
 from advlab.core.defense import Defended, Defense
+from advlab.core.norms import MEASURES
 from advlab.core.registry import get_attack, get_defense
 from advlab.core.schema import ADAPTIVE, NON_ADAPTIVE
 from advlab.run.robustness import Column, Ledger, entry
@@ -117,7 +118,7 @@ def _gallery(index: int, defended: Defended, subject: Subject,
     output (the report shows the removed noise x_adv - x'), with the task's words for each and
     `restored`: right again after the defense, by the task's verdict."""
     rows: list[dict[str, Any]] = []
-    x, x_adv, purified = [], [], []
+    x, x_adv, purified, dist = [], [], [], []
     for key, outcome, after, turned, after_right in per_attack:
         pick = turned.nonzero().squeeze(1)[:GALLERY_PER_ATTACK]
         if pick.numel() == 0:
@@ -127,6 +128,7 @@ def _gallery(index: int, defended: Defended, subject: Subject,
         x.append(subject.data.images[pick])
         x_adv.append(outcome.x_adv[pick])
         purified.append(out)
+        dist.append(outcome.dist["l2"][pick])  # (k,) the adversarial's distance, as measured for its row
         records = subject.task.defense_records(subject, pick, outcome.adv, after)
         rows += [{"attack": key, "name": subject.data.names[j], **record,
                   **({} if after_right is None else {"restored": bool(after_right[j])})}
@@ -135,5 +137,8 @@ def _gallery(index: int, defended: Defended, subject: Subject,
         return {"file": None, "rows": []}
     arrays.mkdir(parents=True, exist_ok=True)
     path = arrays / f"defense-{index}-gallery.pt"
-    atomic.save_tensors({"x": torch.cat(x), "x_adv": torch.cat(x_adv), "denoised": torch.cat(purified)}, path)
+    x_adv_all, denoised = torch.cat(x_adv), torch.cat(purified)
+    atomic.save_tensors({"x": torch.cat(x), "x_adv": x_adv_all, "denoised": denoised, "dist_l2": torch.cat(dist),
+                         **{f"removed_{norm}": MEASURES[norm].distance(denoised, x_adv_all) for norm in ("l2", "linf")}},
+                        path)
     return {"file": f"arrays/{path.name}", "rows": rows}

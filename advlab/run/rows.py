@@ -128,7 +128,8 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
     row |= attack.row_extras(tag, run.extras, subject, row, cfg.batch_size, device, arrays)
     keep = len(data) if attack.keep_all_arrays else min(len(data), REPORT_IMAGES)  # what the report shows
     # clones: torch.save writes a slice's whole storage, i.e. every image, without them
-    saved = {"x": data.images[:keep].clone(), "x_adv": x_adv[:keep].clone(), "n_images": torch.tensor(len(data))}
+    saved = {"x": data.images[:keep].clone(), "x_adv": x_adv[:keep].clone(), "n_images": torch.tensor(len(data)),
+             **{f"dist_{norm}": d[:keep].clone() for norm, d in dist.items()}}  # measured once, read by the report
     saved |= run.traces  # e.g. trace_queries and trace_l2 (boundary), trace_active (DAG): (T, M attacked)
     saved |= {k: v[:keep].clone() for k, v in task.arrays(subject, adv).items()}  # e.g. label maps
     arrays.mkdir(parents=True, exist_ok=True)
