@@ -32,26 +32,39 @@ from advlab.zoo.wrappers import ImageSegmenter, check_logits
 if TYPE_CHECKING:
     from advlab.core.attack import Attack
     from advlab.core.config import AttackSpec
+    from advlab.core.criteria import Criterion
     from advlab.data.image_set import ImageSet
     from advlab.tasks import Subject
 
+SLICE = 64  # images per slice of a whole-set measurement: no temporary is larger than this many label maps
 FOOLED_SHARE = 0.99  # an image is fooled once this share of its valid pixels is (DAG: < 1% still active)
 RIGHT_MIOU = 0.5  # an image counts as right (robustness matrix, export) while its own mIoU is at least this
 
 
 @dataclass
 class SegPredictions:
-    label: torch.Tensor  # (N, H, W) int64 predicted class per pixel, on the CPU
+    label: torch.Tensor  # (N, H, W) predicted class per pixel, on the CPU: uint8 where the classes fit
     num_classes: int
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
 
 
+def map_dtype(num_classes: int) -> torch.dtype:
+    """The smallest dtype that holds a label map of `num_classes` classes (and the void label 255)."""
+    return torch.uint8 if num_classes <= IGNORE else torch.int64
+
+
+def slices(n: int) -> list[slice]:
+    """Consecutive slices of SLICE images covering n: whole-set measurements run slice by slice."""
+    return [slice(i, min(i + SLICE, n)) for i in range(0, n, SLICE)]
+
+
 def predict_segmentation(model: nn.Module, x: torch.Tensor | Images, batch_size: int,
                          device: torch.device) -> SegPredictions:
-    """Per-pixel argmax for (N, C, H, W) images, in batches; bad outputs and NaN are one-line errors."""
-    labels = [torch.zeros(0, *x.shape[-2:], dtype=torch.long)]
+    """Per-pixel argmax for (N, C, H, W) images, in batches, kept as compact label maps; bad outputs
+    and NaN are one-line errors."""
+    labels: list[torch.Tensor] = []
     classes = getattr(model, "num_classes", 0)
     with torch.no_grad():
         for batch in batches(x, batch_size, device):
@@ -61,14 +74,20 @@ def predict_segmentation(model: nn.Module, x: torch.Tensor | Images, batch_size:
                 raise AdvlabError("the model returned NaN or inf logits; check its weights, --mean/--std and "
                                   "--precision (try fp32)")
             classes = logits.shape[1]
-            labels.append(logits.argmax(dim=1).cpu())
-    return SegPredictions(torch.cat(labels), classes)
+            labels.append(logits.argmax(dim=1).to(map_dtype(classes)).cpu())  # (B, H, W)
+    empty = torch.zeros(0, *x.shape[-2:], dtype=map_dtype(classes))
+    return SegPredictions(torch.cat(labels) if labels else empty, classes)
 
 
 def per_image_miou(pred: torch.Tensor, reference: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(N, H, W) label maps -> (N,) each image's own mean IoU over the classes present in its reference
-    or prediction (void ignored; 1.0 for an image without valid pixels), from one confusion matrix per image."""
-    n, valid = pred.shape[0], reference != IGNORE
+    or prediction (void ignored; 1.0 for an image without valid pixels), from one confusion matrix per
+    image, SLICE images at a time."""
+    return torch.cat([_own_miou(pred[s], reference[s], num_classes) for s in slices(len(pred))] or [torch.zeros(0)])
+
+
+def _own_miou(pred: torch.Tensor, reference: torch.Tensor, num_classes: int) -> torch.Tensor:
+    n, valid, pred = pred.shape[0], reference != IGNORE, pred.long()
     image = torch.arange(n)[:, None, None].expand_as(reference)
     cells = (image * num_classes + reference.clamp(0, num_classes - 1)) * num_classes + pred.clamp(0, num_classes - 1)
     confusion = torch.bincount(cells[valid], minlength=n * num_classes * num_classes).view(n, num_classes, num_classes)
@@ -83,24 +102,38 @@ def reached(plan: Plan, pred: torch.Tensor) -> torch.Tensor:
     """(N,) bool: the attack reached the image's targets by the reference code's test (cihangxie/DAG,
     `fooling_seg_net.m`): the target pixels not reached are at most 1% of its object pixels (of all its
     valid pixels where the reference class is unknown, e.g. untargeted)."""
-    criterion = plan.criterion
-    missing = (~_hits(plan, pred).flatten(1) & criterion.valid()).sum(1)  # (N,)
-    return missing <= (1.0 - criterion.threshold) * criterion.foreground()
+    parts = []
+    for s in slices(len(pred)):
+        criterion = plan.criterion.subset(s)
+        missing = (~_hits(criterion, pred[s]).flatten(1) & criterion.valid()).sum(1)  # (S,)
+        parts.append(missing <= (1.0 - criterion.threshold) * criterion.foreground())
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
 
 
 def miou(pred: torch.Tensor, reference: torch.Tensor, num_classes: int) -> float:
     """Dataset-level mean IoU over the classes present in the reference or the prediction, from one
-    confusion matrix over all pixels (void = 255 ignored): the PASCAL VOC measure."""
+    confusion matrix over all pixels (void = 255 ignored): the PASCAL VOC measure, with torchmetrics'
+    streaming metric updated SLICE images at a time (integer counts: the same as one update)."""
     from torchmetrics.classification import MulticlassJaccardIndex
 
     metric = MulticlassJaccardIndex(num_classes=num_classes, ignore_index=IGNORE, average="macro")
-    metric.update(pred.flatten(), reference.flatten())
+    for s in slices(len(pred)):
+        metric.update(pred[s].flatten().long(), reference[s].flatten())
     return float(metric.compute())
 
 
+def share(hits: int, count: int) -> float:
+    """hits / count as a float32 mean of `count` booleans gives it (exact while count < 2**24)."""
+    return float(torch.tensor(hits, dtype=torch.float32) / torch.tensor(count, dtype=torch.float32))
+
+
 def pixel_accuracy(pred: torch.Tensor, reference: torch.Tensor) -> float:
-    valid = reference != IGNORE
-    return float((pred == reference)[valid].float().mean()) if bool(valid.any()) else math.nan
+    right, valid = 0, 0
+    for s in slices(len(pred)):
+        mask = reference[s] != IGNORE
+        right += int(((pred[s] == reference[s]) & mask).sum())
+        valid += int(mask.sum())
+    return share(right, valid) if valid else math.nan
 
 
 def painted_targets(path: str, x: torch.Tensor, reference: torch.Tensor, num_classes: int, seed: int,
@@ -201,23 +234,30 @@ class Segmentation(Task):
         fooling ratio (share of valid pixels whose prediction changed), rms perturbation
         (sqrt(mean r^2), the paper's perceptibility) and iterations."""
         reference, clean, attacked = subject.labels, subject.clean, plan.attacked
-        valid = reference != IGNORE
-        hit = _hits(plan, adv.label)  # (N, H, W)
-        changed = valid & attacked[:, None, None] & (plan.criterion.labels != reference)  # pixels sent elsewhere
-        objects = valid & attacked[:, None, None] & (reference != 0)  # foreground: what DAG's stop rule counts
+        n = _PixelCounts()
+        for s in slices(len(reference)):  # pixel counts, SLICE images at a time
+            ref, criterion, att = reference[s], plan.criterion.subset(s), attacked[s][:, None, None]
+            valid = ref != IGNORE
+            hit = _hits(criterion, adv.label[s])  # (S, H, W)
+            targets = valid & att
+            changed = targets & (criterion.labels != ref)  # pixels sent elsewhere
+            objects = targets & (ref != 0)  # foreground: what DAG's stop rule counts
+            n.add(valid=valid, fooled=valid & (adv.label[s] != clean.label[s]), targets=targets,
+                  targets_hit=targets & hit, changed=changed, changed_hit=changed & hit, objects=objects,
+                  objects_hit=objects & hit)
         won = attacked & reached(plan, adv.label)
         rms = dist["mse"].sqrt()  # (N,) root mean square perturbation per image
         miou_adv = miou(adv.label, reference, adv.num_classes)
         return {
             "n_attacked": int(attacked.sum()),
             "success_rate": float(won.sum() / attacked.sum()) if attacked.any() else None,
-            "fooling_ratio": float((adv.label != clean.label)[valid].float().mean()) if valid.any() else None,
+            "fooling_ratio": share(n["fooled"], n["valid"]) if n["valid"] else None,
             "miou": miou_adv, "miou_clean": miou(clean.label, reference, clean.num_classes), "miou_adv": miou_adv,
             "pixel_acc_clean": pixel_accuracy(clean.label, reference),
             "pixel_acc_adv": pixel_accuracy(adv.label, reference),
-            "target_hit_rate": float(hit[valid & attacked[:, None, None]].float().mean()) if attacked.any() else None,
-            "changed_hit_rate": float(hit[changed].float().mean()) if changed.any() else None,
-            "foreground_hit_rate": float(hit[objects].float().mean()) if objects.any() else None,
+            "target_hit_rate": share(n["targets_hit"], n["targets"]) if attacked.any() else None,
+            "changed_hit_rate": share(n["changed_hit"], n["changed"]) if n["changed"] else None,
+            "foreground_hit_rate": share(n["objects_hit"], n["objects"]) if n["objects"] else None,
             "rms_perturbation": median(rms[attacked]),
             "iterations_median": median(queries[attacked].float()),
             "median_l2": median(dist["l2"][attacked]),  # over attacked images: every one has a perturbation,
@@ -243,11 +283,10 @@ class Segmentation(Task):
                 queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """One record per image: its target hit share, pixel accuracy clean and adversarial, sizes."""
         reference, clean = subject.labels, subject.clean
-        valid = (reference != IGNORE).flatten(1)  # (N, P)
-        count = valid.sum(1).clamp_min(1)
-        hit = (_hits(plan, adv.label).flatten(1) & valid).sum(1) / count
-        acc_clean = ((clean.label == reference).flatten(1) & valid).sum(1) / count
-        acc_adv = ((adv.label == reference).flatten(1) & valid).sum(1) / count
+        hit = torch.cat([_pixel_shares(_hits(plan.criterion.subset(s), adv.label[s]), reference[s], given=True)
+                         for s in slices(len(reference))] or [torch.zeros(0)])  # (N,)
+        acc_clean, acc_adv = (torch.cat([_pixel_shares(p.label[s], reference[s]) for s in slices(len(reference))]
+                                        or [torch.zeros(0)]) for p in (clean, adv))
         won = (plan.attacked & reached(plan, adv.label)).tolist()
         columns = zip(subject.data.names, plan.attacked.tolist(), won, hit.tolist(), acc_clean.tolist(),
                       acc_adv.tolist(), dist["l2"].tolist(), dist["linf"].tolist(), dist["mse"].sqrt().tolist(),
@@ -257,13 +296,24 @@ class Segmentation(Task):
                 for name, a, ok, h, pc, pa, l2, linf, rms, q in columns]
 
 
-def _pixel_shares(pred: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """(k, H, W) label maps -> (k,) each image's share of valid pixels at their reference class."""
+def _pixel_shares(pred: torch.Tensor, reference: torch.Tensor, *, given: bool = False) -> torch.Tensor:
+    """(k, H, W) label maps -> (k,) each image's share of valid pixels at their reference class (`given`:
+    `pred` is already the (k, H, W) bool map of the pixels that count as right)."""
     valid = (reference != IGNORE).flatten(1)
-    return ((pred == reference).flatten(1) & valid).sum(1) / valid.sum(1).clamp_min(1)
+    right = pred if given else pred == reference
+    return (right.flatten(1) & valid).sum(1) / valid.sum(1).clamp_min(1)
 
 
-def _hits(plan: Plan, pred: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool: pixels at their adversarial label (targeted) or off their reference (untargeted)."""
-    labels = plan.criterion.labels
-    return pred == labels if plan.criterion.targeted else pred != labels
+def _hits(criterion: "Criterion", pred: torch.Tensor) -> torch.Tensor:
+    """(S, H, W) bool: pixels at their adversarial label (targeted) or off their reference (untargeted),
+    for the criterion of the same S images."""
+    labels = criterion.labels
+    return pred == labels if criterion.targeted else pred != labels
+
+
+class _PixelCounts(dict):
+    """Pixel counts summed over slices: add(name=bool map, ...) adds each map's True pixels."""
+
+    def add(self, **maps: torch.Tensor) -> None:
+        for name, pixels in maps.items():
+            self[name] = self.get(name, 0) + int(pixels.sum())
