@@ -9,6 +9,7 @@ easy as 1, 2, 3", SC 2011), so it does not depend on batch composition, device o
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 
@@ -30,6 +31,17 @@ def image_keys(x: torch.Tensor, seed: int) -> torch.Tensor:
     pos = mix32(torch.arange(q.shape[1], device=x.device, dtype=torch.long))  # (D,)
     h = mix32((q ^ pos) & M32).sum(dim=1) & M32  # (N,)
     return mix32(h ^ (seed & M32))
+
+
+KEYS_BATCH = 256  # images hashed at once by `keys_of`: the (B, D) int64 temporary stays this size
+
+
+def keys_of(x: torch.Tensor | Iterable[torch.Tensor], seed: int) -> torch.Tensor:
+    """`image_keys` of a whole set (N, C, H, W) or of its batches (an iterable of (B, C, H, W), e.g.
+    `Images.batches`), KEYS_BATCH images at a time: the same keys, without an (N, D) temporary."""
+    parts = x.split(KEYS_BATCH) if isinstance(x, torch.Tensor) else x
+    found = [image_keys(b, seed) for b in parts]
+    return torch.cat(found) if found else torch.zeros(0, dtype=torch.long)
 
 
 def step_keys(keys: torch.Tensor, stream: int, step: int) -> torch.Tensor:

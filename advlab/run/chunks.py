@@ -17,7 +17,7 @@ from advlab.core.device import synchronize
 from advlab.core.errors import AdvlabError
 from advlab.core.images import ChunkImages, Images, Mapped, TensorImages, as_images, batches
 from advlab.core.norms import MEASURES
-from advlab.core.rng import image_keys
+from advlab.core.rng import KEYS_BATCH, image_keys, keys_of
 
 
 @dataclass
@@ -105,7 +105,6 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
     )
 
 
-KEYS_BATCH = 256  # images per slice when a set-level attack's images are hashed
 
 
 def _attack_set(attack: Attack, model: nn.Module, x: Images, criterion: Criterion, *, device: torch.device,
@@ -113,7 +112,7 @@ def _attack_set(attack: Attack, model: nn.Module, x: Images, criterion: Criterio
     """A set-level attack (a universal perturbation) on all M images in one call, which streams them.
     Its checkpoint holds what makes the adversarial images, not the images: they are read back as
     `attack.adversarial(extras)` of the clean ones. Reused on --resume for the same images and settings."""
-    keys = torch.cat([image_keys(b, 0) for b in x.batches(KEYS_BATCH)])  # (M,) content hashes
+    keys = keys_of(x.batches(KEYS_BATCH), 0)  # (M,) content hashes
     saved = torch.load(chunk, map_location="cpu", weights_only=True, mmap=True) if chunk.exists() else {}
     if saved.get("fingerprint") != fingerprint or not torch.equal(saved.get("image_keys", keys[:0]), keys):
         synchronize(device)

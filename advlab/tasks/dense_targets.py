@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from advlab.core.criteria import IGNORE
-from advlab.core.rng import image_keys, step_keys, uniform
+from advlab.core.rng import keys_of, step_keys, uniform
 
 TARGET_STREAM = 31  # advlab.core.rng stream of the adversarial labels
 
@@ -18,7 +18,7 @@ def adversarial_labels(x: torch.Tensor, reference: torch.Tensor, num_classes: in
     foreground class) falls back to a random cyclic order of all its classes. Keyed by the seed and
     the image's pixels."""
     n, k = reference.shape[0], num_classes
-    keys = step_keys(image_keys(x, seed), TARGET_STREAM, 0)  # (N,)
+    keys = step_keys(keys_of(x, seed), TARGET_STREAM, 0)  # (N,)
     draws = uniform(keys, (k,))  # (N, K) in [0, 1)
     safe = torch.where(reference == IGNORE, 0, reference).flatten(1)  # (N, P)
     present = torch.zeros(n, k, dtype=torch.bool, device=reference.device).scatter_(1, safe, True)  # (N, K)

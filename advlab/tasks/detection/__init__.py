@@ -26,8 +26,8 @@ from torchvision.ops import box_iou
 
 from advlab.core.criteria import IGNORE, ProposalTargets
 from advlab.core.errors import AdvlabError
-from advlab.core.images import Images
-from advlab.core.rng import image_keys
+from advlab.core.images import Images, as_images, batches
+from advlab.core.rng import KEYS_BATCH, keys_of
 from advlab.core.stats import median
 from advlab.tasks import DefaultRun, Plan, Task, register_task
 from advlab.tasks.dense_targets import adversarial_labels
@@ -52,7 +52,7 @@ Boxes = list[dict[str, torch.Tensor]]  # per image: boxes (G, 4) x1 y1 x2 y2, la
 class DetPredictions:
     detections: Boxes  # per image, on the CPU
     num_classes: int
-    x: torch.Tensor  # (N, C, H, W) the images they were made on (target hits are read from them)
+    x: Images  # (N, C, H, W) the images they were made on, read on demand (target hits are read from them)
     threshold: float = REFERENCE_SCORE  # the detector's score threshold (`score_threshold`)
     cache: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # name -> (what it was computed for, value)
 
@@ -68,13 +68,13 @@ class DetPredictions:
 
 def predict_detection(model: nn.Module, x: torch.Tensor | Images, batch_size: int,
                       device: torch.device) -> DetPredictions:
-    """Detections for (N, C, H, W) images, in batches, moved to the CPU. The predictions keep the images
-    (target outcomes are read from them), so detection data sets are held in memory."""
-    x = x.tensor() if isinstance(x, Images) else x
+    """Detections for (N, C, H, W) images, in batches, moved to the CPU. The predictions refer to the
+    images (target outcomes are read from them in batches), without reading them into memory."""
+    x = as_images(x)
     found: Boxes = []
     with torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
-            for det in model.detect(x[i:i + batch_size].to(device)):
+        for batch in batches(x, batch_size, device):
+            for det in model.detect(batch):
                 found.append({k: v.detach().cpu() for k, v in det.items()})
     return DetPredictions(found, model.num_classes, x, score_threshold(model))
 
@@ -197,7 +197,7 @@ class Detection(Task):
                               f"(0..{k - 1}; 0 = background makes the objects vanish)")
         if spec.target_mask is not None or spec.starting_image is not None:
             raise AdvlabError(f"--target-mask and --starting-image are not for detection; {model.name} is a detector")
-        proposals, probs = self._proposals(model, data.x, device)
+        proposals, probs = self._proposals(model, data.images, device)
         targets = assign_targets(proposals, probs, reference)
         counts = torch.tensor([len(t[0]) for t in targets])  # (N,)
         slots = max(int(counts.max()) if len(counts) else 0, 1)
@@ -212,20 +212,20 @@ class Detection(Task):
         criterion = ProposalTargets(labels, threshold=FOOLED_SHARE, proposals=boxes, counts=counts, original=original)
         return Plan(criterion, counts > 0, None)
 
-    def _proposals(self, model: nn.Module, x: torch.Tensor,
+    def _proposals(self, model: nn.Module, x: Images,
                    device: torch.device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per image: the fixed proposals on the clean image (P, 4) and the box head's class
         probabilities for them (P, K). Computed once per model and image, then remembered: every
         attack row (and the runner's preflight) plans on the same proposals."""
         memo = self._memo.setdefault(model, {})
-        keys = image_keys(x, 0).tolist()
-        missing = [i for i, key in enumerate(keys) if key not in memo]
+        keys = keys_of(x.batches(KEYS_BATCH), 0).tolist()
+        missing = torch.tensor([i for i, key in enumerate(keys) if key not in memo], dtype=torch.long)
         with torch.no_grad():
-            for start in range(0, len(missing), PROPOSAL_BATCH):
-                index = missing[start:start + PROPOSAL_BATCH]
-                xb = x[index].to(device)
+            parts = x.batches(PROPOSAL_BATCH, missing) if len(missing) else ()
+            for index, xb in zip(missing.split(PROPOSAL_BATCH), parts):
+                xb = xb.to(device)
                 props = model.proposals(xb)
-                for i, p, lg in zip(index, props, model.proposal_logits(xb, props)):
+                for i, p, lg in zip(index.tolist(), props, model.proposal_logits(xb, props)):
                     memo[keys[i]] = (p.cpu(), lg.softmax(-1).cpu())
         return [memo[k][0] for k in keys], [memo[k][1] for k in keys]
 
@@ -310,13 +310,13 @@ def _target_outcomes(model: nn.Module, plan: Plan,
 
 
 def _proposal_outcomes(model: nn.Module, criterion: ProposalTargets,
-                       x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       x: Images) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     device = next(model.parameters()).device
-    preds = []
+    preds = [torch.zeros(0, criterion.labels.shape[1], dtype=torch.long)]
     with torch.no_grad():
-        for i in range(0, len(criterion), PROPOSAL_BATCH):
+        for i, xb in zip(range(0, len(criterion), PROPOSAL_BATCH), batches(x, PROPOSAL_BATCH, device)):
             part = criterion.subset(slice(i, i + PROPOSAL_BATCH)).to(device)
-            preds.append(part.evaluate(model, x[i:i + PROPOSAL_BATCH].to(device)).argmax(dim=1).cpu())
+            preds.append(part.evaluate(model, xb).argmax(dim=1).cpu())
     pred, valid = torch.cat(preds), criterion.valid().cpu()  # (N, P)
     return (pred == criterion.labels) & valid, (pred != criterion.original) & valid, valid
 

@@ -22,7 +22,7 @@ from torch import nn
 from advlab.core.criteria import IGNORE, Targeted, Untargeted
 from advlab.core.errors import AdvlabError, first_line
 from advlab.core.images import Images, batches
-from advlab.core.rng import image_keys, step_keys, uniform
+from advlab.core.rng import keys_of, step_keys, uniform
 from advlab.core.stats import median
 from advlab.tasks import DefaultRun, Plan, Task, register_task
 from advlab.tasks.dense_targets import TARGET_STREAM, adversarial_labels
@@ -156,7 +156,7 @@ def painted_targets(path: str, x: torch.Tensor, reference: torch.Tensor, num_cla
         valid = reference != IGNORE
         present.scatter_(1, torch.where(valid, reference, 0).flatten(1), valid.flatten(1))
         present[:, 0] = True  # background is never the painted class
-        draws = uniform(step_keys(image_keys(x, seed), TARGET_STREAM, 1), (num_classes,))  # (N, K)
+        draws = uniform(step_keys(keys_of(x, seed), TARGET_STREAM, 1), (num_classes,))  # (N, K)
         paint = draws.masked_fill(present, -1.0).argmax(dim=1)  # (N,) a random absent class
         if bool(present.all(dim=1).any()):
             raise AdvlabError("--target-mask: an image contains every class, so no absent class can be painted; "
