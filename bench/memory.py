@@ -7,7 +7,7 @@ demand in DataLoader workers, the path of a real validation set), or a `tensors:
     python bench/memory.py -n 512 --source tensors
     python bench/memory.py -n 128 --method pgd --device cuda
     python bench/memory.py --task segmentation   # FGSM on the lab's segmenter, fashion-scenes:test
-    python bench/memory.py --task detection -n 16 --method dag   # DAG on the lab's detector
+    python bench/memory.py --task detection -n 8 --batch-size 8 --method dag   # DAG on the lab's detector
 
 The goal of the scaling issue: the 8N run's peak within 1.25x of the N run's. Prints a table and a
 JSON line.
@@ -65,6 +65,8 @@ def main() -> None:
     p.add_argument("--model", default="mobilenet_v2")
     p.add_argument("--device", default="cpu")
     p.add_argument("--source", choices=["folder", "tensors"], default="folder")
+    p.add_argument("--batch-size", type=int, help="the run's batch size (default: advlab's); the small run "
+                                                   "must fill a batch, or the batch size is what grows")
     p.add_argument("--task", help="a task with a default run (segmentation, detection): its model on its data "
                                   "(fashion-scenes) instead of generated images")
     args = p.parse_args()
@@ -82,7 +84,8 @@ def main() -> None:
         for n in (args.n, 8 * args.n):
             run = root / f"run-{n}"
             _, kib = peak_run(["attack", "--method", args.method, *model, *(["--data", data] if data else []),
-                               "-n", str(n), "--device", args.device, "--out", str(run)])
+                               "-n", str(n), "--device", args.device, "--out", str(run),
+                               *(["--batch-size", str(args.batch_size)] if args.batch_size else [])])
             arrays = sum(f.stat().st_size for f in (run / "arrays").rglob("*") if f.is_file())
             results = (run / "results.json").stat().st_size
             rows.append({"n": n, "peak_rss_mib": kib / 1024, "arrays_mib": arrays / 2**20,

@@ -132,3 +132,15 @@ def test_defend_errors_are_one_line(run_error, digits, tmp_path):
     assert "needs the setting 'checkpoint'" in run_error("run", str(yaml_cfg))
     yaml_cfg.write_text("defenses: [{method: jpeg, adaptive: maybe}]\n")
     assert "adaptive must be true or false" in run_error("run", str(yaml_cfg))
+
+
+def test_an_attack_used_twice_has_one_name_in_the_defense_table_and_the_matrix(digits, tmp_path):
+    data = save_images(tmp_path / "eval.npz", digits.x_test[:40], digits.y_test[:40])
+    run = tmp_path / "run"
+    assert main(["defend", "--defense", "bit-depth:bits=2", "--attacks", "fgsm", "--eps", "0.1,0.3",
+                 *model_args(digits), "--data", f"tensors:{data}", "--device", "cpu", "--out", str(run)]) == 0
+    results = json.loads((run / "results.json").read_text())
+    after = results["defenses"][0]["accuracy_after_defense"]
+    assert set(after) == {"fgsm eps=0.1", "fgsm eps=0.1(adaptive)", "fgsm eps=0.3", "fgsm eps=0.3(adaptive)"}
+    matrix = {r["attack"] for m in results["robustness"]["matrices"] for r in m["rows"]}
+    assert {"fgsm eps=0.1", "fgsm eps=0.3"} <= matrix

@@ -134,7 +134,7 @@ def test_sparse_results_render(tmp_path: Path) -> None:
     (tmp_path / "arrays" / "y-0.pt").write_bytes(b"not a torch file")
     html = render_report(tmp_path).read_text(encoding="utf-8")
     assert "defense: jpeg, adaptive: bpda" in html
-    assert "could not be read" in html and "is missing" in html
+    assert "could not be read" in html and "../../etc/passwd lies outside the run directory" in html
 
 
 def test_amplified_perturbation_and_formatting() -> None:

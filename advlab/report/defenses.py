@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from advlab.core.norms import MEASURES
-from advlab.report.gallery import MAX_IMAGES, resolve_arrays
+from advlab.report.gallery import MAX_IMAGES, read_images
 from advlab.report.views import view_for
 from advlab.view import fmt
 from advlab.view.images import amplified_perturbation, image_uri
@@ -198,41 +198,14 @@ def gallery_card(row: dict[str, Any], index: int, view: TaskView) -> DefenseCard
                        status=status, status_text=view.defense_status[status], **view.defense_text(row))
 
 
-def load_gallery(path: Path) -> dict[str, torch.Tensor]:
-    """torch.load the gallery dict (x, x_adv, denoised: matching (R, C, H, W)); raises on anything unusable."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict):
-        raise TypeError("not a dict")
-    tensors = [data.get(k) for k in ("x", "x_adv", "denoised")]
-    if not all(isinstance(t, torch.Tensor) for t in tensors):
-        raise TypeError("no 'x' / 'x_adv' / 'denoised' tensors")
-    x, x_adv, denoised = tensors
-    if x.ndim != 4 or x.shape != x_adv.shape or x.shape != denoised.shape:
-        raise ValueError(f"x {tuple(x.shape)}, x_adv {tuple(x_adv.shape)} and denoised {tuple(denoised.shape)} "
-                         "are not matching (R,C,H,W)")
-    return data
-
-
 def build_gallery(run_dir: Path, gallery: Any, view: TaskView) -> tuple[list[DefenseCard], str | None, int]:
     """(cards, note, number of rows) for a defense's `gallery`; never raises on a bad or missing file."""
     gallery = fmt.as_dict(gallery)
     listed = gallery.get("rows") if isinstance(gallery.get("rows"), list) else []
     rows = [r if isinstance(r, dict) else {} for r in listed]
-    rel = gallery.get("file")
-    data, note = None, None
-    if rel:
-        path = resolve_arrays(run_dir, rel)
-        if path is None:
-            note = f"Gallery file {rel} lies outside the run directory: images are not shown."
-        elif not path.is_file():
-            note = f"Gallery file {rel} is missing: images are not shown."
-        else:
-            try:
-                data = load_gallery(path)
-            except Exception as exc:  # noqa: BLE001 - any unreadable file: report it, render the rest
-                note = f"Gallery file {rel} could not be read ({type(exc).__name__}: {exc}): images are not shown."
-    elif rows:
-        note = "No gallery file was recorded for this defense: images are not shown."
+    data, note = read_images(run_dir, gallery.get("file"), "Gallery file", ("x", "x_adv", "denoised"),
+                             missing="No gallery file was recorded for this defense: images are not shown."
+                             if rows else None)
     if data is None:
         return [gallery_card(r, i, view) for i, r in enumerate(rows[:MAX_IMAGES])], note, len(rows)
 

@@ -56,16 +56,36 @@ def resolve_arrays(run_dir: Path, rel: Any) -> Path | None:
     return path if path.is_relative_to(root) else None
 
 
-def load_arrays(path: Path) -> dict[str, torch.Tensor]:
-    """torch.load the arrays dict on the CPU (tensors only); raises on anything unusable."""
+def read_images(run_dir: Path, rel: Any, what: str, keys: tuple[str, ...],
+                missing: str | None) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """(tensors, None) from the file `rel` of the run directory holding matching (N, C, H, W) image
+    tensors under `keys`, or (None, the note saying why not: never recorded (`missing`), outside the run
+    directory, gone, unreadable). Both galleries (attacks, defenses) read their images through it."""
+    if not rel:
+        return None, missing
+    path = resolve_arrays(run_dir, rel)
+    if path is None:
+        return None, f"{what} {rel} lies outside the run directory: images are not shown."
+    if not path.is_file():
+        return None, f"{what} {rel} is missing: images are not shown."
+    try:
+        return load_images_file(path, keys), None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file: report it, render the rest
+        return None, f"{what} {rel} could not be read ({type(exc).__name__}: {exc}): images are not shown."
+
+
+def load_images_file(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """torch.load a dict whose `keys` are matching (N, C, H, W) tensors, on the CPU; raises on anything
+    unusable."""
     data = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(data, dict):
         raise ValueError("not a dict")
-    x, x_adv = data.get("x"), data.get("x_adv")
-    if not isinstance(x, torch.Tensor) or not isinstance(x_adv, torch.Tensor):
-        raise ValueError("no 'x' / 'x_adv' tensors")
-    if x.ndim != 4 or x.shape != x_adv.shape:
-        raise ValueError(f"x {tuple(x.shape)} and x_adv {tuple(x_adv.shape)} are not matching (N,C,H,W)")
+    tensors = [data.get(k) for k in keys]
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise ValueError(f"no {' / '.join(repr(k) for k in keys)} tensors")
+    if tensors[0].ndim != 4 or any(t.shape != tensors[0].shape for t in tensors):
+        shapes = ", ".join(f"{k} {tuple(t.shape)}" for k, t in zip(keys, tensors))
+        raise ValueError(f"{shapes} are not matching (N,C,H,W)")
     return data
 
 
@@ -75,20 +95,9 @@ def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "", univer
     samples = [s if isinstance(s, dict) else {} for s in (attack.get("samples") or [])]
     view = view_for(attack)
     control = bool(attack.get("baseline"))
-    rel = attack.get("arrays")
     gallery = Gallery(n_total=len(samples))
-    data: dict[str, torch.Tensor] | None = None
-    if not rel:
-        gallery.note = "No arrays file was recorded for this attack: images are not shown."
-    else:
-        path = resolve_arrays(run_dir, rel)
-        if path is None or not path.is_file():
-            gallery.note = f"Arrays file {rel} is missing: images are not shown."
-        else:
-            try:
-                data = load_arrays(path)
-            except Exception as exc:  # any unreadable file: report it, render the rest
-                gallery.note = f"Arrays file {rel} could not be read ({type(exc).__name__}: {exc}): images are not shown."
+    data, gallery.note = read_images(run_dir, attack.get("arrays"), "Arrays file", ("x", "x_adv"),
+                                     missing="No arrays file was recorded for this attack: images are not shown.")
 
     if data is None:
         gallery.cards = [sample_card(s, i, universal=universal, view=view, control=control)

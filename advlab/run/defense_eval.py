@@ -11,7 +11,6 @@ attack of the run in three settings, side by side:
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,12 +41,6 @@ def defense_label(defense: Defense) -> str:
     """The defense as the robustness matrix names it: its method and settings, e.g. 'bit-depth 2 bits'."""
     variant = defense.variant()
     return f"{defense.name} {variant}" if variant else defense.name
-
-
-def attack_keys(specs: list[AttackSpec]) -> list[str]:
-    """The accuracy_after_defense key of each attack: its method, or method-i when a method repeats."""
-    counts = Counter(s.method for s in specs)
-    return [s.method if counts[s.method] == 1 else f"{s.method}-{i}" for i, s in enumerate(specs)]
 
 
 def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: Subject,

@@ -38,7 +38,7 @@ from advlab.core.registry import PluginInfo, get_attack, get_defense
 from advlab.core.schema import ADAPTIVE, NO_DEFENSE
 from advlab.data.sources import load_images
 from advlab.report import render_html, render_report
-from advlab.run.defense_eval import attack_keys, build_defense, defense_label, evaluate_defense
+from advlab.run.defense_eval import build_defense, defense_label, evaluate_defense
 from advlab.run.robustness import Column, Ledger, attack_labels, entry
 from advlab.run.rows import RowContext, run_attack
 from advlab.run.runlock import RunLock, own_files
@@ -208,7 +208,7 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
                              for s in subjects]
     arrays = run_dir / "arrays"
     rows_by_class: dict[type, list[tuple[int, dict[str, Any]]]] = {}
-    keys, labels = attack_keys(cfg.attacks), attack_labels(cfg.attacks)
+    labels = attack_labels(cfg.attacks)  # one name per attack: matrix rows and defense keys alike
     ledger, warnings = Ledger(), []
     for m, subject in enumerate(subjects):
         suffix = f"-m{m}" if len(subjects) > 1 else ""
@@ -223,7 +223,7 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
             outcomes = run_attack(tag, spec, attack, subject, cfg, device, arrays, context)
             for outcome in outcomes:
                 _add_row(results, outcome.row, subject)
-            bare.append((keys[i], tag, spec, attack, outcomes[0]))
+            bare.append((labels[i], tag, spec, attack, outcomes[0]))
             rows_by_class.setdefault(type(attack), []).append((m, outcomes[0].row))
             if clean_correct is not None:
                 ledger.record(column, labels[i], entry(subject.task.correct(outcomes[0].adv, subject.labels),

@@ -50,8 +50,9 @@ class ClassificationView(TaskView):
         }
 
     def defense_text(self, row: dict[str, Any]) -> dict[str, str]:
-        return {"label_text": _indexed(row, "label"), "clean_text": _indexed(row, "clean_pred"),
-                "adv_text": _indexed(row, "adv_pred"), "denoised_text": _indexed(row, "denoised_pred")}
+        return {f"{part}_text": class_text(row.get(f"{key}_name"), row.get(key))
+                for part, key in (("label", "label"), ("clean", "clean_pred"), ("adv", "adv_pred"),
+                                  ("denoised", "denoised_pred"))}
 
     def restored(self, row: dict[str, Any]) -> bool | None:
         """The record's verdict, or for records written before it existed: denoised class == label."""
@@ -63,10 +64,3 @@ class ClassificationView(TaskView):
                 return str(row[a]) == str(row[b])
         return None
 
-
-def _indexed(row: dict[str, Any], prefix: str) -> str:
-    """'Bag #8' from row[prefix + '_name'] / row[prefix] (label, clean_pred, adv_pred, denoised_pred)."""
-    name, index = row.get(f"{prefix}_name"), row.get(prefix)
-    if name not in (None, "") and index is not None:
-        return f"{name} #{index}"
-    return fmt.plain(name if name not in (None, "") else index)
