@@ -7,13 +7,17 @@ from advlab.core.rng import image_keys, normal, step_keys, uniform
 
 
 def test_noise_statistics():
-    keys = image_keys(torch.rand(3, 3, 32, 32), seed=0)
+    """Bounds at 5 standard errors of each statistic (they were at 2 for the neighbour product, whose
+    images were unseeded: about one run in twenty failed, depending on the test order)."""
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    keys = image_keys(images, seed=0)
     z = normal(step_keys(keys, 3, 0), (4, 10_000))
     assert z.shape == (3, 4, 10_000)
-    assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1) < 0.01
-    flat = z.flatten(1)
-    assert abs(float(torch.corrcoef(flat)[0, 1])) < 0.02  # images draw unrelated noise
-    assert abs(float((flat[0, :-1] * flat[0, 1:]).mean())) < 0.01  # neighbours are unrelated
+    se_mean, se_std = 1 / 120_000 ** 0.5, 1 / (2 * 120_000) ** 0.5
+    assert abs(float(z.mean())) < 5 * se_mean and abs(float(z.std()) - 1) < 5 * se_std
+    flat = z.flatten(1)  # (3, 40000)
+    assert abs(float(torch.corrcoef(flat)[0, 1])) < 5 / 40_000 ** 0.5  # images draw unrelated noise
+    assert abs(float((flat[0, :-1] * flat[0, 1:]).mean())) < 5 / 39_999 ** 0.5  # neighbours are unrelated
     u = uniform(keys, (50_000,))
     assert 0 < float(u.min()) and float(u.max()) < 1 and abs(float(u.mean()) - 0.5) < 0.01
 
