@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab.core.config import ModelSpec, absolute_model, default_weights
+from advlab.core.config import ModelSpec, default_weights
 from advlab.core.criteria import Criterion
 from advlab.core.errors import AdvlabError
+from advlab.core.paths import absolute_model
 
 SurrogateSetting = str | dict | nn.Module | None
 

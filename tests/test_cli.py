@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from advlab.cli.main import main
-from advlab.core.config import RunConfig, load_config
+from advlab.core.config import RunConfig
+from advlab.core.config_yaml import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFTEST = ROOT / "tests" / "conftest.py"

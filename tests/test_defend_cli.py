@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from advlab.cli.main import main
-from advlab.core.config import load_config
+from advlab.core.config_yaml import load_config
 from advlab.defenses.dunet import DUNET
 from advlab.defenses.hgd import save_checkpoint
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from advlab.cli.main import main
-from advlab.core.config import AttackSpec, expand_sweeps
+from advlab.core.config import AttackSpec
+from advlab.core.config_yaml import expand_sweeps
 from advlab.run.robustness import attack_labels
 
 

@@ -11,7 +11,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from advlab.core.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig, default_weights, expand_sweeps, validate
+from advlab.core.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig, default_weights, validate
+from advlab.core.config_yaml import expand_sweeps
 from advlab.core.errors import AdvlabError
 from advlab.core.threat import parse_threat, unique
 
@@ -39,8 +40,8 @@ def config_from_attack_args(args: argparse.Namespace) -> RunConfig:
 def config_from_defend_args(args: argparse.Namespace) -> RunConfig:
     """`advlab defend` (evaluation): the attacks of --attacks, each with the flags it accepts, and the
     defenses of --hgd/--checkpoint and --defense."""
-    from advlab.core.config import attack_defaults
     from advlab.core.registry import get_attack
+    from advlab.core.settings import attack_defaults
 
     cfg = RunConfig(name="defend")
     _model_and_data(cfg, args)

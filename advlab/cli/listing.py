@@ -21,7 +21,7 @@ def for_task(plugins: dict[str, Any], task: str | None) -> dict[str, Any]:
 def describe_plugin(name: str) -> str:
     """`advlab list NAME`: a plugin's summary and its settings with types and defaults."""
     from advlab.core import registry
-    from advlab.core.config import setting_types
+    from advlab.core.settings import setting_types
 
     attacks, defenses = registry.attacks(), registry.defenses()
     if name not in attacks and name not in defenses:

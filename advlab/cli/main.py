@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from advlab.cli.args import apply_run_overrides, config_from_attack_args, config_from_defend_args, train_job_from_args
-from advlab.core.config import load_config
+from advlab.core.config_yaml import load_config
 from advlab.core.errors import AdvlabError, Interrupted, first_line
 
 

@@ -27,9 +27,6 @@ class Measure:
         """(N,) distances of `x_adv` from `x` (N, C, H, W), in float32."""
         return self.size((x_adv - x).flatten(1).float())
 
-    def __repr__(self) -> str:
-        return self.name
-
 
 class Norm(Measure):
     """A norm an attack can be bounded in: its ball, its steepest ascent and its budget check."""

@@ -56,6 +56,17 @@ def resolve_arrays(run_dir: Path, rel: Any) -> Path | None:
     return path if path.is_relative_to(root) else None
 
 
+def locate(run_dir: Path, rel: Any, what: str) -> tuple[Path | None, str | None]:
+    """(path, None) for a file results.json names inside the run directory, else (None, what is wrong:
+    it lies outside the run directory, or it is missing)."""
+    path = resolve_arrays(run_dir, rel)
+    if path is None:
+        return None, f"{what} {rel} lies outside the run directory"
+    if not path.is_file():
+        return None, f"{what} {rel} is missing"
+    return path, None
+
+
 def read_images(run_dir: Path, rel: Any, what: str, keys: tuple[str, ...],
                 missing: str | None) -> tuple[dict[str, torch.Tensor] | None, str | None]:
     """(tensors, None) from the file `rel` of the run directory holding matching (N, C, H, W) image
@@ -63,11 +74,9 @@ def read_images(run_dir: Path, rel: Any, what: str, keys: tuple[str, ...],
     directory, gone, unreadable). Both galleries (attacks, defenses) read their images through it."""
     if not rel:
         return None, missing
-    path = resolve_arrays(run_dir, rel)
+    path, why = locate(run_dir, rel, what)
     if path is None:
-        return None, f"{what} {rel} lies outside the run directory: images are not shown."
-    if not path.is_file():
-        return None, f"{what} {rel} is missing: images are not shown."
+        return None, f"{why}: images are not shown."
     try:
         return load_images_file(path, keys), None
     except Exception as exc:  # noqa: BLE001 - any unreadable file: report it, render the rest

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from advlab.report.gallery import resolve_arrays
+from advlab.report.gallery import locate
 from advlab.view import fmt
 from advlab.view.images import data_uri
 from advlab.view.plots import fooling_trace_png, transfer_heatmap_png
@@ -66,11 +66,9 @@ def perturbation_image(run_dir: Path, rel: Any) -> tuple[str | None, str | None]
     """(data URI, None) for the PNG file `rel` inside the run directory, else (None, why not)."""
     if not rel:
         return None, None
-    path = resolve_arrays(run_dir, rel)
+    path, why = locate(run_dir, rel, "Perturbation image")
     if path is None:
-        return None, f"Perturbation image {rel} lies outside the run directory: not shown."
-    if not path.is_file():
-        return None, f"Perturbation image {rel} is missing."
+        return None, f"{why}: not shown."
     try:
         if path.stat().st_size > MAX_PNG_BYTES:
             return None, f"Perturbation image {rel} is larger than {MAX_PNG_BYTES // 2**20} MiB: not inlined."

@@ -19,11 +19,12 @@ import torch
 
 from advlab.core import atomic
 from advlab.core.attack import Attack
-from advlab.core.config import AttackSpec, DefenseSpec, RunConfig, instantiate
+from advlab.core.config import AttackSpec, DefenseSpec, RunConfig
 from advlab.core.defense import Defended, Defense
 from advlab.core.norms import MEASURES
 from advlab.core.registry import get_attack, get_defense
 from advlab.core.schema import ADAPTIVE, NON_ADAPTIVE
+from advlab.core.settings import instantiate
 from advlab.run.robustness import Column, Ledger, entry
 from advlab.run.rows import Outcome, RowContext, attack_row
 from advlab.tasks import HeldOut, Subject

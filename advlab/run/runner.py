@@ -17,25 +17,15 @@ import torch
 from advlab import __version__
 from advlab.core import atomic, distributed
 from advlab.core.attack import Attack
-from advlab.core.config import (
-    AttackSpec,
-    DefenseSpec,
-    ModelSpec,
-    RunConfig,
-    absolute,
-    absolute_model,
-    absolute_settings,
-    absolute_source,
-    attack_defaults,
-    instantiate,
-    load_config,
-    to_yaml,
-)
+from advlab.core.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig
+from advlab.core.config_yaml import load_config, to_yaml
 from advlab.core.defense import Defended, Defense
 from advlab.core.device import apply_precision, device_name, resolve_device
 from advlab.core.errors import AdvlabError, Interrupted
+from advlab.core.paths import absolute, absolute_model, absolute_settings, absolute_source
 from advlab.core.registry import PluginInfo, get_attack, get_defense
 from advlab.core.schema import ADAPTIVE, NO_DEFENSE
+from advlab.core.settings import attack_defaults, instantiate
 from advlab.data.sources import load_images
 from advlab.report import render_html, render_report
 from advlab.run.defense_eval import build_defense, defense_label, evaluate_defense

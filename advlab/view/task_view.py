@@ -108,6 +108,11 @@ def distance_text(sample: dict[str, Any], l2: Any, no_adv: str | None) -> str:
                       f"{fmt.integer(queries)} queries" if queries is not None else None)
 
 
+# columns of every iterative dense attack's rows (e.g. DAG): the paper's perceptibility, and its iterations
+RMS = Column("rms", lambda r: fmt.sci(r.get("rms_perturbation")))
+MEDIAN_ITERATIONS = Column("median iterations", lambda r: fmt.integer(r.get("iterations_median")))
+
+
 def dense_distance(sample: dict[str, Any]) -> str:
     """'rms 1.2e-02 · L∞ 0.08 · 150 iterations' for an iterative dense attack's sample (e.g. DAG)."""
     queries = sample.get("queries")

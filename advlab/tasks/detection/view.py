@@ -11,7 +11,18 @@ import torch
 from advlab.view import fmt
 from advlab.view.cards import Gallery
 from advlab.view.images import boxes_image, image_uri, palette
-from advlab.view.task_view import Column, Plot, TaskView, active_plot, before_after, css, dense_distance, success_rate
+from advlab.view.task_view import (
+    MEDIAN_ITERATIONS,
+    RMS,
+    Column,
+    Plot,
+    TaskView,
+    active_plot,
+    before_after,
+    css,
+    dense_distance,
+    success_rate,
+)
 
 
 def _found(row: dict[str, Any]) -> str:
@@ -37,8 +48,8 @@ class DetectionView(TaskView):
         Column("objects found clean → adv.", _found,
                "reference objects still detected (same class, IoU >= 0.5) at the detector's score threshold, "
                "and at half of it after the attack"),
-        Column("rms", lambda r: fmt.sci(r.get("rms_perturbation"))),
-        Column("median iterations", lambda r: fmt.integer(r.get("iterations_median"))),
+        RMS,
+        MEDIAN_ITERATIONS,
     )
     glossary: ClassVar[tuple[tuple[str, str], ...]] = (
         ("success rate", "share of the attacked images on which the attack succeeded by the reference code's "

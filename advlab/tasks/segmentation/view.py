@@ -10,7 +10,18 @@ import torch
 from advlab.view import fmt
 from advlab.view.cards import Gallery
 from advlab.view.images import image_uri, mask_image, palette
-from advlab.view.task_view import Column, Plot, TaskView, active_plot, before_after, css, dense_distance, success_rate
+from advlab.view.task_view import (
+    MEDIAN_ITERATIONS,
+    RMS,
+    Column,
+    Plot,
+    TaskView,
+    active_plot,
+    before_after,
+    css,
+    dense_distance,
+    success_rate,
+)
 
 
 class SegmentationView(TaskView):
@@ -25,8 +36,8 @@ class SegmentationView(TaskView):
                "over the pixels whose target differs from the reference"),
         Column("object pixels hit", lambda r: fmt.pct(r.get("foreground_hit_rate")),
                "over the pixels whose reference class is not background (what the stop rule counts)"),
-        Column("rms", lambda r: fmt.sci(r.get("rms_perturbation"))),
-        Column("median iterations", lambda r: fmt.integer(r.get("iterations_median"))),
+        RMS,
+        MEDIAN_ITERATIONS,
     )
     glossary: ClassVar[tuple[tuple[str, str], ...]] = (
         ("success rate", "share of the attacked images whose target pixels the attack reached, by the reference "
