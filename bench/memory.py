@@ -1,24 +1,43 @@
 """Benchmark: does a run's memory and disk grow with the number of images? Peak resident memory of
-the same attack over N and 8N images of 224 px, and the bytes written under the run's arrays/; each
-run in its own process. The images are generated: JPEG files of noise in a `folder:` (decoded on
-demand in DataLoader workers, the path of a real validation set), or a `tensors:` file of uint8.
+the same attack over a small and a large image set, and the bytes written under the run's arrays/;
+each run in its own process.
 
+Two studies:
+
+- `--photos` (the scaling issue's measure): real JPEG photos, foolbox's 20 ImageNet samples copied
+  into class-index folders (N / 20 copies of each), attacked on pretrained MobileNetV2, at 400 and
+  3,200 images (`--sizes`), two runs each (`--repeat`), median reported; beside it, in the same
+  bench run, the model's own floor: importing torch and building the model, and a bare
+  forward+backward at the run's batch size, so the lab's share is the run's peak minus that floor.
+  `--no-release` adds one run at the largest size without advlab's between-batch release of freed
+  heap pages (`advlab.core.device.release_freed_memory`): what allocator fragmentation costs.
+  Memory is the main process's peak RSS (`getrusage`); the decoding workers' share is sampled on
+  the side (peak summed PSS of the process tree, every 0.2 s).
+- generated images (the default): JPEG files of noise in a `folder:` (or a `tensors:` file), N and
+  8N, random weights, or a dense task's default run (`--task`).
+
+    python bench/memory.py --photos                                  # FGSM, 400 and 3,200 photos, 2 runs each
+    python bench/memory.py --photos --method universal --set solver=sgd --set max_passes=1
+    python bench/memory.py --photos --method boundary --set max_queries=10
     python bench/memory.py                    # FGSM on MobileNetV2 (random weights), N = 64 and 512
     python bench/memory.py -n 512 --source tensors
-    python bench/memory.py -n 128 --method pgd --device cuda
     python bench/memory.py --task segmentation   # FGSM on the lab's segmenter, fashion-scenes:test
     python bench/memory.py --task detection -n 8 --batch-size 8 --method dag   # DAG on the lab's detector
 
-The goal of the scaling issue: the 8N run's peak within 1.25x of the N run's. Prints a table and a
-JSON line.
+The goal of the scaling issue: the large run's peak within 1.25x of the small one's, and the lab's
+share above the floor a constant few hundred MB. Prints a table and a JSON line.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -57,6 +76,142 @@ def peak_run(args: list[str]) -> tuple[int, int]:
     return int(rc), int(kib)
 
 
+FLOOR = """
+import resource, sys, torch, torchvision
+from advlab.core.device import keep_freed_memory
+keep_freed_memory()  # the allocator setting advlab runs the CPU under
+net = torchvision.models.get_model(sys.argv[1], weights=sys.argv[3]).eval().to(memory_format=torch.channels_last)
+model_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+x = torch.rand(int(sys.argv[2]), 3, 224, 224).contiguous(memory_format=torch.channels_last)
+p = x.clone().requires_grad_(True)  # one attack step: forward+backward to the input, a checking forward
+logits = net(p)
+(grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, logits.argmax(1)), p)
+with torch.no_grad():
+    net(p + grad.sign() / 255)
+print(model_kib, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+NO_RELEASE = ("import sys, advlab.core.device as d, advlab.core.images as i; "
+              "d.release_freed_memory = i.release_freed_memory = lambda: False; "
+              "from advlab.cli.main import main; sys.argv[0] = 'advlab'; main()")
+
+
+def photo_folder(root: Path, n: int) -> Path:
+    """n real JPEG photos in ImageNet class-index folders: foolbox's 20 ImageNet samples, n / 20 links
+    to each (`imagenet_XX_LABEL.jpg`: LABEL is the class index)."""
+    import foolbox
+
+    photos = sorted((Path(foolbox.__file__).parent / "data").glob("imagenet_*.jpg"))
+    if len(photos) != 20:
+        raise SystemExit(f"found {len(photos)} of foolbox's 20 ImageNet samples; pip install foolbox==3.3.4")
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        folder = root / photo.stem.split("_")[-1]
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{i:06d}.jpg"
+        try:
+            os.link(photo, target)
+        except OSError:  # another file system: copy
+            shutil.copyfile(photo, target)
+    return root
+
+
+def _tree_pss_kib(pid: int) -> int:
+    """Summed proportional set size of `pid` and its descendants (a page shared by k processes counts
+    1/k in each): the memory of a run with its decoding workers, without counting shared pages twice."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, grew = {pid}, True
+    while grew:
+        more = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    total = 0
+    for member in tree:
+        try:
+            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def measured(cmd: list[str], log: Path) -> tuple[int, int, float]:
+    """Run `cmd` (stderr to `log`): (peak RSS KiB of its largest process, peak summed PSS KiB of its
+    process tree sampled every 0.5 s, wall seconds)."""
+    t0 = time.perf_counter()
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        tree = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            tree = max(tree, _tree_pss_kib(proc.pid))
+            time.sleep(0.5)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{log.read_text()[-2000:]}")
+    return usage.ru_maxrss, tree, time.perf_counter() - t0
+
+
+def photos_study(args: argparse.Namespace) -> None:
+    """The scaling issue's measure: pretrained model, real photos, `--sizes`, `--repeat` runs each."""
+    batch = args.batch_size or 32
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        floors = [subprocess.run([sys.executable, "-c", FLOOR, args.model, str(batch), args.weights], capture_output=True,
+                                 text=True, check=True).stdout.split() for _ in range(args.repeat)]
+        model_mib = statistics.median(int(f[0]) for f in floors) / 1024
+        floor_mib = statistics.median(int(f[1]) for f in floors) / 1024
+        settings = [flag for item in args.set for flag in ("--set", item)]
+        cases = [(n, True) for n in args.sizes] + ([(max(args.sizes), False)] if args.no_release else [])
+        for n, release in cases:
+            folder = photo_folder(root / f"photos-{n}", n) if not (root / f"photos-{n}").exists() else \
+                root / f"photos-{n}"
+            runs = []
+            for r in range(args.repeat if release else 1):
+                out = root / f"run-{n}-{r}-{int(release)}"
+                cli = ["attack", "--method", args.method, "--model", args.model, "--weights", args.weights,
+                       "--data", f"folder:{folder}", "-n", str(n), "--device", args.device, "--seed", "0",
+                       "--batch-size", str(batch), "--out", str(out), *settings]
+                launch = [sys.executable, "-m", "advlab.cli.main"] if release else [sys.executable, "-c", NO_RELEASE]
+                rss, pss, wall = measured(launch + cli, root / f"{out.name}.log")
+                arrays = sum(f.stat().st_size for f in (out / "arrays").rglob("*") if f.is_file())
+                runs.append({"peak_rss_mib": rss / 1024, "tree_pss_mib": pss / 1024, "wall_s": wall,
+                             "arrays_mib": arrays / 2**20, "results_kib": (out / "results.json").stat().st_size / 1024})
+                shutil.rmtree(out)
+            peak = statistics.median(run["peak_rss_mib"] for run in runs)
+            rows.append({"n": n, "release": release, "runs": runs, "peak_rss_mib": peak,
+                         "lab_share_mib": peak - floor_mib,
+                         "tree_pss_mib": statistics.median(run["tree_pss_mib"] for run in runs)})
+    print(f"{args.method} {' '.join(args.set)} on {args.model} {args.weights}, batch {batch}, {args.device}, "
+          f"{args.repeat} runs each, median")
+    print(f"{'':26s} {'peak RSS MiB':>13s} {'runs':>13s} {'above floor':>12s} {'tree PSS MiB':>13s} "
+          f"{'arrays MiB':>11s} {'wall s':>7s}")
+    print(f"{'floor: torch + model':26s} {model_mib:13.0f}")
+    print(f"{f'floor: + fwd/bwd of {batch}':26s} {floor_mib:13.0f}")
+    for row in rows:
+        label = f"{row['n']} photos" + ("" if row["release"] else ", no release")
+        runs = "/".join(f"{run['peak_rss_mib']:.0f}" for run in row["runs"])
+        print(f"{label:26s} {row['peak_rss_mib']:13.0f} {runs:>13s} {row['lab_share_mib']:12.0f} "
+              f"{row['tree_pss_mib']:13.0f} {row['runs'][0]['arrays_mib']:11.1f} "
+              f"{statistics.median(run['wall_s'] for run in row['runs']):7.0f}")
+    small, large = (next(r for r in rows if r["n"] == n and r["release"]) for n in (min(args.sizes), max(args.sizes)))
+    ratio = large["peak_rss_mib"] / small["peak_rss_mib"]
+    print(f"peak {large['n']} / {small['n']}: {ratio:.2f}x (goal <= 1.25x)")
+    print(json.dumps({"bench": "memory-photos", "method": args.method, "settings": args.set, "model": args.model,
+                      "weights": args.weights, "batch_size": batch, "floor_model_mib": model_mib, "floor_mib": floor_mib, "rows": rows,
+                      "peak_ratio": ratio}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", type=int, default=64, help="the small run's images (the large one has 8x)")
@@ -69,7 +224,18 @@ def main() -> None:
                                                    "must fill a batch, or the batch size is what grows")
     p.add_argument("--task", help="a task with a default run (segmentation, detection): its model on its data "
                                   "(fashion-scenes) instead of generated images")
+    p.add_argument("--photos", action="store_true", help="the scaling study: real photos, pretrained model, "
+                                                          "--sizes, --repeat, the model's floor beside")
+    p.add_argument("--weights", default="IMAGENET1K_V1", help="--photos: the model's pretrained weights")
+    p.add_argument("--sizes", type=int, nargs="+", default=[400, 3200], help="--photos: image counts")
+    p.add_argument("--repeat", type=int, default=2, help="--photos: runs per size (median reported)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an attack setting, passed on")
+    p.add_argument("--no-release", action="store_true",
+                   help="--photos: one more run at the largest size without the release of freed heap pages")
     args = p.parse_args()
+    if args.photos:
+        photos_study(args)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -85,7 +251,8 @@ def main() -> None:
             run = root / f"run-{n}"
             _, kib = peak_run(["attack", "--method", args.method, *model, *(["--data", data] if data else []),
                                "-n", str(n), "--device", args.device, "--out", str(run),
-                               *(["--batch-size", str(args.batch_size)] if args.batch_size else [])])
+                               *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
+                               *(flag for item in args.set for flag in ("--set", item))])
             arrays = sum(f.stat().st_size for f in (run / "arrays").rglob("*") if f.is_file())
             results = (run / "results.json").stat().st_size
             rows.append({"n": n, "peak_rss_mib": kib / 1024, "arrays_mib": arrays / 2**20,

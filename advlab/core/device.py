@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import sys
 
 import torch
@@ -31,6 +32,19 @@ def resolve_device(spec: str) -> torch.device:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+HEAP_SLACK = 64 << 20  # bytes the resident size may grow past where it settled before freed pages go back
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library where it is glibc (Linux), else None: the allocator is then left alone."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None  # musl: no malloc_trim
 
 
 @functools.cache
@@ -38,16 +52,42 @@ def keep_freed_memory() -> bool:
     """On glibc (Linux), serve large tensors from the heap and keep freed memory for reuse, instead of
     mmap/munmap per tensor: CPU forward passes allocate and free the same activation buffers again
     and again, and the page faults of fresh mappings cost as much as the convolutions (MobileNetV2,
-    batch 16, 2 cores: 49 -> 93 images/s). The process keeps its peak memory resident. Returns
-    whether it applied."""
-    if not sys.platform.startswith("linux"):
+    batch 16, 2 cores: 49 -> 93 images/s). What this costs, a heap that fragments as backward passes
+    come and go, `release_freed_memory` pays back between batches. Returns whether it applied."""
+    libc = _glibc()
+    return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and \
+        bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 31))
+
+
+class _Heap:
+    settled: int | None = None  # resident bytes at the first batch boundary after the last release
+
+
+def release_freed_memory() -> bool:
+    """Called between the batches of every streamed loop (`Images.groups`). Once the resident size
+    has grown `HEAP_SLACK` past where it settled after the last release, hand the heap's free pages
+    back to the system (glibc `malloc_trim`, every arena); the next batch boundary is where it settles
+    again. A loop whose heap does not grow never releases, so it keeps its buffers for reuse; one
+    whose heap fragments (forward and backward passes of different sizes in turn, several threads'
+    arenas) stays within one batch's working set plus the slack instead of growing with the number
+    of batches (MobileNetV2 FGSM, batch 32, 1,600 photos: 5.7 -> 3.9 GB peak). Returns whether it
+    released."""
+    libc = _glibc()
+    if libc is None:
         return False
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 31))
-    except (OSError, AttributeError):  # not glibc (e.g. musl): leave the allocator alone
+    with open("/proc/self/statm", "rb") as statm:
+        resident = int(statm.read().split()[1]) * _PAGE
+    if _Heap.settled is None:
+        _Heap.settled = resident
         return False
+    if resident <= _Heap.settled + HEAP_SLACK:
+        return False
+    libc.malloc_trim(0)
+    _Heap.settled = None
+    return True
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def apply_precision(precision: str) -> torch.dtype | None:

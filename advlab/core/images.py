@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from advlab.core.device import release_freed_memory
 from advlab.core.errors import AdvlabError
 
 DECODE_WORKERS = 4  # at most; one fewer than the machine's cores, none on a single core
@@ -45,7 +46,15 @@ class Images(abc.ABC):
         return self.read(torch.arange(len(self))[key])
 
     def groups(self, groups: Sequence[torch.Tensor], *, pin: bool = False) -> Iterator[torch.Tensor]:
-        """The images of each index group (K_g,) in turn, as (K_g, C, H, W) tensors."""
+        """The images of each index group (K_g,) in turn, as (K_g, C, H, W) tensors. Between two
+        groups, once the consumer is done with the last, the heap's freed pages go back to the system
+        if it has grown (`release_freed_memory`): every streamed loop keeps a flat footprint."""
+        for batch in self._groups(groups, pin=pin):
+            yield batch
+            release_freed_memory()
+
+    def _groups(self, groups: Sequence[torch.Tensor], *, pin: bool) -> Iterator[torch.Tensor]:
+        """`groups` without the memory release: what a subclass that reads groups its own way overrides."""
         return (self.read(g) for g in groups)
 
     def batches(self, batch_size: int, index: torch.Tensor | None = None, *,
@@ -115,8 +124,8 @@ class Subset(Images):
     def read(self, index: torch.Tensor) -> torch.Tensor:
         return self.base.read(self.index[index])
 
-    def groups(self, groups: Sequence[torch.Tensor], *, pin: bool = False) -> Iterator[torch.Tensor]:
-        return self.base.groups([self.index[g] for g in groups], pin=pin)
+    def _groups(self, groups: Sequence[torch.Tensor], *, pin: bool) -> Iterator[torch.Tensor]:
+        return self.base._groups([self.index[g] for g in groups], pin=pin)
 
 
 class Mapped(Images):
@@ -129,8 +138,8 @@ class Mapped(Images):
     def read(self, index: torch.Tensor) -> torch.Tensor:
         return self.fn(self.base.read(index))
 
-    def groups(self, groups: Sequence[torch.Tensor], *, pin: bool = False) -> Iterator[torch.Tensor]:
-        return (self.fn(x) for x in self.base.groups(groups, pin=pin))
+    def _groups(self, groups: Sequence[torch.Tensor], *, pin: bool) -> Iterator[torch.Tensor]:
+        return (self.fn(x) for x in self.base._groups(groups, pin=pin))
 
 
 class Replaced(Images):
@@ -157,9 +166,9 @@ class Replaced(Images):
     def read(self, index: torch.Tensor) -> torch.Tensor:
         return self._merge(self.base.read(index[self.slot[index] < 0]), index)
 
-    def groups(self, groups: Sequence[torch.Tensor], *, pin: bool = False) -> Iterator[torch.Tensor]:
+    def _groups(self, groups: Sequence[torch.Tensor], *, pin: bool) -> Iterator[torch.Tensor]:
         kept = [g[self.slot[g] < 0] for g in groups]  # the positions the base still supplies
-        return (self._merge(x, g) for g, x in zip(groups, self.base.groups(kept, pin=pin)))
+        return (self._merge(x, g) for g, x in zip(groups, self.base._groups(kept, pin=pin)))
 
 
 class ChunkImages(Images):
@@ -201,7 +210,7 @@ class FileImages(Images):
             return torch.zeros(0, *self.shape[1:])
         return torch.stack([self.decode(self.files[i]) for i in index.tolist()])
 
-    def groups(self, groups: Sequence[torch.Tensor], *, pin: bool = False) -> Iterator[torch.Tensor]:
+    def _groups(self, groups: Sequence[torch.Tensor], *, pin: bool) -> Iterator[torch.Tensor]:
         lists = [g.tolist() for g in groups if len(g)]  # an empty group is answered without the loader
         workers = decode_workers() if len(lists) > 1 else 0  # one batch: no processes to start
         loader = iter(DataLoader(_Decoded(self), batch_sampler=lists, num_workers=workers, pin_memory=pin,
@@ -253,3 +262,4 @@ def batches(x: torch.Tensor | Images, batch_size: int, device: torch.device) -> 
         return
     for i in range(0, x.shape[0], batch_size):
         yield x[i:i + batch_size].to(device)
+        release_freed_memory()
