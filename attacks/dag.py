@@ -33,6 +33,8 @@ randomly permuted (which barely changes the prediction), is the row next to ever
 """
 from __future__ import annotations
 
+import hashlib
+import tempfile
 import weakref
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,6 +47,7 @@ from advlab.attacks.universal import _feasible
 from advlab.core.attack import Attack, AttackResult
 from advlab.core.checks import check_bool, is_real, positive_int
 from advlab.core.criteria import IGNORE, Criterion, ProposalTargets
+from advlab.core.images import Images
 from advlab.core.registry import register_attack
 from advlab.core.rng import image_keys, step_keys, uniform
 
@@ -101,18 +104,18 @@ class DAG(Attack):
         perturbation with its pixels permuted per image."""
         matrix, sources = [], []
         for m, row in rows:
-            saved = torch.load(run_dir / row["arrays"], map_location="cpu", weights_only=True)
-            x = saved["x"]  # (N, C, H, W)
-            delta = saved["x_adv"] - x
+            saved = torch.load(run_dir / row["arrays"], map_location="cpu", weights_only=True, mmap=True)
+            x, x_adv = saved["x"], saved["x_adv"]  # (N, C, H, W) each, paged in batch by batch
             name = subjects[m].model.name
-            for label, d, source in ((f"DAG on {name}", delta, name),
-                                     (f"DAG on {name}, pixels permuted", permuted(delta, x, 0), None)):
+            for label, shuffle, source in ((f"DAG on {name}", False, name),
+                                           (f"DAG on {name}, pixels permuted", True, None)):
                 line = []
                 for subject in subjects:
-                    if subject.data.images.shape != x.shape or not torch.equal(subject.data.x, x):
+                    if not _same_images(subject.data.images, x, batch_size):
                         line.append(None)
                         continue
-                    adv = subject.task.predict(subject.model, (x + d).clamp(0.0, 1.0), batch_size, device)
+                    moved = Perturbed(x, x_adv, shuffle=shuffle)  # x + each image's perturbation (permuted)
+                    adv = subject.task.predict(subject.model, moved, batch_size, device)
                     line.append(subject.task.score(adv, subject.labels))
                 matrix.append(line)
                 sources.append({"model": source, "label": label, "file": row["arrays"]})
@@ -151,7 +154,7 @@ class DAG(Attack):
             xa = (x0[live] + r_total[live]).clamp(0.0, 1.0).requires_grad_(True)  # (A, C, H, W)
             with torch.enable_grad():
                 logits = crit.evaluate(model, xa.to(x.dtype)).float()  # (A, K, *S): pixels, or fixed proposals
-                target = crit.labels.clamp(max=logits.shape[1] - 1)[:, None]  # (A, 1, *S) void masked out below
+                target = crit.labels.clamp(max=logits.shape[1] - 1).long()[:, None]  # (A, 1, *S) void masked below
                 pred = logits.detach().argmax(dim=1)  # (A, *S)
                 rival = pred  # where a target is still active without a margin, its rival is the prediction
                 if self.margin > 0:  # with one, a target already at its label is pushed against the runner-up
@@ -197,13 +200,19 @@ class DAG(Attack):
     def _remember(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, seed: int, x_adv: torch.Tensor,
                   queries: torch.Tensor) -> None:
         """Keep each image's result for the permuted control, which runs next on the same model and
-        images (keyed by the model, the seed and the image's pixels; targets compared on use)."""
+        images (keyed by the model, the seed and the image's pixels; targets compared on use). The
+        adversarial images go to a temporary file per batch, read back memory-mapped: in memory the
+        memo holds per image only its key, a digest of its targets and where its adversarial lies."""
         memo = getattr(self, "_memo", None)
         if memo is None or memo["model"]() is not model or memo["seed"] != seed:
-            memo = self._memo = {"model": weakref.ref(model), "seed": seed, "images": {}}
-        labels, adv, spent = criterion.labels.cpu(), x_adv.cpu(), queries.tolist()  # one transfer, not per image
+            memo = self._memo = {"model": weakref.ref(model), "seed": seed, "images": {}, "files": 0,
+                                 "dir": tempfile.TemporaryDirectory(prefix="advlab-dag-")}  # removed with the memo
+        path = Path(memo["dir"].name) / f"batch-{memo['files']:06d}.pt"
+        memo["files"] += 1
+        torch.save(x_adv.detach().cpu(), path)  # (B, C, H, W)
+        labels, spent = criterion.labels.cpu(), queries.tolist()  # one transfer, not per image
         for i, key in enumerate(image_keys(x, seed).tolist()):
-            memo["images"][key] = (labels[i], adv[i], spent[i])
+            memo["images"][key] = (_digest(labels[i]), path, i, spent[i])
 
     def recall(self, model: nn.Module, x: torch.Tensor, criterion: Criterion,
                seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -213,11 +222,20 @@ class DAG(Attack):
         if memo is None or memo["model"]() is not model or memo["seed"] != seed:
             return None
         found = [memo["images"].get(key) for key in image_keys(x, seed).tolist()]
-        if any(f is None for f in found) or not torch.equal(torch.stack([f[0] for f in found]),
-                                                            criterion.labels.cpu()):
+        if any(f is None or f[0] != _digest(labels) for f, labels in zip(found, criterion.labels.cpu())):
             return None
-        return (torch.stack([f[1] for f in found]).to(x.device),
-                torch.tensor([f[2] for f in found], dtype=torch.long, device=x.device))
+        files: dict[Path, torch.Tensor] = {}
+        for _, path, _, _ in found:
+            if path not in files:
+                files[path] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return (torch.stack([files[path][i] for _, path, i, _ in found]).to(x.device),
+                torch.tensor([spent for *_, spent in found], dtype=torch.long, device=x.device))
+
+
+def _digest(labels: torch.Tensor) -> bytes:
+    """A digest of one image's targets (dtype, shape and values): equal digests, equal targets."""
+    text = f"{labels.dtype}{tuple(labels.shape)}".encode()
+    return hashlib.blake2b(text + labels.contiguous().numpy().tobytes(), digest_size=16).digest()
 
 
 class PermutedDAG(Attack):
@@ -250,6 +268,29 @@ class PermutedDAG(Attack):
         x_adv = (x.float() + r).clamp(0.0, 1.0).to(x.dtype)
         empty = torch.zeros(x.shape[0], device=x.device)
         return AttackResult(x_adv=x_adv, success=empty.bool(), queries=queries, distance=empty)
+
+
+class Perturbed(Images):
+    """The images x carrying the perturbations x_adv - x of a DAG row (`shuffle`: with their pixels
+    permuted per image, the paper's control), computed per batch from the two (N, C, H, W) tensors
+    (memory-mapped from the row's arrays file)."""
+
+    def __init__(self, x: torch.Tensor, x_adv: torch.Tensor, *, shuffle: bool) -> None:
+        super().__init__(x.shape)
+        self.x, self.x_adv, self.shuffle = x, x_adv, shuffle
+
+    def read(self, index: torch.Tensor) -> torch.Tensor:
+        x = self.x[index].float()
+        delta = self.x_adv[index].float() - x
+        return (x + (permuted(delta, x, 0) if self.shuffle else delta)).clamp(0.0, 1.0)
+
+
+def _same_images(images: Images, x: torch.Tensor, batch_size: int) -> bool:
+    """Are `images` exactly the (N, C, H, W) tensor x (compared batch by batch)?"""
+    if images.shape != x.shape:
+        return False
+    starts = range(0, len(images), batch_size)
+    return all(torch.equal(batch, x[i:i + batch_size]) for i, batch in zip(starts, images.batches(batch_size)))
 
 
 def permuted(r: torch.Tensor, x: torch.Tensor, seed: int) -> torch.Tensor:

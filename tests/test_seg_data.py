@@ -47,6 +47,20 @@ def test_pairs_load_images_and_masks(segmenter, pairs_dir):
     assert len(load_images(f"pairs:{pairs_dir}", segmenter.model, n=2)) == 2
 
 
+def test_pairs_stream_their_images_and_keep_masks_in_one_byte(segmenter, pairs_dir):
+    """A mask set of any size: images decoded on demand (never all in memory), masks uint8; class ids
+    above 255 (a 16-bit PNG) keep int64, for every mask of the set."""
+    from advlab.core.images import FileImages
+
+    data = load_images(f"pairs:{pairs_dir}", segmenter.model)
+    assert isinstance(data.images, FileImages) and data.y.dtype == torch.uint8
+    wide = np.zeros((48, 48), np.uint16)
+    wide[5:9, 5:9] = 300
+    Image.fromarray(wide).save(pairs_dir / "masks" / "scene2.png")
+    data = load_images(f"pairs:{pairs_dir}", segmenter.model)
+    assert data.y.dtype == torch.int64 and int(data.y[2].max()) == 300 and int(data.y[0, 0, 0]) == 255
+
+
 def test_pairs_errors(segmenter, pairs_dir):
     (pairs_dir / "images" / "extra.png").write_bytes((pairs_dir / "images" / "scene0.png").read_bytes())
     with pytest.raises(AdvlabError, match="1 images have no mask .* extra.png"):

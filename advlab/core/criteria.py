@@ -23,12 +23,20 @@ import torch.nn.functional as F
 IGNORE = 255  # a target label that is not a target (segmentation's void pixels)
 
 
+def label_dtype(num_classes: int) -> torch.dtype:
+    """The smallest dtype for per-position labels of `num_classes` classes and the void label IGNORE:
+    dense labels of a whole set (label maps, masks, targets) are kept in it, one byte per pixel."""
+    return torch.uint8 if num_classes <= IGNORE else torch.int64
+
+
 @dataclass(frozen=True)
 class Criterion:
     """Base criterion. Outputs are (N, K) logits with labels (N,), or dense (N, K, *S) logits with
     labels (N, *S) (segmentation: S = (H, W)); targets are the N x prod(S) label positions."""
 
-    labels: torch.Tensor  # (N, *S) int64: the class each target must leave (untargeted) or reach (targeted)
+    # (N, *S): the class each target must leave (untargeted) or reach (targeted); int64, or dense labels
+    # kept compact in `label_dtype` (uint8), widened where they index
+    labels: torch.Tensor
     threshold: float = 1.0  # share of an image's valid targets that must be fooled
     original: torch.Tensor | None = None  # (N, *S) each target's reference class, where the task knows it
 
@@ -49,7 +57,7 @@ class Criterion:
     def margins(self, outputs: torch.Tensor) -> torch.Tensor:
         """(N, K, *S) -> (N, T) logit margins, > 0 where a target is fooled: best other class minus
         the label's logit (untargeted), or the target's logit minus the best other (targeted)."""
-        labels = torch.where(self.labels == IGNORE, 0, self.labels) if self.dense else self.labels  # masked below
+        labels = (torch.where(self.labels == IGNORE, 0, self.labels) if self.dense else self.labels).long()
         own = outputs.gather(1, labels.unsqueeze(1))  # (N, 1, *S)
         other = outputs.scatter(1, labels.unsqueeze(1), -math.inf).amax(dim=1, keepdim=True)  # (N, 1, *S)
         margin = (own - other if self.targeted else other - own).flatten(1)  # (N, T)
@@ -59,7 +67,7 @@ class Criterion:
         """(N, K, *S) -> (N,) cross-entropy of the labels, averaged over each image's valid targets:
         ascended as is (untargeted) or negated (targeted: descend the target's cross-entropy)."""
         ignore = IGNORE if self.dense else -100
-        ce = F.cross_entropy(outputs, self.labels, reduction="none", ignore_index=ignore).reshape(len(self), -1)
+        ce = F.cross_entropy(outputs, self.labels.long(), reduction="none", ignore_index=ignore).reshape(len(self), -1)
         per_image = ce.sum(1) / self.valid().sum(1).clamp_min(1)
         return -per_image if self.targeted else per_image
 

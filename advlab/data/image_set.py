@@ -16,8 +16,9 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 @dataclass
 class ImageSet:
     images: Images  # (N, C, H, W) float32 in [0, 1], CPU, read on demand (a tensor given here is wrapped)
-    # (N, ...) int64 the task's annotations: classification (N,) class index in the model's classes, -1 = unknown;
-    # segmentation (N, H, W), 255 = void; a task may define its own (e.g. (N, L) attribute labels)
+    # (N, ...) the task's annotations: classification (N,) int64 class index in the model's classes, -1 = unknown;
+    # segmentation (N, H, W) uint8 (int64 for class ids above 255), 255 = void; a task may define its own
+    # (e.g. (N, L) attribute labels)
     y: torch.Tensor
     names: list[str]  # one per image: file name (relative path for folders), or "FILE[i]" for tensors
     source: str  # the spec string given, e.g. "imagenet-samples", "folder:/data/val"

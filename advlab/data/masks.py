@@ -9,9 +9,12 @@
 
 Images of one size are kept as they are; images of different sizes need `--input-size S`: the
 shorter side is resized to S (bilinear for images, nearest for masks) and the centre S x S kept.
+The images are decoded on demand (`FileImages`, in DataLoader workers), so a set of any size
+streams; the masks are read once and kept compact, one byte per pixel (`label_dtype`).
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,9 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import nn
 
+from advlab.core.criteria import IGNORE, label_dtype
 from advlab.core.errors import AdvlabError, first_line
+from advlab.core.images import FileImages, Images
 from advlab.data.files import decode
 from advlab.data.image_set import IMAGE_SUFFIXES, ImageSet, first_n
 
@@ -77,31 +82,51 @@ def voc_parts(spec: str, arg: str, year: str, split: str) -> tuple[str, str, str
     return root, year, split
 
 
-def _decode_pairs(pairs: list[tuple[Path, Path]], model: nn.Module,
-                  spec: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C, H, W) float images in [0, 1] and (N, H, W) int64 masks, one geometry for both."""
-
+def _decode_pairs(pairs: list[tuple[Path, Path]], model: nn.Module, spec: str) -> tuple[Images, torch.Tensor]:
+    """(N, C, H, W) float images in [0, 1], decoded on demand, and (N, H, W) masks (uint8 where the
+    class ids fit), one geometry for both: the masks are read now, the images' sizes from their headers."""
     mode = "RGB" if model.in_channels == 3 else "L"
-    images, masks = [], []
+    masks = []
     for image_path, mask_path in pairs:
-        image, mask = decode(image_path, mode), _read_mask(mask_path, spec)  # (C, H, W) uint8, (H, W) int64
-        if image.shape[-2:] != mask.shape:
+        mask, size = _read_mask(mask_path, spec), _image_size(image_path, spec)  # (H, W), (H, W)
+        if size != tuple(mask.shape):
             raise AdvlabError(f"{spec}: mask {mask_path.name} is {tuple(mask.shape)} but its image is "
-                              f"{tuple(image.shape[-2:])}; give each image a mask of its size")
-        images.append(image)
+                              f"{size}; give each image a mask of its size")
         masks.append(mask)
     sizes = {tuple(m.shape) for m in masks}
     size = model.input_size
-    if len(sizes) > 1 or size is not None:
+    resize = len(sizes) > 1 or size is not None
+    if resize:
         if size is None:
             raise AdvlabError(f"{spec}: images differ in size ({min(sizes)} vs {max(sizes)}); set --input-size S to "
                               "resize their shorter side to S and keep the centre S x S")
-        images = [_resize_crop(im, size, TF.InterpolationMode.BILINEAR) for im in images]
         masks = [_resize_crop(m[None], size, TF.InterpolationMode.NEAREST)[0] for m in masks]
-    return torch.stack(images).float().div_(255.0), torch.stack(masks)
+    dtype = torch.int64 if any(m.dtype == torch.int64 for m in masks) else torch.uint8
+    stacked = torch.stack([m.to(dtype) for m in masks])  # (N, H, W)
+    images = FileImages([image for image, _ in pairs], (model.in_channels, *stacked.shape[-2:]),
+                        functools.partial(_decode_image, mode=mode, size=size if resize else None))
+    return images, stacked
 
 
-def _read_mask(path: Path, spec: str) -> torch.Tensor:  # -> (H, W) int64
+def _decode_image(path: Path, mode: str, size: int | None) -> torch.Tensor:  # -> (C, H, W) float32
+    image = decode(path, mode)  # (C, H, W) uint8
+    if size is not None:
+        image = _resize_crop(image, size, TF.InterpolationMode.BILINEAR)
+    return image.float().div_(255.0)
+
+
+def _image_size(path: Path, spec: str) -> tuple[int, int]:
+    """(H, W) of an image file, from its header."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except (OSError, ValueError) as exc:
+        raise AdvlabError(f"{spec}: cannot read image {path}: {first_line(exc)}; delete or replace it") from exc
+    return height, width
+
+
+def _read_mask(path: Path, spec: str) -> torch.Tensor:
+    """(H, W) class ids of a mask PNG: uint8 where they fit (`label_dtype`), else int64."""
     try:
         with Image.open(path) as im:
             if im.mode not in ("L", "P", "I", "I;16"):
@@ -110,7 +135,9 @@ def _read_mask(path: Path, spec: str) -> torch.Tensor:  # -> (H, W) int64
             arr = np.array(im)
     except (OSError, ValueError) as exc:
         raise AdvlabError(f"{spec}: cannot read mask {path}: {first_line(exc)}; replace it") from exc
-    return torch.from_numpy(arr.astype(np.int64))
+    wide = torch.from_numpy(arr.astype(np.int64))
+    fits = wide.numel() == 0 or (int(wide.min()) >= 0 and int(wide.max()) <= IGNORE)
+    return wide.to(label_dtype(IGNORE)) if fits else wide
 
 
 def _resize_crop(img: torch.Tensor, size: int, mode: TF.InterpolationMode) -> torch.Tensor:

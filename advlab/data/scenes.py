@@ -24,7 +24,7 @@ SCENE_SEED = 0  # the data set's own seed: fashion-scenes is one fixed data set
 @dataclass
 class Scenes:
     x: torch.Tensor  # (N, 3, S, S) float32 in [0, 1]
-    masks: torch.Tensor  # (N, S, S) int64: 0 background, 1..10 the garment classes
+    masks: torch.Tensor  # (N, S, S) uint8: 0 background, 1..10 the garment classes
     boxes: list[torch.Tensor]  # per scene (G, 4) float32 x1, y1, x2, y2 (pixels, exclusive end)
     box_labels: list[torch.Tensor]  # per scene (G,) int64 in 1..10
 
@@ -35,7 +35,7 @@ def compose(garments: torch.Tensor, labels: torch.Tensor, n: int, *, split: str,
     same whatever n is."""
     size = SCENE_SIZE
     xs = torch.zeros(n, 3, size, size)
-    masks = torch.zeros(n, size, size, dtype=torch.long)
+    masks = torch.zeros(n, size, size, dtype=torch.uint8)
     boxes, box_labels = [], []
     salt = 0 if split == "train" else 1
     for i in range(n):

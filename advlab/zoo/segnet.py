@@ -55,8 +55,9 @@ def fashion_segnet(num_classes: int = len(SCENE_CLASSES)) -> nn.Module:
 
 def train_segnet(net: nn.Module, x: torch.Tensor, masks: torch.Tensor, *, epochs: int, batch_size: int = 32,
                  lr: float = 3e-3, seed: int = 0, progress: bool = True) -> nn.Module:
-    """Adam on per-pixel cross-entropy, cosine learning rate; x (N, 3, H, W) in [0, 1], masks (N, H, W)."""
-    return adam_cosine(net, x.shape[0], lambda idx: F.cross_entropy(net((x[idx] - MEAN) / STD), masks[idx]),
+    """Adam on per-pixel cross-entropy, cosine learning rate; x (N, 3, H, W) in [0, 1], masks (N, H, W)
+    (uint8 or int64 class ids)."""
+    return adam_cosine(net, x.shape[0], lambda idx: F.cross_entropy(net((x[idx] - MEAN) / STD), masks[idx].long()),
                        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress, desc="segnet")
 
 

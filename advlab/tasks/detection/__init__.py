@@ -209,7 +209,7 @@ class Detection(Task):
         if spec.target_class is not None:
             labels = torch.where(original == IGNORE, IGNORE, spec.target_class)
         else:  # present classes -> absent ones, as for segmentation (background is no target here)
-            labels = adversarial_labels(data.x, original, k, seed)
+            labels = adversarial_labels(data.images, original, k, seed)
         criterion = ProposalTargets(labels, threshold=FOOLED_SHARE, proposals=boxes, counts=counts, original=original)
         return Plan(criterion, counts > 0, None)
 

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from advlab.core.criteria import IGNORE, Targeted, Untargeted
+from advlab.core.criteria import IGNORE, Targeted, Untargeted, label_dtype
 from advlab.core.errors import AdvlabError, first_line
 from advlab.core.images import Images, batches
-from advlab.core.rng import keys_of, step_keys, uniform
+from advlab.core.rng import step_keys, uniform
 from advlab.core.stats import median
 from advlab.tasks import DefaultRun, Plan, Task, register_task
-from advlab.tasks.dense_targets import TARGET_STREAM, adversarial_labels
+from advlab.tasks.dense_targets import TARGET_STREAM, adversarial_labels, set_keys
 from advlab.tasks.segmentation.view import SegmentationView
 from advlab.zoo.wrappers import ImageSegmenter, check_logits
 
@@ -50,11 +50,6 @@ class SegPredictions:
         return int(self.label.shape[0])
 
 
-def map_dtype(num_classes: int) -> torch.dtype:
-    """The smallest dtype that holds a label map of `num_classes` classes (and the void label 255)."""
-    return torch.uint8 if num_classes <= IGNORE else torch.int64
-
-
 def slices(n: int) -> list[slice]:
     """Consecutive slices of SLICE images covering n: whole-set measurements run slice by slice."""
     return [slice(i, min(i + SLICE, n)) for i in range(0, n, SLICE)]
@@ -74,8 +69,8 @@ def predict_segmentation(model: nn.Module, x: torch.Tensor | Images, batch_size:
                 raise AdvlabError("the model returned NaN or inf logits; check its weights, --mean/--std and "
                                   "--precision (try fp32)")
             classes = logits.shape[1]
-            labels.append(logits.argmax(dim=1).to(map_dtype(classes)).cpu())  # (B, H, W)
-    empty = torch.zeros(0, *x.shape[-2:], dtype=map_dtype(classes))
+            labels.append(logits.argmax(dim=1).to(label_dtype(classes)).cpu())  # (B, H, W)
+    empty = torch.zeros(0, *x.shape[-2:], dtype=label_dtype(classes))
     return SegPredictions(torch.cat(labels) if labels else empty, classes)
 
 
@@ -118,7 +113,7 @@ def miou(pred: torch.Tensor, reference: torch.Tensor, num_classes: int) -> float
 
     metric = MulticlassJaccardIndex(num_classes=num_classes, ignore_index=IGNORE, average="macro")
     for s in slices(len(pred)):
-        metric.update(pred[s].flatten().long(), reference[s].flatten())
+        metric.update(pred[s].flatten().long(), reference[s].flatten().long())  # uint8 would overflow in it
     return float(metric.compute())
 
 
@@ -136,7 +131,7 @@ def pixel_accuracy(pred: torch.Tensor, reference: torch.Tensor) -> float:
     return share(right, valid) if valid else math.nan
 
 
-def painted_targets(path: str, x: torch.Tensor, reference: torch.Tensor, num_classes: int, seed: int,
+def painted_targets(path: str, x: torch.Tensor | Images, reference: torch.Tensor, num_classes: int, seed: int,
                     target_class: int | None) -> torch.Tensor:
     """The paper's demo targets (Xie et al. 2017, cihangxie/DAG): inside the shape of the mask file
     (white = inside, resized to each image) a class absent from the image's reference map (chosen per
@@ -154,17 +149,17 @@ def painted_targets(path: str, x: torch.Tensor, reference: torch.Tensor, num_cla
     if target_class is None:
         present = torch.zeros(reference.shape[0], num_classes, dtype=torch.bool)  # (N, K)
         valid = reference != IGNORE
-        present.scatter_(1, torch.where(valid, reference, 0).flatten(1), valid.flatten(1))
+        present.scatter_(1, torch.where(valid, reference, 0).flatten(1).long(), valid.flatten(1))
         present[:, 0] = True  # background is never the painted class
-        draws = uniform(step_keys(keys_of(x, seed), TARGET_STREAM, 1), (num_classes,))  # (N, K)
+        draws = uniform(step_keys(set_keys(x, seed), TARGET_STREAM, 1), (num_classes,))  # (N, K)
         paint = draws.masked_fill(present, -1.0).argmax(dim=1)  # (N,) a random absent class
         if bool(present.all(dim=1).any()):
             raise AdvlabError("--target-mask: an image contains every class, so no absent class can be painted; "
                               "add --target-class K")
     else:
         paint = torch.full((reference.shape[0],), target_class, dtype=torch.long)
-    target = torch.where(inside[None], paint[:, None, None], torch.zeros_like(reference))
-    return torch.where(reference == IGNORE, IGNORE, target)
+    target = torch.where(inside[None], paint[:, None, None], 0)
+    return torch.where(reference == IGNORE, IGNORE, target).to(label_dtype(num_classes))
 
 
 @register_task
@@ -210,13 +205,13 @@ class Segmentation(Task):
             raise AdvlabError(f"--target-class {spec.target_class} is out of range: the model has {k} classes "
                               f"(0..{k - 1})")
         if spec.target_mask is not None:
-            painted = painted_targets(spec.target_mask, data.x, reference, k, seed, spec.target_class)
+            painted = painted_targets(spec.target_mask, data.images, reference, k, seed, spec.target_class)
             criterion = Targeted(painted, threshold=FOOLED_SHARE, original=reference)
         elif spec.target_class is not None:
-            target = torch.where(reference == IGNORE, IGNORE, spec.target_class)
+            target = torch.where(reference == IGNORE, IGNORE, spec.target_class).to(label_dtype(k))
             criterion = Targeted(target, threshold=FOOLED_SHARE, original=reference)
         elif getattr(attack, "dense_targets", None) == "permutation":
-            criterion = Targeted(adversarial_labels(data.x, reference, k, seed), threshold=FOOLED_SHARE,
+            criterion = Targeted(adversarial_labels(data.images, reference, k, seed), threshold=FOOLED_SHARE,
                                  original=reference)
         else:
             criterion = Untargeted(reference, threshold=FOOLED_SHARE)
@@ -276,7 +271,7 @@ class Segmentation(Task):
 
     def arrays(self, subject: "Subject", adv: SegPredictions) -> dict[str, torch.Tensor]:
         """The label maps the report draws: reference, clean and adversarial prediction, (N, H, W) uint8."""
-        small = torch.uint8 if adv.num_classes <= IGNORE else torch.int64
+        small = label_dtype(adv.num_classes)
         return {"reference": subject.labels.to(small), "pred_clean": subject.clean.label.to(small),
                 "pred_adv": adv.label.to(small)}
 
