@@ -47,7 +47,8 @@ from advlab.attacks.universal import _feasible
 from advlab.core.attack import Attack, AttackResult
 from advlab.core.checks import check_bool, is_real, positive_int
 from advlab.core.criteria import IGNORE, Criterion, ProposalTargets
-from advlab.core.images import Images
+from advlab.core.errors import AdvlabError
+from advlab.core.images import ChunkImages, Images
 from advlab.core.registry import register_attack
 from advlab.core.rng import image_keys, step_keys, uniform
 
@@ -66,7 +67,7 @@ class DAG(Attack):
     dense_targets: ClassVar[str] = "permutation"  # the task draws adversarial labels for it
     transfer_key: ClassVar[str] = "transfer_dag"  # results' key of the cross-model table
     control_tag: ClassVar[str] = "permuted"
-    keep_all_arrays: ClassVar[bool] = True  # transfer() adds every image's perturbation to the other models' images
+    keep_perturbations: ClassVar[bool] = True  # transfer() adds every image's perturbation to the other models' images
 
     def __init__(self, *, gamma: float = 0.5 / 255, max_iterations: int | None = None, eps: float | None = None,
                  stop: str = "foreground", margin: float = 0.0, compact_every: int = 10,
@@ -104,8 +105,8 @@ class DAG(Attack):
         perturbation with its pixels permuted per image."""
         matrix, sources = [], []
         for m, row in rows:
-            saved = torch.load(run_dir / row["arrays"], map_location="cpu", weights_only=True, mmap=True)
-            x, x_adv = saved["x"], saved["x_adv"]  # (N, C, H, W) each, paged in batch by batch
+            x = subjects[m].data.images  # (N, C, H, W): the images the row attacked
+            delta = _perturbations(run_dir / row["perturbations_dir"], x.shape)  # (N, C, H, W), read on demand
             name = subjects[m].model.name
             for label, shuffle, source in ((f"DAG on {name}", False, name),
                                            (f"DAG on {name}, pixels permuted", True, None)):
@@ -114,7 +115,7 @@ class DAG(Attack):
                     if not _same_images(subject.data.images, x, batch_size):
                         line.append(None)
                         continue
-                    moved = Perturbed(x, x_adv, shuffle=shuffle)  # x + each image's perturbation (permuted)
+                    moved = Perturbed(x, delta, shuffle=shuffle)  # x + each image's perturbation (permuted)
                     adv = subject.task.predict(subject.model, moved, batch_size, device)
                     line.append(subject.task.score(adv, subject.labels))
                 matrix.append(line)
@@ -271,26 +272,32 @@ class PermutedDAG(Attack):
 
 
 class Perturbed(Images):
-    """The images x carrying the perturbations x_adv - x of a DAG row (`shuffle`: with their pixels
-    permuted per image, the paper's control), computed per batch from the two (N, C, H, W) tensors
-    (memory-mapped from the row's arrays file)."""
+    """The images x carrying a DAG row's perturbations (`shuffle`: with their pixels permuted per
+    image, the paper's control), computed batch by batch."""
 
-    def __init__(self, x: torch.Tensor, x_adv: torch.Tensor, *, shuffle: bool) -> None:
+    def __init__(self, x: Images, delta: Images, *, shuffle: bool) -> None:
         super().__init__(x.shape)
-        self.x, self.x_adv, self.shuffle = x, x_adv, shuffle
+        self.x, self.delta, self.shuffle = x, delta, shuffle
 
     def read(self, index: torch.Tensor) -> torch.Tensor:
-        x = self.x[index].float()
-        delta = self.x_adv[index].float() - x
+        x, delta = self.x[index], self.delta[index]  # (K, C, H, W) each
         return (x + (permuted(delta, x, 0) if self.shuffle else delta)).clamp(0.0, 1.0)
 
 
-def _same_images(images: Images, x: torch.Tensor, batch_size: int) -> bool:
-    """Are `images` exactly the (N, C, H, W) tensor x (compared batch by batch)?"""
-    if images.shape != x.shape:
-        return False
-    starts = range(0, len(images), batch_size)
-    return all(torch.equal(batch, x[i:i + batch_size]) for i, batch in zip(starts, images.batches(batch_size)))
+def _perturbations(folder: Path, shape: torch.Size) -> Images:
+    """A row's perturbations (N, C, H, W) from its shard files (`advlab.run.rows.save_perturbations`),
+    one shard memory-mapped at a time."""
+    shards = sorted(folder.glob("shard-*.pt"))
+    counts = [len(torch.load(f, map_location="cpu", weights_only=True, mmap=True)["delta"]) for f in shards]
+    if sum(counts) != shape[0]:
+        raise AdvlabError(f"{folder} holds {sum(counts)} perturbations for {shape[0]} images; run the attack again")
+    return ChunkImages(shards, counts, shape[1:], key="delta")
+
+
+def _same_images(images: Images, x: Images, batch_size: int) -> bool:
+    """Are two image sets the same images (compared batch by batch)?"""
+    return images.shape == x.shape and all(torch.equal(a, b) for a, b in zip(images.batches(batch_size),
+                                                                             x.batches(batch_size)))
 
 
 def permuted(r: torch.Tensor, x: torch.Tensor, seed: int) -> torch.Tensor:

@@ -284,6 +284,11 @@ attacks: [{{method: dag, max_iterations: 60}}]
     assert table["metrics"] == ["miou", "miou"] and [p["model"] for p in table["perturbations"]][1::2] == [None, None]
     dag_rows = [row for row in results["attacks"] if row["method"] == "dag" and "baseline" not in row]
     own = {row["model"]: row["miou_adv"] for row in dag_rows}
+    for row in dag_rows:  # every image's exact perturbation, in shards written as they are read
+        saved = torch.load(out / row["arrays"], weights_only=True)
+        shards = sorted((out / row["perturbations_dir"]).glob("shard-*.pt"))
+        delta = torch.cat([torch.load(f, weights_only=True)["delta"] for f in shards])
+        assert torch.equal(delta, saved["x_adv"] - saved["x"])
     models = [load_model("advlab.zoo.segnet:fashion_segnet", str(WEIGHTS), mean=[0.5], std=[0.5], task="segmentation"),
               load_model(f"{factory}:net", str(weights), mean=[0.5], std=[0.5], task="segmentation")]
     truth = load_images("fashion-scenes:test", models[0], n=4).y  # (4, 48, 48)

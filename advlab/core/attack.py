@@ -61,7 +61,7 @@ class Attack(abc.ABC):
     path_settings: ClassVar[tuple[str, ...]] = ()  # settings that name files (made absolute in config.yaml)
     model_settings: ClassVar[tuple[str, ...]] = ()  # settings that name a model (name or model entry), likewise
     minimal_perturbation: ClassVar[bool] = False  # minimises the distance: its distances give a robustness curve
-    keep_all_arrays: ClassVar[bool] = False  # its `transfer` reads every image's x / x_adv back from arrays/
+    keep_perturbations: ClassVar[bool] = False  # its `transfer` reads every image's x_adv - x back from arrays/
     collective: ClassVar[bool] = False  # under torchrun every rank runs it on all images and shares the work itself
     universal: ClassVar[bool] = False  # set-level: the runner streams every image through `attack_set` in one call
     # settings that run in seconds on a small CPU model: the catalog-driven tests run every attack with them

@@ -21,6 +21,7 @@ from advlab.tasks import Subject
 
 REPORT_IMAGES = 64  # images per row whose x / x_adv arrays/<tag>.pt keeps (the report shows the first 12)
 ADVERSARIAL_SHARD = 1000  # images per uint8 file of --save-adversarials
+PERTURBATION_SHARD = 64  # images per float32 file of an attack's kept perturbations (keep_perturbations)
 SAMPLES_IN_RESULTS = 1000  # per-image records kept in results.json; all of them go to a sidecar beyond this
 
 
@@ -79,6 +80,17 @@ def save_adversarials(x_adv: Images, names: list[str], arrays: Path, tag: str) -
     return f"arrays/{folder.name}/"
 
 
+def save_perturbations(x: Images, x_adv: Images, arrays: Path, tag: str) -> str:
+    """Every image's perturbation x_adv - x (float32, exact), written as it is read, for an attack's
+    `transfer`: arrays/<tag>.perturbations/shard-KKKKK.pt with `delta` (B, C, H, W), PERTURBATION_SHARD
+    images each; the folder, relative to the run directory."""
+    folder = arrays / f"{tag}.perturbations"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, (clean, adv) in enumerate(zip(x.batches(PERTURBATION_SHARD), x_adv.batches(PERTURBATION_SHARD))):
+        atomic.save_tensors({"delta": adv - clean}, folder / f"shard-{k:05d}.pt")
+    return f"arrays/{folder.name}/"
+
+
 def run_attack(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg: RunConfig, device: torch.device,
                arrays: Path, context: RowContext = RowContext()) -> list[Outcome]:
     """The rows of one attack: its own, then its control (e.g. a universal attack's random baseline)."""
@@ -126,7 +138,7 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
     if attack.control_of is not None:
         row["baseline"] = attack.control_of
     row |= attack.row_extras(tag, run.extras, subject, row, cfg.batch_size, device, arrays)
-    keep = len(data) if attack.keep_all_arrays else min(len(data), REPORT_IMAGES)  # what the report shows
+    keep = min(len(data), REPORT_IMAGES)  # what the report shows
     # clones: torch.save writes a slice's whole storage, i.e. every image, without them
     saved = {"x": data.images[:keep].clone(), "x_adv": x_adv[:keep].clone(), "n_images": torch.tensor(len(data)),
              **{f"dist_{norm}": d[:keep].clone() for norm, d in dist.items()}}  # measured once, read by the report
@@ -136,6 +148,8 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
     atomic.save_tensors(saved, arrays / f"{tag}.pt")
     if cfg.save_adversarials:
         row["adversarials_dir"] = save_adversarials(x_adv, data.names, arrays, tag)
+    if attack.keep_perturbations:
+        row["perturbations_dir"] = save_perturbations(data.images, x_adv, arrays, tag)
     parts = []
     for label, fooled, threat in attack.parts(run.extras):
         full = torch.zeros(len(data), dtype=torch.bool)
