@@ -7,12 +7,14 @@ Two studies:
 - `--photos` (the scaling issue's measure): real JPEG photos, foolbox's 20 ImageNet samples copied
   into class-index folders (N / 20 copies of each), attacked on pretrained MobileNetV2, at 400 and
   3,200 images (`--sizes`), two runs each (`--repeat`), median reported; beside it, in the same
-  bench run, the model's own floor: importing torch and building the model, and a bare
-  forward+backward at the run's batch size, so the lab's share is the run's peak minus that floor.
+  bench run, the model's own floor: importing torch and building the model, one bare
+  forward+backward at the run's batch size, and as many of them as the run has batches (released
+  between batches as advlab does: the allocator's peak varies from batch to batch, so the most of
+  100 batches lies above the first's); the lab's share is the run's peak minus the floor of its size.
   `--no-release` adds one run at the largest size without advlab's between-batch release of freed
   heap pages (`advlab.core.device.release_freed_memory`): what allocator fragmentation costs.
   Memory is the main process's peak RSS (`getrusage`); the decoding workers' share is sampled on
-  the side (peak summed PSS of the process tree, every 0.2 s).
+  the side (peak summed PSS of the process tree, sampled every second).
 - generated images (the default): JPEG files of noise in a `folder:` (or a `tensors:` file), N and
   8N, random weights, or a dense task's default run (`--task`).
 
@@ -78,17 +80,22 @@ def peak_run(args: list[str]) -> tuple[int, int]:
 
 FLOOR = """
 import resource, sys, torch, torchvision
-from advlab.core.device import keep_freed_memory
+from advlab.core.device import keep_freed_memory, release_freed_memory
 keep_freed_memory()  # the allocator setting advlab runs the CPU under
-net = torchvision.models.get_model(sys.argv[1], weights=sys.argv[3]).eval().to(memory_format=torch.channels_last)
-model_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-x = torch.rand(int(sys.argv[2]), 3, 224, 224).contiguous(memory_format=torch.channels_last)
-p = x.clone().requires_grad_(True)  # one attack step: forward+backward to the input, a checking forward
-logits = net(p)
-(grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, logits.argmax(1)), p)
-with torch.no_grad():
-    net(p + grad.sign() / 255)
-print(model_kib, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+name, batch, weights, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+net = torchvision.models.get_model(name, weights=weights).eval().to(memory_format=torch.channels_last)
+peaks = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]
+x = torch.rand(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+for _ in range(steps):  # one attack step a batch: forward+backward to the input, then a checking forward
+    p = x.clone().requires_grad_(True)
+    logits = net(p)
+    (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, logits.argmax(1)), p)
+    with torch.no_grad():
+        net(p + grad.sign() / 255)
+    del p, logits, grad
+    peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    release_freed_memory()  # between batches, as advlab's streamed loops do
+print(peaks[0], peaks[1], peaks[-1])
 """
 
 NO_RELEASE = ("import sys, advlab.core.device as d, advlab.core.images as i; "
@@ -144,7 +151,7 @@ def _tree_pss_kib(pid: int) -> int:
 
 def measured(cmd: list[str], log: Path) -> tuple[int, int, float]:
     """Run `cmd` (stderr to `log`): (peak RSS KiB of its largest process, peak summed PSS KiB of its
-    process tree sampled every 0.5 s, wall seconds)."""
+    process tree sampled every second, wall seconds)."""
     t0 = time.perf_counter()
     with open(log, "wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
@@ -154,7 +161,7 @@ def measured(cmd: list[str], log: Path) -> tuple[int, int, float]:
             if pid:
                 break
             tree = max(tree, _tree_pss_kib(proc.pid))
-            time.sleep(0.5)
+            time.sleep(1.0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{log.read_text()[-2000:]}")
@@ -167,10 +174,12 @@ def photos_study(args: argparse.Namespace) -> None:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        floors = [subprocess.run([sys.executable, "-c", FLOOR, args.model, str(batch), args.weights], capture_output=True,
-                                 text=True, check=True).stdout.split() for _ in range(args.repeat)]
-        model_mib = statistics.median(int(f[0]) for f in floors) / 1024
-        floor_mib = statistics.median(int(f[1]) for f in floors) / 1024
+        floors = {n: [subprocess.run([sys.executable, "-c", FLOOR, args.model, str(batch), args.weights,
+                                      str(-(-n // batch))], capture_output=True, text=True, check=True).stdout.split()
+                      for _ in range(args.repeat)] for n in args.sizes}
+        model_mib = statistics.median(int(f[0]) for runs in floors.values() for f in runs) / 1024
+        step_mib = statistics.median(int(f[1]) for runs in floors.values() for f in runs) / 1024
+        floor_mib = {n: statistics.median(int(f[2]) for f in runs) / 1024 for n, runs in floors.items()}
         settings = [flag for item in args.set for flag in ("--set", item)]
         cases = [(n, True) for n in args.sizes] + ([(max(args.sizes), False)] if args.no_release else [])
         for n, release in cases:
@@ -190,26 +199,26 @@ def photos_study(args: argparse.Namespace) -> None:
                 shutil.rmtree(out)
             peak = statistics.median(run["peak_rss_mib"] for run in runs)
             rows.append({"n": n, "release": release, "runs": runs, "peak_rss_mib": peak,
-                         "lab_share_mib": peak - floor_mib,
+                         "floor_mib": floor_mib[n], "lab_share_mib": peak - floor_mib[n],
                          "tree_pss_mib": statistics.median(run["tree_pss_mib"] for run in runs)})
     print(f"{args.method} {' '.join(args.set)} on {args.model} {args.weights}, batch {batch}, {args.device}, "
           f"{args.repeat} runs each, median")
-    print(f"{'':26s} {'peak RSS MiB':>13s} {'runs':>13s} {'above floor':>12s} {'tree PSS MiB':>13s} "
-          f"{'arrays MiB':>11s} {'wall s':>7s}")
+    print(f"{'':26s} {'peak RSS MiB':>13s} {'runs':>13s} {'floor MiB':>10s} {'above floor':>12s} "
+          f"{'tree PSS MiB':>13s} {'arrays MiB':>11s} {'wall s':>7s}")
     print(f"{'floor: torch + model':26s} {model_mib:13.0f}")
-    print(f"{f'floor: + fwd/bwd of {batch}':26s} {floor_mib:13.0f}")
+    print(f"{f'floor: + 1 fwd/bwd of {batch}':26s} {step_mib:13.0f}")
     for row in rows:
         label = f"{row['n']} photos" + ("" if row["release"] else ", no release")
         runs = "/".join(f"{run['peak_rss_mib']:.0f}" for run in row["runs"])
-        print(f"{label:26s} {row['peak_rss_mib']:13.0f} {runs:>13s} {row['lab_share_mib']:12.0f} "
-              f"{row['tree_pss_mib']:13.0f} {row['runs'][0]['arrays_mib']:11.1f} "
+        print(f"{label:26s} {row['peak_rss_mib']:13.0f} {runs:>13s} {row['floor_mib']:10.0f} "
+              f"{row['lab_share_mib']:12.0f} {row['tree_pss_mib']:13.0f} {row['runs'][0]['arrays_mib']:11.1f} "
               f"{statistics.median(run['wall_s'] for run in row['runs']):7.0f}")
     small, large = (next(r for r in rows if r["n"] == n and r["release"]) for n in (min(args.sizes), max(args.sizes)))
     ratio = large["peak_rss_mib"] / small["peak_rss_mib"]
     print(f"peak {large['n']} / {small['n']}: {ratio:.2f}x (goal <= 1.25x)")
     print(json.dumps({"bench": "memory-photos", "method": args.method, "settings": args.set, "model": args.model,
-                      "weights": args.weights, "batch_size": batch, "floor_model_mib": model_mib, "floor_mib": floor_mib, "rows": rows,
-                      "peak_ratio": ratio}))
+                      "weights": args.weights, "batch_size": batch, "floor_model_mib": model_mib,
+                      "floor_step_mib": step_mib, "rows": rows, "peak_ratio": ratio}))
 
 
 def main() -> None:
