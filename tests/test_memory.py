@@ -25,12 +25,14 @@ def resident_mib():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * device._PAGE / 2**20
 
+MIB = 1 << 18  # float32 elements in a MiB
 start, peak, kept = resident_mib(), 0.0, []
-for batch in TensorImages(torch.zeros(12, 1, 2, 2)).batches(1):
-    work = torch.empty(256 << 18).fill_(1.0)  # 256 MiB of activations, aligned (posix_memalign)
+for k, batch in enumerate(TensorImages(torch.zeros(12, 1, 2, 2)).batches(1)):
+    work = torch.empty((256 + k) * MIB).fill_(1.0)  # a batch's activations, larger than any hole before it
     peak = max(peak, resident_mib() - start)
-    kept.append(torch.ones(1 << 14))  # 64 KiB that outlives the batch (a result), allocated above it
-    del work  # its hole cannot serve the next aligned request of the same size
+    kept.append(torch.empty((512 + k) * MIB))  # outlives the batch; larger than any free chunk, so it comes from
+    # the heap's top, above the work; never written, so it holds address space but no resident pages
+    del work  # a hole pinned below the keeper, which no later batch fits in
 print(round(peak))
 """
 
@@ -42,9 +44,9 @@ def _peak_growth_mib(release: str) -> int:
 
 
 def test_a_streamed_loop_hands_freed_heap_pages_back_between_batches():
-    """Twelve batches of 256 MiB of work, each leaving a hole the next cannot reuse (glibc's aligned
-    allocations, the fragmentation of a CPU attack): without the release the resident size keeps
-    every hole (3 GiB); with it, about two batches' work."""
+    """Twelve batches of 256 MiB of work, each leaving a hole the next cannot reuse (the fragmentation
+    of a CPU attack, built here so that it does not depend on the heap's layout before the loop):
+    without the release the resident size keeps every hole (3 GiB); with it, about two batches' work."""
     without, with_release = _peak_growth_mib("off"), _peak_growth_mib("on")
     assert without > 2500, without  # the pattern does fragment: the test can fail
     assert with_release < 800, with_release
