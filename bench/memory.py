@@ -8,7 +8,9 @@ Two studies:
   into class-index folders (N / 20 copies of each), attacked on pretrained MobileNetV2, at 400 and
   3,200 images (`--sizes`), two runs each (`--repeat`), median reported; beside it, in the same
   bench run, the model's own floor: importing torch and building the model, one bare
-  forward+backward at the run's batch size, and as many of them as the run has batches (released
+  forward+backward at the batch the attack feeds the model (the run's batch size, or the attack's
+  own `batch_size` setting: the universal solver's minibatch of 128), and as many of them as the
+  run has batches (released
   between batches as advlab does: the allocator's peak varies from batch to batch, so the most of
   100 batches lies above the first's); the lab's share is the run's peak minus the floor of its size.
   `--no-release` adds one run at the largest size without advlab's between-batch release of freed
@@ -32,6 +34,7 @@ share above the floor a constant few hundred MB. Prints a table and a JSON line.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import shutil
@@ -168,14 +171,27 @@ def measured(cmd: list[str], log: Path) -> tuple[int, int, float]:
     return usage.ru_maxrss, tree, time.perf_counter() - t0
 
 
+def model_batch(method: str, settings: list[str], run_batch: int) -> int:
+    """The most images the attack puts through the model at once: its own `batch_size` setting where it
+    has one (the universal solver's minibatch, 128 by default), else the run's batch size."""
+    from advlab.core.registry import get_attack
+
+    given = dict(item.split("=", 1) for item in settings)
+    if "batch_size" in given:
+        return int(given["batch_size"])
+    own = inspect.signature(get_attack(method).cls.__init__).parameters.get("batch_size")
+    return own.default if own is not None and isinstance(own.default, int) else run_batch
+
+
 def photos_study(args: argparse.Namespace) -> None:
     """The scaling issue's measure: pretrained model, real photos, `--sizes`, `--repeat` runs each."""
     batch = args.batch_size or 32
+    step = model_batch(args.method, args.set, batch)  # the floor's batch: what the attack feeds the model
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        floors = {n: [subprocess.run([sys.executable, "-c", FLOOR, args.model, str(batch), args.weights,
-                                      str(-(-n // batch))], capture_output=True, text=True, check=True).stdout.split()
+        floors = {n: [subprocess.run([sys.executable, "-c", FLOOR, args.model, str(step), args.weights,
+                                      str(-(-n // step))], capture_output=True, text=True, check=True).stdout.split()
                       for _ in range(args.repeat)] for n in args.sizes}
         model_mib = statistics.median(int(f[0]) for runs in floors.values() for f in runs) / 1024
         step_mib = statistics.median(int(f[1]) for runs in floors.values() for f in runs) / 1024
@@ -206,7 +222,7 @@ def photos_study(args: argparse.Namespace) -> None:
     print(f"{'':26s} {'peak RSS MiB':>13s} {'runs':>13s} {'floor MiB':>10s} {'above floor':>12s} "
           f"{'tree PSS MiB':>13s} {'arrays MiB':>11s} {'wall s':>7s}")
     print(f"{'floor: torch + model':26s} {model_mib:13.0f}")
-    print(f"{f'floor: + 1 fwd/bwd of {batch}':26s} {step_mib:13.0f}")
+    print(f"{f'floor: + 1 fwd/bwd of {step}':26s} {step_mib:13.0f}")
     for row in rows:
         label = f"{row['n']} photos" + ("" if row["release"] else ", no release")
         runs = "/".join(f"{run['peak_rss_mib']:.0f}" for run in row["runs"])
@@ -217,7 +233,7 @@ def photos_study(args: argparse.Namespace) -> None:
     ratio = large["peak_rss_mib"] / small["peak_rss_mib"]
     print(f"peak {large['n']} / {small['n']}: {ratio:.2f}x (goal <= 1.25x)")
     print(json.dumps({"bench": "memory-photos", "method": args.method, "settings": args.set, "model": args.model,
-                      "weights": args.weights, "batch_size": batch, "floor_model_mib": model_mib,
+                      "weights": args.weights, "batch_size": batch, "model_batch": step, "floor_model_mib": model_mib,
                       "floor_step_mib": step_mib, "rows": rows, "peak_ratio": ratio}))
 
 

@@ -70,8 +70,8 @@ def release_freed_memory() -> bool:
     again. A loop whose heap does not grow never releases, so it keeps its buffers for reuse; one
     whose heap fragments (forward and backward passes of different sizes in turn, several threads'
     arenas) stays within one batch's working set plus the slack instead of growing with the number
-    of batches (MobileNetV2 FGSM, batch 32, 1,600 photos: 5.7 -> 3.9 GB peak). Returns whether it
-    released."""
+    of batches (MobileNetV2 FGSM, batch 32, 3,200 photos: 7.6 -> 4.6 GB peak, `bench/memory.py
+    --photos --no-release`). Returns whether it released."""
     libc = _glibc()
     if libc is None:
         return False
