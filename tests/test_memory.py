@@ -3,11 +3,13 @@ back once the resident size grows, and every streamed loop (`Images.groups`) cal
 Run in a fresh interpreter each, so that no other test's allocations are in the heap."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the release is glibc's malloc_trim")
 
@@ -50,3 +52,36 @@ def test_a_streamed_loop_hands_freed_heap_pages_back_between_batches():
     without, with_release = _peak_growth_mib("off"), _peak_growth_mib("on")
     assert without > 2500, without  # the pattern does fragment: the test can fail
     assert with_release < 800, with_release
+
+
+OUT_OF_MEMORY = """
+import resource, sys
+import torch, torchvision  # noqa: F401  (their libraries' address space is not the run's)
+from advlab.cli.main import main
+
+with open("/proc/self/status") as f:
+    size = next(int(line.split()[1]) for line in f if line.startswith("VmSize:")) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (3 << 30),) * 2)  # 3 GiB more address space: the allocator refuses
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_batch_that_does_not_fit_is_one_line_naming_the_batch_size_that_halves_it(tmp_path):
+    """An attack whose batch does not fit (here: 3 GiB of address space for FGSM on MobileNetV2 over
+    64 images of 224 px at once, about 6 GB of activations) ends with one line naming the halved
+    --batch-size, exit 2, instead of an "internal error"; at that batch size the run fits."""
+    data = tmp_path / "noise.pt"
+    torch.save({"x": torch.randint(0, 256, (64, 3, 224, 224), dtype=torch.uint8,
+                                   generator=torch.Generator().manual_seed(0))}, data)
+    args = ["attack", "--method", "fgsm", "--model", "mobilenet_v2", "--weights", "none", "--data", f"tensors:{data}",
+            "--device", "cpu", "--seed", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    fails = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY, *args, "--batch-size", "64", "--out",
+                            str(tmp_path / "big")], capture_output=True, text=True, env=env)
+    assert fails.returncode == 2, fails.stderr[-2000:]
+    lines = [line for line in fails.stderr.splitlines() if line.startswith("advlab: error:")]
+    assert len(lines) == 1 and "a batch of 64 images does not fit in memory" in lines[0], fails.stderr[-2000:]
+    assert "--batch-size 32" in lines[0] and "internal error" not in fails.stderr
+    fits = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY, *args, "--batch-size", "8", "-n", "16",
+                           "--out", str(tmp_path / "small")], capture_output=True, text=True, env=env)
+    assert fits.returncode == 0, fits.stderr[-2000:]

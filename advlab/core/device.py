@@ -90,6 +90,40 @@ def release_freed_memory() -> bool:
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is an allocator refusing memory: CUDA's `OutOfMemoryError`, the CPU allocator's
+    "can't allocate memory" (a RuntimeError), Python's MemoryError. (On Linux a CPU process may
+    instead be ended by the kernel's OOM killer, which no handler sees.)"""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def free_memory_gib(device: torch.device) -> float | None:
+    """Memory the device has free now, in GiB: the GPU's free memory, or the system's MemAvailable
+    (Linux); None where it cannot be read."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] / 2**30
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return int(fields["MemAvailable"].split()[0]) / 2**20
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def batch_does_not_fit(batch_size: int, device: torch.device) -> AdvlabError:
+    """The one line for a run whose batches do not fit in the device's memory, naming the batch size
+    that halves the activations (at batch 1: the image or the model is what does not fit)."""
+    free = free_memory_gib(device)
+    where = f"{device_name(device)}" + (f", {free:.1f} GiB free" if free is not None else "")
+    if batch_size == 1:
+        return AdvlabError(f"one image does not fit in memory ({where}): use a smaller --input-size, a smaller "
+                           "model or a device with more memory")
+    return AdvlabError(f"a batch of {batch_size} images does not fit in memory ({where}): run again with "
+                       f"--batch-size {batch_size // 2} (and a smaller batch_size setting where the attack has one)")
+
+
 def apply_precision(precision: str) -> torch.dtype | None:
     """Set TF32 matmul/conv for 'tf32'; return the autocast dtype for 'bf16' (else None)."""
     tf32 = precision == "tf32"

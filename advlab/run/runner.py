@@ -2,12 +2,14 @@
 (config.yaml, results.json, arrays/, log.txt, index.html); `resume` continues a killed run."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import platform
 import shlex
 import shutil
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from advlab.core.attack import Attack
 from advlab.core.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig
 from advlab.core.config_yaml import load_config, to_yaml
 from advlab.core.defense import Defended, Defense
-from advlab.core.device import apply_precision, device_name, resolve_device
+from advlab.core.device import apply_precision, batch_does_not_fit, device_name, out_of_memory, resolve_device
 from advlab.core.errors import AdvlabError, Interrupted
 from advlab.core.paths import absolute, absolute_model, absolute_settings, absolute_source
 from advlab.core.registry import PluginInfo, get_attack, get_defense
@@ -100,15 +102,9 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None, lock: RunLock 
     defenses = [build_defense(spec) for spec in cfg.defenses]
     device = resolve_device(cfg.device)
     autocast = apply_precision(cfg.precision)
-    subjects = [_subject(spec, cfg, device, autocast) for spec in (cfg.models or [cfg.model])]
-    for subject in subjects:
-        for spec, attack in zip(cfg.attacks, attacks):
-            check_task(get_attack(spec.method), subject)
-            attack.prepare(subject.model, tuple(subject.data.images.shape[1:]), device)
-            subject.task.plan(spec, attack, subject, device, seed=cfg.seed)
-        for dspec, defense in zip(cfg.defenses, defenses):  # a defense that does not fit fails here, on one image
-            check_task(get_defense(dspec.method), subject)
-            subject.task.predict(Defended(subject.model, defense).to(device).eval(), subject.data.images[:1], 1, device)
+    with fitting_memory(cfg.batch_size, device):
+        subjects = [_subject(spec, cfg, device, autocast) for spec in (cfg.models or [cfg.model])]
+        _preflight(cfg, attacks, defenses, subjects, device)
     run_dir = resume
     if run_dir is None:
         created = None
@@ -121,7 +117,8 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None, lock: RunLock 
         for subject in subjects:
             log.info("%s on %d images from %s, device %s", subject.model.name, len(subject.data), subject.data.source,
                      device_name(device))
-        return _execute(cfg, attacks, defenses, subjects, device, run_dir)
+        with fitting_memory(cfg.batch_size, device):
+            return _execute(cfg, attacks, defenses, subjects, device, run_dir)
     except AdvlabError as exc:
         log.error("run stopped: %s", exc)  # the run directory says why it is incomplete
         raise
@@ -139,6 +136,31 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None, lock: RunLock 
         handler.close()
         if lock is not None:
             lock.release()
+
+
+def _preflight(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], subjects: list[Subject],
+               device: torch.device) -> None:
+    """Every attack planned and every defense run on one image, for every model, before anything is written."""
+    for subject in subjects:
+        for spec, attack in zip(cfg.attacks, attacks):
+            check_task(get_attack(spec.method), subject)
+            attack.prepare(subject.model, tuple(subject.data.images.shape[1:]), device)
+            subject.task.plan(spec, attack, subject, device, seed=cfg.seed)
+        for dspec, defense in zip(cfg.defenses, defenses):  # a defense that does not fit fails here, on one image
+            check_task(get_defense(dspec.method), subject)
+            subject.task.predict(Defended(subject.model, defense).to(device).eval(), subject.data.images[:1], 1, device)
+
+
+@contextlib.contextmanager
+def fitting_memory(batch_size: int, device: torch.device) -> Iterator[None]:
+    """An allocator that refuses memory inside becomes one line naming the batch size that would halve
+    the activations (`batch_does_not_fit`), instead of an internal error."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        if not out_of_memory(exc):
+            raise
+        raise batch_does_not_fit(batch_size, device) from None
 
 
 def check_task(info: PluginInfo, subject: Subject) -> None:

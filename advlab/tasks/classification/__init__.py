@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from advlab.core.criteria import Targeted, Untargeted
+from advlab.core.device import out_of_memory
 from advlab.core.errors import AdvlabError, first_line
 from advlab.core.images import Images, RepeatedImage, batches
 from advlab.core.registry import get_attack
@@ -44,6 +45,8 @@ def predict(model: nn.Module, x: torch.Tensor | Images, batch_size: int, device:
             except AdvlabError:
                 raise
             except Exception as exc:  # noqa: BLE001  (the user's model: one line, not a traceback)
+                if out_of_memory(exc):
+                    raise  # the batch size, not the model: said by the runner
                 raise AdvlabError(f"the model failed on images of shape {tuple(batch.shape)} ({type(exc).__name__}: "
                                   f"{first_line(exc)}); check --input-size and the model's input channels") from exc
             check_logits(logits, "the model", batch=batch.shape[0])
