@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import platform
@@ -125,10 +126,11 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None, lock: RunLock 
     except KeyboardInterrupt:
         log.error("run interrupted; finished chunks are kept")
         raise Interrupted(f"advlab run --resume {shlex.quote(str(run_dir.resolve()))}") from None
-    except OSError as exc:  # a full disk, a folder that became read-only: the machine, not the run
+    except OSError as exc:  # a full disk, a folder that became read-only, memory refused: the machine, not the run
         where = f" ({exc.filename})" if exc.filename else ""
         log.error("run stopped: %s%s", exc.strerror or exc, where)
-        raise AdvlabError(f"{exc.strerror or exc}{where}; finished chunks are kept: free space, then continue "
+        remedy = "" if exc.errno == errno.ENOMEM else "free space, then "  # ENOMEM: not the disk
+        raise AdvlabError(f"{exc.strerror or exc}{where}; finished chunks are kept: {remedy}continue "
                           f"with `advlab run --resume {shlex.quote(str(run_dir.resolve()))}`") from None
     finally:
         if distributed.is_main():
