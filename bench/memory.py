@@ -176,7 +176,7 @@ def model_batch(method: str, settings: list[str], run_batch: int) -> int:
     has one (the universal solver's minibatch, 128 by default), else the run's batch size."""
     from advlab.core.registry import get_attack
 
-    given = dict(item.split("=", 1) for item in settings)
+    given = dict(item.replace("-", "_", item.find("=")).split("=", 1) for item in settings)  # as advlab reads them
     if "batch_size" in given:
         return int(given["batch_size"])
     own = inspect.signature(get_attack(method).cls.__init__).parameters.get("batch_size")

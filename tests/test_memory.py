@@ -1,6 +1,7 @@
-"""The heap of a CPU run stays flat across batches (glibc): `release_freed_memory` hands freed pages
-back once the resident size grows, and every streamed loop (`Images.groups`) calls it between batches.
-Run in a fresh interpreter each, so that no other test's allocations are in the heap."""
+"""Memory on the CPU (glibc). The heap of a run stays flat across batches: `release_freed_memory` hands
+freed pages back once the resident size grows, and every streamed loop (`Images.groups`) calls it
+between batches. A batch the allocator refuses is one line naming a smaller --batch-size. Each case
+runs in a fresh interpreter, so that no other test's allocations are in its heap."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,8 @@ import sys
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the release is glibc's malloc_trim")
+pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
+                                reason="glibc's malloc_trim and Linux's address-space limit")
 
 FRAGMENTING_LOOP = """
 import sys, torch
