@@ -32,6 +32,7 @@ def resolve_device(spec: str) -> torch.device:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 1 << 30  # tensors this large or larger get their own mapping, returned whole when freed
 HEAP_SLACK = 64 << 20  # bytes the resident size may grow past where it settled before freed pages go back
 
 
@@ -52,10 +53,11 @@ def keep_freed_memory() -> bool:
     """On glibc (Linux), serve large tensors from the heap and keep freed memory for reuse, instead of
     mmap/munmap per tensor: CPU forward passes allocate and free the same activation buffers again
     and again, and the page faults of fresh mappings cost as much as the convolutions (MobileNetV2,
-    batch 16, 2 cores: 49 -> 93 images/s). What this costs, a heap that fragments as backward passes
-    come and go, `release_freed_memory` pays back between batches. Returns whether it applied."""
+    batch 16, 2 cores: 49 -> 93 images/s). What this asks of the loops: nothing small of a batch may
+    outlive it, or it pins a hole and the heap's extent grows every batch (`advlab.core.per_image`);
+    `release_freed_memory` hands back what grows anyway. Returns whether it applied."""
     libc = _glibc()
-    return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and \
+    return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and \
         bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 31))
 
 
@@ -70,8 +72,9 @@ def release_freed_memory() -> bool:
     again. A loop whose heap does not grow never releases, so it keeps its buffers for reuse; one
     whose heap fragments (forward and backward passes of different sizes in turn, several threads'
     arenas) stays within one batch's working set plus the slack instead of growing with the number
-    of batches (MobileNetV2 FGSM, batch 32, 3,200 photos: 7.6 -> 4.6 GB peak, `bench/memory.py
-    --photos --no-release`). Returns whether it released."""
+    of batches (MobileNetV2 FGSM, batch 32, 3,200 photos, before the per-image arrays of
+    `advlab.core.per_image`: 7.6 -> 4.6 GB peak, `bench/memory.py --photos --no-release`). Returns
+    whether it released."""
     libc = _glibc()
     if libc is None:
         return False

@@ -17,6 +17,7 @@ from advlab.core.device import synchronize
 from advlab.core.errors import AdvlabError
 from advlab.core.images import ChunkImages, Images, Mapped, TensorImages, as_images, batches
 from advlab.core.norms import MEASURES
+from advlab.core.per_image import PerImageArrays
 from advlab.core.rng import KEYS_BATCH, image_keys, keys_of
 
 
@@ -43,8 +44,9 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
     itself: the attack keys its draws by the seed and each image's pixels, so the chunking never
     changes a result. In a sharded run (torchrun, `advlab.core.distributed`) chunk k is computed, or found
     done, by rank k mod K only; the others read its file after a barrier. Only per-image numbers stay
-    in memory: the adversarial images are read back from the chunk files when needed. M = 0 (nothing
-    to attack) is an empty run."""
+    in memory, in arrays allocated once for all M (`PerImageArrays`: nothing of a chunk outlives it to
+    pin the heap); the adversarial images are read back from the chunk files when needed. M = 0
+    (nothing to attack) is an empty run."""
     x = as_images(x)
     if len(x) == 0:
         return AttackRun(x_adv=TensorImages(torch.zeros(0, *x.shape[1:])), success=torch.zeros(0, dtype=torch.bool),
@@ -59,12 +61,24 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
     paths = [chunk_dir / f"chunk-{k:05d}.pt" for k in range(len(starts))]
     ours = [k for k in range(len(starts)) if attack.collective or distributed.mine(k)]
     wanted = torch.cat([torch.arange(starts[k], min(starts[k] + batch_size, len(x))) for k in ours]) if ours else None
-    done: dict[int, dict[str, Any]] = {}  # chunk index -> its saved part, without the images
+    found = PerImageArrays(len(x))  # every chunk's per-image numbers, in arrays allocated once (see per_image)
+    ranks, walls, single = [0] * len(starts), [0.0] * len(starts), {}
+    done = [False] * len(starts)
+
+    def keep(k: int, part: dict[str, Any]) -> None:
+        """Chunk k's numbers (its part, without the images) into the run's arrays; nothing of it stays."""
+        nonlocal single
+        found.put(starts[k], {key: v for key, v in part.items() if key in _PER_IMAGE or key.startswith("per_image_")})
+        found.put_steps(starts[k], {key: v for key, v in part.items() if key.startswith("trace_")})
+        ranks[k], walls[k], done[k] = int(part.get("rank", 0)), float(part["wall_s"]), True
+        if len(starts) == 1:  # a single-chunk run also keeps what is not per image (e.g. a universal v)
+            single = {key: v for key, v in part.items() if key not in _CHUNK_KEYS and not key.startswith("trace_")}
+
     for k, xs in zip(ours, x.batches(batch_size, wanted, pin=device.type == "cuda") if ours else ()):
         start = starts[k]
         saved = _saved_chunk(paths[k], fingerprint, xs)
         if saved is not None:
-            done[k] = saved
+            keep(k, saved)
             continue
         sp = starting_points[start:start + batch_size].to(device) if starting_points is not None else None
         synchronize(device)
@@ -79,32 +93,27 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
                 "queries": result.queries.cpu(), "wall_s": time.perf_counter() - t0, "rank": distributed.rank(),
                 **{k2: v.cpu() for k2, v in result.extras.items() if isinstance(v, torch.Tensor)}}
         atomic.save_tensors(part, paths[k], any_rank=not attack.collective)  # a collective chunk: rank 0 saves
-        done[k] = {key: v for key, v in part.items() if key != "x_adv"}
+        keep(k, part)
+        del result, x_adv, part
     distributed.barrier()  # every rank's chunks are on disk now
     for k, start in enumerate(starts):
-        if k not in done:  # another rank's chunk, which that rank checked or computed
+        if not done[k]:  # another rank's chunk, which that rank checked or computed
             saved = _saved_chunk(paths[k], fingerprint, None, count=min(batch_size, len(x) - start))
             if saved is None:
                 raise AdvlabError(f"chunk {k} of {chunk_dir} is missing after all ranks finished; the run directory "
                                   "must be on a file system every rank shares")
-            done[k] = saved
-    parts = [done[k] for k in range(len(starts))]
-    traces = sorted(k for k in parts[0] if k.startswith("trace_") and all(k in p for p in parts))
+            keep(k, saved)
+    arrays = found.complete()
     return AttackRun(
-        x_adv=ChunkImages(paths, [len(p["success"]) for p in parts], x.shape[1:]),
-        success=torch.cat([p["success"] for p in parts]),
-        queries=torch.cat([p["queries"] for p in parts]),
-        wall_s=float(sum(p["wall_s"] for p in parts)),
-        traces={k: _pad_cat([p[k] for p in parts]) for k in traces},
-        extras={**({k: v for k, v in parts[0].items() if k not in _CHUNK_KEYS and not k.startswith("trace_")}
-                   if len(parts) == 1 else {}),
-                **{k: torch.cat([p[k] for p in parts]) for k in parts[0] if k.startswith("per_image_")
-                   and all(k in p for p in parts)}},
-        distances={norm: torch.cat([p[f"dist_{norm}"] for p in parts]) for norm in MEASURES},
-        ranks=[int(p.get("rank", 0)) for p in parts],
+        x_adv=ChunkImages(paths, [min(batch_size, len(x) - start) for start in starts], x.shape[1:]),
+        success=arrays["success"],
+        queries=arrays["queries"],
+        wall_s=float(sum(walls)),
+        traces={k: v for k, v in sorted(arrays.items()) if k.startswith("trace_")},
+        extras={**single, **{k: v for k, v in arrays.items() if k.startswith("per_image_")}},
+        distances={norm: arrays[f"dist_{norm}"] for norm in MEASURES},
+        ranks=ranks,
     )
-
-
 
 
 def _attack_set(attack: Attack, model: nn.Module, x: Images, criterion: Criterion, *, device: torch.device,
@@ -151,6 +160,7 @@ def _saved_chunk(path: Path, fingerprint: str, xs: torch.Tensor | None, *, count
     return {k: v for k, v in saved.items() if k != "x_adv"}
 
 
+_PER_IMAGE = frozenset({"success", "queries", *(f"dist_{norm}" for norm in MEASURES)})  # (B,) per chunk
 _CHUNK_KEYS = frozenset({"fingerprint", "image_keys", "x_adv", "success", "queries", "wall_s", "rank",
                          *(f"dist_{norm}" for norm in MEASURES)})
 
@@ -160,22 +170,16 @@ def _fingerprint(attack: Attack, seed: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _pad_cat(traces: list[torch.Tensor]) -> torch.Tensor:
-    """(T_k, M_k) per chunk -> (max T, sum M), each column padded with its last row."""
-    length = max(t.shape[0] for t in traces)
-    padded = [torch.cat([t, t[-1:].expand(length - t.shape[0], -1)]) if t.shape[0] < length else t for t in traces]
-    return torch.cat(padded, dim=1)
-
-
 DISTANCE_BATCH = 64  # images per slice: the differences never take more memory than this many images
 
 
 def image_distances(x: torch.Tensor | Images, x_adv: torch.Tensor | Images) -> dict[str, torch.Tensor]:
     """Per-image (N,) distances in every reported norm, computed once per attack row, streaming both
     image sets in slices."""
-    found: dict[str, list[torch.Tensor]] = {norm: [torch.zeros(0)] for norm in MEASURES}
-    cpu = torch.device("cpu")
+    found = {norm: torch.zeros(len(x)) for norm in MEASURES}  # (N,) each, filled in place (see per_image)
+    cpu, start = torch.device("cpu"), 0
     for a, b in zip(batches(x, DISTANCE_BATCH, cpu), batches(x_adv, DISTANCE_BATCH, cpu)):
         for norm in MEASURES:
-            found[norm].append(MEASURES[norm].distance(a, b))
-    return {norm: torch.cat(parts) for norm, parts in found.items()}
+            found[norm][start:start + len(a)] = MEASURES[norm].distance(a, b)
+        start += len(a)
+    return found

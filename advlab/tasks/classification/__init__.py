@@ -36,8 +36,9 @@ def predict(model: nn.Module, x: torch.Tensor | Images, batch_size: int, device:
     """Top-1 label and confidence for (N, C, H, W) images, in batches (streamed where `x` is `Images`).
     A model that fails on the images, returns something other than (B, classes) logits, or NaN/inf,
     is an error on one line."""
-    labels = [torch.zeros(0, dtype=torch.long)]
-    confs = [torch.zeros(0)]
+    labels = torch.zeros(len(x), dtype=torch.long)  # (N,), filled in place: nothing of a batch outlives it
+    confs = torch.zeros(len(x))  # (advlab.core.per_image says why)
+    start = 0
     with torch.no_grad():
         for batch in batches(x, batch_size, device):
             try:
@@ -55,9 +56,10 @@ def predict(model: nn.Module, x: torch.Tensor | Images, batch_size: int, device:
                                   "--precision (try fp32)")
             prob = logits.softmax(dim=-1)
             conf, label = prob.max(dim=-1)
-            labels.append(label.cpu())
-            confs.append(conf.cpu())
-    return Predictions(torch.cat(labels), torch.cat(confs))
+            labels[start:start + len(label)] = label.cpu()
+            confs[start:start + len(conf)] = conf.cpu()
+            start += len(label)
+    return Predictions(labels, confs)
 
 
 @register_task

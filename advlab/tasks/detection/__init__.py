@@ -313,12 +313,12 @@ def _target_outcomes(model: nn.Module, plan: Plan,
 def _proposal_outcomes(model: nn.Module, criterion: ProposalTargets,
                        x: Images) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     device = next(model.parameters()).device
-    preds = [torch.zeros(0, criterion.labels.shape[1], dtype=torch.long)]
+    pred = torch.zeros(criterion.labels.shape, dtype=torch.long)  # (N, P), filled in place (core.per_image)
     with torch.no_grad():
         for i, xb in zip(range(0, len(criterion), PROPOSAL_BATCH), batches(x, PROPOSAL_BATCH, device)):
             part = criterion.subset(slice(i, i + PROPOSAL_BATCH)).to(device)
-            preds.append(part.evaluate(model, xb).argmax(dim=1).cpu())
-    pred, valid = torch.cat(preds), criterion.valid().cpu()  # (N, P)
+            pred[i:i + len(xb)] = part.evaluate(model, xb).argmax(dim=1).cpu()
+    valid = criterion.valid().cpu()  # (N, P)
     return (pred == criterion.labels) & valid, (pred != criterion.original) & valid, valid
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from advlab.core.criteria import IGNORE, Targeted, Untargeted, label_dtype
 from advlab.core.errors import AdvlabError, first_line
 from advlab.core.images import Images, batches
+from advlab.core.per_image import PerImageArrays
 from advlab.core.rng import step_keys, uniform
 from advlab.core.stats import median
 from advlab.tasks import DefaultRun, Plan, Task, register_task
@@ -59,8 +60,8 @@ def predict_segmentation(model: nn.Module, x: torch.Tensor | Images, batch_size:
                          device: torch.device) -> SegPredictions:
     """Per-pixel argmax for (N, C, H, W) images, in batches, kept as compact label maps; bad outputs
     and NaN are one-line errors."""
-    labels: list[torch.Tensor] = []
-    classes = getattr(model, "num_classes", 0)
+    labels = PerImageArrays(len(x))  # (N, H, W) label maps, filled a batch at a time (per_image says why)
+    classes, start = getattr(model, "num_classes", 0), 0
     with torch.no_grad():
         for batch in batches(x, batch_size, device):
             logits = model(batch)
@@ -69,9 +70,10 @@ def predict_segmentation(model: nn.Module, x: torch.Tensor | Images, batch_size:
                 raise AdvlabError("the model returned NaN or inf logits; check its weights, --mean/--std and "
                                   "--precision (try fp32)")
             classes = logits.shape[1]
-            labels.append(logits.argmax(dim=1).to(label_dtype(classes)).cpu())  # (B, H, W)
+            labels.put(start, {"label": logits.argmax(dim=1).to(label_dtype(classes)).cpu()})  # (B, H, W)
+            start += batch.shape[0]
     empty = torch.zeros(0, *x.shape[-2:], dtype=label_dtype(classes))
-    return SegPredictions(torch.cat(labels) if labels else empty, classes)
+    return SegPredictions(labels.complete().get("label", empty), classes)
 
 
 def per_image_miou(pred: torch.Tensor, reference: torch.Tensor, num_classes: int) -> torch.Tensor:
