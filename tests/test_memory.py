@@ -95,8 +95,8 @@ def test_an_attack_run_keeps_the_heap_s_extent_flat_across_its_chunks():
     """FGSM on MobileNetV2 over 25 chunks of 16 images at 224 px: the per-image numbers of each chunk
     go into arrays allocated once, so no small tensor of a chunk is carved out of the holes its
     activations left, and the heap's extent after the 25th chunk is that after the 5th. (Kept as a
-    list of per-chunk tensors, as before, it grew about 630 MiB over those 20 chunks, ~60 MiB per
-    chunk in a real 1,600-photo run: tens of GB of address space at 50,000 photos.)"""
+    list of per-chunk tensors, as before, it grew 450 MiB over those 20 chunks, ~60 MiB per batch
+    in a real 1,600-photo run: tens of GB of address space at 50,000 photos.)"""
     out = subprocess.run([sys.executable, "-c", ATTACK_RUN], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     fifth, last = (int(v) for v in out.stdout.split()[-2:])

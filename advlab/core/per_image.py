@@ -5,9 +5,9 @@ for reuse, `advlab.core.device.keep_freed_memory`) a batch's activations leave l
 when they are freed, and a small tensor that outlives its batch (its labels, distances, success flags)
 is carved out of such a hole and pins it: the next batch's activations no longer fit there, and the
 heap's address space grows by about a batch's working set every batch (MobileNetV2 FGSM at batch 32:
-about 60 MiB per batch, so tens of GB over a 50,000-photo run, until the kernel refuses a request).
-Slices of arrays allocated once keep nothing of a batch alive past it; the heap then stays flat
-without any trimming (`bench/memory.py --photos`)."""
+about 60 MiB per batch, so tens of GB over a 50,000-photo run, until Linux refuses to fork the next
+pass's decoding workers). Slices of arrays allocated once keep nothing of a batch alive past it; the
+heap's extent then stays flat (`tests/test_memory.py`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping

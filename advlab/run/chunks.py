@@ -62,17 +62,17 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
     ours = [k for k in range(len(starts)) if attack.collective or distributed.mine(k)]
     wanted = torch.cat([torch.arange(starts[k], min(starts[k] + batch_size, len(x))) for k in ours]) if ours else None
     found = PerImageArrays(len(x))  # every chunk's per-image numbers, in arrays allocated once (see per_image)
-    ranks, walls, single = [0] * len(starts), [0.0] * len(starts), {}
-    done = [False] * len(starts)
+    ranks, walls, done = [0] * len(starts), [0.0] * len(starts), [False] * len(starts)
+    single: dict[str, torch.Tensor] = {}  # a single-chunk run's extras that are not per image (e.g. a universal v)
 
     def keep(k: int, part: dict[str, Any]) -> None:
         """Chunk k's numbers (its part, without the images) into the run's arrays; nothing of it stays."""
-        nonlocal single
         found.put(starts[k], {key: v for key, v in part.items() if key in _PER_IMAGE or key.startswith("per_image_")})
         found.put_steps(starts[k], {key: v for key, v in part.items() if key.startswith("trace_")})
         ranks[k], walls[k], done[k] = int(part.get("rank", 0)), float(part["wall_s"]), True
-        if len(starts) == 1:  # a single-chunk run also keeps what is not per image (e.g. a universal v)
-            single = {key: v for key, v in part.items() if key not in _CHUNK_KEYS and not key.startswith("trace_")}
+        if len(starts) == 1:
+            single.update((key, v) for key, v in part.items()
+                          if key not in _CHUNK_KEYS and not key.startswith("trace_"))
 
     for k, xs in zip(ours, x.batches(batch_size, wanted, pin=device.type == "cuda") if ours else ()):
         start = starts[k]
@@ -161,8 +161,7 @@ def _saved_chunk(path: Path, fingerprint: str, xs: torch.Tensor | None, *, count
 
 
 _PER_IMAGE = frozenset({"success", "queries", *(f"dist_{norm}" for norm in MEASURES)})  # (B,) per chunk
-_CHUNK_KEYS = frozenset({"fingerprint", "image_keys", "x_adv", "success", "queries", "wall_s", "rank",
-                         *(f"dist_{norm}" for norm in MEASURES)})
+_CHUNK_KEYS = _PER_IMAGE | {"fingerprint", "image_keys", "x_adv", "wall_s", "rank"}
 
 
 def _fingerprint(attack: Attack, seed: int) -> str:
