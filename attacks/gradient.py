@@ -154,7 +154,7 @@ class FGSM(Attack):
         return _result(x_adv, queries)
 
 
-@register_attack("pgd", threat="white-box", tasks={"classification", "segmentation"})
+@register_attack("pgd", threat="white-box", tasks={"classification", "segmentation"}, default_of=("advlab.attack",))
 class PGD(Attack):
     """PGD (Madry et al., ICLR 2018): projected gradient steps from a random start, l_inf or l2 (no start: I-FGSM)."""
 

@@ -30,7 +30,7 @@ COMPONENTS = ("apgd-ce", "apgd-t", "square")
 THREATS = {"apgd-ce": "white-box", "apgd-t": "white-box", "square": "score"}
 
 
-@register_attack("standard", threat="white-box", tasks={"classification"})
+@register_attack("standard", threat="white-box", tasks={"classification"}, default_of=("advlab.evaluate",))
 class Standard(Attack):
     """AutoAttack's standard sequence (Croce & Hein, ICML 2020): APGD-CE, APGD-T, Square, each on the survivors."""
 

@@ -1,6 +1,6 @@
 """Memory on the CPU (glibc). The heap of a run stays flat across batches: `release_freed_memory` hands
 freed pages back once the resident size grows, and every streamed loop (`Images.groups`) calls it
-between batches, and nothing of a batch outlives it to pin the heap's holes (`advlab.core.per_image`).
+between batches in a process that opted in (`manage_heap`, as the command line does), and nothing of a batch outlives it to pin the heap's holes (`advlab.core.per_image`).
 A batch the allocator refuses is one line naming a smaller --batch-size. Each case runs in a fresh
 interpreter, so that no other test's allocations are in its heap."""
 from __future__ import annotations
@@ -19,12 +19,12 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
 FRAGMENTING_LOOP = """
 import sys, torch
 import advlab.core.device as device
-import advlab.core.images as images
 from advlab.core.images import TensorImages
 
-if sys.argv[1] == "off":
-    images.release_freed_memory = lambda: False
-device.keep_freed_memory()
+if sys.argv[1] == "on":
+    device.manage_heap()  # what the command line opts in to for its runs
+else:
+    device.keep_freed_memory()
 
 def resident_mib():
     with open("/proc/self/statm") as f:

@@ -176,7 +176,7 @@ def _universal_results() -> dict[str, Any]:
                 "fooling_trace": None, "fooling_ratio_train": None, "eval": {"n": None}}
     plain = {"method": "boundary", "model": "resnet18", "fooling_ratio": 0.5}
     return {
-        "name": "uap", "model": {"name": "resnet18"}, "clean": {"accuracy": 0.9},
+        "schema": 1, "name": "uap", "model": {"name": "resnet18"}, "clean": {"accuracy": 0.9},
         "data": {"name": "photos", "n": N, "eval": {"name": "fashion-mnist:test", "n": 2000}},
         "models": [{"name": "resnet18", "weights": "IMAGENET1K_V1", "clean_accuracy": 0.875},
                    {"name": EVIL, "weights": None, "clean_accuracy": None}, None],
@@ -260,7 +260,7 @@ def test_transfer_table_and_heatmap(uap_dir: Path) -> None:
 def test_universal_keys_missing_or_broken(tmp_path: Path) -> None:
     (tmp_path / "arrays").mkdir()
     (tmp_path / "arrays" / "fake.png").write_bytes(b"not a png")
-    results = {"attacks": [{"method": "universal", "perturbation_png": "arrays/fake.png", "fooling_trace": [None, "x"],
+    results = {"schema": 1, "attacks": [{"method": "universal", "perturbation_png": "arrays/fake.png", "fooling_trace": [None, "x"],
                             "eval": "oops", "perturbation_l2": None},
                            {"method": "universal", "perturbation_png": "arrays/none.png", "fooling_trace": [0.1, None, 0.5]}],
                "models": "oops",

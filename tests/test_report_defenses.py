@@ -45,7 +45,7 @@ def _results() -> dict[str, Any]:
     evil = {"method": EVIL, "variant": EVIL, "params": {EVIL: EVIL}, "clean_accuracy": None,
             "accuracy_after_defense": {EVIL: 0.5, f"{EVIL}(adaptive)": 0.25}, "gallery": {"rows": [{"name": EVIL}]}}
     old = {"method": "bits", "variant": "b3", "clean_accuracy": 0.85, "accuracy_after_defense": {"boundary": 0.6}}
-    return {"name": "defended", "clean": {"accuracy": 0.88}, "attacks": [plain, adaptive],
+    return {"schema": 1, "name": "defended", "clean": {"accuracy": 0.88}, "attacks": [plain, adaptive],
             "defenses": [hgd, jpeg, evil, old, None, {}]}
 
 
@@ -143,7 +143,7 @@ def test_broken_or_sparse_defenses_render(tmp_path: Path) -> None:
     (tmp_path / "arrays").mkdir()
     (tmp_path / "arrays" / "bad.pt").write_bytes(b"not a torch file")
     torch.save({"x": torch.rand(2, 3, 8, 8), "x_adv": torch.rand(2, 3, 8, 8)}, tmp_path / "arrays" / "nodenoised.pt")
-    results = {"attacks": None, "defenses": [
+    results = {"schema": 1, "attacks": None, "defenses": [
         {"method": "hgd", "gallery": {"file": "arrays/bad.pt", "rows": "oops"}, "accuracy_after_defense": 0.4,
          "accuracy_without_defense": None, "params": None, "differentiable": False},
         {"gallery": {"file": "arrays/nodenoised.pt", "rows": [None]}, "accuracy_after_defense": {"a(adaptive)": 0.1}},

@@ -200,6 +200,9 @@ def test_compare_highlights_the_deltas_between_runs(matrix_run, tmp_path, run_er
     assert html.count("<h2>Threat model linf eps") == 3
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / "results.json").write_text(json.dumps({"name": "old", "attacks": []}))
+    (empty / "results.json").write_text(json.dumps({"name": "old", "attacks": []}))  # before schema versions
+    assert "has results schema None; this advlab reads schema 1" in run_error("export", str(empty))
+    no_matrix = {k: v for k, v in json.loads((run / "results.json").read_text()).items() if k != "robustness"}
+    (empty / "results.json").write_text(json.dumps(no_matrix))  # a task without per-image verdicts
     assert "has no robustness matrix" in run_error("compare", str(run), str(empty), "--out", str(tmp_path / "x.html"))
     assert "has no robustness matrix" in run_error("export", str(empty))

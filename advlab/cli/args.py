@@ -9,11 +9,10 @@ import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from advlab.core.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig, default_weights, validate
 from advlab.core.config_yaml import expand_sweeps
 from advlab.core.errors import AdvlabError
+from advlab.core.settings import key_value, parse_defenses
 from advlab.core.threat import parse_threat, unique
 
 log = logging.getLogger("advlab")
@@ -70,16 +69,6 @@ def config_from_defend_args(args: argparse.Namespace) -> RunConfig:
     if not cfg.defenses:
         raise AdvlabError("no defense given; use --hgd --checkpoint FILE and/or --defense jpeg,bit-depth,blur,median")
     return cfg
-
-
-def parse_defenses(text: str) -> list[tuple[str, dict[str, Any]]]:
-    """'jpeg:quality=50,median' -> [('jpeg', {'quality': 50}), ('median', {})]."""
-    out = []
-    for item in (i.strip() for i in text.split(",") if i.strip()):
-        name, *pairs = item.split(":")
-        settings = dict(key_value(pair, f"--defense {item!r}", "jpeg:quality=50") for pair in pairs)
-        out.append((name.strip(), settings))
-    return out
 
 
 def train_job_from_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> Any:
@@ -191,14 +180,6 @@ def _attack_params(args: argparse.Namespace) -> dict[str, Any]:
         params["surrogate"] = {"name": args.surrogate, "weights": args.surrogate_weights}
     params.update(key_value(item, f"--set {item!r}", "--set spherical_every=2") for item in args.set)
     return params
-
-
-def key_value(text: str, where: str, example: str) -> tuple[str, Any]:
-    """'max-passes=3' -> ('max_passes', 3): a setting written on the command line (value read as YAML)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise AdvlabError(f"{where}: write settings as KEY=VALUE, e.g. {example}")
-    return key.strip().replace("-", "_"), yaml.safe_load(value)
 
 
 def apply_run_overrides(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:

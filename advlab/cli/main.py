@@ -58,7 +58,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from advlab import __version__
+    from advlab.core.version import __version__
 
     p = Parser(prog="advlab", description="Adversarial robustness lab: attacks, defenses, HTML reports.")
     p.add_argument("--version", action="version", version=f"advlab {__version__}")
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threat", action="append", metavar="NORM:EPS", help="threat model of the robustness matrix, "
                    "e.g. linf:8/255 or l2:0.5 (repeat for one matrix each); an attack counts only where its "
                    "adversarial lies within eps (default: the norms and eps of the bounded attacks)")
+    g.add_argument("--quiet", action="store_true", help="print only the report's path (not the robustness matrix)")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
 
     model_data = argparse.ArgumentParser(add_help=False)
@@ -187,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "file needs --force")
     cmp.add_argument("--force", action="store_true", help="replace an existing --out file")
     cmp.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    sch = sub.add_parser("schema", help="the JSON Schema of results.json, generated from advlab's typed results")
+    sch.add_argument("--debug", action="store_true", help="show tracebacks")
 
     ls = sub.add_parser("list", help="registered attacks and defenses with their capabilities")
     ls.add_argument("method", nargs="?", help="an attack or defense: show its settings, types and defaults")
@@ -305,10 +309,12 @@ def _new_file(path: Path, force: bool) -> None:
 
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
+    from advlab import api
     from advlab.cli.listing import describe_plugin, for_task, format_catalogs, format_plugins
     from advlab.core import registry  # heavy imports after argument parsing
+    from advlab.core.device import manage_heap
     from advlab.report import render_report
-    from advlab.run.runner import resume_experiment, run_experiment
+    from advlab.report.terminal import text_summary
 
     warnings.filterwarnings("ignore", message=".*weights_only.*")
     if args.verb == "list":
@@ -319,6 +325,13 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
                                                                                  registry.defenses()))))
             if args.task is None:
                 print(format_catalogs())
+        return 0
+    if args.verb == "schema":
+        import json
+
+        from advlab.core.results import json_schema
+
+        print(json.dumps(json_schema(), indent=1))
         return 0
     if args.verb == "report":
         print(render_report(Path(args.run_dir)))
@@ -333,9 +346,9 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"checkpoint: {checkpoint}")
         print(f"evaluate it: {evaluate_command(job, checkpoint)}")
         return 0
-    if args.verb == "run" and args.resume:
-        run_dir = resume_experiment(Path(args.resume))
-    else:
+    manage_heap()  # a run of the command line is the process: the allocator policy of long CPU runs
+    cfg = None
+    if not (args.verb == "run" and args.resume):
         if args.verb == "run":
             if not args.config:
                 raise AdvlabError("advlab run needs a CONFIG.yaml (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
@@ -344,12 +357,21 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
             cfg = config_from_defend_args(args)
         else:
             cfg = config_from_attack_args(args)
-        run_dir = run_experiment(apply_run_overrides(cfg, args))
+        cfg = apply_run_overrides(cfg, args)
+    evaluation = api.run(cfg, resume=args.resume) if cfg is None else api.run(cfg)
     from advlab.core import distributed
 
     if distributed.is_main():  # under torchrun, rank 0 wrote the report
-        print(f"report: {run_dir / 'index.html'}")
+        if not args.quiet:
+            print(text_summary(evaluation.results, width=_width(), color=sys.stdout.isatty()), end="")
+        print(f"report: {evaluation.report}")
     return 0
+
+
+def _width() -> int:
+    import shutil
+
+    return max(80, shutil.get_terminal_size((120, 40)).columns)
 
 
 if __name__ == "__main__":

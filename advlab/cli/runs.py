@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from advlab.core.errors import AdvlabError
-from advlab.report import load_results
+from advlab.core.results import read_results
 from advlab.report.summary import headline, matrices
 
 FORMATS = ("csv", "markdown", "latex")
@@ -47,7 +47,7 @@ def export(run: Path, fmt: str) -> str:
     model, as csv (a leading threat column), markdown or latex (booktabs), one table per threat model."""
     if fmt not in FORMATS:
         raise AdvlabError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    found = matrices(load_results(run))
+    found = matrices(read_results(run))
     if not found:
         raise AdvlabError(f"{run}/results.json has no robustness matrix (an older run, or a task without "
                           "per-image verdicts such as segmentation); re-run it with this advlab to get one")

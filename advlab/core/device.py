@@ -26,9 +26,25 @@ def resolve_device(spec: str) -> torch.device:
             raise AdvlabError(f"--device {spec}: only {torch.cuda.device_count()} GPU(s) visible; use cuda:0..")
     elif device.type != "cpu":
         raise AdvlabError(f"unsupported device {spec!r}; use auto, cpu, cuda or cuda:K")
-    if device.type == "cpu":
-        keep_freed_memory()
     return device
+
+
+def manage_heap() -> bool:
+    """Opt this process in to the allocator policy of long CPU runs: large tensors served from a heap
+    that keeps freed memory for reuse (`keep_freed_memory`), and the heap's free pages handed back
+    between batches once it has grown (`release_freed_memory`, from `Images.groups`). Process-wide and
+    not undone: the command line enters it for every run; a library caller asks for it
+    (`advlab.evaluate(..., manage_heap=True)`), as nothing else in a notebook should change. Returns
+    whether the allocator setting applied (glibc only)."""
+    _Heap.managed = True
+    return keep_freed_memory()
+
+
+def between_batches() -> None:
+    """What a streamed loop does once it is done with a batch: release freed heap pages, in a process
+    that opted in (`manage_heap`); nothing otherwise."""
+    if _Heap.managed:
+        release_freed_memory()
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
@@ -62,6 +78,7 @@ def keep_freed_memory() -> bool:
 
 
 class _Heap:
+    managed = False  # `manage_heap` was called
     settled: int | None = None  # resident bytes at the first batch boundary after the last release
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from advlab.core.device import release_freed_memory
+from advlab.core.device import between_batches
 from advlab.core.errors import AdvlabError
 
 DECODE_WORKERS = 4  # at most; one fewer than the machine's cores, none on a single core
@@ -48,10 +48,11 @@ class Images(abc.ABC):
     def groups(self, groups: Sequence[torch.Tensor], *, pin: bool = False) -> Iterator[torch.Tensor]:
         """The images of each index group (K_g,) in turn, as (K_g, C, H, W) tensors. Between two
         groups, once the consumer is done with the last, the heap's freed pages go back to the system
-        if it has grown (`release_freed_memory`): every streamed loop keeps a flat footprint."""
+        if it has grown and the process opted in (`advlab.core.device.manage_heap`): every streamed loop
+        of a long run keeps a flat footprint."""
         for batch in self._groups(groups, pin=pin):
             yield batch
-            release_freed_memory()
+            between_batches()
 
     def _groups(self, groups: Sequence[torch.Tensor], *, pin: bool) -> Iterator[torch.Tensor]:
         """`groups` without the memory release: what a subclass that reads groups its own way overrides."""
@@ -262,4 +263,4 @@ def batches(x: torch.Tensor | Images, batch_size: int, device: torch.device) -> 
         return
     for i in range(0, x.shape[0], batch_size):
         yield x[i:i + batch_size].to(device)
-        release_freed_memory()
+        between_batches()

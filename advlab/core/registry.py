@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Callable, TypeVar
 
 from advlab.core.catalog import ANY_TASK, Catalog, Entry
+from advlab.core.errors import AdvlabError
 
 __all__ = ["ANY_TASK", "ATTACKS", "DEFENSES", "PluginInfo", "attacks", "defenses", "get_attack", "get_defense",
            "register_attack", "register_defense"]
@@ -22,10 +23,21 @@ DEFENSES = Catalog("defense", group="advlab.defenses",
                    builtin=("advlab.defenses.transforms", "advlab.defenses.hgd"))
 
 
-def register_attack(name: str, *, threat: str, tasks: set[str], default: bool = False) -> Callable[[type[T]], type[T]]:
+def register_attack(name: str, *, threat: str, tasks: set[str], default: bool = False,
+                    default_of: tuple[str, ...] = ()) -> Callable[[type[T]], type[T]]:
     """Class decorator: make an `Attack` subclass available as `--method NAME` (`default`: what a
-    config without attacks runs)."""
-    return ATTACKS.register(name, threat=threat, tasks=frozenset(tasks), default=default)
+    config without attacks runs; `default_of`: the library calls that run it when no attack is named,
+    e.g. "advlab.evaluate")."""
+    return ATTACKS.register(name, threat=threat, tasks=frozenset(tasks), default=default,
+                            default_of=frozenset(default_of))
+
+
+def default_attack_of(call: str) -> str:
+    """The attack that declares itself the default of the library call `call` (e.g. "advlab.attack")."""
+    found = ATTACKS.find(lambda e: call in e.meta.get("default_of", ()))
+    if found is None:
+        raise AdvlabError(f"no attack declares itself the default of {call}; name one")
+    return found.name
 
 
 def register_defense(name: str, *, tasks: set[str]) -> Callable[[type[T]], type[T]]:

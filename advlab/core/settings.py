@@ -8,6 +8,8 @@ import types
 import typing
 from typing import Any
 
+import yaml
+
 from advlab.core.checks import parse_number
 from advlab.core.errors import AdvlabError
 
@@ -70,3 +72,21 @@ def _setting(kind: str, name: str, key: str, value: Any, hint: Any) -> Any:
 
 def is_union(hint: Any) -> bool:
     return isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+
+
+def parse_defenses(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """'jpeg:quality=50,median' -> [('jpeg', {'quality': 50}), ('median', {})]."""
+    out = []
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        name, *pairs = item.split(":")
+        settings = dict(key_value(pair, f"--defense {item!r}", "jpeg:quality=50") for pair in pairs)
+        out.append((name.strip(), settings))
+    return out
+
+
+def key_value(text: str, where: str, example: str) -> tuple[str, Any]:
+    """'max-passes=3' -> ('max_passes', 3): a setting written on the command line (value read as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise AdvlabError(f"{where}: write settings as KEY=VALUE, e.g. {example}")
+    return key.strip().replace("-", "_"), yaml.safe_load(value)

@@ -44,12 +44,13 @@ DATA = Catalog("data", group="advlab.data", builtin=(), noun="image source")
 Source = Callable[[str, str, nn.Module, "int | None"], ImageSet]  # (spec, argument, model, n) -> images
 
 
-def image_source(scheme: str, *, usage: str, argument: Callable[[str | None], bool]) -> Callable[[Source], Source]:
+def image_source(scheme: str, *, usage: str, argument: Callable[[str | None], bool],
+                 python_only: bool = False) -> Callable[[Source], Source]:
     """Decorator: register a loader `(spec, argument, model, n) -> ImageSet` for `scheme`; `argument`
-    says which arguments it takes (None: the spec has no ':')."""
+    says which arguments it takes (None: the spec has no ':'); `python_only` keeps it out of --data's help."""
 
     def wrap(load: Source) -> Source:
-        DATA.add(scheme, load, usage=usage, argument=argument)
+        DATA.add(scheme, load, usage=usage, argument=argument, python_only=python_only)
         return load
 
     return wrap
@@ -57,7 +58,7 @@ def image_source(scheme: str, *, usage: str, argument: Callable[[str | None], bo
 
 def schemes() -> str:
     """What `--data` takes, in the order the sources were registered."""
-    return ", ".join(e.meta["usage"] for e in DATA.in_order())
+    return ", ".join(e.meta["usage"] for e in DATA.in_order() if not e.meta["python_only"])
 
 
 def load_images(spec: str, model: nn.Module, *, n: int | None = None) -> ImageSet:
@@ -258,3 +259,13 @@ def _imagenet_wnids() -> dict[str, int]:
     return {w: i for i, w in enumerate(lines)}
 
 
+
+
+MEMORY = "memory"  # the scheme of images a Python caller passed as objects (`advlab.data.memory`)
+
+
+@image_source(MEMORY, usage="memory:KIND", argument=_given, python_only=True)
+def _memory_source(spec: str, arg: str, model: nn.Module, n: int | None) -> ImageSet:
+    """A run on images a Python caller held (`advlab.data.memory`): they cannot be read again from a name."""
+    raise AdvlabError(f"--data {spec}: this run's images were Python objects; continue it from Python with "
+                      "advlab.evaluate(model, data, out=RUN_DIR) on the same objects")

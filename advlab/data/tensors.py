@@ -21,6 +21,13 @@ RANGE_CHECK_BATCH = 256  # images per slice when float values are checked
 
 def load_tensors(spec: str, file: str, model: nn.Module, n: int | None) -> ImageSet:
     x_raw, y_raw, data = _read_tensor_file(Path(file).expanduser(), spec)
+    return tensor_set(x_raw, y_raw, data, model, n, spec, file)
+
+
+def tensor_set(x_raw: torch.Tensor, y_raw: torch.Tensor | None, data: dict, model: nn.Module, n: int | None,
+               spec: str, stem: str) -> ImageSet:
+    """The ImageSet of images `x_raw` (as stored: NCHW or NHWC, uint8 or float) with labels `y_raw` and, for
+    detectors, `data`'s boxes; image i is named STEM[i]."""
     x = _to_nchw_view(x_raw, spec)  # (N, C, H, W), dtype as stored
     if len(x) == 0:
         raise AdvlabError(f"{spec}: x holds no images; save at least one")
@@ -28,7 +35,7 @@ def load_tensors(spec: str, file: str, model: nn.Module, n: int | None) -> Image
     keep = first_n(list(range(len(x))), n, spec)
     notes = channel_notes(int(x.shape[1]), model.in_channels, spec)
     x = unit_images(x[:len(keep)], model, spec)
-    names = [f"{file}[{i}]" for i in keep]
+    names = [f"{stem}[{i}]" for i in keep]
     if annotations(model) == "boxes" and "boxes" in data:
         boxes = _boxes(data, len(x_raw), spec)[:len(x)]
         return ImageSet(x, torch.full((len(x),), -1, dtype=torch.int64), names, spec, "ground-truth", None, boxes,
@@ -40,11 +47,11 @@ def load_tensors(spec: str, file: str, model: nn.Module, n: int | None) -> Image
 
 def _boxes(data: dict, count: int, spec: str) -> list[dict[str, torch.Tensor]]:
     """Per image {boxes (G, 4), labels (G,)} from padded `boxes` (N, G, 4) and `box_labels` (N, G), -1 = empty."""
-    boxes, labels = _as_tensor(data["boxes"], "boxes", spec), data.get("box_labels")
+    boxes, labels = as_tensor(data["boxes"], "boxes", spec), data.get("box_labels")
     if labels is None:
         raise AdvlabError(f"{spec}: boxes without box_labels; save box_labels (N, G) with a class per box "
                           "(-1 = empty slot)")
-    labels = _as_tensor(labels, "box_labels", spec)
+    labels = as_tensor(labels, "box_labels", spec)
     if boxes.dim() != 3 or boxes.shape[2] != 4 or labels.shape != boxes.shape[:2] or len(boxes) != count:
         raise AdvlabError(f"{spec}: boxes {tuple(boxes.shape)} and box_labels {tuple(labels.shape)} must be "
                           f"({count}, G, 4) and ({count}, G): x1 y1 x2 y2 per box, one class per box")
@@ -72,7 +79,7 @@ def _read_tensor_file(path: Path, spec: str) -> tuple[torch.Tensor, torch.Tensor
         keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise AdvlabError(f"{spec}: {path} has no 'x' (found {keys}); save a dict {{'x': images, 'y': labels}}")
     y = data.get("y")
-    return _as_tensor(data["x"], "x", spec), None if y is None else _as_tensor(y, "y", spec), data
+    return as_tensor(data["x"], "x", spec), None if y is None else as_tensor(y, "y", spec), data
 
 
 def _load_pt(path: Path) -> object:
@@ -84,7 +91,7 @@ def _load_pt(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _as_tensor(value: object, key: str, spec: str) -> torch.Tensor:
+def as_tensor(value: object, key: str, spec: str) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "biuf":
             raise AdvlabError(f"{spec}: {key} has numpy dtype {value.dtype}; save numeric arrays")

@@ -5,14 +5,13 @@ taken from results.json is HTML-escaped by the template engine.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from advlab.core import atomic
-from advlab.core.errors import AdvlabError
+from advlab.core.results import read_results_json
 from advlab.report.context import build_context
 
 __all__ = ["render_report", "load_results", "render_html", "environment"]
@@ -32,17 +31,9 @@ def environment() -> Environment:
 
 
 def load_results(run_dir: Path) -> dict[str, Any]:
-    """RUN_DIR/results.json as a dict; AdvlabError when it is missing or not a JSON object."""
-    path = run_dir / "results.json"
-    if not path.is_file():
-        raise AdvlabError(f"{path} not found: render_report needs the run directory the runner wrote")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AdvlabError(f"{path} is not valid JSON ({exc}); re-run the attack to rewrite it") from exc
-    if not isinstance(results, dict):
-        raise AdvlabError(f"{path} does not hold a JSON object; re-run the attack to rewrite it")
-    return results
+    """RUN_DIR/results.json as the dict the template reads (`read_results_json`: a missing file, bad JSON or
+    another schema version is one line; a broken key is rendered as far as it goes)."""
+    return read_results_json(run_dir)
 
 
 def render_html(run_dir: str | Path, results: dict[str, Any] | None = None) -> str:

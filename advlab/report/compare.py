@@ -10,7 +10,8 @@ from typing import Any
 from advlab.core import atomic
 from advlab.core.errors import AdvlabError
 from advlab.core.schema import WORST_CASE
-from advlab.report import environment, load_results
+from advlab.core.results import read_results
+from advlab.report import environment
 from advlab.report.summary import headline, matrices
 from advlab.view import fmt
 
@@ -28,7 +29,7 @@ def compare_context(runs: list[Path]) -> dict[str, Any]:
     tables: dict[str | None, dict[tuple[str, str], list[Any]]] = {}
     columns: list[str] = []
     for i, run in enumerate(runs):
-        found = matrices(load_results(run))
+        found = matrices(read_results(run))
         if not found:
             raise AdvlabError(f"{run}/results.json has no robustness matrix; re-run it with this advlab to compare it")
         for threat, labels, rows in found:

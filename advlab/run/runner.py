@@ -11,13 +11,14 @@ import platform
 import shlex
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from advlab import __version__
 from advlab.core import atomic, distributed
 from advlab.core.attack import Attack
 from advlab.core.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig
@@ -27,8 +28,11 @@ from advlab.core.device import apply_precision, batch_does_not_fit, device_name,
 from advlab.core.errors import AdvlabError, Interrupted
 from advlab.core.paths import absolute, absolute_model, absolute_settings, absolute_source
 from advlab.core.registry import PluginInfo, get_attack, get_defense
+from advlab.core.results import SCHEMA, results_from_dict
 from advlab.core.schema import ADAPTIVE, NO_DEFENSE
 from advlab.core.settings import attack_defaults, instantiate
+from advlab.core.version import __version__
+from advlab.data.memory import images_in_memory
 from advlab.data.sources import load_images
 from advlab.report import render_html, render_report
 from advlab.run.defense_eval import build_defense, defense_label, evaluate_defense
@@ -94,17 +98,28 @@ def check_writable_dir(path: Path, flag: str) -> None:
                       f"directory: pick another {flag}")
 
 
-def run_experiment(cfg: RunConfig, *, resume: Path | None = None, lock: RunLock | None = None) -> Path:
+@dataclass(frozen=True)
+class InMemory:
+    """What a Python caller passes as objects instead of names (`advlab.evaluate`): the wrapped model that
+    stands for `cfg.model`, and images in any form `advlab.data.memory.images_in_memory` takes."""
+
+    model: nn.Module | None = None
+    data: Any = None
+
+
+def run_experiment(cfg: RunConfig, *, resume: Path | None = None, lock: RunLock | None = None,
+                   given: InMemory = InMemory()) -> Path:
     """Run (or resume: `lock` is then the resumed directory's, taken by the caller) an experiment and
     return its run directory. Everything that can be checked (settings, models, data, target classes,
-    starting images) is checked before anything is written."""
+    starting images) is checked before anything is written. `given` objects replace the model and data
+    that `cfg` names."""
     distributed.init_from_env()  # under torchrun: join the group, each rank computes its share of the chunks
     attacks = [build_attack(spec) for spec in cfg.attacks]  # fail on bad settings before any heavy work
     defenses = [build_defense(spec) for spec in cfg.defenses]
     device = resolve_device(cfg.device)
     autocast = apply_precision(cfg.precision)
     with fitting_memory(cfg.batch_size, device):
-        subjects = [_subject(spec, cfg, device, autocast) for spec in (cfg.models or [cfg.model])]
+        subjects = [_subject(spec, cfg, device, autocast, given) for spec in (cfg.models or [cfg.model])]
         _preflight(cfg, attacks, defenses, subjects, device)
     run_dir = resume
     if run_dir is None:
@@ -173,7 +188,7 @@ def check_task(info: PluginInfo, subject: Subject) -> None:
                           f"see `advlab list --task {subject.task.name}`")
 
 
-def resume_experiment(run_dir: Path) -> Path:
+def resume_experiment(run_dir: Path, given: InMemory = InMemory()) -> Path:
     """Continue a stopped run, holding its directory's lock. A finished one (results.json is written
     last) is left as it is: its report is rendered again only if index.html is missing."""
     if not (run_dir / "config.yaml").is_file():
@@ -192,7 +207,7 @@ def resume_experiment(run_dir: Path) -> Path:
             return run_dir
         if distributed.is_main():
             atomic.remove_leftovers(run_dir)  # half-written files of a killed process
-        return run_experiment(load_config(run_dir / "config.yaml"), resume=run_dir, lock=lock)
+        return run_experiment(load_config(run_dir / "config.yaml"), resume=run_dir, lock=lock, given=given)
     finally:
         if lock is not None:
             lock.release()
@@ -202,7 +217,7 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
              device: torch.device, run_dir: Path) -> Path:
     first = subjects[0]
     results: dict[str, Any] = {
-        "schema": 1, "advlab_version": __version__, "name": cfg.name,
+        "schema": SCHEMA, "advlab_version": __version__, "name": cfg.name,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),  # noqa: UP017 (python 3.10)
         "seed": cfg.seed,
         "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
@@ -269,7 +284,7 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
     results["warnings"] = warnings + result_checks(ledger, results["attacks"], cfg.threat)
     for found in results["warnings"]:
         log.warning("check %s (%s): %s", found["check"], found["where"], found["message"])
-    text = json.dumps(results, indent=1)
+    text = results_from_dict(results).to_json()  # typed: every key of the schema checked as it is written
     if distributed.is_main():  # the other ranks of a sharded run wrote nothing but their chunks
         atomic.write_text(run_dir / "index.html", render_html(run_dir, json.loads(text)))  # as read back later
     distributed.barrier()  # every rank has read the chunks it needs
@@ -285,13 +300,21 @@ def _add_row(results: dict[str, Any], row: dict[str, Any], subject: Subject) -> 
              row.get("success_rate"), subject.task.score_name, row.get(subject.task.score_name), row["wall_s"])
 
 
-def _subject(spec: ModelSpec, cfg: RunConfig, device: torch.device, autocast: torch.dtype | None) -> Subject:
-    model = load_model(spec.name, spec.weights, mean=spec.mean, std=spec.std, input_size=spec.input_size,
-                       num_classes=spec.num_classes, class_names_file=spec.class_names, task=spec.task).to(device)
+def _subject(spec: ModelSpec, cfg: RunConfig, device: torch.device, autocast: torch.dtype | None,
+             given: InMemory) -> Subject:
+    if given.model is not None and spec is cfg.model:
+        model = given.model.to(device)
+    else:
+        model = load_model(spec.name, spec.weights, mean=spec.mean, std=spec.std, input_size=spec.input_size,
+                           num_classes=spec.num_classes, class_names_file=spec.class_names,
+                           task=spec.task).to(device)
     model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPUs and CPUs alike
     model.autocast_dtype = autocast
     task = get_task(model.task)
-    data = load_images(cfg.data.source, model, n=cfg.data.n)
+    if given.data is not None:
+        data = images_in_memory(given.data, model, n=cfg.data.n)
+    else:
+        data = load_images(cfg.data.source, model, n=cfg.data.n)
     if data.class_names is not None:
         model.adopt_class_names(data.class_names)
     clean = task.predict(model, data.images, cfg.batch_size, device)
@@ -330,4 +353,4 @@ def log_to(path: Path) -> logging.Handler:
     return handler
 
 
-__all__ = ["build_attack", "log_to", "resume_experiment", "run_experiment"]
+__all__ = ["InMemory", "build_attack", "log_to", "resume_experiment", "run_experiment"]

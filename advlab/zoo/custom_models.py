@@ -50,8 +50,22 @@ def load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None,
                     "--weights none to say the random initialisation is meant", spec)
     else:
         label = "none"
-    net.eval()
     classes = read_class_names(class_names_file) if class_names_file else None
+    return wrap_network(net, spec, label, mean=mean, std=std, input_size=input_size, num_classes=num_classes,
+                        class_names=classes, task=task, class_names_file=class_names_file)
+
+
+def wrap_network(net: nn.Module, spec: str, label: str, *, mean: Sequence[float] | None,
+                 std: Sequence[float] | None, input_size: int | None, num_classes: int | None,
+                 class_names: Sequence[str] | None, task: str | None,
+                 class_names_file: str | None = None, probe_size: int | None = None) -> nn.Module:
+    """A network that takes normalised images, wrapped as advlab sees every model ([0, 1] images in,
+    `mean`/`std` (default 0 and 1: the images as they are) and `input_size` applied by the wrapper), its
+    task probed from one forward pass on `probe_size` images (default `input_size`, else 32 px) or given;
+    `spec` names it in messages and results."""
+    net.eval()
+    classes = list(class_names) if class_names is not None else None
+    names_source = f"class-names file {class_names_file}" if class_names_file else "class_names"
     from advlab.zoo.detectors import ImageDetector
 
     if task == ImageDetector.task or (task is None and _is_detector(net)):
@@ -59,13 +73,13 @@ def load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None,
             raise AdvlabError(f"--mean/--std are not used by detectors: {spec} normalises its own inputs (a torchvision "
                               "detector's transform, or the contract object itself); drop them")
         return _wrap_detector(net, spec, label, classes, input_size, num_classes)
-    channels = in_channels(net, input_size)
-    n_out, task = _probe_classes(net, channels, input_size or 32, spec, task)
+    channels = in_channels(net, input_size or probe_size)
+    n_out, task = _probe_classes(net, channels, input_size or probe_size or 32, spec, task)
     if num_classes and n_out != num_classes:
         raise AdvlabError(f"--num-classes {num_classes} but the model built by {spec} outputs {n_out} classes; "
                           f"drop --num-classes or fix the factory")
     if classes is not None and len(classes) != n_out:
-        raise AdvlabError(f"class-names file {class_names_file} has {len(classes)} names but the model "
+        raise AdvlabError(f"{names_source} has {len(classes)} names but the model "
                           f"outputs {n_out} classes; give one name per line for each class")
     return wrap(net, spec, label, mean or (0.0,), std or (1.0,), input_size,
                  classes or [str(i) for i in range(n_out)], named_classes=classes is not None, task=task)

@@ -75,6 +75,17 @@ def unknown_model(name: str) -> str:
     return f"unknown model '{name}': not a torchvision classifier and not FILE.py:factory; {hint}"
 
 
+MEMORY = "memory"  # the prefix of models a Python caller passed as objects (`advlab.evaluate`)
+
+
+@model_source(MEMORY, claims=lambda name: name.startswith(f"{MEMORY}:"), task=None,
+              usage="memory:NAME, a model passed to advlab.evaluate (from Python only)")
+def _in_memory(name: str, weights: str | None, **options: Any) -> nn.Module:
+    """A model a Python caller held: it cannot be built again from its name."""
+    raise AdvlabError(f"--model {name}: this run's model was a Python object; continue the run from Python with "
+                      "advlab.evaluate(model, data, out=RUN_DIR) on the same model")
+
+
 @model_source("factory", claims=lambda name: ":" in name, task=None,
               usage="path/to/file.py:factory or package.module:factory, with --weights FILE")
 def _factory(name: str, weights: str | None, **options: Any) -> ImageClassifier:

@@ -1,0 +1,101 @@
+"""`Evaluation`: a finished run as a Python object (typed results, the robust accuracy, a table for the
+terminal and for notebooks, `save`), and `load` for any run directory advlab wrote."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from advlab.core.errors import AdvlabError
+from advlab.core.results import AttackRow, DefenseRow, Matrix, Results, Robustness, RunWarning, read_results
+from advlab.core.schema import NO_DEFENSE
+from advlab.report.terminal import html_summary, text_summary
+
+
+class Evaluation:
+    """A finished evaluation: `results` (typed, as results.json holds them) and the run directory that
+    holds its arrays and report (a temporary one, removed with this object, unless the run was given
+    `out=` or loaded)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.results: Results = read_results(run_dir)
+        self.run_dir = Path(run_dir)
+        self._temporary: tempfile.TemporaryDirectory | None = None
+
+    def keep_alive(self, temporary: tempfile.TemporaryDirectory | None) -> None:
+        """Own the temporary directory the run was written to: removed with this object."""
+        self._temporary = temporary
+
+    # ---------------------------------------------------------------- the numbers
+    @property
+    def robustness(self) -> Robustness:
+        if self.results.robustness is None:
+            raise AdvlabError("this run has no robustness matrix (its task has no per-image verdict); read "
+                              "results.attacks for the task's own scores")
+        return self.results.robustness
+
+    @property
+    def matrices(self) -> list[Matrix]:
+        return self.robustness.matrices
+
+    @property
+    def robust_accuracy(self) -> float | dict[str, float | None] | None:
+        """The worst case over every attack of the model without defense: a float where the evaluation has one
+        threat model, {threat label: accuracy} where it has several."""
+        rob = self.robustness
+        column = next(i for i, c in enumerate(rob.columns) if c.setting == NO_DEFENSE)
+        worst = {m.threat.label if m.threat else "any distance": m.worst_case.accuracy[column] for m in rob.matrices}
+        return next(iter(worst.values())) if len(worst) == 1 else worst
+
+    @property
+    def clean_accuracy(self) -> float | None:
+        """The task's headline score on the clean images (accuracy for classifiers)."""
+        return next(iter(self.results.clean.values()), None)
+
+    @property
+    def attacks(self) -> list[AttackRow]:
+        return self.results.attacks
+
+    @property
+    def defenses(self) -> list[DefenseRow]:
+        return self.results.defenses
+
+    @property
+    def warnings(self) -> list[RunWarning]:
+        return self.results.warnings
+
+    @property
+    def notes(self) -> list[str]:
+        return self.results.notes or []
+
+    @property
+    def report(self) -> Path:
+        """The run's HTML report."""
+        return self.run_dir / "index.html"
+
+    # ---------------------------------------------------------------- showing and keeping it
+    def save(self, directory: str | Path) -> Path:
+        """Copy the run (results.json, index.html, config.yaml, log.txt, arrays/) into `directory`, which must
+        be new or empty; returns it. `advlab.load(directory)` reads it back."""
+        target = Path(directory).expanduser()
+        if target.resolve() == self.run_dir.resolve():
+            return target
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise AdvlabError(f"save: {target} exists and is not an empty directory; advlab never writes into a "
+                              "folder of yours: pick a new one")
+        shutil.copytree(self.run_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.lock"))
+        return target
+
+    def __repr__(self) -> str:
+        return text_summary(self.results).rstrip()
+
+    def _repr_html_(self) -> str:
+        return html_summary(self.results)
+
+
+def load(run_dir: str | Path) -> Evaluation:
+    """A finished run of advlab (command line or Python) as an `Evaluation`."""
+    return Evaluation(Path(run_dir).expanduser())
+
+
+__all__ = ["Evaluation", "load"]
