@@ -46,6 +46,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -64,6 +65,7 @@ from advlab.attacks.surrogate import (
 )
 from advlab.core.attack import Attack, AttackResult
 from advlab.core.checks import check_bool, is_real, positive_int
+from advlab.core.companion import Companion, register_companion
 from advlab.core.criteria import Criterion
 from advlab.core.registry import register_attack
 from advlab.core.rng import image_keys, step_keys
@@ -198,14 +200,6 @@ class BoundaryAttack(Attack):
         check_compatible(cached[1], model, shape)
         return cached[1]
 
-    def row_extras(self, tag, extras, subject, row, batch_size, device, arrays) -> dict[str, object]:
-        """What the attack knew: top-1 decisions of the attacked model, and a surrogate's gradients if any."""
-        knew = "top-1 decisions of the attacked model"
-        if self.surrogate is not None:
-            entry = describe(self.surrogate)
-            knew += f"; input gradients of surrogate {entry['name']} ({entry.get('weights') or 'no weights'})"
-        return {"knowledge": knew}
-
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
             seed: int, starting_points: torch.Tensor | None) -> AttackResult:
         if self.backend == "foolbox":
@@ -266,7 +260,7 @@ class BoundaryAttack(Attack):
         bar.close()
         x_adv = torch.where(torch.isfinite(out_dist)[:, None], out_adv, flat).view_as(x).to(x.dtype)
         return AttackResult(x_adv=x_adv, success=torch.isfinite(out_dist), queries=out_queries, distance=out_dist,
-                            extras={"trace_queries": torch.stack(trace_q), "trace_l2": torch.stack(trace_d)})
+                            traces={"queries": torch.stack(trace_q), "l2": torch.stack(trace_d)})
 
     def _step(self, s: _State, step: int, is_adv, bias, shape: tuple[int, ...]) -> None:
         """One proposal round for every active image: `candidates` proposals in one forward pass."""
@@ -362,3 +356,18 @@ def refine_interval(side: int) -> int:
     """`refine_after="auto"`: 1,000 queries at 224 px (and above), in proportion to the image side
     below it, at least 50 (28 px: 125)."""
     return max(50, round(REFINE_AT_224 * min(1.0, side / 224)))
+
+
+@register_companion("boundary")
+class BoundaryRows(Companion):
+    """A Boundary row's companion: what the attack knew, in its row."""
+
+    def row_extras(self, attack: Attack, tag: str, run: Any, subject: Any, row: dict[str, Any], batch_size: int,
+                   device: torch.device, arrays: Path) -> dict[str, Any]:
+        """Top-1 decisions of the attacked model, and a surrogate's gradients if it had one."""
+        knew = "top-1 decisions of the attacked model"
+        surrogate = getattr(attack, "surrogate", None)
+        if surrogate is not None:
+            entry = describe(surrogate)
+            knew += f"; input gradients of surrogate {entry['name']} ({entry.get('weights') or 'no weights'})"
+        return {"knowledge": knew}

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from advlab.attacks.universal import _feasible
 from advlab.core.attack import Attack, AttackResult
 from advlab.core.checks import check_bool, is_real, positive_int
+from advlab.core.companion import Companion, Control, register_companion
 from advlab.core.criteria import IGNORE, Criterion, ProposalTargets
 from advlab.core.errors import AdvlabError
 from advlab.core.images import ChunkImages, Images
@@ -65,9 +66,6 @@ class DAG(Attack):
 
     norm = "linf"
     dense_targets: ClassVar[str] = "permutation"  # the task draws adversarial labels for it
-    transfer_key: ClassVar[str] = "transfer_dag"  # results' key of the cross-model table
-    control_tag: ClassVar[str] = "permuted"
-    keep_perturbations: ClassVar[bool] = True  # transfer() adds every image's perturbation to the other models' images
 
     def __init__(self, *, gamma: float = 0.5 / 255, max_iterations: int | None = None, eps: float | None = None,
                  stop: str = "foreground", margin: float = 0.0, compact_every: int = 10,
@@ -91,49 +89,6 @@ class DAG(Attack):
 
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in super().params().items() if k != "progress"}
-
-    def control(self) -> "Attack | None":
-        return PermutedDAG(self)
-
-    @classmethod
-    def transfer(cls, subjects: list[Any], rows: list[tuple[int, dict[str, Any]]], run_dir: Path, batch_size: int,
-                 device: torch.device) -> dict[str, Any] | None:
-        """The paper's cross-network and cross-task tables (Xie et al. 2017, Tables 4 and 5): every
-        model's DAG perturbations (x_adv - x per image) added to the same images for every model, a
-        segmenter's to a detector's and back; matrix[i][j] = model j's own score (mIoU or mAP@0.5) on
-        them, None where the images differ. After each perturbation, its random control: the same
-        perturbation with its pixels permuted per image."""
-        matrix, sources = [], []
-        for m, row in rows:
-            x = subjects[m].data.images  # (N, C, H, W): the images the row attacked
-            delta = _perturbations(run_dir / row["perturbations_dir"], x.shape)  # (N, C, H, W), read on demand
-            name = subjects[m].model.name
-            for label, shuffle, source in ((f"DAG on {name}", False, name),
-                                           (f"DAG on {name}, pixels permuted", True, None)):
-                line = []
-                for subject in subjects:
-                    if not _same_images(subject.data.images, x, batch_size):
-                        line.append(None)
-                        continue
-                    moved = Perturbed(x, delta, shuffle=shuffle)  # x + each image's perturbation (permuted)
-                    adv = subject.task.predict(subject.model, moved, batch_size, device)
-                    line.append(subject.task.score(adv, subject.labels))
-                matrix.append(line)
-                sources.append({"model": source, "label": label, "file": row["arrays"]})
-        if not matrix:
-            return None
-        metrics = [s.task.score_name for s in subjects]
-        return {"title": "Transfer of DAG perturbations",
-                "description": "Each model's own score (columns: " + ", ".join(
-                    f"{s.model.name} {metric}" for s, metric in zip(subjects, metrics)) + ") on the images "
-                    "carrying the DAG perturbation made on each model (rows), and on the same perturbation with "
-                    "its pixels permuted (the random control); bold: the model it was made on (Xie et al. "
-                    "2017, Tables 4 and 5: across networks and across segmentation and detection). Lower "
-                    "= the perturbation transfers.",
-                "metric": metrics[0] if len(set(metrics)) == 1 else "mixed", "metrics": metrics,
-                "models": [s.model.name for s in subjects],
-                "clean": [s.task.score(s.clean, s.labels) for s in subjects],
-                "perturbations": sources, "matrix": matrix}
 
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *, seed: int,
             starting_points: torch.Tensor | None) -> AttackResult:
@@ -192,7 +147,7 @@ class DAG(Attack):
         self._remember(model, x, criterion, seed, x_adv, queries)
         empty = torch.zeros(n, device=x.device)
         return AttackResult(x_adv=x_adv, success=empty.bool(), queries=queries, distance=empty,
-                            extras={"trace_active": torch.stack(trace)})  # (T + 1, N)
+                            traces={"active": torch.stack(trace)})  # (T + 1, N)
 
     def _counted(self, criterion: Criterion) -> torch.Tensor:
         """(A,) the targets the stop rule's 1% is a share of: foreground ones (the reference code) or all."""
@@ -245,11 +200,9 @@ class PermutedDAG(Attack):
     It reuses the DAG results of the row just run on the same model and images (no second DAG)."""
 
     norm = "linf"
-    control_tag: ClassVar[str] = "permuted"
 
     def __init__(self, source: DAG) -> None:
         self.source = source
-        self.control_of = "DAG perturbation with its pixels randomly permuted (Xie et al. 2017)"
 
     def params(self) -> dict[str, Any]:
         return {**self.source.params(), "control": "permuted perturbation"}
@@ -269,6 +222,60 @@ class PermutedDAG(Attack):
         x_adv = (x.float() + r).clamp(0.0, 1.0).to(x.dtype)
         empty = torch.zeros(x.shape[0], device=x.device)
         return AttackResult(x_adv=x_adv, success=empty.bool(), queries=queries, distance=empty)
+
+
+
+@register_companion("dag")
+class DAGRows(Companion):
+    """A DAG row's companion: its random control (the permuted perturbation) and, in runs with several
+    models, the cross-model and cross-task table (every image's perturbation is kept for it)."""
+
+    transfer_key: ClassVar[str] = "transfer_dag"  # results' key of the cross-model table
+    keep_perturbations: ClassVar[bool] = True  # transfer() adds every image's perturbation to the other models' images
+
+    def control(self, attack: Attack) -> Control:
+        return Control(PermutedDAG(attack), "permuted",
+                       "DAG perturbation with its pixels randomly permuted (Xie et al. 2017)", Companion())
+
+    @classmethod
+    def transfer(cls, subjects: list[Any], rows: list[tuple[int, dict[str, Any]]], run_dir: Path, batch_size: int,
+                 device: torch.device) -> dict[str, Any] | None:
+        """The paper's cross-network and cross-task tables (Xie et al. 2017, Tables 4 and 5): every
+        model's DAG perturbations (x_adv - x per image) added to the same images for every model, a
+        segmenter's to a detector's and back; matrix[i][j] = model j's own score (mIoU or mAP@0.5) on
+        them, None where the images differ. After each perturbation, its random control: the same
+        perturbation with its pixels permuted per image."""
+        matrix, sources = [], []
+        for m, row in rows:
+            x = subjects[m].data.images  # (N, C, H, W): the images the row attacked
+            delta = _perturbations(run_dir / row["perturbations_dir"], x.shape)  # (N, C, H, W), read on demand
+            name = subjects[m].model.name
+            for label, shuffle, source in ((f"DAG on {name}", False, name),
+                                           (f"DAG on {name}, pixels permuted", True, None)):
+                line = []
+                for subject in subjects:
+                    if not _same_images(subject.data.images, x, batch_size):
+                        line.append(None)
+                        continue
+                    moved = Perturbed(x, delta, shuffle=shuffle)  # x + each image's perturbation (permuted)
+                    adv = subject.task.predict(subject.model, moved, batch_size, device)
+                    line.append(subject.task.score(adv, subject.labels))
+                matrix.append(line)
+                sources.append({"model": source, "label": label, "file": row["arrays"]})
+        if not matrix:
+            return None
+        metrics = [s.task.score_name for s in subjects]
+        return {"title": "Transfer of DAG perturbations",
+                "description": "Each model's own score (columns: " + ", ".join(
+                    f"{s.model.name} {metric}" for s, metric in zip(subjects, metrics)) + ") on the images "
+                    "carrying the DAG perturbation made on each model (rows), and on the same perturbation with "
+                    "its pixels permuted (the random control); bold: the model it was made on (Xie et al. "
+                    "2017, Tables 4 and 5: across networks and across segmentation and detection). Lower "
+                    "= the perturbation transfers.",
+                "metric": metrics[0] if len(set(metrics)) == 1 else "mixed", "metrics": metrics,
+                "models": [s.model.name for s in subjects],
+                "clean": [s.task.score(s.clean, s.labels) for s in subjects],
+                "perturbations": sources, "matrix": matrix}
 
 
 class Perturbed(Images):

@@ -22,6 +22,7 @@ from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.square import Square
 from advlab.core.attack import Attack, AttackResult
 from advlab.core.checks import check_choice, positive_int
+from advlab.core.companion import Companion, register_companion
 from advlab.core.criteria import Criterion, Targeted
 from advlab.core.norms import NORMS
 from advlab.core.registry import register_attack
@@ -72,19 +73,25 @@ class Standard(Attack):
             success[left] |= result.success
             queries[left] += result.queries
         return AttackResult(x_adv=x_adv, success=success, queries=queries, distance=torch.zeros(n, device=x.device),
-                            extras={"per_image_component": component})
+                            per_image={"component": component})
 
-    def parts(self, extras: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor, str]]:
+
+
+@register_companion("standard")
+class StandardRows(Companion):
+    """A `standard` row's companion: the matrix rows of its cumulative components, and their counts."""
+
+    def parts(self, attack: Attack, per_image: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor, str]]:
         """Cumulative rows for the matrix: (label, fooled by this component or an earlier one (M,), threat)."""
-        component = extras.get("per_image_component")
+        component = per_image.get("component")
         if component is None:
             return []
         return [(" + ".join(COMPONENTS[:k + 1]), (component >= 0) & (component <= k), THREATS[name])
                 for k, name in enumerate(COMPONENTS[:-1])]  # the last one is the whole row
 
-    def row_extras(self, tag: str, extras: dict[str, torch.Tensor], subject: Any, row: dict[str, Any],
-                   batch_size: int, device: torch.device, arrays: Path) -> dict[str, Any]:
-        component = extras.get("per_image_component")
+    def row_extras(self, attack: Attack, tag: str, run: Any, subject: Any, row: dict[str, Any], batch_size: int,
+                   device: torch.device, arrays: Path) -> dict[str, Any]:
+        component = run.per_image.get("component")
         if component is None:
             return {}
         total = len(subject.data)
@@ -99,4 +106,4 @@ class Standard(Attack):
         return {"components": out, "components_attacked": attacked, "fab_t": "not run (not implemented)"}
 
 
-__all__ = ["Standard"]
+__all__ = ["Standard", "StandardRows"]

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from advlab.core import atomic, distributed
 from advlab.core.attack import Attack, AttackResult, SetResult
 from advlab.core.checks import check_bool, check_choice, is_real, positive_int
+from advlab.core.companion import Companion, Control, register_companion
 from advlab.core.criteria import Criterion, Targeted
 from advlab.core.errors import AdvlabError
 from advlab.core.images import Images, TensorImages
@@ -67,7 +68,6 @@ class UniversalPerturbation(Attack):
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
     universal: ClassVar[bool] = True  # the runner calls `attack_set` on the whole data set, streamed, not chunks
     collective: ClassVar[bool] = True  # under torchrun the ranks share each minibatch and sum v's gradient
-    control_tag: ClassVar[str] = "random"
     path_settings: ClassVar[tuple[str, ...]] = ("perturbation",)
 
     def __init__(self, *, solver: str = "sgd", norm: str = "linf", eps: float = 10 / 255, max_passes: int = 5,
@@ -105,16 +105,7 @@ class UniversalPerturbation(Attack):
             perturbation = str(perturbation)
         self.perturbation = perturbation
         self.progress = check_bool("progress", progress)
-        self._found: torch.Tensor | None = None  # the v of the last row (C, H, W), for the control of its norm
         self._matches: dict[str, Any] | None = None  # a control: the norm it matches (`matched_control`)
-
-    def control(self) -> "UniversalPerturbation | None":
-        """The paper's baseline, next to every solved v: a random v of the same norm as the v found
-        (not of eps: a solver may stop well inside the ball). The found v's size is taken by
-        `row_extras`, which the runner calls for every row, a resumed one too."""
-        if self.solver == "random" or self.perturbation is not None or self._found is None:
-            return None
-        return self.matched_control(self._found)
 
     def matched_control(self, v: torch.Tensor) -> "UniversalPerturbation | None":
         """A random v of the same norm as `v` (C, H, W) in this attack's norm (None for v = 0)."""
@@ -122,7 +113,6 @@ class UniversalPerturbation(Attack):
         if not size > 0:
             return None
         baseline = type(self)(**{**self.params(), "solver": "random", "eps": size, "progress": False})
-        baseline.control_of = "random perturbation of the same norm (Moosavi-Dezfooli et al. 2017)"
         baseline._matches = {"norm": self.norm, "perturbation_norm": size, "eps": self.eps}
         return baseline
 
@@ -130,25 +120,6 @@ class UniversalPerturbation(Attack):
     def matches(self) -> dict[str, Any] | None:
         """A control's record of what it matches: its norm, the size it was drawn at, the budget of the v."""
         return self._matches
-
-    def row_extras(self, tag: str, extras: dict[str, torch.Tensor], subject: Any, row: dict[str, Any],
-                   batch_size: int, device: torch.device, arrays: Path) -> dict[str, Any]:
-        """The saved perturbation (.pt, PNG), its size, the per-pass fooling trace, held-out results;
-        a control row adds `control_matches`: the norm it was drawn at and the budget of the v it matches."""
-        from advlab.attacks.universal_eval import universal_summary  # it imports this module
-
-        self._found = extras["perturbation"].float().cpu()
-        out = universal_summary(tag, self, extras, subject.model, subject.held_out, row, batch_size, device, arrays)
-        return {**out, "control_matches": self._matches} if self._matches is not None else out
-
-    @classmethod
-    def transfer(cls, subjects: list[Any], rows: list[tuple[int, dict[str, Any]]], run_dir: Path, batch_size: int,
-                 device: torch.device) -> dict[str, Any] | None:
-        """Every model's perturbations on every model (Moosavi-Dezfooli et al. 2017, Table 2)."""
-        from advlab.attacks.universal_eval import transfer_matrix
-
-        sources = [(m, row) for m, row in rows if "perturbation_file" in row]
-        return transfer_matrix(subjects, sources, run_dir, batch_size, device) if sources else None
 
     def params(self) -> dict[str, Any]:
         """The settings that shaped the result: with a loaded `perturbation` the solver settings are
@@ -375,3 +346,45 @@ def perturbation_png(path: str | os.PathLike, v: torch.Tensor) -> None:
         raise ValueError(f"v must be (1, H, W) or (3, H, W), got {tuple(v.shape)}")
     img = (0.5 + 0.5 * v / v.abs().max().clamp_min(1e-12)).clamp(0, 1).mul(255).round().to(torch.uint8)
     Image.fromarray(img[0].numpy() if v.shape[0] == 1 else img.permute(1, 2, 0).contiguous().numpy()).save(Path(path))
+
+
+@register_companion("universal")
+class UniversalRows(Companion):
+    """A universal row's companion: the saved perturbation, its fooling trace and held-out results in the
+    row; next to every solved v, the paper's baseline, a random v of the same norm as the v found (not of
+    eps: a solver may stop well inside the ball); in runs with several models, every model's perturbation
+    on every model (Moosavi-Dezfooli et al. 2017, Table 2)."""
+
+    def __init__(self) -> None:
+        self.found: torch.Tensor | None = None  # the v of the last row (C, H, W), for the control of its norm
+
+    def row_extras(self, attack: Attack, tag: str, run: Any, subject: Any, row: dict[str, Any], batch_size: int,
+                   device: torch.device, arrays: Path) -> dict[str, Any]:
+        """The saved perturbation (.pt, PNG), its size, the per-pass fooling trace, held-out results; a
+        control row adds `control_matches`: the norm it was drawn at and the budget of the v it matches."""
+        from advlab.attacks.universal_eval import universal_summary  # it imports this module
+
+        assert isinstance(attack, UniversalPerturbation)
+        self.found = run.extras["perturbation"].float().cpu()
+        out = universal_summary(tag, attack, run.extras, subject.model, subject.held_out, row, batch_size, device,
+                                arrays)
+        return {**out, "control_matches": attack.matches} if attack.matches is not None else out
+
+    def control(self, attack: Attack) -> Control | None:
+        assert isinstance(attack, UniversalPerturbation)
+        if attack.solver == "random" or attack.perturbation is not None or self.found is None:
+            return None
+        baseline = attack.matched_control(self.found)
+        if baseline is None:
+            return None
+        return Control(baseline, "random", "random perturbation of the same norm (Moosavi-Dezfooli et al. 2017)",
+                       UniversalRows())
+
+    @classmethod
+    def transfer(cls, subjects: list[Any], rows: list[tuple[int, dict[str, Any]]], run_dir: Path, batch_size: int,
+                 device: torch.device) -> dict[str, Any] | None:
+        """Every model's perturbations on every model (Moosavi-Dezfooli et al. 2017, Table 2)."""
+        from advlab.attacks.universal_eval import transfer_matrix
+
+        sources = [(m, row) for m, row in rows if "perturbation_file" in row]
+        return transfer_matrix(subjects, sources, run_dir, batch_size, device) if sources else None

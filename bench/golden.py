@@ -4,6 +4,7 @@ results ... after the redesign every number in every results.json is identical, 
 
     python bench/golden.py record DIR            # run every case here, write DIR/<case>.json
     python bench/golden.py record DIR --ref REV  # the same on a clean worktree of REV (before a refactor)
+    python bench/golden.py record DIR --case pgd # one case (repeat --case for several)
     python bench/golden.py compare OLD NEW       # every difference, key by key; exit 1 if any
 
 A case's record is its results.json without what depends on the clock or the machine (timings,
@@ -112,14 +113,17 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def record(out: Path, root: Path, python: str) -> int:
-    """Run every case in `root` (a checkout), write out/<case>.json; 0 if every available case ran."""
+def record(out: Path, root: Path, python: str, only: list[str] | None = None) -> int:
+    """Run every case (or those named in `only`) in `root` (a checkout), write out/<case>.json; 0 if every
+    available case ran."""
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     advlab = [python, "-c", LAUNCHER, str(root)]
     failed = 0
     with tempfile.TemporaryDirectory() as tmp:
         for case, argv, needs in CASES:
+            if only and case not in only:
+                continue
             missing = [n for n in needs if not (root / n).exists()]
             if missing:
                 print(f"{case:24s} skipped: {', '.join(missing)} missing (make hgd-fashion / uap-fashion build them)")
@@ -143,7 +147,7 @@ def record(out: Path, root: Path, python: str) -> int:
     return 1 if failed else 0
 
 
-def record_at(ref: str, out: Path) -> int:
+def record_at(ref: str, out: Path, only: list[str] | None = None) -> int:
     """Record on a clean worktree of `ref`, with this checkout's environment (and its reports/models)."""
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "tree"
@@ -153,7 +157,7 @@ def record_at(ref: str, out: Path) -> int:
             models = ROOT / "reports" / "models"
             if models.is_dir():
                 shutil.copytree(models, tree / "reports" / "models")
-            return record(out, tree, sys.executable)
+            return record(out, tree, sys.executable, only)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
 
@@ -192,6 +196,7 @@ def main() -> int:
     rec = sub.add_parser("record")
     rec.add_argument("out", type=Path)
     rec.add_argument("--ref", help="record on a clean worktree of this git revision instead of this checkout")
+    rec.add_argument("--case", action="append", help="record only this case (repeat for several)")
     cmp_ = sub.add_parser("compare")
     cmp_.add_argument("old", type=Path)
     cmp_.add_argument("new", type=Path)
@@ -199,8 +204,8 @@ def main() -> int:
     if args.verb == "compare":
         return compare(args.old, args.new)
     if args.ref:
-        return record_at(args.ref, args.out.resolve())
-    return record(args.out.resolve(), ROOT, sys.executable)
+        return record_at(args.ref, args.out.resolve(), args.case)
+    return record(args.out.resolve(), ROOT, sys.executable, args.case)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def test_accuracy_falls_to_zero_and_l2_shrinks(digits):
         accuracy = (digits.model(r.x_adv).argmax(1) == y).float().mean()
     assert accuracy == 0.0
     assert r.success.all()
-    start, end = r.extras["trace_l2"][0], r.distance
+    start, end = r.traces["l2"][0], r.distance
     assert torch.isfinite(start).all()
     assert (end <= start + 1e-5).all()
     assert end.median() < 0.6 * start.median()  # the walk makes real progress, not just the initial search

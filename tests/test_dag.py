@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import Counted
 
-from advlab.attacks.dag import DAG
+from advlab.attacks.dag import DAG, DAGRows
 from advlab.cli.main import main
 from advlab.core.criteria import IGNORE, Targeted
 from advlab.tasks import get_task
@@ -134,7 +134,7 @@ def test_the_permuted_control_reuses_the_dag_run_instead_of_repeating_it(segment
     target = Targeted(adversarial_labels(x, ref, 11, seed=0), threshold=0.99)
     dag = DAG(progress=False, max_iterations=30)
     first = dag(model, x, target, seed=0)
-    control = dag.control()
+    control = DAGRows().control(dag).attack
     model.calls = 0
     permuted = control(model, x, target, seed=0)
     assert model.calls == 1  # only the verification pass: no second DAG

@@ -98,8 +98,9 @@ def test_every_attack_gives_each_image_the_same_result_in_any_batch(name, digits
     for batch_size, run in runs.items():
         assert torch.equal(run.x_adv.tensor(), first.x_adv.tensor()), f"{name}: batch size {batch_size} changed x_adv"
         assert torch.equal(run.success, first.success) and torch.equal(run.queries, first.queries)
-        for key, value in first.extras.items():
-            assert torch.equal(run.extras[key], value), key
+        for part in ("extras", "per_image", "traces"):
+            for key, value in getattr(first, part).items():
+                assert torch.equal(getattr(run, part)[key], value), f"{part} {key}"
     # the same images in reverse order, as one chunk: each image keeps its own result
     flipped = attack_in_chunks(info.cls(**settings), model, x.flip(0),
                                criterion.subset(torch.arange(len(x) - 1, -1, -1)),

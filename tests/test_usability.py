@@ -4,6 +4,9 @@ honest plugin descriptions, the usual median, class names from the data, --versi
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,15 +97,27 @@ def test_fashion_mnist_names_its_classes(fashion, tmp_path):
     assert "Ankle boot" in (out / "index.html").read_text()
 
 
-def test_cpu_runs_keep_freed_memory_for_reuse_on_glibc():
-    """README, CPU speed: on Linux (glibc) resolving the CPU device sets the allocator to reuse memory."""
+def test_cpu_runs_keep_freed_memory_for_reuse_on_glibc(digits, tmp_path):
+    """README, CPU speed: a run of the command line sets glibc's allocator to reuse memory (`manage_heap`)."""
+    import platform
     import sys
 
-    from advlab.core.device import keep_freed_memory, resolve_device
+    script = f"""
+import sys, numpy as np
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+import advlab.core.device as device
+from advlab.cli.main import main
+np.savez({str(tmp_path / "d.npz")!r}, x=np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32),
+         y=np.zeros(2, dtype=np.int64))
+before = device._Heap.managed
+code = main(["attack", "--method", "fgsm", "--eps", "0.1", "--model", "conftest.py:digits_net", "--weights",
+             {str(digits.weights)!r}, "--input-size", "8", "--data", "tensors:{tmp_path / "d.npz"}",
+             "--out", {str(tmp_path / "run")!r}, "--quiet"])
+print(code, before, device._Heap.managed, device.keep_freed_memory())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert out.stdout.split()[-4:] == ["0", "False", "True", str(glibc)]
 
-    resolve_device("cpu")
-    if sys.platform.startswith("linux"):
-        import platform
 
-        if platform.libc_ver()[0] == "glibc":
-            assert keep_freed_memory() is True

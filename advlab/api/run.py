@@ -59,7 +59,7 @@ def run(cfg: RunConfig | None, *, resume: str | Path | None = None, given: InMem
     return Evaluation(run_dir)
 
 
-def evaluate(model: nn.Module | str, data: Any = "imagenet-samples", *,
+def evaluate(model: nn.Module | str, data: Any, *,
              attacks: AttackLike | Sequence[AttackLike] | None = None,
              threat: str | ThreatModel | Sequence[str | ThreatModel] | None = None,
              defenses: DefenseLike | Sequence[DefenseLike] = (), adaptive: bool = True, seed: int = 0,

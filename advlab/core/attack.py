@@ -2,7 +2,9 @@
 
 `attack(model, x, criterion, *, seed=0) -> AttackResult`. `__call__` does the shared work (input
 checks, clipping to [0, 1], a final verification pass that decides `success`, distances); subclasses
-implement `run` (the pattern of foolbox 3, Rauber et al., JOSS 2020).
+implement `run` and, where they have one, their `bound` (the pattern of foolbox 3, Rauber et al., JOSS
+2020). What a run does with an attack besides calling it (its row's extra keys, a control row, tables
+across models) is the runner's, in the attack's `Companion` (`advlab.core.companion`).
 
 Randomness rule: an attack's random draws for an image are a function of the run seed and that
 image's own pixels only (`advlab.core.rng.image_keys(x, seed)` and the counter-based streams there), never
@@ -15,7 +17,6 @@ from __future__ import annotations
 import abc
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -35,12 +36,16 @@ class AttackResult:
     success: torch.Tensor  # (N,) bool, decided by one verification pass on x_adv
     queries: torch.Tensor  # (N,) int64, model evaluations spent per image
     distance: torch.Tensor  # (N,) float, in the attack's norm, pixels in [0, 1]
-    extras: dict[str, Any] = field(default_factory=dict)  # traces, universal perturbation, ...
+    extras: dict[str, Any] = field(default_factory=dict)  # what else the attack returns (e.g. a universal v)
+    per_image: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N,) one value per image
+    traces: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (T, N) one value per step and image
 
     def to(self, device: torch.device | str) -> "AttackResult":
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.extras.items()}
+        def moved(values: dict[str, Any]) -> dict[str, Any]:
+            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+
         return AttackResult(self.x_adv.to(device), self.success.to(device), self.queries.to(device),
-                            self.distance.to(device), moved)
+                            self.distance.to(device), moved(self.extras), moved(self.per_image), moved(self.traces))
 
 
 @dataclass
@@ -61,7 +66,6 @@ class Attack(abc.ABC):
     path_settings: ClassVar[tuple[str, ...]] = ()  # settings that name files (made absolute in config.yaml)
     model_settings: ClassVar[tuple[str, ...]] = ()  # settings that name a model (name or model entry), likewise
     minimal_perturbation: ClassVar[bool] = False  # minimises the distance: its distances give a robustness curve
-    keep_perturbations: ClassVar[bool] = False  # its `transfer` reads every image's x_adv - x back from arrays/
     collective: ClassVar[bool] = False  # under torchrun every rank runs it on all images and shares the work itself
     universal: ClassVar[bool] = False  # set-level: the runner streams every image through `attack_set` in one call
     # settings that run in seconds on a small CPU model: the catalog-driven tests run every attack with them
@@ -127,43 +131,14 @@ class Attack(abc.ABC):
             return None
         return self.norm, float(eps)
 
-    def parts(self, extras: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor, str]]:
-        """Rows of their own in the robustness matrix for parts of a composite attack, from its extras
-        (per-image tensors named `per_image_*` are kept across chunks): (label, fooled (M,) bool over the
-        attacked images, threat). None by default."""
-        return []
-
     def params(self) -> dict[str, Any]:
         """The settings, for results.json (subclasses store them as public attributes)."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "control_of"}
-
-    # ---------------------------------------------------------------- hooks for the runner
-    control_tag: ClassVar[str] = "control"  # file-name suffix of a control row
-    transfer_key: ClassVar[str] = "transfer"  # results' key of this attack's `transfer` table
-    control_of: str | None = None  # set on a control attack: what it is a baseline for (results' "baseline")
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def prepare(self, model: nn.Module, shape: tuple[int, ...], device: torch.device) -> None:
         """Check that the attack fits this model and images of this (C, H, W) shape, loading what it needs
         besides them (e.g. a surrogate model); the runner calls it before anything is written, and an
         AdvlabError here is the one line the user sees."""
-
-    def control(self) -> "Attack | None":
-        """A control attack whose row goes next to this one's (e.g. a random perturbation of the same
-        size, the baseline of Moosavi-Dezfooli et al. 2017), or None."""
-        return None
-
-    def row_extras(self, tag: str, extras: dict[str, torch.Tensor], subject: Any, row: dict[str, Any],
-                   batch_size: int, device: torch.device, arrays: Path) -> dict[str, Any]:
-        """Keys this attack adds to its results row (and files it writes under `arrays`), given the
-        tensors its `run` returned in `extras` and the row built so far."""
-        return {}
-
-    @classmethod
-    def transfer(cls, subjects: list[Any], rows: list[tuple[int, dict[str, Any]]], run_dir: Path, batch_size: int,
-                 device: torch.device) -> dict[str, Any] | None:
-        """In runs with several models: results' "transfer" entry from this attack's rows
-        (model index, row), e.g. each model's perturbation evaluated on every model; None for none."""
-        return None
 
 
 def empty_result(x: torch.Tensor) -> AttackResult:

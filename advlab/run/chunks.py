@@ -29,8 +29,9 @@ class AttackRun:
     success: torch.Tensor  # (M,) bool
     queries: torch.Tensor  # (M,) int64
     wall_s: float  # attack time, summed over chunks (also those loaded on --resume)
-    traces: dict[str, torch.Tensor]  # "trace_*" extras: (T, M) per-step values, padded with each image's last
+    traces: dict[str, torch.Tensor]  # the attack's traces: (T, M) per-step values, padded with each image's last
     extras: dict[str, torch.Tensor]  # other tensors the attack returned (single-chunk runs, e.g. a universal v)
+    per_image: dict[str, torch.Tensor] = field(default_factory=dict)  # the attack's per-image results: (M,) each
     distances: dict[str, torch.Tensor] = field(default_factory=dict)  # norm -> (M,) of x_adv from x
     ranks: list[int] = field(default_factory=list)  # per chunk, the torchrun rank that computed it (0 alone)
 
@@ -67,12 +68,12 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
 
     def keep(k: int, part: dict[str, Any]) -> None:
         """Chunk k's numbers (its part, without the images) into the run's arrays; nothing of it stays."""
-        found.put(starts[k], {key: v for key, v in part.items() if key in _PER_IMAGE or key.startswith("per_image_")})
-        found.put_steps(starts[k], {key: v for key, v in part.items() if key.startswith("trace_")})
+        found.put(starts[k], {key: v for key, v in part.items() if key in _PER_IMAGE or key.startswith(PER_IMAGE)})
+        found.put_steps(starts[k], {key: v for key, v in part.items() if key.startswith(TRACE)})
         ranks[k], walls[k], done[k] = int(part.get("rank", 0)), float(part["wall_s"]), True
         if len(starts) == 1:
             single.update((key, v) for key, v in part.items()
-                          if key not in _CHUNK_KEYS and not key.startswith("trace_"))
+                          if key not in _CHUNK_KEYS and not key.startswith((TRACE, PER_IMAGE)))
 
     for k, xs in zip(ours, x.batches(batch_size, wanted, pin=device.type == "cuda") if ours else ()):
         start = starts[k]
@@ -91,6 +92,8 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
                 **{f"dist_{norm}": MEASURES[norm].distance(xs, x_adv) for norm in MEASURES},  # images at hand
                 "success": result.success.cpu(),
                 "queries": result.queries.cpu(), "wall_s": time.perf_counter() - t0, "rank": distributed.rank(),
+                **{f"{PER_IMAGE}{k2}": v.cpu() for k2, v in result.per_image.items()},
+                **{f"{TRACE}{k2}": v.cpu() for k2, v in result.traces.items()},
                 **{k2: v.cpu() for k2, v in result.extras.items() if isinstance(v, torch.Tensor)}}
         atomic.save_tensors(part, paths[k], any_rank=not attack.collective)  # a collective chunk: rank 0 saves
         keep(k, part)
@@ -109,8 +112,9 @@ def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor | Images,
         success=arrays["success"],
         queries=arrays["queries"],
         wall_s=float(sum(walls)),
-        traces={k: v for k, v in sorted(arrays.items()) if k.startswith("trace_")},
-        extras={**single, **{k: v for k, v in arrays.items() if k.startswith("per_image_")}},
+        traces={k.removeprefix(TRACE): v for k, v in sorted(arrays.items()) if k.startswith(TRACE)},
+        extras=single,
+        per_image={k.removeprefix(PER_IMAGE): v for k, v in arrays.items() if k.startswith(PER_IMAGE)},
         distances={norm: arrays[f"dist_{norm}"] for norm in MEASURES},
         ranks=ranks,
     )
@@ -161,6 +165,7 @@ def _saved_chunk(path: Path, fingerprint: str, xs: torch.Tensor | None, *, count
 
 
 _PER_IMAGE = frozenset({"success", "queries", *(f"dist_{norm}" for norm in MEASURES)})  # (B,) per chunk
+PER_IMAGE, TRACE = "per_image_", "trace_"  # names of an attack's per-image results and traces in chunk files
 _CHUNK_KEYS = _PER_IMAGE | {"fingerprint", "image_keys", "x_adv", "wall_s", "rank"}
 
 

@@ -18,15 +18,14 @@ from typing import Any
 import torch
 
 from advlab.core import atomic
-from advlab.core.attack import Attack
-from advlab.core.config import AttackSpec, DefenseSpec, RunConfig
+from advlab.core.config import DefenseSpec, RunConfig
 from advlab.core.defense import Defended, Defense
 from advlab.core.norms import MEASURES
 from advlab.core.registry import get_attack, get_defense
 from advlab.core.schema import ADAPTIVE, NON_ADAPTIVE
 from advlab.core.settings import instantiate
 from advlab.run.robustness import Column, Ledger, entry
-from advlab.run.rows import Outcome, RowContext, attack_row
+from advlab.run.rows import BareRow, Outcome, RowContext, attack_row
 from advlab.tasks import HeldOut, Subject
 
 log = logging.getLogger("advlab")
@@ -45,12 +44,12 @@ def defense_label(defense: Defense) -> str:
 
 
 def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: Subject,
-                     bare: list[tuple[str, str, AttackSpec, Attack, Outcome]], cfg: RunConfig,
+                     bare: list[BareRow], cfg: RunConfig,
                      device: torch.device, arrays: Path, context: RowContext = RowContext(),
                      ledger: Ledger | None = None,
                      names: list[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The defense row and its adaptive attack rows. `bare` holds, per attack of the run,
-    (key, tag, spec, attack, outcome on the bare model). Scores are the task's headline number
+    """The defense row and its adaptive attack rows. `bare` holds, per attack of the run, its row on the
+    bare model. Scores are the task's headline number
     (accuracy for classifiers), under the schema's accuracy keys. With a `ledger`, the per-image
     verdicts of both settings go into it under the attacks' `names`."""
     defended = Defended(subject.model, defense).to(device).eval()
@@ -77,7 +76,8 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
         ledger.add_column(columns[NON_ADAPTIVE], clean_correct)
         if spec.adaptive:
             ledger.add_column(columns[ADAPTIVE], clean_correct)
-    for i, (key, tag, attack_spec, attack, outcome) in enumerate(bare):
+    for i, b in enumerate(bare):
+        key, tag, attack_spec, attack, outcome = b.label, b.tag, b.spec, b.attack, b.outcome
         threat = get_attack(attack_spec.method).threat
         after = task.predict(defended, outcome.x_adv, cfg.batch_size, device)
         after_right = task.correct(after, labels)  # (N,) right after the defense, or None without a verdict
@@ -89,8 +89,8 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
         turned = outcome.won if bare_right is None else bare_right & ~task.correct(outcome.adv, labels)
         gallery.append((key, outcome, after, turned, after_right))
         if spec.adaptive:
-            adaptive_outcome = attack_row(f"{tag}-d{index}", attack_spec, attack, defended_subject, cfg, device,
-                                          arrays, adaptive_context)
+            adaptive_outcome = attack_row(f"{tag}-d{index}", attack_spec, attack, b.companion, defended_subject, cfg,
+                                          device, arrays, adaptive_context)
             adaptive = adaptive_outcome.row
             adaptive_rows.append(adaptive)
             if clean_correct is not None:

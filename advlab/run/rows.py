@@ -1,6 +1,6 @@
 """Attack rows of results.json: one attack on one subject (a model, or a defended model, with its
 data and clean predictions), planned and measured by the subject's task, built once with its
-context (setting, defense, model) and whatever the attack adds itself (`Attack.row_extras`)."""
+context (setting, defense, model) and whatever the attack's companion adds (`Companion.row_extras`)."""
 from __future__ import annotations
 
 import json
@@ -12,11 +12,12 @@ import torch
 
 from advlab.core import atomic
 from advlab.core.attack import Attack
+from advlab.core.companion import Companion
 from advlab.core.config import AttackSpec, RunConfig
 from advlab.core.criteria import Targeted
 from advlab.core.images import Images, Replaced, as_images
 from advlab.core.registry import get_attack
-from advlab.run.chunks import attack_in_chunks
+from advlab.run.chunks import TRACE, attack_in_chunks
 from advlab.tasks import Subject
 
 REPORT_IMAGES = 64  # images per row whose x / x_adv arrays/<tag>.pt keeps (the report shows the first 12)
@@ -67,6 +68,19 @@ class Outcome:
     parts: list[tuple[str, torch.Tensor, str]] = field(default_factory=list)  # (label, fooled (N,), threat)
 
 
+@dataclass(frozen=True)
+class BareRow:
+    """One attack of a run on the bare model, as the defenses read it: its matrix label, its files' tag, its
+    spec, the attack with its companion, and its outcome."""
+
+    label: str
+    tag: str
+    spec: AttackSpec
+    attack: Attack
+    companion: Companion
+    outcome: Outcome
+
+
 def save_adversarials(x_adv: Images, names: list[str], arrays: Path, tag: str) -> str:
     """Every adversarial image as uint8, written as it is read: arrays/<tag>.adversarials/shard-KKKKK.pt
     with `x_adv` (B, C, H, W) uint8 and `names`, ADVERSARIAL_SHARD images each; the folder, relative
@@ -91,19 +105,21 @@ def save_perturbations(x: Images, x_adv: Images, arrays: Path, tag: str) -> str:
     return f"arrays/{folder.name}/"
 
 
-def run_attack(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg: RunConfig, device: torch.device,
-               arrays: Path, context: RowContext = RowContext()) -> list[Outcome]:
-    """The rows of one attack: its own, then its control (e.g. a universal attack's random baseline)."""
-    outcomes = [attack_row(tag, spec, attack, subject, cfg, device, arrays, context)]
-    control = attack.control()
+def run_attack(tag: str, spec: AttackSpec, attack: Attack, companion: Companion, subject: Subject, cfg: RunConfig,
+               device: torch.device, arrays: Path, context: RowContext = RowContext()) -> list[Outcome]:
+    """The rows of one attack: its own, then its companion's control (e.g. a universal attack's random
+    baseline)."""
+    outcomes = [attack_row(tag, spec, attack, companion, subject, cfg, device, arrays, context)]
+    control = companion.control(attack)
     if control is not None:
-        outcomes.append(attack_row(f"{tag}-{control.control_tag}", spec, control, subject, cfg, device, arrays,
-                                   context))
+        outcomes.append(attack_row(f"{tag}-{control.tag}", spec, control.attack, control.companion, subject, cfg,
+                                   device, arrays, context, baseline=control.baseline))
     return outcomes
 
 
-def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg: RunConfig, device: torch.device,
-               arrays: Path, context: RowContext = RowContext()) -> Outcome:
+def attack_row(tag: str, spec: AttackSpec, attack: Attack, companion: Companion, subject: Subject, cfg: RunConfig,
+               device: torch.device, arrays: Path, context: RowContext = RowContext(), *,
+               baseline: str | None = None) -> Outcome:
     model, data, task = subject.model, subject.data, subject.task
     plan = task.plan(spec, attack, subject, device, seed=cfg.seed)
     index = plan.attacked.nonzero().squeeze(1)
@@ -135,23 +151,23 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, subject: Subject, cfg
     row["model_images_per_s"] = row["queries_total"] / run.wall_s if run.wall_s > 0 else None
     row["arrays"] = f"arrays/{tag}.pt"
     row |= _samples(task.samples(subject, plan, adv, success, queries, dist), arrays, tag)
-    if attack.control_of is not None:
-        row["baseline"] = attack.control_of
-    row |= attack.row_extras(tag, run.extras, subject, row, cfg.batch_size, device, arrays)
+    if baseline is not None:
+        row["baseline"] = baseline
+    row |= companion.row_extras(attack, tag, run, subject, row, cfg.batch_size, device, arrays)
     keep = min(len(data), REPORT_IMAGES)  # what the report shows
     # clones: torch.save writes a slice's whole storage, i.e. every image, without them
     saved = {"x": data.images[:keep].clone(), "x_adv": x_adv[:keep].clone(), "n_images": torch.tensor(len(data)),
              **{f"dist_{norm}": d[:keep].clone() for norm, d in dist.items()}}  # measured once, read by the report
-    saved |= run.traces  # e.g. trace_queries and trace_l2 (boundary), trace_active (DAG): (T, M attacked)
+    saved |= {f"{TRACE}{k}": v for k, v in run.traces.items()}  # e.g. boundary's queries and l2: (T, M attacked)
     saved |= {k: v[:keep].clone() for k, v in task.arrays(subject, adv).items()}  # e.g. label maps
     arrays.mkdir(parents=True, exist_ok=True)
     atomic.save_tensors(saved, arrays / f"{tag}.pt")
     if cfg.save_adversarials:
         row["adversarials_dir"] = save_adversarials(x_adv, data.names, arrays, tag)
-    if attack.keep_perturbations:
+    if companion.keep_perturbations:
         row["perturbations_dir"] = save_perturbations(data.images, x_adv, arrays, tag)
     parts = []
-    for label, fooled, threat in attack.parts(run.extras):
+    for label, fooled, threat in companion.parts(attack, run.per_image):
         full = torch.zeros(len(data), dtype=torch.bool)
         full[index] = fooled.bool().cpu()
         parts.append((label, full, threat))

@@ -21,6 +21,7 @@ from torch import nn
 
 from advlab.core import atomic, distributed
 from advlab.core.attack import Attack
+from advlab.core.companion import Companion, companion_for
 from advlab.core.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig
 from advlab.core.config_yaml import load_config, to_yaml
 from advlab.core.defense import Defended, Defense
@@ -37,7 +38,7 @@ from advlab.data.sources import load_images
 from advlab.report import render_html, render_report
 from advlab.run.defense_eval import build_defense, defense_label, evaluate_defense
 from advlab.run.robustness import Column, Ledger, attack_labels, entry
-from advlab.run.rows import RowContext, run_attack
+from advlab.run.rows import BareRow, RowContext, run_attack
 from advlab.run.runlock import RunLock, own_files
 from advlab.run.sanity import PROBE_IMAGES, probe, result_checks
 from advlab.tasks import HeldOut, Subject, get_task
@@ -236,7 +237,8 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
         results["models"] = [{**s.model.describe(), f"clean_{s.task.score_name}": s.task.score(s.clean, s.labels)}
                              for s in subjects]
     arrays = run_dir / "arrays"
-    rows_by_class: dict[type, list[tuple[int, dict[str, Any]]]] = {}
+    companions = [companion_for(spec.method) for spec in cfg.attacks]  # one per attack, across the models
+    rows_by_companion: dict[type[Companion], list[tuple[int, dict[str, Any]]]] = {}
     labels = attack_labels(cfg.attacks)  # one name per attack: matrix rows and defense keys alike
     ledger, warnings = Ledger(), []
     for m, subject in enumerate(subjects):
@@ -246,14 +248,14 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
         clean_correct = subject.task.correct(subject.clean, subject.labels)
         if clean_correct is not None:
             ledger.add_column(column, clean_correct)
-        bare = []
-        for i, (spec, attack) in enumerate(zip(cfg.attacks, attacks)):
+        bare: list[BareRow] = []
+        for i, (spec, attack, companion) in enumerate(zip(cfg.attacks, attacks, companions)):
             tag = f"{spec.method}-{i}{suffix}"
-            outcomes = run_attack(tag, spec, attack, subject, cfg, device, arrays, context)
+            outcomes = run_attack(tag, spec, attack, companion, subject, cfg, device, arrays, context)
             for outcome in outcomes:
                 _add_row(results, outcome.row, subject)
-            bare.append((labels[i], tag, spec, attack, outcomes[0]))
-            rows_by_class.setdefault(type(attack), []).append((m, outcomes[0].row))
+            bare.append(BareRow(labels[i], tag, spec, attack, companion, outcomes[0]))
+            rows_by_companion.setdefault(type(companion), []).append((m, outcomes[0].row))
             if clean_correct is not None:
                 ledger.record(column, labels[i], entry(subject.task.correct(outcomes[0].adv, subject.labels),
                                                        outcomes[0].dist, spec, attack, get_attack(spec.method).threat))
@@ -275,7 +277,7 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
             for adaptive in adaptive_rows:
                 _add_row(results, adaptive, subject)
     if len(subjects) > 1 and distributed.is_main():  # transfer tables read the arrays rank 0 wrote
-        for cls, rows in rows_by_class.items():
+        for cls, rows in rows_by_companion.items():
             transfer = cls.transfer(subjects, rows, run_dir, cfg.batch_size, device)
             if transfer is not None:
                 results[cls.transfer_key] = transfer
