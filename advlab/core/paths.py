@@ -48,7 +48,7 @@ def absolute_model(spec: ModelSpec) -> ModelSpec:
     target, sep, attr = name.rpartition(":")
     if sep and target.endswith(".py"):
         name = f"{absolute(target)}:{attr}"
-    if sep and weights is not None and weights.lower() != "none":  # custom models take a weights FILE
+    if sep and weights is not None and weights.lower() not in ("none", "default"):  # a weights FILE
         weights = absolute(weights)
     class_names = absolute(spec.class_names) if spec.class_names else None
     return dataclasses.replace(spec, name=name, weights=weights, class_names=class_names)

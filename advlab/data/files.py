@@ -4,6 +4,7 @@ input size; and a note when files are enlarged far beyond their own size."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -81,9 +82,11 @@ def decode_files(files: list[Path], model: nn.Module) -> Images:  # (N, C, H, W)
         raise AdvlabError(f"image files are RGB or grayscale but the model wants {model.in_channels} channels; "
                           "use tensors:FILE")
     mode = "RGB" if model.in_channels == 3 else "L"
+    transform = getattr(model, "image_transform", None)
     if model.input_size is not None:
-        return FileImages(files, (model.in_channels, model.input_size, model.input_size),
-                          functools.partial(decode_for_model, mode=mode, size=model.input_size))
+        decoder = functools.partial(decode_with, mode=mode, transform=transform) if transform is not None else \
+            functools.partial(decode_for_model, mode=mode, size=model.input_size)
+        return FileImages(files, (model.in_channels, model.input_size, model.input_size), decoder)
     images = [decode(p, mode) for p in files]  # each (C, H, W) uint8
     sizes = sorted({tuple(im.shape[-2:]) for im in images})
     if len(sizes) > 1:
@@ -94,6 +97,17 @@ def decode_files(files: list[Path], model: nn.Module) -> Images:  # (N, C, H, W)
 
 def decode_for_model(path: Path, mode: str, size: int) -> torch.Tensor:  # -> (C, size, size) float32
     return _geometry(decode(path, mode), size).to(torch.float32).div_(255.0)
+
+
+def decode_with(path: Path, mode: str, transform: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
+    """An image file through a model's own eval transform (e.g. timm's): PIL image in `mode` -> (C, H, W)
+    float32 in [0, 1]."""
+    try:
+        with Image.open(path) as im:
+            image = im.convert(mode)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise AdvlabError(f"cannot read image {path}: {type(exc).__name__}: {exc}; delete or replace it") from exc
+    return transform(image).to(torch.float32)
 
 
 def decode(path: Path, mode: str) -> torch.Tensor:  # -> (C, H, W) uint8

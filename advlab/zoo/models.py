@@ -72,7 +72,10 @@ def unknown_model(name: str) -> str:
     known = torchvision.models.list_models(module=torchvision.models)
     close = difflib.get_close_matches(name, known, n=3)
     hint = f"did you mean {', '.join(close)}?" if close else "see torchvision.models.list_models()"
-    return f"unknown model '{name}': not a torchvision classifier and not FILE.py:factory; {hint}"
+    if "/" in name and ":" not in name:
+        hint = (f"a timm model on the Hugging Face Hub loads as hf-hub:{name} (pip install 'advlab[timm]'); "
+                "wrap any other in a FILE.py:factory")
+    return f"unknown model '{name}': not a torchvision classifier, timm:NAME or FILE.py:factory; {hint}"
 
 
 MEMORY = "memory"  # the prefix of models a Python caller passed as objects (`advlab.evaluate`)
@@ -84,6 +87,27 @@ def _in_memory(name: str, weights: str | None, **options: Any) -> nn.Module:
     """A model a Python caller held: it cannot be built again from its name."""
     raise AdvlabError(f"--model {name}: this run's model was a Python object; continue the run from Python with "
                       "advlab.evaluate(model, data, out=RUN_DIR) on the same model")
+
+
+def _timm_name(name: str) -> bool:
+    """timm:NAME, hf-hub:ORG/NAME, or a bare timm name with a pretrained tag (resnet18.a1_in1k) where timm is
+    installed and knows it."""
+    if name.startswith(("timm:", "hf-hub:")):
+        return True
+    if ":" in name or "." not in name or name.endswith(".py"):
+        return False
+    from advlab.zoo.timm_models import knows
+
+    return knows(name)
+
+
+@model_source("timm", claims=_timm_name, task="classification",
+              usage="timm:NAME[.TAG] or hf-hub:ORG/NAME (pip install 'advlab[timm]'), --weights FILE | DEFAULT | none")
+def _timm(name: str, weights: str | None, **options: Any) -> nn.Module:
+    """timm's models by name, with their pretrained_cfg's preprocessing (Wightman, PyTorch Image Models)."""
+    from advlab.zoo.timm_models import load_timm
+
+    return load_timm(name, weights, **options)
 
 
 @model_source("factory", claims=lambda name: ":" in name, task=None,

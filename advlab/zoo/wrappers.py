@@ -3,7 +3,8 @@ own the [0, 1] bounds, resizing, normalisation and class names, so attacks only 
 images; `check_logits` says in one line what a model returned instead of logits."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,10 @@ class ImageClassifier(nn.Module):
         self.register_buffer("mean", _per_channel(mean, in_channels, "mean").view(1, -1, 1, 1))
         self.register_buffer("std", _per_channel(std, in_channels, "std").view(1, -1, 1, 1))
         self.autocast_dtype: torch.dtype | None = None  # bf16 when --precision bf16
+        # how image files are decoded for it: None = advlab's (shorter side to size/0.875, bilinear, center
+        # crop); else a picklable PIL image -> (C, H, W) [0, 1] transform, e.g. timm's eval transform
+        self.image_transform: Callable[[Any], torch.Tensor] | None = None
+        self.preprocessing: dict[str, Any] | None = None  # what image_transform does, for results.json
 
     @property
     def num_classes(self) -> int:
@@ -57,6 +62,7 @@ class ImageClassifier(nn.Module):
                 "num_classes": self.num_classes, "input_size": self.input_size, "in_channels": self.in_channels,
                 "mean": [round(v, 6) for v in self.mean.flatten().tolist()],
                 "std": [round(v, 6) for v in self.std.flatten().tolist()],
+                **({"preprocessing": self.preprocessing} if self.preprocessing else {}),
                 **({"class_names": self.class_names} if self.names_classes_in_results else {})}
 
 
