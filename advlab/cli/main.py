@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. linf:8/255 or l2:0.5 (repeat for one matrix each); an attack counts only where its "
                    "adversarial lies within eps (default: the norms and eps of the bounded attacks)")
     g.add_argument("--quiet", action="store_true", help="print only the report's path (not the robustness matrix)")
-    g.add_argument("--debug", action="store_true", help="show tracebacks")
+    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     model_data = argparse.ArgumentParser(add_help=False)
     m = model_data.add_argument_group("model (default: torchvision mobilenet_v2 IMAGENET1K_V1)")
@@ -169,33 +169,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="re-render RUN_DIR/index.html from results.json")
     rep.add_argument("run_dir")
-    rep.add_argument("--debug", action="store_true", help="show tracebacks")
+    rep.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     rs = sub.add_parser("runs", help="list finished runs with their headline numbers")
     rs.add_argument("dir", nargs="?", default="reports", help="folder holding run directories (default reports)")
-    rs.add_argument("--debug", action="store_true", help="show tracebacks")
+    rs.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     ex = sub.add_parser("export", help="write a run's robustness matrix as csv, markdown or latex")
     ex.add_argument("run_dir")
     ex.add_argument("--format", default="markdown", choices=["csv", "markdown", "latex"])
     ex.add_argument("--out", help="file to write (default: print it); an existing file needs --force")
     ex.add_argument("--force", action="store_true", help="replace an existing --out file")
-    ex.add_argument("--debug", action="store_true", help="show tracebacks")
+    ex.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     cmp = sub.add_parser("compare", help="one HTML page with several runs' matrices side by side, deltas highlighted")
     cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     cmp.add_argument("--out", default="compare.html", help="HTML file to write (default compare.html); an existing "
                      "file needs --force")
     cmp.add_argument("--force", action="store_true", help="replace an existing --out file")
-    cmp.add_argument("--debug", action="store_true", help="show tracebacks")
+    cmp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     sch = sub.add_parser("schema", help="the JSON Schema of results.json, generated from advlab's typed results")
-    sch.add_argument("--debug", action="store_true", help="show tracebacks")
+    sch.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     ls = sub.add_parser("list", help="registered attacks and defenses with their capabilities")
     ls.add_argument("method", nargs="?", help="an attack or defense: show its settings, types and defaults")
     ls.add_argument("--task", help="only the plugins that support this task (e.g. classification)")
-    ls.add_argument("--debug", action="store_true", help="show tracebacks")
+    ls.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return p
 
 

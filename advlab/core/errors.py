@@ -1,5 +1,6 @@
 """The exceptions a user sees: the CLI prints their message on one line (exit status 2 for bad
 input, 130 for an interrupted job, with the command that continues it)."""
+import re
 
 
 class AdvlabError(Exception):
@@ -14,7 +15,11 @@ class Interrupted(Exception):
         self.resume = resume
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colour codes (torch's weights_only errors carry them)
+
+
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, for one-line errors about user code."""
-    text = str(exc).strip()
+    """The first line of an exception's message, without terminal colour codes, for one-line errors about
+    user code."""
+    text = ANSI.sub("", str(exc)).strip()
     return text.splitlines()[0] if text else "(no message)"

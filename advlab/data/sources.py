@@ -247,7 +247,9 @@ def _class_index(folder: str, model: nn.Module, spec: str) -> int:
         wnids = _imagenet_wnids()
         if folder in wnids:
             return wnids[folder]
-    raise AdvlabError(f"{spec}: subfolder {folder!r} maps to no class of the model; name class folders by "
+    named = "" if model.named_classes else (" (the model has no class names: pass --class-names FILE, one name "
+                                            "per line in class-index order, to use class-named folders)")
+    raise AdvlabError(f"{spec}: subfolder {folder!r} maps to no class of the model{named}; name class folders by "
                       f"index (0..{k - 1}), class name (e.g. {model.class_names[0]!r}) or, for 1000-class "
                       "ImageNet models, WordNet id (e.g. n01440764)")
 

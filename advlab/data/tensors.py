@@ -131,8 +131,9 @@ def unit_images(x: torch.Tensor, model: nn.Module, spec: str) -> Images:
         for i in range(0, len(x), RANGE_CHECK_BATCH):
             part = x[i:i + RANGE_CHECK_BATCH]
             if not bool(torch.isfinite(part).all()):
-                low = float("nan")
-                break
+                first = i + int((~torch.isfinite(part.flatten(1))).any(1).nonzero()[0, 0])
+                raise AdvlabError(f"{spec}: x holds NaN or infinite values (the first in image {first}); replace "
+                                  "them (e.g. np.nan_to_num) or drop those images")
             low, high = min(low, float(part.min())), max(high, float(part.max()))
         if not (low >= 0.0 and high <= 1.0):
             raise AdvlabError(f"{spec}: x values span [{low:g}, {high:g}] but float images must lie in [0, 1]; "

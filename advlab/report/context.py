@@ -32,6 +32,7 @@ class AttackView:
     universal: UniversalView | None = None
     wall_s: str = fmt.MISSING
     images_per_s: str = fmt.MISSING
+    skipped: str | None = None  # why the attack did not run (e.g. a model without gradients)
 
 
 @dataclass
@@ -136,6 +137,7 @@ def attack_view(run_dir: Path, attack: dict[str, Any], index: int,
         universal=universal_view(run_dir, attack, title=f"{method} ({model})" if attack.get("model") else method),
         wall_s=fmt.num(attack.get("wall_s")),
         images_per_s=fmt.integer(attack.get("model_images_per_s")),
+        skipped=fmt.plain(attack["skipped"]) if attack.get("skipped") else None,
     )
 
 

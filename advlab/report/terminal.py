@@ -38,8 +38,10 @@ def text_summary(results: Results, *, width: int = 120, color: bool = False) -> 
         console.print(table)
         if any(name.endswith(" *") for name, _ in rows):
             console.print(WITHIN_EPS, markup=False)
-    if not matrices(results):
-        for row in results.attacks:
+    for row in results.attacks:
+        if row.measures.get("skipped"):
+            console.print(f"{row.method} ({row.setting}): {row.measures['skipped']}", markup=False)
+        elif not matrices(results):
             console.print(f"{row.method} ({row.setting}): success rate {fmt.pct(row.success_rate)}", markup=False)
     for found in results.warnings:
         console.print(f"warning [{found.check}] {found.where}: {found.message}; {found.advice}", markup=False,

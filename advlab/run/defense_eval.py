@@ -46,12 +46,11 @@ def defense_label(defense: Defense) -> str:
 def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: Subject,
                      bare: list[BareRow], cfg: RunConfig,
                      device: torch.device, arrays: Path, context: RowContext = RowContext(),
-                     ledger: Ledger | None = None,
-                     names: list[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                     ledger: Ledger | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The defense row and its adaptive attack rows. `bare` holds, per attack of the run, its row on the
     bare model. Scores are the task's headline number
     (accuracy for classifiers), under the schema's accuracy keys. With a `ledger`, the per-image
-    verdicts of both settings go into it under the attacks' `names`."""
+    verdicts of both settings go into it under the attacks' labels."""
     defended = Defended(subject.model, defense).to(device).eval()
     task, data, labels = subject.task, subject.data, subject.labels
     clean = task.predict(defended, data.images, cfg.batch_size, device)
@@ -82,7 +81,7 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
         after = task.predict(defended, outcome.x_adv, cfg.batch_size, device)
         after_right = task.correct(after, labels)  # (N,) right after the defense, or None without a verdict
         if clean_correct is not None:
-            ledger.record(columns[NON_ADAPTIVE], names[i], entry(after_right, outcome.dist,
+            ledger.record(columns[NON_ADAPTIVE], key, entry(after_right, outcome.dist,
                                                                   attack_spec, attack, threat))
         row["accuracy_without_defense"][key] = task.score(outcome.adv, labels)
         row["accuracy_after_defense"][key] = task.score(after, labels)
@@ -94,7 +93,7 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
             adaptive = adaptive_outcome.row
             adaptive_rows.append(adaptive)
             if clean_correct is not None:
-                ledger.record(columns[ADAPTIVE], names[i], entry(task.correct(adaptive_outcome.adv, labels),
+                ledger.record(columns[ADAPTIVE], key, entry(task.correct(adaptive_outcome.adv, labels),
                                                                   adaptive_outcome.dist, attack_spec, attack, threat))
             row["accuracy_after_defense"][f"{key}(adaptive)"] = adaptive[task.score_name]
         log.info("%s on %s: %s accuracy %.3f undefended, %.3f non-adaptive%s", defense.name, subject.model.name, key,

@@ -81,6 +81,18 @@ class BareRow:
     outcome: Outcome
 
 
+def skipped_row(spec: AttackSpec, attack: Attack, subject: Subject, context: RowContext, reason: str) -> dict[str, Any]:
+    """The row of an attack that could not run on this subject (e.g. a gradient attack on a model without
+    gradients): its settings and `skipped`, why; no outcome, so it counts in no matrix."""
+    task = subject.task
+    return {"method": spec.method, "backend": getattr(attack, "backend", "ours"), **context.keys(),
+            "threat": get_attack(spec.method).threat, "task": task.name,
+            "criterion": "targeted" if spec.target_class is not None else "untargeted",
+            "target_class": spec.target_class, "starting_image": spec.starting_image, "params": attack.params(),
+            f"clean_{task.score_name}": task.score(subject.clean, subject.labels), "queries_total": 0, "wall_s": 0.0,
+            "chunk_ranks": [], "skipped": reason}
+
+
 def save_adversarials(x_adv: Images, names: list[str], arrays: Path, tag: str) -> str:
     """Every adversarial image as uint8, written as it is read: arrays/<tag>.adversarials/shard-KKKKK.pt
     with `x_adv` (B, C, H, W) uint8 and `names`, ADVERSARIAL_SHARD images each; the folder, relative

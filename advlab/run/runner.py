@@ -30,7 +30,7 @@ from advlab.core.errors import AdvlabError, Interrupted
 from advlab.core.paths import absolute, absolute_model, absolute_settings, absolute_source
 from advlab.core.registry import PluginInfo, get_attack, get_defense
 from advlab.core.results import SCHEMA, results_from_dict
-from advlab.core.schema import ADAPTIVE, NO_DEFENSE
+from advlab.core.schema import ADAPTIVE, NO_DEFENSE, WHITE_BOX
 from advlab.core.settings import attack_defaults, instantiate
 from advlab.core.version import __version__
 from advlab.data.memory import images_in_memory
@@ -38,9 +38,9 @@ from advlab.data.sources import load_images
 from advlab.report import render_html, render_report
 from advlab.run.defense_eval import build_defense, defense_label, evaluate_defense
 from advlab.run.robustness import Column, Ledger, attack_labels, entry
-from advlab.run.rows import BareRow, RowContext, run_attack
+from advlab.run.rows import BareRow, RowContext, run_attack, skipped_row
 from advlab.run.runlock import RunLock, own_files
-from advlab.run.sanity import PROBE_IMAGES, probe, result_checks
+from advlab.run.sanity import GRADIENTS_BLOCKED, PROBE_IMAGES, gradients_blocked, probe, result_checks
 from advlab.tasks import HeldOut, Subject, get_task
 from advlab.zoo.models import load_model
 
@@ -249,8 +249,12 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
         if clean_correct is not None:
             ledger.add_column(column, clean_correct)
         bare: list[BareRow] = []
+        blocked = gradients_blocked(subject.model, subject.data.images[:1].to(device))
         for i, (spec, attack, companion) in enumerate(zip(cfg.attacks, attacks, companions)):
             tag = f"{spec.method}-{i}{suffix}"
+            if blocked and get_attack(spec.method).threat == WHITE_BOX:  # nothing to differentiate: said, not run
+                _add_row(results, skipped_row(spec, attack, subject, context, GRADIENTS_BLOCKED), subject)
+                continue
             outcomes = run_attack(tag, spec, attack, companion, subject, cfg, device, arrays, context)
             for outcome in outcomes:
                 _add_row(results, outcome.row, subject)
@@ -272,7 +276,7 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
                                   Column(context.model, defense_label(defense), ADAPTIVE).label(), device,
                                   task=verdict)
             row, adaptive_rows = evaluate_defense(k + len(cfg.defenses) * m, dspec, defense, subject, bare, cfg,
-                                                  device, arrays, context, ledger, labels)
+                                                  device, arrays, context, ledger)
             results["defenses"].append(row)
             for adaptive in adaptive_rows:
                 _add_row(results, adaptive, subject)

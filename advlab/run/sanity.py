@@ -6,8 +6,9 @@ A robustness number is only as good as the attacks behind it. These checks follo
 
 - `probe` looks at a model as the attacks see it (the bare model, or a defended one in the adaptive
   setting): two identical forward passes that differ (a randomised model: use EOT), outputs that are
-  probabilities rather than logits, zero / NaN input gradients, and an unbounded attack (eps = 1)
-  that does not drive accuracy to about 0;
+  probabilities rather than logits, no gradient path at all (`gradients_blocked`: the runner then skips
+  the white-box attacks, with a row that says why), zero / NaN input gradients, and an unbounded attack
+  (eps = 1) that does not drive accuracy to about 0;
 - `result_checks` reads the per-image outcomes of the run (`advlab.run.robustness.Ledger`) and its rows:
   a transfer attack (made on the bare model) succeeding where the white-box attack failed, or a
   decision- or score-based attack succeeding within a threat model where every gradient attack of
@@ -31,6 +32,8 @@ from advlab.run.robustness import Column, Ledger, accuracy, eps_curves
 from advlab.tasks import Task
 
 PROBE_IMAGES = 8  # images each model probe looks at
+GRADIENTS_BLOCKED = ("not run: the model's output has no gradient with respect to its input (a forward under "
+                     "torch.no_grad(), a detach or a non-differentiable op); use a decision- or score-based attack")
 MASKED_SHARE = 0.1  # zero / NaN gradients on at least this share of images is flagged
 GAP = 0.05  # accuracy gaps below this are noise, not a finding
 LARGE_LINF = 0.3  # an l_inf eps this large should leave about no accuracy
@@ -61,6 +64,13 @@ def probe(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, where: str, d
         found.append(warning("probabilities", where, "the model returns probabilities (non-negative, summing to 1), "
                              "not logits: cross-entropy on them saturates and gradient attacks weaken",
                              "return the logits (drop the final softmax), or use loss: margin"))
+    if gradients_blocked(model, x):
+        found.append(warning("gradients-blocked", where, "the model's output does not depend differentiably on its "
+                             "input (a forward under torch.no_grad(), a detach, or a non-differentiable op): "
+                             "white-box gradient attacks cannot run on it, and their rows say so",
+                             "use decision- or score-based attacks (boundary, square), or make the forward "
+                             "differentiable (BPDA for a non-differentiable preprocessing)"))
+        return found
     share_masked = _masked_gradient_share(model, x, labels)
     if share_masked >= MASKED_SHARE:
         found.append(warning("masked-gradients", where, f"the input gradient of the loss is zero or not finite on "
@@ -75,6 +85,15 @@ def probe(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, where: str, d
                                  f"be about 0", "suspect gradient masking or a bug in the model or defense; check "
                                  "the gradients, and try BPDA, EOT or a decision-based attack"))
     return found
+
+
+def gradients_blocked(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether no gradient path leads from the input to the model's logits (one forward on one image); False
+    for a model whose output is not a tensor of logits (a detector's gradients flow through its box head)."""
+    probe_x = x[:1].detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = model(probe_x)
+    return isinstance(out, torch.Tensor) and not out.requires_grad
 
 
 def _masked_gradient_share(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> float:

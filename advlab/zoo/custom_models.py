@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from advlab.core.errors import AdvlabError, first_line
-from advlab.zoo.wrappers import check_logits, in_channels, wrap, wrapper_for
+from advlab.zoo.wrappers import check_logits, in_channels, input_dtype, wrap, wrapper_for
 
 log = logging.getLogger("advlab")
 
@@ -64,6 +64,7 @@ def wrap_network(net: nn.Module, spec: str, label: str, *, mean: Sequence[float]
     task probed from one forward pass on `probe_size` images (default `input_size`, else 32 px) or given;
     `spec` names it in messages and results."""
     net.eval()
+    _check_parameters(net, spec)
     classes = list(class_names) if class_names is not None else None
     names_source = f"class-names file {class_names_file}" if class_names_file else "class_names"
     from advlab.zoo.detectors import ImageDetector
@@ -83,6 +84,13 @@ def wrap_network(net: nn.Module, spec: str, label: str, *, mean: Sequence[float]
                           f"outputs {n_out} classes; give one name per line for each class")
     return wrap(net, spec, label, mean or (0.0,), std or (1.0,), input_size,
                  classes or [str(i) for i in range(n_out)], named_classes=classes is not None, task=task)
+
+
+def _check_parameters(net: nn.Module, spec: str) -> None:
+    """Parameters advlab can evaluate: with values, not on the meta device."""
+    if any(t.is_meta for t in [*net.parameters(), *net.buffers()]):
+        raise AdvlabError(f"model {spec} has parameters on the meta device (no values): build it on the CPU, or load "
+                          "its weights with load_state_dict(state, assign=True) before handing it to advlab")
 
 
 def _is_detector(net: nn.Module) -> bool:
@@ -153,6 +161,9 @@ def _import_factory(spec: str) -> Callable[..., nn.Module]:
             raise AdvlabError(f"model file {path} cannot be imported as a Python module; check --model {spec}")
         module = importlib.util.module_from_spec(mspec)
         sys.modules[mod_name] = module
+        folder = str(path.resolve().parent)  # its neighbours import as `python FILE` would have them
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
         try:
             mspec.loader.exec_module(module)
         except (Exception, SystemExit) as exc:  # noqa: BLE001  (user code, SystemExit included)
@@ -181,6 +192,11 @@ def _load_weights_file(net: nn.Module, path: Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise AdvlabError(f"weights file {path} holds a {type(state).__name__}, not a state_dict")
+    own = net.state_dict()
+    if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in own):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        log.warning("weights %s were saved from a DataParallel/DistributedDataParallel wrapper: their 'module.' "
+                    "prefix is dropped (save model.module.state_dict() to avoid this note)", path)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -194,7 +210,7 @@ def _probe_classes(net: nn.Module, channels: int, size: int, spec: str, task: st
     (N, K, H, W) a segmenter (or the given `task`, checked); anything else is one line."""
     with torch.no_grad():
         try:
-            out = net(torch.zeros(2, channels, size, size))
+            out = net(torch.zeros(2, channels, size, size, dtype=input_dtype(net)))
         except Exception as exc:  # noqa: BLE001  (user code)
             raise AdvlabError(f"model {spec} fails on a {channels}x{size}x{size} input ({type(exc).__name__}: "
                               f"{first_line(exc)}); set --input-size to what it expects") from exc

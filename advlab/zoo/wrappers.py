@@ -33,6 +33,7 @@ class ImageClassifier(nn.Module):
         self.register_buffer("mean", _per_channel(mean, in_channels, "mean").view(1, -1, 1, 1))
         self.register_buffer("std", _per_channel(std, in_channels, "std").view(1, -1, 1, 1))
         self.autocast_dtype: torch.dtype | None = None  # bf16 when --precision bf16
+        self.net_dtype = input_dtype(net)  # what the net computes in (float64 weights: float64 inputs)
         # how image files are decoded for it: None = advlab's (shorter side to size/0.875, bilinear, center
         # crop); else a picklable PIL image -> (C, H, W) [0, 1] transform, e.g. timm's eval transform
         self.image_transform: Callable[[Any], torch.Tensor] | None = None
@@ -51,7 +52,7 @@ class ImageClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> (N, K) float32
         if self.input_size is not None and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        x = (x - self.mean) / self.std
+        x = ((x - self.mean) / self.std).to(self.net_dtype)
         if self.autocast_dtype is not None:
             with torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype):
                 return self.net(x).float()
@@ -77,7 +78,7 @@ class ImageSegmenter(ImageClassifier):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> (N, K, H, W) float32
         size = tuple(x.shape[-2:])
-        x = (x - self.mean) / self.std
+        x = ((x - self.mean) / self.std).to(self.net_dtype)
         if self.autocast_dtype is not None:
             with torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype):
                 out = self.net(x)
@@ -99,6 +100,11 @@ def _per_channel(values: Sequence[float], channels: int, field_name: str) -> tor
     if field_name == "std" and bool((t <= 0).any()):
         raise AdvlabError(f"--std must be positive, got {t.tolist()}")
     return t
+
+
+def input_dtype(net: nn.Module) -> torch.dtype:
+    """The floating dtype of a net's parameters (float32 for a net without any): what its inputs are cast to."""
+    return next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float32)
 
 
 def in_channels(net: nn.Module, input_size: int | None = None) -> int:
