@@ -222,3 +222,32 @@ def test_in_memory_runs_say_how_to_continue_them(digits, tmp_path, run_error, on
     ev = advlab.evaluate(users_model(digits), (digits.x_test[:4], digits.y_test[:4]), attacks="fgsm", eps=0.1,
                          out=out, quiet=True)
     assert ev.run_dir == out and (out / "results.json").is_file()
+
+
+class DigitsDataset(torch.utils.data.Dataset):
+    """The digits as a user's map-style Dataset of (image, label) items; `targets` only where asked."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, with_targets: bool) -> None:
+        self.x, self.y = x, y
+        if with_targets:
+            self.targets = y.tolist()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.x[i], int(self.y[i])
+
+
+def test_a_dataset_or_a_dataloader_gives_the_numbers_of_the_same_tensors(digits, one_thread):
+    """data= as a map-style Dataset (labels from `targets`, or read item by item) or a DataLoader over one: the
+    same per-image results as the (x, y) tensors, images read on demand."""
+    x, y = digits.x_test[:12], digits.y_test[:12]
+    common = {"attacks": "pgd", "eps": 0.1, "steps": 5, "quiet": True, "batch_size": 5}
+    runs = [advlab.evaluate(users_model(digits), data, **common) for data in (
+        (x, y), DigitsDataset(x, y, with_targets=True), DigitsDataset(x, y, with_targets=False),
+        torch.utils.data.DataLoader(DigitsDataset(x, y, with_targets=True), batch_size=4))]
+    first = numbers(json.loads(runs[0].results.to_json()))
+    for ev in runs[1:]:
+        assert numbers(json.loads(ev.results.to_json())) == first
+    assert runs[1].results.data.name == "memory:DigitsDataset" and runs[0].robust_accuracy < 1.0

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from advlab.core.attack import Attack
 from advlab.core.config import AttackSpec, DefenseSpec, ModelSpec, default_weights
@@ -47,10 +48,22 @@ def model_input(model: nn.Module | str, *, mean: Sequence[float] | None = None, 
 
 
 def image_size(data: Any) -> int | None:
-    """The side of the images in `data` where it is a tensor pair (for the one probe of a model's output)."""
+    """The height of the images in `data` (tensors, or a Dataset's first item; for the one probe of a model's
+    output), None where it has none to tell."""
+    if isinstance(data, DataLoader):
+        data = data.dataset
+    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
+        item = data[0]  # type: ignore[index]
+        image = item[0] if isinstance(item, tuple | list) else item
+        shape = getattr(image, "shape", None)
+        if shape is None and hasattr(image, "size"):  # a PIL image: (width, height)
+            return int(image.size[1])
+        return int(shape[-2]) if shape is not None and len(shape) >= 2 else None
     x = data[0] if isinstance(data, tuple | list) and data else data
     shape = getattr(x, "shape", None)
-    return int(shape[-2]) if shape is not None and len(shape) == 4 else None
+    if shape is None or len(shape) != 4:
+        return None
+    return int(shape[2] if shape[1] in (1, 3) else shape[1])  # NCHW, else NHWC
 
 
 @contextlib.contextmanager
@@ -76,10 +89,10 @@ def borrowed(model: nn.Module | str) -> Iterator[None]:
 
 
 def attack_specs(attacks: AttackLike | Sequence[AttackLike], threats: list[ThreatModel],
-                 settings: dict[str, Any]) -> list[AttackSpec]:
+                 settings: dict[str, Any], *, quiet: bool = False) -> list[AttackSpec]:
     """Attacks by name (with `settings` where the attack has them), spec or object. A named attack with an
     eps and no eps of its own gets each threat model's norm and eps (one attack per threat model), as
-    AutoAttack's `norm` and `eps` do."""
+    AutoAttack's `norm` and `eps` do; `quiet` turns off the progress bar of every named attack that has one."""
     items = [attacks] if isinstance(attacks, str | Attack | AttackSpec) else list(attacks)
     if not items:
         raise AdvlabError("attacks is empty; name at least one, e.g. attacks='standard'")
@@ -92,6 +105,8 @@ def attack_specs(attacks: AttackLike | Sequence[AttackLike], threats: list[Threa
         elif isinstance(item, str):
             accepted = attack_defaults(get_attack(item).cls)
             own = {k: v for k, v in settings.items() if k in accepted}
+            if quiet and "progress" in accepted:
+                own.setdefault("progress", False)
             bounded = "eps" in accepted and "eps" not in own
             for threat in threats if bounded and threats else [None]:
                 params = dict(own)

@@ -84,40 +84,31 @@ def evaluate(model: nn.Module | str, data: Any, *,
         non-adaptive and (`adaptive`) adaptive.
     out: a new or empty directory to write the run to, as the command line does (resumable: call again with
         the same objects and `out` to continue a stopped run); default a temporary one (`Evaluation.save`).
+    quiet: no progress lines and no progress bars.
     manage_heap: opt this process in to the allocator policy of long CPU runs (`advlab.core.device.manage_heap`);
         off by default, as a library call should change nothing process-wide.
     """
-    with borrowed(model):
-        return _evaluate(model, data, attacks, threat, defenses, adaptive, seed, device, precision, batch_size, n,
-                         out, name, mean, std, input_size, class_names, task, weights, save_adversarials, quiet,
-                         manage_heap, settings)
-
-
-def _evaluate(model: nn.Module | str, data: Any, attacks: Any, threat: Any, defenses: Any, adaptive: bool, seed: int,
-              device: str, precision: str, batch_size: int, n: int | None, out: str | Path | None, name: str,
-              mean: Sequence[float] | None, std: Sequence[float] | None, input_size: int | None,
-              class_names: Sequence[str] | None, task: str | None, weights: str | None, save_adversarials: bool,
-              quiet: bool, manage_heap: bool, settings: dict[str, Any]) -> Evaluation:
     threats = threat_models(threat)
-    spec, wrapped = model_input(model, mean=mean, std=std, input_size=input_size, class_names=class_names,
-                                task=task, weights=weights, probe_size=image_size(data))
-    in_memory = not isinstance(data, str)
-    cfg = RunConfig(name=name, seed=seed, device=device, precision=precision, batch_size=batch_size,
-                    out=str(out) if out is not None else None, save_adversarials=save_adversarials, model=spec,
-                    data=DataSpec(f"{MEMORY}:{_kind(data)}" if in_memory else data, n=n),
-                    attacks=attack_specs(attacks if attacks is not None else default_attack_of("advlab.evaluate"),
-                                         threats, settings), defenses=defense_specs(defenses, adaptive),
-                    threat=threats)
-    validate(cfg)
-    if manage_heap:
-        opt_in_heap()
-    resume = _unfinished(out)
-    temporary = None
-    if out is None:  # the run's files (arrays, report) live as long as the Evaluation, or until save()
-        temporary = tempfile.TemporaryDirectory(prefix=f"advlab-{name}-")
-        cfg.out = temporary.name
-    evaluation = run(None if resume else cfg, resume=resume, given=InMemory(wrapped, data if in_memory else None),
-                     quiet=quiet)
+    with borrowed(model):
+        spec, wrapped = model_input(model, mean=mean, std=std, input_size=input_size, class_names=class_names,
+                                    task=task, weights=weights, probe_size=image_size(data))
+        in_memory = not isinstance(data, str)
+        named = attacks if attacks is not None else default_attack_of("advlab.evaluate")
+        cfg = RunConfig(name=name, seed=seed, device=device, precision=precision, batch_size=batch_size,
+                        out=str(out) if out is not None else None, save_adversarials=save_adversarials, model=spec,
+                        data=DataSpec(f"{MEMORY}:{_kind(data)}" if in_memory else data, n=n),
+                        attacks=attack_specs(named, threats, settings, quiet=quiet),
+                        defenses=defense_specs(defenses, adaptive), threat=threats)
+        validate(cfg)
+        if manage_heap:
+            opt_in_heap()
+        resume = _unfinished(out)
+        temporary = None
+        if out is None:  # the run's files (arrays, report) live as long as the Evaluation, or until save()
+            temporary = tempfile.TemporaryDirectory(prefix=f"advlab-{name}-")
+            cfg.out = temporary.name
+        evaluation = run(None if resume else cfg, resume=resume,
+                         given=InMemory(wrapped, data if in_memory else None), quiet=quiet)
     evaluation.keep_alive(temporary)
     return evaluation
 
