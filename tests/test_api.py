@@ -110,9 +110,11 @@ def test_evaluate_in_memory_gives_every_number_of_the_command_line(digits, tmp_p
     net.load_state_dict(torch.load(digits.weights, weights_only=True))
     ev = advlab.evaluate(net, (x, y), attacks="pgd", eps=0.1, steps=5, mean=[0.5], std=[0.5],
                          input_size=8, quiet=True)
+    by_name = advlab.evaluate(f"{CONFTEST}:digits_net", f"tensors:{images}", attacks="pgd", eps=0.1, steps=5,
+                              weights=str(digits.weights), mean=[0.5], std=[0.5], input_size=8, quiet=True)
     cli = json.loads((tmp_path / "cli" / "results.json").read_text())
     ours = json.loads(ev.results.to_json())
-    assert numbers(cli) == numbers(ours)
+    assert numbers(cli) == numbers(ours) == numbers(json.loads(by_name.results.to_json()))
     assert len(numbers(cli)) > 50  # matrices, rows, per-image samples
     assert ev.robust_accuracy == cli["robustness"]["matrices"][0]["rows"][-1]["accuracy"][0] < 1.0
 
