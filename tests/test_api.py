@@ -159,6 +159,8 @@ def test_results_read_back_typed_and_other_schema_versions_are_one_line(digits, 
     with pytest.raises(AdvlabError, match="already holds a finished run"):
         advlab.evaluate(users_model(digits), (digits.x_test[:8], digits.y_test[:8]), out=tmp_path / "run")
     assert ev.save(tmp_path / "copy") == tmp_path / "copy"
+    assert {"results.json", "index.html", "config.yaml"} <= {p.name for p in (tmp_path / "copy").iterdir()}
+    assert not any(p.name.startswith(".advlab") for p in (tmp_path / "copy").iterdir())  # no lock files
     with pytest.raises(AdvlabError, match="not an empty directory"):
         ev.save(tmp_path / "copy")
 

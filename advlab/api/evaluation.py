@@ -10,6 +10,7 @@ from advlab.core.errors import AdvlabError
 from advlab.core.results import AttackRow, DefenseRow, Matrix, Results, Robustness, RunWarning, read_results
 from advlab.core.schema import NO_DEFENSE
 from advlab.report.terminal import html_summary, text_summary
+from advlab.run.runlock import LOCK_FILES
 
 
 class Evaluation:
@@ -83,7 +84,7 @@ class Evaluation:
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise AdvlabError(f"save: {target} exists and is not an empty directory; advlab never writes into a "
                               "folder of yours: pick a new one")
-        shutil.copytree(self.run_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.lock"))
+        shutil.copytree(self.run_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*LOCK_FILES))
         return target
 
     def __repr__(self) -> str:

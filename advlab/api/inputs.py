@@ -119,8 +119,7 @@ def attack_specs(attacks: AttackLike | Sequence[AttackLike], threats: list[Threa
                 specs.append(AttackSpec(item, params=params))
         else:
             raise AdvlabError(f"attacks: {item!r} is neither an attack name, an AttackSpec nor an Attack")
-    unused = sorted(set(settings) - {k for s in specs if isinstance(s, AttackSpec)
-                                     for k in attack_defaults(get_attack(s.method).cls)})
+    unused = sorted(set(settings) - {k for s in specs for k in attack_defaults(get_attack(s.method).cls)})
     if unused:
         raise AdvlabError(f"no attack of this evaluation has the setting {unused[0]!r}")
     return specs

@@ -157,23 +157,6 @@ class Robustness(Record):
     matrices: list[Matrix]
     curves: list[Curve]
 
-    def matrix(self, threat: str | None = None) -> Matrix:
-        """The matrix of `threat` (its label, or "norm:eps" as --threat takes it); the only one by default."""
-        if threat is None:
-            if len(self.matrices) != 1:
-                raise AdvlabError(f"this run has {len(self.matrices)} threat models "
-                                  f"({', '.join(m.threat.label for m in self.matrices if m.threat)}); name one")
-            return self.matrices[0]
-        from advlab.core.threat import parse_threat
-
-        wanted = parse_threat(threat) if ":" in threat else None
-        for m in self.matrices:
-            if m.threat is not None and (m.threat.label == threat or wanted is not None and (
-                    m.threat.norm, m.threat.eps) == (wanted.norm, wanted.eps)):
-                return m
-        raise AdvlabError(f"no matrix for threat model {threat!r}; this run has "
-                          f"{', '.join(m.threat.label if m.threat else 'any distance' for m in self.matrices)}")
-
 
 @dataclass
 class AttackRow(Record):

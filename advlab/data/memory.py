@@ -20,7 +20,7 @@ from advlab.core.errors import AdvlabError
 from advlab.core.images import Images
 from advlab.data.image_set import ImageSet, annotations, first_n
 from advlab.data.sources import MEMORY
-from advlab.data.tensors import as_tensor, tensor_set
+from advlab.data.tensors import as_tensor, check_labels, tensor_set
 
 
 def images_in_memory(data: Any, model: nn.Module, n: int | None = None) -> ImageSet:
@@ -66,10 +66,7 @@ def _dataset_set(dataset: Dataset, model: nn.Module, n: int | None) -> ImageSet:
     if first.shape[0] not in (channels, 1):
         raise AdvlabError(f"{spec}: images have {first.shape[0]} channels but the model wants {channels}")
     images = DatasetImages(dataset, (len(keep), channels, *first.shape[1:]), spec)
-    y = labels.to(torch.int64)
-    if y.dim() != 1 or int(y.min()) < -1 or int(y.max()) >= model.num_classes:
-        raise AdvlabError(f"{spec}: labels span [{int(y.min())}, {int(y.max())}] but the model has "
-                          f"{model.num_classes} classes; use 0..{model.num_classes - 1} (-1 = unknown)")
+    y = check_labels(labels, len(keep), model, spec)
     names = [f"{spec[len(MEMORY) + 1:]}[{i}]" for i in keep]
     classes = getattr(dataset, "classes", None)
     return ImageSet(images, y, names, spec, "ground-truth",

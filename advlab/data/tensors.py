@@ -31,7 +31,7 @@ def tensor_set(x_raw: torch.Tensor, y_raw: torch.Tensor | None, data: dict, mode
     x = _to_nchw_view(x_raw, spec)  # (N, C, H, W), dtype as stored
     if len(x) == 0:
         raise AdvlabError(f"{spec}: x holds no images; save at least one")
-    y = _check_labels(y_raw, len(x), model, spec)
+    y = check_labels(y_raw, len(x), model, spec)
     keep = first_n(list(range(len(x))), n, spec)
     notes = channel_notes(int(x.shape[1]), model.in_channels, spec)
     x = unit_images(x[:len(keep)], model, spec)
@@ -152,7 +152,7 @@ def match_channels(x: torch.Tensor, model: nn.Module, spec: str) -> torch.Tensor
                       f"{want} channel(s) before saving")
 
 
-def _check_labels(y: torch.Tensor | None, count: int, model: nn.Module, spec: str) -> torch.Tensor | None:
+def check_labels(y: torch.Tensor | None, count: int, model: nn.Module, spec: str) -> torch.Tensor | None:
     """Class labels (N,) for a classifier, -1 = unknown; per-pixel masks (N, H, W) for a segmenter,
     255 = void (their size and class ids are checked against the images by the segmentation task)."""
     if y is None or annotations(model) == "boxes":  # detectors read boxes instead
