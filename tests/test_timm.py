@@ -21,12 +21,15 @@ from advlab.core.errors import AdvlabError
 from advlab.data.sources import load_images
 from advlab.zoo.models import load_model
 
-ARCH = "test_resnet"  # timm's own small ResNet (0.47 M parameters): pretrained_cfg 160 px, bilinear, crop 0.95
+ARCH = "test_efficientnet"  # timm's own small EfficientNet (0.36 M parameters): pretrained_cfg 160 px, bicubic,
+# ImageNet mean/std (in every timm 1.x since 1.0.9; its crop_pct is 0.875 there, 0.95 in 1.0.31)
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 @pytest.fixture(scope="module")
 def trained_on_fashion(fashion, tmp_path_factory) -> tuple[Path, float, Path]:
-    """timm's test_resnet trained by the user on 4,096 real Fashion-MNIST images (one pass, ~3 s) and saved as
+    """timm's test_efficientnet trained by the user on 4,096 real Fashion-MNIST images (one pass, ~3 s) and saved as
     safetensors; its test accuracy on 500 held-out images measured in plain PyTorch; those images as a file."""
     torch.manual_seed(0)
     net = timm.create_model(ARCH, num_classes=10, in_chans=1)
@@ -52,18 +55,19 @@ def test_a_timm_architecture_trained_by_the_user_reports_the_accuracy_plain_pyto
     weights, accuracy, images = trained_on_fashion
     assert accuracy > 0.6  # it learned something: a test of loading, not of a constant
     assert main(["attack", "--method", "fgsm", "--eps", "0.05", "--model", f"timm:{ARCH}", "--weights", str(weights),
-                 "--input-size", "28", "--data", f"tensors:{images}", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+                 "--input-size", "28", "--mean", "0.5", "--std", "0.5", "--data", f"tensors:{images}", "--out", str(tmp_path / "run"), "--quiet"]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["clean"]["accuracy"] == accuracy
     model = results["model"]
     assert (model["name"], model["num_classes"], model["in_channels"], model["mean"]) == (f"timm:{ARCH}", 10, 1, [0.5])
-    assert model["preprocessing"] == {"source": "timm pretrained_cfg", "interpolation": "bilinear", "crop_pct": 0.95,
-                                      "crop_mode": "center"}
+    cfg = resolve_data_config({}, model=timm.create_model(ARCH))  # its pretrained_cfg (crop_pct differs by version)
+    assert model["preprocessing"] == {"source": "timm pretrained_cfg", "interpolation": cfg["interpolation"],
+                                      "crop_pct": cfg["crop_pct"], "crop_mode": cfg["crop_mode"]}
     assert results["robustness"]["matrices"][0]["rows"][-1]["accuracy"][0] < accuracy  # FGSM at 0.05 bites
 
 
 def test_timm_weights_by_name_give_timm_s_own_outputs_and_image_files_timm_s_own_transform(tmp_path, one_thread):
-    """ImageNet-shaped: the architecture's pretrained_cfg (160 px, bilinear, crop 0.95, mean/std 0.5) decides
+    """ImageNet-shaped: the architecture's pretrained_cfg (160 px, bicubic, its crop_pct, ImageNet mean/std) decides
     the decoding of real photos (foolbox's ImageNet samples) and the normalisation, exactly as timm's
     `resolve_data_config` + `create_transform` do."""
     torch.manual_seed(1)
@@ -78,7 +82,7 @@ def test_timm_weights_by_name_give_timm_s_own_outputs_and_image_files_timm_s_own
     folder = Path(foolbox.__file__).parent / "data"
     for name, ours in zip(data.names, data.images[:3]):
         theirs = transform(Image.open(folder / name).convert("RGB"))  # (3, 160, 160), normalised
-        assert torch.equal((ours - 0.5) / 0.5, theirs), name
+        assert torch.equal((ours - MEAN) / STD, theirs), name
         with torch.no_grad():
             assert torch.equal(model(ours[None]), reference(theirs[None]))
 
@@ -89,7 +93,7 @@ def test_timm_errors_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(AdvlabError, match="no such file"):
         load_model(f"timm:{ARCH}", str(tmp_path / "missing.safetensors"))
     save_file({"fc.weight": torch.zeros(10, 8)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(AdvlabError, match="do not fit timm:test_resnet"):
+    with pytest.raises(AdvlabError, match=f"do not fit timm:{ARCH}"):
         load_model(f"timm:{ARCH}", str(tmp_path / "other.safetensors"))
     monkeypatch.setitem(sys.modules, "timm", None)  # as if timm were not installed
     with pytest.raises(AdvlabError, match=r"pip install 'advlab\[timm\]'"):
@@ -102,7 +106,7 @@ def test_hf_hub_and_pretrained_tags_load_through_the_hub_cache(tmp_path):
     import os
     import subprocess
 
-    from timm.models import save_for_hf
+    from timm.models._hub import save_for_hf  # (exported from timm.models only since timm 1.0.10)
 
     torch.manual_seed(2)
     reference = timm.create_model(f"{ARCH}.r160_in1k").eval()
@@ -112,7 +116,7 @@ def test_hf_hub_and_pretrained_tags_load_through_the_hub_cache(tmp_path):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(revision)
     x = torch.rand(2, 3, 160, 160)
-    torch.save({"x": x, "logits": reference((x - 0.5) / 0.5).detach()}, tmp_path / "ref.pt")
+    torch.save({"x": x, "logits": reference((x - MEAN) / STD).detach()}, tmp_path / "ref.pt")
     script = f"""
 import torch
 from advlab.zoo.models import load_model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from advlab.core.errors import AdvlabError
 from advlab.core.results import AttackRow, DefenseRow, Matrix, Results, Robustness, RunWarning, read_results
@@ -68,6 +69,13 @@ class Evaluation:
     @property
     def notes(self) -> list[str]:
         return self.results.notes or []
+
+    @property
+    def published(self) -> dict[str, Any] | None:
+        """The model's published figures where a leaderboard has them (a RobustBench entry's clean and
+        AutoAttack accuracy, with their threat model), to compare with `clean_accuracy` and `robust_accuracy`."""
+        found = self.results.model.details.get("published")
+        return found if isinstance(found, dict) else None
 
     @property
     def report(self) -> Path:

@@ -15,7 +15,7 @@ from advlab.core.config import AttackSpec, DefenseSpec, ModelSpec, default_weigh
 from advlab.core.defense import Defense
 from advlab.core.errors import AdvlabError
 from advlab.core.registry import get_attack
-from advlab.core.settings import attack_defaults, parse_defenses
+from advlab.core.settings import attack_defaults, parse_defenses, within_threat
 from advlab.core.threat import ThreatModel, parse_threat
 from advlab.zoo.custom_models import wrap_network
 from advlab.zoo.models import MEMORY, load_model
@@ -28,13 +28,14 @@ DefenseLike = str | Defense | DefenseSpec
 def model_input(model: nn.Module | str, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                 input_size: int | None = None, num_classes: int | None = None,
                 class_names: Sequence[str] | None = None, task: str | None = None, weights: str | None = None,
-                probe_size: int | None = None) -> tuple[ModelSpec, nn.Module | None]:
+                dataset: str | None = None, probe_size: int | None = None) -> tuple[ModelSpec, nn.Module | None]:
     """(the spec results.json records, the wrapped model or None where the spec names one to load).
     An `nn.Module` gets [0, 1] images at their own size, normalised by `mean`/`std` (default: as they
     are) and resized to `input_size` where given; its task comes from its output (or `task`)."""
     if isinstance(model, str):
         return ModelSpec(model, weights if weights is not None else default_weights(model), mean=_list(mean),
-                         std=_list(std), input_size=input_size, num_classes=num_classes, task=task), None
+                         std=_list(std), input_size=input_size, num_classes=num_classes, task=task,
+                         dataset=dataset), None
     if not isinstance(model, nn.Module):
         raise AdvlabError(f"model is a {type(model).__name__}; pass a torch.nn.Module or a model name "
                           "(e.g. 'resnet18', 'path/to/file.py:factory')")
@@ -109,14 +110,9 @@ def attack_specs(attacks: AttackLike | Sequence[AttackLike], threats: list[Threa
                 own.setdefault("progress", False)
             bounded = "eps" in accepted and "eps" not in own
             for threat in threats if bounded and threats else [None]:
-                params = dict(own)
-                if threat is not None:
-                    params["eps"] = threat.eps
-                    if "norm" in accepted:
-                        params["norm"] = threat.norm
-                    elif threat.norm != get_attack(item).cls.norm:
-                        continue  # an attack of one norm (fgsm: l_inf) serves only its own threat models
-                specs.append(AttackSpec(item, params=params))
+                params = own if threat is None else within_threat(get_attack(item).cls, own, threat)
+                if params is not None:  # None: an attack of one norm (fgsm: l_inf) serves only its own threat models
+                    specs.append(AttackSpec(item, params=dict(params)))
         else:
             raise AdvlabError(f"attacks: {item!r} is neither an attack name, an AttackSpec nor an Attack")
     unused = sorted(set(settings) - {k for s in specs for k in attack_defaults(get_attack(s.method).cls)})

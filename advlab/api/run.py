@@ -67,19 +67,21 @@ def evaluate(model: nn.Module | str, data: Any, *,
              out: str | Path | None = None, name: str = "evaluate", mean: Sequence[float] | None = None,
              std: Sequence[float] | None = None, input_size: int | None = None,
              class_names: Sequence[str] | None = None, task: str | None = None, weights: str | None = None,
-             save_adversarials: bool = False, quiet: bool = False, manage_heap: bool = False,
+             dataset: str | None = None, save_adversarials: bool = False, quiet: bool = False, manage_heap: bool = False,
              **settings: Any) -> Evaluation:
     """Evaluate `model` on `data` against `attacks` (and behind `defenses`), as `advlab run` does.
 
     model: an `nn.Module` taking normalised images (`mean`/`std` default to the images as they are,
-        `input_size` resizes; the task is read from its output), or any name the command line takes.
+        `input_size` resizes; the task is read from its output), or any name the command line takes
+        ('robustbench:Carmon2019Unlabeled' with `dataset='cifar10'`, 'timm:resnet18.a1_in1k', ...).
     data: `(x, y)` tensors (x: N images in [0, 1], NCHW or NHWC, float or uint8; y: labels, or masks for a
         segmenter), a map-style Dataset or a DataLoader over one, or a source name ('tensors:FILE', ...).
     attacks: a name ('standard', 'pgd', 'boundary', ...), an attack object, or a list of them; `settings`
         (e.g. steps=20) go to every named attack that has them. Default: AutoAttack's standard sequence (the
         attack that declares itself the default of advlab.evaluate).
     threat: 'linf:8/255' or several: the threat models of the robustness matrices, and the norm and eps of
-        every named attack with an eps that has none in `settings` (one attack per threat model).
+        every named attack with an eps that has none in `settings` (one attack per threat model). Default: the
+        threat model the model was made for (a RobustBench entry's), else the bounded attacks' own.
     defenses: 'jpeg', 'jpeg:quality=50', 'hgd:checkpoint=FILE', defense objects; each evaluated without,
         non-adaptive and (`adaptive`) adaptive.
     out: a new or empty directory to write the run to, as the command line does (resumable: call again with
@@ -91,7 +93,7 @@ def evaluate(model: nn.Module | str, data: Any, *,
     threats = threat_models(threat)
     with borrowed(model):
         spec, wrapped = model_input(model, mean=mean, std=std, input_size=input_size, class_names=class_names,
-                                    task=task, weights=weights, probe_size=image_size(data))
+                                    task=task, weights=weights, dataset=dataset, probe_size=image_size(data))
         in_memory = not isinstance(data, str)
         named = attacks if attacks is not None else default_attack_of("advlab.evaluate")
         cfg = RunConfig(name=name, seed=seed, device=device, precision=precision, batch_size=batch_size,

@@ -149,7 +149,7 @@ def _model_and_data(cfg: RunConfig, args: argparse.Namespace, tasks: frozenset[s
             cfg.data.source = LAB_NETS[args.model].data
     if args.task:
         cfg.model.task = args.task
-    for key in ("weights", "mean", "std", "input_size", "num_classes", "class_names"):
+    for key in ("weights", "mean", "std", "input_size", "num_classes", "class_names", "dataset"):
         if getattr(args, key) is not None:
             setattr(cfg.model, key, getattr(args, key))
     if args.data:

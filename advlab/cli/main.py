@@ -86,8 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     model_data = argparse.ArgumentParser(add_help=False)
     m = model_data.add_argument_group("model (default: torchvision mobilenet_v2 IMAGENET1K_V1)")
-    m.add_argument("--model", help="torchvision name, FILE.py:factory or package.module:factory")
-    m.add_argument("--weights", help="weights enum (IMAGENET1K_V2, DEFAULT, none) or a state_dict FILE")
+    m.add_argument("--model", help="torchvision name, timm:NAME, hf-hub:ORG/NAME, robustbench:NAME, FILE.py:factory "
+                                   "or package.module:factory (`advlab list` shows every model source)")
+    m.add_argument("--weights", help="weights enum (IMAGENET1K_V2, DEFAULT, none), a state_dict FILE, or a "
+                                     "robustbench model_dir")
+    m.add_argument("--dataset", choices=("cifar10", "cifar100", "imagenet"),
+                   help="a robustbench:NAME model's benchmark dataset (default: the one whose zoo has NAME)")
     m.add_argument("--mean", type=floats, help="one value or one per channel, comma-separated")
     m.add_argument("--std", type=floats, help="one value or one per channel, comma-separated")
     m.add_argument("--input-size", type=int, help="square input side, e.g. 28 or 224")
@@ -246,7 +250,7 @@ def evaluate_command(job: Any, checkpoint: Path) -> str:
         if value is not None:
             parts += [flag, ",".join(f"{v:g}" for v in value)]
     for flag, value in (("--input-size", model.input_size), ("--num-classes", model.num_classes),
-                        ("--class-names", model.class_names)):
+                        ("--class-names", model.class_names), ("--dataset", model.dataset)):
         if value is not None:
             parts += [flag, str(value)]
     source = job.data.source

@@ -21,6 +21,7 @@ class ModelSpec:
     num_classes: int | None = None  # passed to a custom factory as num_classes=
     class_names: str | None = None  # file with one class name per line (custom models)
     task: str | None = None  # classification | segmentation | detection; None = inferred from the model
+    dataset: str | None = None  # a RobustBench model's: cifar10 | cifar100 | imagenet; None = the one it is in
 
 
 @dataclass

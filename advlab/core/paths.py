@@ -15,13 +15,14 @@ def absolute(path: str) -> str:
 
 
 def absolute_source(source: str) -> str:
-    """'folder:PATH', 'tensors:FILE', 'pairs:DIR', 'voc:ROOT[:...]', 'coco:ROOT[:SPLIT]' with the path made
-    absolute; others unchanged."""
+    """'folder:PATH', 'tensors:FILE', 'pairs:DIR', 'voc:ROOT[:...]', 'coco:ROOT[:SPLIT]', 'cifar10:DIR[:SPLIT]',
+    ... with the path made absolute; others unchanged."""
     scheme, sep, arg = source.partition(":")
-    if sep and arg and scheme in ("voc", "coco"):  # voc:ROOT[:YEAR[:SPLIT]], coco:ROOT[:SPLIT]
+    if sep and arg and scheme in ("voc", "coco", "cifar10", "cifar100"):  # voc:ROOT[:YEAR[:SPLIT]], coco:ROOT[:SPLIT]
         root, colon, rest = arg.partition(":")
         return f"{scheme}:{absolute(root)}{colon}{rest}"
-    return f"{scheme}:{absolute(arg)}" if sep and arg and scheme in ("folder", "tensors", "pairs") else source
+    folders = ("folder", "tensors", "pairs", "robustbench-imagenet")
+    return f"{scheme}:{absolute(arg)}" if sep and arg and scheme in folders else source
 
 
 def absolute_settings(cls: type, settings: dict[str, Any]) -> dict[str, Any]:

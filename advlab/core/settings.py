@@ -12,12 +12,27 @@ import yaml
 
 from advlab.core.checks import parse_number
 from advlab.core.errors import AdvlabError
+from advlab.core.threat import ThreatModel
 
 
 def attack_defaults(cls: type) -> dict[str, Any]:
     """The keyword settings of an attack class with their defaults (for the resolved config)."""
     return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
+
+
+def within_threat(cls: type, params: dict[str, Any], threat: ThreatModel) -> dict[str, Any] | None:
+    """An attack's settings bound to a threat model: its eps (and norm, where the attack has a norm setting)
+    where `params` leave eps unset, as AutoAttack's `norm` and `eps` do; `params` as they are for an attack
+    without eps or with its own; None for an attack of one fixed norm (fgsm: l_inf) that is another."""
+    accepted = attack_defaults(cls)
+    if "eps" not in accepted or "eps" in params:
+        return params
+    if "norm" in accepted:
+        return {**params, "eps": threat.eps, "norm": threat.norm}
+    if getattr(cls, "norm", None) != threat.norm:
+        return None
+    return {**params, "eps": threat.eps}
 
 
 def instantiate(kind: str, name: str, cls: type, raw: dict[str, Any]) -> Any:

@@ -162,6 +162,30 @@ def _coco_source(spec: str, arg: str, model: nn.Module, n: int | None) -> ImageS
     return load_coco(spec, arg, model, n)
 
 
+@image_source("cifar10", usage="cifar10:DIR[:train|test]", argument=_given)
+def _cifar10_source(spec: str, arg: str, model: nn.Module, n: int | None) -> ImageSet:
+    """CIFAR-10 through torchvision in DIR (downloaded there where absent; the test split by default)."""
+    from advlab.data.benchmarks import load_cifar
+
+    return load_cifar(spec, "cifar10", arg, model, n)
+
+
+@image_source("cifar100", usage="cifar100:DIR[:train|test]", argument=_given)
+def _cifar100_source(spec: str, arg: str, model: nn.Module, n: int | None) -> ImageSet:
+    """CIFAR-100 through torchvision in DIR (downloaded there where absent; the test split by default)."""
+    from advlab.data.benchmarks import load_cifar
+
+    return load_cifar(spec, "cifar100", arg, model, n)
+
+
+@image_source("robustbench-imagenet", usage="robustbench-imagenet:DIR", argument=_given)
+def _robustbench_imagenet_source(spec: str, arg: str, model: nn.Module, n: int | None) -> ImageSet:
+    """RobustBench's 5,000-image ImageNet evaluation subset from DIR/val/<wnid>/ (needs robustbench)."""
+    from advlab.data.benchmarks import load_robustbench_imagenet
+
+    return load_robustbench_imagenet(spec, arg, model, n)
+
+
 def _need(spec: str, model: nn.Module, kind: str, problem: str) -> None:
     if annotations(model) != kind:
         raise AdvlabError(f"{spec} " + problem.format(name=model.name))

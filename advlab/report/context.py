@@ -178,6 +178,6 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         "defense_views": defense_views(run_dir, results.get("defenses"), attacks),
         "files": files,
         "warnings": warnings_view(results.get("warnings")),
-        "matrices": matrix_views(results.get("robustness")),
+        "matrices": matrix_views(results.get("robustness"), results.get("model")),
         "curves": curves_view(results.get("robustness")),
     }

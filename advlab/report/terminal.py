@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from advlab.core.results import Results
+from advlab.report.robustness import published_text
 from advlab.report.summary import matrices
 from advlab.view import fmt
 
@@ -19,6 +20,15 @@ WITHIN_EPS = "* counted only where its adversarial lies within eps"
 def clean_line(results: Results) -> str:
     scores = ", ".join(f"{name} {fmt.pct(value)}" for name, value in results.clean.items())
     return f"{results.model.name} on {results.data.name} (n = {results.data.n}): clean {scores}"
+
+
+def published_line(results: Results, threat: str | None) -> str | None:
+    """The model's published figures (a RobustBench entry's) where they belong to this threat model."""
+    published = results.model.details.get("published")
+    if not isinstance(published, dict) or threat is None:
+        return None
+    label = published.get("threat_model", {}).get("label") if isinstance(published.get("threat_model"), dict) else None
+    return f"published: {published_text(published)}" if label == threat else None
 
 
 def text_summary(results: Results, *, width: int = 120, color: bool = False) -> str:
@@ -38,6 +48,8 @@ def text_summary(results: Results, *, width: int = 120, color: bool = False) -> 
         console.print(table)
         if any(name.endswith(" *") for name, _ in rows):
             console.print(WITHIN_EPS, markup=False)
+        if published_line(results, threat):
+            console.print(published_line(results, threat), markup=False)
     for row in results.attacks:
         if row.measures.get("skipped"):
             console.print(f"{row.method} ({row.setting}): {row.measures['skipped']}", markup=False)
@@ -64,6 +76,8 @@ def html_summary(results: Results) -> str:
                      f"{body}</table>")
         if any(name.endswith(" *") for name, _ in rows):
             parts.append(f"<p><small>{e(WITHIN_EPS)}</small></p>")
+        if published_line(results, threat):
+            parts.append(f"<p><small>{e(published_line(results, threat) or '')}</small></p>")
     parts += [f"<p style='color:#a60'>warning [{e(w.check)}] {e(w.where)}: {e(w.message)}; {e(w.advice)}</p>"
               for w in results.warnings]
     return "\n".join(parts)

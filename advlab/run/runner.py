@@ -37,6 +37,7 @@ from advlab.data.memory import images_in_memory
 from advlab.data.sources import load_images
 from advlab.report import render_html, render_report
 from advlab.run.defense_eval import build_defense, defense_label, evaluate_defense
+from advlab.run.model_threat import with_model_threat
 from advlab.run.robustness import Column, Ledger, attack_labels, entry
 from advlab.run.rows import BareRow, RowContext, run_attack, skipped_row
 from advlab.run.runlock import RunLock, own_files
@@ -115,6 +116,7 @@ def run_experiment(cfg: RunConfig, *, resume: Path | None = None, lock: RunLock 
     starting images) is checked before anything is written. `given` objects replace the model and data
     that `cfg` names."""
     distributed.init_from_env()  # under torchrun: join the group, each rank computes its share of the chunks
+    cfg = with_model_threat(cfg)  # a RobustBench entry's leaderboard threat model where the run names none
     attacks = [build_attack(spec) for spec in cfg.attacks]  # fail on bad settings before any heavy work
     defenses = [build_defense(spec) for spec in cfg.defenses]
     device = resolve_device(cfg.device)
@@ -313,7 +315,8 @@ def _subject(spec: ModelSpec, cfg: RunConfig, device: torch.device, autocast: to
     else:
         model = load_model(spec.name, spec.weights, mean=spec.mean, std=spec.std, input_size=spec.input_size,
                            num_classes=spec.num_classes, class_names_file=spec.class_names,
-                           task=spec.task).to(device)
+                           task=spec.task, dataset=spec.dataset,
+                           threat=cfg.threat[0] if cfg.threat else None).to(device)
     model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPUs and CPUs alike
     model.autocast_dtype = autocast
     task = get_task(model.task)

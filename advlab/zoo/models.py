@@ -16,22 +16,26 @@ from torch import nn
 
 from advlab.core.catalog import Catalog
 from advlab.core.errors import AdvlabError
+from advlab.core.threat import ThreatModel
 from advlab.zoo.torchvision_weights import build_with_weights
 from advlab.zoo.wrappers import WRAPPERS, ImageClassifier, wrap
 
-Loader = Callable[..., nn.Module]  # (name, weights, *, mean, std, input_size, num_classes, class_names_file, task)
+# (name, weights, *, mean, std, input_size, num_classes, class_names_file, task, dataset, threat) -> model
+Loader = Callable[..., nn.Module]
+ThreatOf = Callable[[str, "str | None"], "ThreatModel | None"]  # (name, dataset) -> the threat model it was made for
 
 # Where models come from, tried in this order: the first source that claims a name loads it. Each
 # entry's `task` says what its models do (None: the factory's output decides).
 MODELS = Catalog("model", group="advlab.models", builtin=(), noun="model source")
 
 
-def model_source(name: str, *, claims: Callable[[str], bool], task: str | None,
-                 usage: str) -> Callable[[Loader], Loader]:
-    """Decorator: register a loader `(name, weights, **options) -> model` for the names it claims."""
+def model_source(name: str, *, claims: Callable[[str], bool], task: str | None, usage: str,
+                 threat_of: ThreatOf | None = None) -> Callable[[Loader], Loader]:
+    """Decorator: register a loader `(name, weights, **options) -> model` for the names it claims;
+    `threat_of` says the threat model a source's model was made for (a leaderboard's), where it knows one."""
 
     def wrap(load: Loader) -> Loader:
-        MODELS.add(name, load, claims=claims, task=task, usage=usage)
+        MODELS.add(name, load, claims=claims, task=task, usage=usage, threat_of=threat_of)
         return load
 
     return wrap
@@ -39,12 +43,14 @@ def model_source(name: str, *, claims: Callable[[str], bool], task: str | None,
 
 def load_model(name: str, weights: str | None = "DEFAULT", *, mean: Sequence[float] | None = None,
                std: Sequence[float] | None = None, input_size: int | None = None, num_classes: int | None = None,
-               class_names_file: str | None = None, task: str | None = None) -> ImageClassifier:
+               class_names_file: str | None = None, task: str | None = None, dataset: str | None = None,
+               threat: ThreatModel | None = None) -> ImageClassifier:
     """A model by name, from the first source in `MODELS` that claims it: a torchvision classifier,
     segmenter or detector by name (`resnet50`, weights `IMAGENET1K_V2` | `DEFAULT` | `none`;
     `fcn_resnet50`, `COCO_WITH_VOC_LABELS_V1`), MTCNN, or a bring-your-own factory
     `path/to/file.py:factory` / `package.module:factory` with a weights FILE, whose task (`None`:
-    inferred from its output rank) is classification, segmentation or detection."""
+    inferred from its output rank) is classification, segmentation or detection. `dataset` and `threat` pick
+    a RobustBench entry (`robustbench:NAME`: its benchmark dataset, and the threat model of the zoo's entry)."""
     known = sorted({e.meta["task"] for e in MODELS if e.meta["task"]} | {w.task for w in WRAPPERS})
     if task is not None and task not in known:
         raise AdvlabError(f"--task {task!r} is no model's task; choose {', '.join(known)}")
@@ -55,8 +61,11 @@ def load_model(name: str, weights: str | None = "DEFAULT", *, mean: Sequence[flo
     if task is not None and kind is not None and kind != task:
         raise AdvlabError(f"{name} is a {kind} model, not a {task} model; drop --task or pick a {task} model "
                           "(`advlab list` shows where models come from)")
+    benchmark = {"dataset": dataset, "threat": threat} if source.meta["threat_of"] else {}  # a leaderboard's zoo
+    if dataset is not None and not benchmark:
+        raise AdvlabError(f"--dataset picks a RobustBench model's benchmark; {name} is not one: drop --dataset")
     model = source.obj(name, weights, mean=mean, std=std, input_size=input_size, num_classes=num_classes,
-                       class_names_file=class_names_file, task=task)
+                       class_names_file=class_names_file, task=task, **benchmark)
     if class_names_file and source.name != "factory":  # a factory's loader reads them itself
         from advlab.zoo.custom_models import read_class_names
 
@@ -68,14 +77,20 @@ def load_model(name: str, weights: str | None = "DEFAULT", *, mean: Sequence[flo
     return model
 
 
+def model_threat(name: str, dataset: str | None = None) -> ThreatModel | None:
+    """The threat model a named model was made for, where its source knows one (a RobustBench entry's
+    leaderboard threat model); None for every other model."""
+    source = MODELS.find(lambda e: e.meta["claims"](name))
+    threat_of = source.meta.get("threat_of") if source is not None else None
+    return threat_of(name, dataset) if threat_of is not None else None
+
+
 def unknown_model(name: str) -> str:
     known = torchvision.models.list_models(module=torchvision.models)
     close = difflib.get_close_matches(name, known, n=3)
     hint = f"did you mean {', '.join(close)}?" if close else "see torchvision.models.list_models()"
-    if "/" in name and ":" not in name:
-        hint = (f"a timm model on the Hugging Face Hub loads as hf-hub:{name} (pip install 'advlab[timm]'); "
-                "wrap any other in a FILE.py:factory")
-    return f"unknown model '{name}': not a torchvision classifier, timm:NAME or FILE.py:factory; {hint}"
+    return (f"unknown model '{name}': not a torchvision classifier, timm:NAME, hf:ORG/NAME, robustbench:NAME or "
+            f"FILE.py:factory; {hint}")
 
 
 MEMORY = "memory"  # the prefix of models a Python caller passed as objects (`advlab.evaluate`)
@@ -90,9 +105,9 @@ def _in_memory(name: str, weights: str | None, **options: Any) -> nn.Module:
 
 
 def _timm_name(name: str) -> bool:
-    """timm:NAME, hf-hub:ORG/NAME, or a bare timm name with a pretrained tag (resnet18.a1_in1k) where timm is
-    installed and knows it."""
-    if name.startswith(("timm:", "hf-hub:")):
+    """timm:NAME, hf-hub:ORG/NAME, timm/NAME (timm's organisation on the Hub), or a bare timm name with a
+    pretrained tag (resnet18.a1_in1k) where timm is installed and knows it."""
+    if name.startswith(("timm:", "hf-hub:", "timm/")):
         return True
     if ":" in name or "." not in name or name.endswith(".py"):
         return False
@@ -108,6 +123,44 @@ def _timm(name: str, weights: str | None, **options: Any) -> nn.Module:
     from advlab.zoo.timm_models import load_timm
 
     return load_timm(name, weights, **options)
+
+
+def _hub_name(name: str) -> bool:
+    """hf:ORG/NAME or hf:PATH, and a bare ORG/NAME of the Hugging Face Hub (not timm's organisation, whose
+    models load through timm as hf-hub:timm/NAME, and not a file)."""
+    if name.startswith("hf:"):
+        return True
+    org, slash, model = name.partition("/")
+    return bool(org and slash and model) and ":" not in name and "/" not in model and org != "timm" \
+        and not name.endswith(".py")
+
+
+@model_source("transformers", claims=_hub_name, task="classification",
+              usage="ORG/NAME, hf:ORG/NAME or hf:DIR, a transformers image classifier (pip install "
+                    "'advlab[transformers]'), --weights DEFAULT | none")
+def _transformers(name: str, weights: str | None, **options: Any) -> nn.Module:
+    """Hugging Face transformers' image classifiers with their image processor's preprocessing."""
+    from advlab.zoo.hf_models import load_transformers
+
+    return load_transformers(name, weights, **options)
+
+
+def _robustbench_threat(name: str, dataset: str | None) -> ThreatModel | None:
+    from advlab.zoo.robustbench_models import default_threat
+
+    return default_threat(name, dataset)
+
+
+@model_source("robustbench", claims=lambda name: name.startswith("robustbench:"), task="classification",
+              threat_of=_robustbench_threat,
+              usage="robustbench:NAME with --dataset cifar10 | cifar100 | imagenet (pip install "
+                    "'advlab[robustbench]'), --weights DEFAULT | DIR | none")
+def _robustbench(name: str, weights: str | None, **options: Any) -> nn.Module:
+    """RobustBench's model zoo through its own load_model, with its leaderboard entry (Croce et al., NeurIPS
+    2021 Datasets and Benchmarks)."""
+    from advlab.zoo.robustbench_models import load_robustbench
+
+    return load_robustbench(name, weights, **options)
 
 
 @model_source("factory", claims=lambda name: ":" in name, task=None,

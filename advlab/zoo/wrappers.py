@@ -38,6 +38,7 @@ class ImageClassifier(nn.Module):
         # crop); else a picklable PIL image -> (C, H, W) [0, 1] transform, e.g. timm's eval transform
         self.image_transform: Callable[[Any], torch.Tensor] | None = None
         self.preprocessing: dict[str, Any] | None = None  # what image_transform does, for results.json
+        self.published: dict[str, Any] | None = None  # a leaderboard's figures for this model (RobustBench)
 
     @property
     def num_classes(self) -> int:
@@ -64,6 +65,7 @@ class ImageClassifier(nn.Module):
                 "mean": [round(v, 6) for v in self.mean.flatten().tolist()],
                 "std": [round(v, 6) for v in self.std.flatten().tolist()],
                 **({"preprocessing": self.preprocessing} if self.preprocessing else {}),
+                **({"published": self.published} if self.published else {}),
                 **({"class_names": self.class_names} if self.names_classes_in_results else {})}
 
 
