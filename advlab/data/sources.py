@@ -195,7 +195,8 @@ def _need(spec: str, model: nn.Module, kind: str, problem: str) -> None:
 def _imagenet_samples(spec: str, model: nn.Module, n: int | None) -> ImageSet:
     if model.num_classes != 1000:
         raise AdvlabError(f"imagenet-samples are labeled in ImageNet's 1000 classes; the model has "
-                          f"{model.num_classes}; use a 1000-class ImageNet model or folder:PATH / tensors:FILE")
+                          f"{model.num_classes}; use a 1000-class ImageNet model, or --data in the model's classes "
+                          "(cifar10:DIR, cifar100:DIR, folder:PATH, tensors:FILE)")
     data_dir = _package_dir("foolbox")
     paths = sorted((data_dir / "data").glob("imagenet_*.jpg")) if data_dir else []
     found = [(m, p) for p in paths if (m := _SAMPLE.fullmatch(p.name))]

@@ -11,6 +11,7 @@ architecture from its config, random). Needs `pip install 'advlab[transformers]'
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,6 +60,9 @@ def load_transformers(name: str, weights: str | None, *, mean: Sequence[float] |
     if weights is not None and not random and str(weights).upper() != "DEFAULT":
         raise AdvlabError(f"--weights {weights!r} for {name}: give DEFAULT (the Hub's weights, or the folder's) or "
                           "none; for weights of your own, save_pretrained them into a folder and pass --model hf:DIR")
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # an offline lookup is said once, in the line below, not also as its warnings
     try:
         if random:
             config = transformers.AutoConfig.from_pretrained(source, **({"num_labels": num_classes} if num_classes
@@ -71,6 +75,8 @@ def load_transformers(name: str, weights: str | None, *, mean: Sequence[float] |
         raise AdvlabError(f"--model {name}: transformers could not load it as an image classifier "
                           f"({type(exc).__name__}: {first_line(exc)}); offline, fill the Hugging Face cache or pass "
                           "--model hf:DIR (a save_pretrained folder)") from None
+    finally:
+        hub_log.setLevel(level)
     hf_model.eval()
     for p in hf_model.parameters():
         p.requires_grad_(False)
