@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from robust_models import fashion_pair  # noqa: E402
 
 from advlab.attacks.apgd import APGD, APGDT  # noqa: E402
+from advlab.attacks.fab import FABT  # noqa: E402
 from advlab.attacks.square import Square  # noqa: E402
 from advlab.attacks.standard import Standard  # noqa: E402
 from advlab.core.criteria import Untargeted  # noqa: E402
@@ -50,7 +51,7 @@ def main() -> None:
     p.add_argument("--l2-eps", type=float, default=1.5)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--square-queries", type=int, default=5000)
-    p.add_argument("--skip-fab", action="store_true", help="leave FAB-T out of torchattacks' sequence")
+    p.add_argument("--skip-fab", action="store_true", help="leave FAB-T out (its own row and torchattacks' sequence)")
     p.add_argument("--models", default="plain,madry")
     p.add_argument("--norms", default="linf,l2")
     args = p.parse_args()
@@ -89,6 +90,11 @@ def main() -> None:
                 lambda: APGDT(eps=eps, norm=norm, steps=args.steps)(model, x, crit, seed=0),
                 lambda: torchattacks.APGDT(model, norm=ta_norm, eps=eps, steps=args.steps, n_restarts=1,
                                            n_classes=10, seed=0)(x, y))
+            if not args.skip_fab:
+                row(f"FAB-T ({args.steps} it., 9 targets)", threat,
+                    lambda: FABT(eps=eps, norm=norm, steps=args.steps)(model, x, crit, seed=0),
+                    lambda: torchattacks.FAB(model, norm=ta_norm, eps=eps, steps=args.steps, n_restarts=1,
+                                             multi_targeted=True, n_classes=10, seed=0)(x, y))
             row(f"Square ({args.square_queries} queries)", threat,
                 lambda: Square(eps=eps, norm=norm, max_queries=args.square_queries)(model, x, crit, seed=0),
                 lambda: torchattacks.Square(model, norm=ta_norm, eps=eps, n_queries=args.square_queries, n_restarts=1,

@@ -105,7 +105,7 @@ def test_standard_runs_the_sequence_on_the_survivors_and_fills_the_matrix(fashio
     results = json.loads((in_tmp / "run" / "results.json").read_text())
     row = results["attacks"][0]
     parts = row["components"]
-    assert [p["attack"] for p in parts] == ["apgd-ce", "apgd-t", "square"] and row["fab_t"].startswith("not run")
+    assert [p["attack"] for p in parts] == ["apgd-ce", "apgd-t", "fab-t", "square"] and "fab_t" not in row
     clean = sum(s["clean_pred"] == s["label"] for s in row["samples"])
     fooled = sum(s["success"] for s in row["samples"])
     assert sum(p["fooled"] for p in parts) == fooled
@@ -113,7 +113,8 @@ def test_standard_runs_the_sequence_on_the_survivors_and_fills_the_matrix(fashio
     rows = {r["attack"]: r["accuracy"][0] for r in results["robustness"]["matrices"][0]["rows"]}
     assert rows["standard: apgd-ce"] == pytest.approx(parts[0]["robust_accuracy"])
     assert rows["standard: apgd-ce + apgd-t"] == pytest.approx(parts[1]["robust_accuracy"])
-    assert rows["standard"] == rows["worst case"] == pytest.approx(parts[2]["robust_accuracy"])
+    assert rows["standard: apgd-ce + apgd-t + fab-t"] == pytest.approx(parts[2]["robust_accuracy"])
+    assert rows["standard"] == rows["worst case"] == pytest.approx(parts[3]["robust_accuracy"])
     assert fooled > 0
 
 
@@ -126,8 +127,66 @@ def test_square_finding_what_the_gradients_missed_is_flagged(fashion, in_tmp):
     results = json.loads((in_tmp / "run" / "results.json").read_text())
     adaptive = next(r for r in results["attacks"] if r["setting"].startswith("defended") and "adaptive" in
                     r["setting"])
-    gradient, square = adaptive["components"][0]["fooled"] + adaptive["components"][1]["fooled"], \
-        adaptive["components"][2]["fooled"]
+    gradient = sum(part["fooled"] for part in adaptive["components"][:3])  # APGD-CE, APGD-T, FAB-T
+    square = adaptive["components"][3]["fooled"]
     assert square > gradient
     assert any(w["check"] == "gradient-masking" and "square (score-based)" in w["message"]
                for w in results["warnings"])
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fab_s_projection_is_the_minimal_step_onto_the_hyperplane_inside_the_box(norm):
+    """The step reaches the hyperplane, stays in [0, 1], and is no longer than the reference's (the FAB paper's
+    Props. 2 and 3, as torchattacks implements them) nor than any other feasible step we try."""
+    from torchattacks.attacks.fab import projection_l2, projection_linf
+
+    from advlab.attacks.fab import project_onto_hyperplane
+
+    gen = torch.Generator().manual_seed(0)
+    p, w = torch.rand(32, 300, generator=gen), torch.randn(32, 300, generator=gen)
+    w[:, :50] = 0.0  # coordinates that do not matter stay put
+    b = (w * torch.rand(32, 300, generator=gen)).sum(1)
+    d = project_onto_hyperplane(p, w, b - (w * p).sum(1), norm)
+    assert torch.allclose((w * (p + d)).sum(1), b, atol=1e-4)
+    assert float((p + d).min()) >= 0.0 and float((p + d).max()) <= 1.0 and bool((d[:, :50] == 0).all())
+    size = (lambda v: v.abs().amax(1)) if norm == "linf" else (lambda v: v.norm(dim=1))
+    reference = (projection_linf if norm == "linf" else projection_l2)(p.clone(), w.clone(), b.clone())
+    assert bool((size(d) <= size(reference) * (1 + 1e-4)).all())
+    other = (torch.rand(32, 300, generator=gen) - p) * (w != 0)  # a random direction, scaled onto the plane
+    scale = (b - (w * p).sum(1)) / (w * other).sum(1)
+    feasible = ((p + scale[:, None] * other) >= 0).all(1) & ((p + scale[:, None] * other) <= 1).all(1)
+    assert bool((size(d)[feasible] <= size(scale[:, None] * other)[feasible] * (1 + 1e-5)).all())
+    unreachable = project_onto_hyperplane(p[:1], w[:1], torch.tensor([1e6]), norm)  # every coordinate to its bound
+    assert bool(((p[:1] + unreachable)[:, 50:] * (1 - (p[:1] + unreachable)[:, 50:]) == 0).all())
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.06), ("l2", 1.0)])
+def test_fab_t_is_at_least_as_strong_as_torchattacks_multi_targeted_fab_inside_the_ball(fashion, norm, eps):
+    from advlab.attacks.fab import FABT
+
+    x, y = fashion.correct(60)
+    ours = FABT(eps=eps, norm=norm, steps=30, targets=3)(fashion.model, x, Untargeted(y), seed=0)
+    delta = (ours.x_adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    assert float(size.max()) <= eps * (1 + 1e-5)  # its bound: the clean image where nothing lies within eps
+    assert int((~ours.success).sum()) == robust(fashion.model, ours.x_adv, y)
+    fab = torchattacks.FAB(fashion.model, norm="Linf" if norm == "linf" else "L2", eps=eps, steps=30, n_restarts=1,
+                           multi_targeted=True, n_classes=4, seed=0)  # n_classes - 1 = 3 targets
+    adv = fab(x, y)
+    theirs_delta = (adv - x).flatten(1)
+    theirs_size = theirs_delta.abs().amax(1) if norm == "linf" else theirs_delta.norm(dim=1)
+    with torch.no_grad():
+        left_theirs = int(((fashion.model(adv).argmax(1) == y) | (theirs_size > eps * (1 + 1e-5))).sum())
+    assert int((~ours.success).sum()) <= left_theirs  # the same algorithm: not one image more survives
+    assert 0 < int(ours.success.sum()) < len(y)  # the budget is one where the attack decides something
+
+
+def test_fab_t_gives_each_image_the_same_result_alone_or_in_a_batch(fashion):
+    from advlab.attacks.fab import FABT
+
+    x, y = fashion.correct(12)
+    attack = FABT(eps=0.06, steps=15, targets=2, restarts=2)
+    whole = attack(fashion.model, x, Untargeted(y), seed=3)
+    parts = [attack(fashion.model, x[i:i + 5], Untargeted(y[i:i + 5]), seed=3) for i in range(0, 12, 5)]
+    assert torch.equal(whole.success, torch.cat([p.success for p in parts]))
+    assert torch.allclose(whole.x_adv, torch.cat([p.x_adv for p in parts]), atol=1e-6)

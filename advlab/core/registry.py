@@ -17,7 +17,7 @@ PluginInfo = Entry  # an attack's or defense's catalog entry: name, cls, threat,
 
 ATTACKS = Catalog("attack", group="advlab.attacks", noun="attack method",
                   builtin=("advlab.attacks.boundary", "advlab.attacks.gradient", "advlab.attacks.universal",
-                           "advlab.attacks.dag", "advlab.attacks.apgd", "advlab.attacks.square",
+                           "advlab.attacks.dag", "advlab.attacks.apgd", "advlab.attacks.fab", "advlab.attacks.square",
                            "advlab.attacks.standard"))
 DEFENSES = Catalog("defense", group="advlab.defenses",
                    builtin=("advlab.defenses.transforms", "advlab.defenses.hgd"))
