@@ -94,14 +94,16 @@ def _placed(pattern: torch.Tensor, top: torch.Tensor, left: torch.Tensor, h: int
 
 
 class _Loss:
-    """Margin loss and verdicts of a criterion (minimised; <= 0 once the target is fooled)."""
+    """Margin loss and verdicts of a criterion (minimised; <= 0 once the target is fooled), on the logits
+    averaged over `samples` passes (Expectation over Transformation for a randomised model, Athalye et al.,
+    ICML 2018: the search then climbs the expected margin, not one noise draw's)."""
 
-    def __init__(self, model: nn.Module, criterion: Criterion, dtype: torch.dtype) -> None:
-        self.model, self.criterion, self.dtype = model, criterion, dtype
+    def __init__(self, model: nn.Module, criterion: Criterion, dtype: torch.dtype, samples: int = 1) -> None:
+        self.model, self.criterion, self.dtype, self.samples = model, criterion, dtype, samples
 
     def __call__(self, x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            logits = self.model(x.to(self.dtype)).float()
+            logits = sum(self.model(x.to(self.dtype)).float() for _ in range(self.samples)) / self.samples
             part = self.criterion.subset(index)
             return -part.margins(logits)[:, 0], part.is_adversarial(logits)
 
@@ -115,7 +117,7 @@ class Square(Attack):
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
 
     def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", max_queries: int = 5000, p_init: float = 0.8,
-                 compact_every: int = 10) -> None:
+                 compact_every: int = 10, eot_samples: int = 1) -> None:
         self.norm = check_choice("norm", norm, tuple(NORMS))  # type: ignore[misc]  # instance overrides the ClassVar
         self.eps = NORMS[norm].check_eps(eps)
         self.max_queries = positive_int("max_queries", max_queries)
@@ -123,6 +125,7 @@ class Square(Attack):
             raise ValueError(f"p_init must be a share of the image in (0, 1] (the paper's 0.8), got {p_init!r}")
         self.p_init = float(p_init)
         self.compact_every = positive_int("compact_every", compact_every)
+        self.eot_samples = positive_int("eot_samples", eot_samples)  # passes averaged per query (randomised models)
 
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *, seed: int,
             starting_points: torch.Tensor | None) -> AttackResult:
@@ -131,11 +134,11 @@ class Square(Attack):
             raise ValueError(f"square needs images of at least 2x2 pixels, got {h}x{w}")
         x0 = x.detach().float()
         keys = image_keys(x0, seed)  # (N,)
-        loss_of = _Loss(model, criterion, x.dtype)
+        loss_of = _Loss(model, criterion, x.dtype, self.eot_samples)
         everyone = torch.arange(n, device=x.device)
         best = self._start(x0, keys)  # (N, C, H, W)
         loss, success = loss_of(best, everyone)  # (N,), (N,)
-        queries = torch.ones(n, dtype=torch.long, device=x.device)
+        queries = torch.full((n,), self.eot_samples, dtype=torch.long, device=x.device)
         live = (~success).nonzero().squeeze(1)
         pattern_cache: dict[int, torch.Tensor] = {}
         for q in range(1, self.max_queries):
@@ -148,7 +151,7 @@ class Square(Attack):
             else:
                 candidate = self._l2_step(x0[live], best[live], u, p, pattern_cache)
             new_loss, fooled = loss_of(candidate, live)
-            queries[live] += (~success[live]).long()
+            queries[live] += (~success[live]).long() * self.eot_samples
             better = ((new_loss < loss[live]) | fooled) & ~success[live]
             best[live] = torch.where(better[:, None, None, None], candidate, best[live])
             loss[live] = torch.where(better, new_loss, loss[live])

@@ -4,6 +4,12 @@ the way its reference code runs it: APGD-CE, then APGD-T (targeted DLR, 9 target
 the images every earlier component left right, at the original's settings (100 iterations, one restart
 each).
 
+A randomised model (two passes on the same images differ: a stochastic defense, noise in the forward) gets
+AutoAttack's rand version instead: APGD-CE and APGD-DLR, each averaging its gradients over 20 passes
+(Expectation over Transformation, Athalye et al., ICML 2018), which is what the reference runs for such
+models (`version="rand"`); `version: auto` (the default) chooses by those two passes, and the row says which
+ran ("version").
+
 The row keeps, per component, the images it fooled and the robust accuracy left after it
 ("components"), and the matrix gets one cumulative row per component next to the whole sequence.
 A score-based component (Square) succeeding where the gradient components failed is AutoAttack's own
@@ -27,8 +33,10 @@ from advlab.core.criteria import Criterion, Targeted
 from advlab.core.norms import NORMS
 from advlab.core.registry import register_attack
 
-COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")
-THREATS = {"apgd-ce": "white-box", "apgd-t": "white-box", "fab-t": "white-box", "square": "score"}
+SEQUENCES = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
+VERSIONS = tuple(SEQUENCES)  # per_image "version" holds the index of the one that ran
+THREATS = {"apgd-ce": "white-box", "apgd-t": "white-box", "fab-t": "white-box", "square": "score",
+           "apgd-dlr": "white-box"}
 
 
 @register_attack("standard", threat="white-box", tasks={"classification"}, default_of=("advlab.evaluate",))
@@ -41,19 +49,23 @@ class Standard(Attack):
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
 
     def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", steps: int = 100, targets: int = 9,
-                 square_queries: int = 5000, eot_samples: int = 1) -> None:
+                 square_queries: int = 5000, version: str = "auto", eot_samples: int = 20) -> None:
         self.norm = check_choice("norm", norm, tuple(NORMS))  # type: ignore[misc]  # instance overrides the ClassVar
         self.eps = NORMS[norm].check_eps(eps)
         self.steps = positive_int("steps", steps)
         self.targets = positive_int("targets", targets)
         self.square_queries = positive_int("square_queries", square_queries)
-        self.eot_samples = positive_int("eot_samples", eot_samples)
+        self.version = check_choice("version", version, ("auto", *VERSIONS))
+        self.eot_samples = positive_int("eot_samples", eot_samples)  # the rand version's passes per gradient
 
-    def components(self) -> list[tuple[str, Attack]]:
-        return [("apgd-ce", APGD(eps=self.eps, norm=self.norm, steps=self.steps, loss="ce",
-                                 eot_samples=self.eot_samples)),
-                ("apgd-t", APGDT(eps=self.eps, norm=self.norm, steps=self.steps, targets=self.targets,
-                                 eot_samples=self.eot_samples)),
+    def components(self, version: str = "standard") -> list[tuple[str, Attack]]:
+        if version == "rand":
+            return [("apgd-ce", APGD(eps=self.eps, norm=self.norm, steps=self.steps, loss="ce",
+                                     eot_samples=self.eot_samples)),
+                    ("apgd-dlr", APGD(eps=self.eps, norm=self.norm, steps=self.steps, loss="dlr",
+                                      eot_samples=self.eot_samples))]
+        return [("apgd-ce", APGD(eps=self.eps, norm=self.norm, steps=self.steps, loss="ce")),
+                ("apgd-t", APGDT(eps=self.eps, norm=self.norm, steps=self.steps, targets=self.targets)),
                 ("fab-t", FABT(eps=self.eps, norm=self.norm, steps=self.steps, targets=self.targets)),
                 ("square", Square(eps=self.eps, norm=self.norm, max_queries=self.square_queries))]
 
@@ -65,7 +77,8 @@ class Standard(Attack):
         x_adv, success = x.detach().clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
         queries = torch.zeros(n, dtype=torch.long, device=x.device)
         component = torch.full((n,), -1, dtype=torch.long, device=x.device)  # which one fooled the image first
-        for k, (_, attack) in enumerate(self.components()):
+        version = self.version if self.version != "auto" else ("rand" if randomised(model, x) else "standard")
+        for k, (_, attack) in enumerate(self.components(version)):
             left = (~success).nonzero().squeeze(1)
             if left.numel() == 0:
                 break
@@ -74,8 +87,16 @@ class Standard(Attack):
             component[left] = torch.where(result.success, k, component[left])
             success[left] |= result.success
             queries[left] += result.queries
+        ran = torch.full((n,), VERSIONS.index(version), dtype=torch.long, device=x.device)
         return AttackResult(x_adv=x_adv, success=success, queries=queries, distance=torch.zeros(n, device=x.device),
-                            per_image={"component": component})
+                            per_image={"component": component, "version": ran})
+
+
+def randomised(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether two passes on the same images differ (beyond float noise): a randomised model or defense."""
+    with torch.no_grad():
+        first, second = model(x).float(), model(x).float()
+    return not torch.allclose(first, second, rtol=1e-4, atol=1e-5)
 
 
 
@@ -88,8 +109,9 @@ class StandardRows(Companion):
         component = per_image.get("component")
         if component is None:
             return []
-        return [(" + ".join(COMPONENTS[:k + 1]), (component >= 0) & (component <= k), THREATS[name])
-                for k, name in enumerate(COMPONENTS[:-1])]  # the last one is the whole row
+        names = _sequence(per_image)
+        return [(" + ".join(names[:k + 1]), (component >= 0) & (component <= k), THREATS[name])
+                for k, name in enumerate(names[:-1])]  # the last one is the whole row
 
     def row_extras(self, attack: Attack, tag: str, run: Any, subject: Any, row: dict[str, Any], batch_size: int,
                    device: torch.device, arrays: Path) -> dict[str, Any]:
@@ -100,12 +122,20 @@ class StandardRows(Companion):
         attacked = int(component.numel())
         clean_right = int(subject.task.correct(subject.clean, subject.labels).sum())
         out, fooled_so_far = [], 0
-        for k, name in enumerate(COMPONENTS):
+        names = _sequence(run.per_image)
+        for k, name in enumerate(names):
             fooled = int((component == k).sum())
             fooled_so_far += fooled
             out.append({"attack": name, "threat": THREATS[name], "fooled": fooled,
                         "robust_accuracy": (clean_right - fooled_so_far) / total if total else None})
-        return {"components": out, "components_attacked": attacked}
+        version = VERSIONS[int(run.per_image["version"][0])] if "version" in run.per_image and attacked else "standard"
+        return {"components": out, "components_attacked": attacked, "version": version}
 
 
-__all__ = ["Standard", "StandardRows"]
+def _sequence(per_image: dict[str, torch.Tensor]) -> tuple[str, ...]:
+    """The components of the version that ran on these images (one version per run: it is the model's)."""
+    ran = per_image.get("version")
+    return SEQUENCES[VERSIONS[int(ran[0])]] if ran is not None and ran.numel() else SEQUENCES["standard"]
+
+
+__all__ = ["Standard", "StandardRows", "randomised"]

@@ -190,3 +190,54 @@ def test_fab_t_gives_each_image_the_same_result_alone_or_in_a_batch(fashion):
     parts = [attack(fashion.model, x[i:i + 5], Untargeted(y[i:i + 5]), seed=3) for i in range(0, 12, 5)]
     assert torch.equal(whole.success, torch.cat([p.success for p in parts]))
     assert torch.allclose(whole.x_adv, torch.cat([p.x_adv for p in parts]), atol=1e-6)
+
+
+class NoisyInput(torch.nn.Module):
+    """A randomised defense: Gaussian noise (sigma 0.1) added to the input of every forward pass."""
+
+    def __init__(self, model: torch.nn.Module, sigma: float = 0.1) -> None:
+        super().__init__()
+        self.model, self.sigma = model, sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x + self.sigma * torch.randn_like(x)).clamp(0.0, 1.0))
+
+
+def accuracy_over_predictions(model, x: torch.Tensor, y: torch.Tensor, k: int = 10) -> float:
+    """A randomised model's accuracy on x, averaged over k predictions per image (the same k noise draws for
+    every call: the global generator is reseeded)."""
+    torch.manual_seed(1234)
+    with torch.no_grad():
+        return sum(float((model(x).argmax(1) == y).float().mean()) for _ in range(k)) / k
+
+
+def test_standard_runs_autoattack_s_rand_version_on_a_randomised_model(fashion):
+    """Two passes differ, so `standard` runs APGD-CE and APGD-DLR with EOT (AutoAttack's version='rand') and
+    says so; over 10 predictions per image its robust accuracy is at or below torchattacks'
+    AutoAttack(version='rand') as shipped (10 iterations, EOT over 20 passes) on the same images."""
+    from advlab.attacks.standard import Standard, randomised
+
+    noisy = NoisyInput(fashion.model).eval()
+    x, y = fashion.correct(40)
+    assert randomised(noisy, x) and not randomised(fashion.model, x)
+    torch.manual_seed(0)
+    ours = Standard(eps=0.05, steps=10, eot_samples=20)(noisy, x, Untargeted(y), seed=0)
+    assert set(ours.per_image["version"].tolist()) == {1}  # the rand version's index
+    assert set(ours.per_image["component"].tolist()) <= {-1, 0, 1}  # APGD-CE, APGD-DLR: no FAB-T, no Square
+    torch.manual_seed(0)
+    theirs = torchattacks.AutoAttack(noisy, norm="Linf", eps=0.05, version="rand", n_classes=10, seed=0)(x, y)
+    ours_acc, theirs_acc = accuracy_over_predictions(noisy, ours.x_adv, y), accuracy_over_predictions(noisy, theirs, y)
+    clean = accuracy_over_predictions(noisy, x, y)
+    assert ours_acc <= theirs_acc + 1 / len(y), (ours_acc, theirs_acc)
+    assert ours_acc < clean - 0.2  # the attack bites through the noise
+    fixed = Standard(eps=0.05, steps=5, targets=2, square_queries=20)(fashion.model, x[:8], Untargeted(y[:8]), seed=0)
+    assert set(fixed.per_image["version"].tolist()) == {0}  # a deterministic model keeps the standard version
+
+
+def test_square_with_eot_climbs_the_expected_margin_and_counts_every_pass(fashion):
+    noisy = NoisyInput(fashion.model).eval()
+    x, y = fashion.correct(20)
+    torch.manual_seed(0)
+    result = Square(eps=0.08, max_queries=40, eot_samples=4)(noisy, x, Untargeted(y), seed=0)
+    assert int(result.queries.max()) <= 4 * 40 and int(result.queries.min()) >= 4  # each query is 4 passes
+    assert int(result.queries.max()) > 4

@@ -59,7 +59,8 @@ def probe(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, where: str, d
         found.append(warning("randomised-model", where, "two identical forward passes give different outputs: the "
                              "model or defense is randomised, so one gradient sample is a noisy estimate",
                              "average gradients over several passes (Expectation over Transformation, Athalye et "
-                             "al. 2018): set eot_samples (e.g. 10) on fgsm and pgd"))
+                             "al. 2018): set eot_samples (e.g. 10) on fgsm, pgd, apgd and square; standard "
+                             "switches to AutoAttack's rand version (EOT over 20 passes) by itself"))
     if bool((first >= 0).all()) and bool(torch.allclose(first.sum(1), torch.ones_like(first.sum(1)), atol=1e-3)):
         found.append(warning("probabilities", where, "the model returns probabilities (non-negative, summing to 1), "
                              "not logits: cross-entropy on them saturates and gradient attacks weaken",
