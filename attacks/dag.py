@@ -235,7 +235,8 @@ class DAGRows(Companion):
 
     def control(self, attack: Attack) -> Control:
         return Control(PermutedDAG(attack), "permuted",
-                       "DAG perturbation with its pixels randomly permuted (Xie et al. 2017)", Companion())
+                       "DAG perturbation with its pixels randomly permuted (Xie et al. 2017)", Companion(),
+                       "permuted control")
 
     @classmethod
     def transfer(cls, subjects: list[Any], rows: list[tuple[int, dict[str, Any]]], run_dir: Path, batch_size: int,

@@ -378,7 +378,7 @@ class UniversalRows(Companion):
         if baseline is None:
             return None
         return Control(baseline, "random", "random perturbation of the same norm (Moosavi-Dezfooli et al. 2017)",
-                       UniversalRows())
+                       UniversalRows(), "random baseline")
 
     @classmethod
     def transfer(cls, subjects: list[Any], rows: list[tuple[int, dict[str, Any]]], run_dir: Path, batch_size: int,

@@ -46,7 +46,9 @@ def test_default_attack_on_real_mobilenet_writes_a_full_run(tmp_path):
     resolved = (out / "config.yaml").read_text()
     assert "spherical_every" in resolved  # every default is written out
     html = (out / "index.html").read_text()
-    assert "mobilenet_v2" in html and html.count("data:image/png;base64,") >= 6
+    # 2 photos shown at the figure's size (JPEG: clean, adversarial) and their amplified perturbations (PNG)
+    assert "mobilenet_v2" in html and html.count("data:image/jpeg;base64,") == 2 * 2
+    assert html.count("data:image/png;base64,") >= 2
     (out / "index.html").unlink()
     assert advlab("report", str(out)).returncode == 0 and (out / "index.html").exists()
 

@@ -452,3 +452,20 @@ def test_a_contract_detector_states_its_classes_and_weights_or_is_told_how(tmp_p
     sourced = json.loads((tmp_path / "sourced" / "results.json").read_text())["model"]
     assert sourced["weights"] == "the lab's fashion-scenes detector" and sourced["class_names"][1] == "thing 1"
     assert "may" not in capsys.readouterr().err  # no warning that the weights may be random
+
+
+def test_runs_export_and_the_report_agree_on_a_dense_task_s_numbers(dag_run: dict, capsys) -> None:
+    """`advlab runs` shows the matrix's clean share where it showed '-', the same number `export` writes; the
+    report says what 'right' means for one image; the permuted control is named as one in log.txt and the page."""
+    out = dag_run["out"]
+    clean = dag_run["results"]["robustness"]["columns"][0]["clean_accuracy"]
+    assert main(["runs", str(out.parent)]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if str(out) in l or out.name in l)
+    assert f"{clean * 100:.1f}" in line
+    assert main(["export", str(out), "--format", "csv", "--out", str(out / "agree.csv")]) == 0
+    assert f"{clean * 100:.1f}" in (out / "agree.csv").read_text()
+    html = (out / "index.html").read_text()
+    assert "an image is right\nwhen at least half of its reference objects are found" in html
+    log = (out / "log.txt").read_text()
+    assert "dag · permuted control on" in log and "dag · permuted control" in html
+    assert "random baseline" not in html  # the control is a permutation of the attack's own perturbation

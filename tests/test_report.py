@@ -274,3 +274,29 @@ def test_universal_keys_missing_or_broken(tmp_path: Path) -> None:
     results["transfer"] = {"models": [], "matrix": []}
     (tmp_path / "results.json").write_text(json.dumps(results), encoding="utf-8")
     assert "Transfer of universal" not in render_report(tmp_path).read_text(encoding="utf-8")
+
+
+def test_the_summary_calls_nothing_but_the_matrix_a_robust_accuracy(run_dir: Path) -> None:
+    """A Boundary row's accuracy on its adversarials is at any distance: the summary names it so, and its
+    glossary says it is not the robust accuracy (the matrix of a threat model is)."""
+    html = render_report(run_dir).read_text(encoding="utf-8")
+    assert "acc. on its adversarials" in html and "Not a robust accuracy" in html
+    assert "(robust accuracy)" not in html and "acc. after attack" not in html
+
+
+def test_images_are_stored_at_the_size_they_are_shown_and_lossless_only_where_amplified() -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    from advlab.view.images import FIGURE_PX, amplified_perturbation, image_uri
+
+    photo = torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(0))
+    jpeg, png = image_uri(photo), image_uri(amplified_perturbation(photo, photo * 0.9), lossless=True)
+    assert jpeg.startswith("data:image/jpeg;base64,") and png.startswith("data:image/png;base64,")
+    for uri in (jpeg, png):
+        side = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).size
+        assert side == (FIGURE_PX, FIGURE_PX)
+    small = image_uri(torch.rand(1, 28, 28), min_side=96)  # enlarged pixel for pixel: PNG keeps the pixels sharp
+    assert small.startswith("data:image/png;base64,")

@@ -59,3 +59,21 @@ def test_a_detection_report_says_what_the_attack_did(tmp_path):
     assert "mAP@0.5 clean → adv." in html and "targets flipped" in html and "top-1" not in html
     pixels = _screenshot(run / "index.html", tmp_path / "det.png", 2400)
     assert _near(pixels, (30, 122, 70), 8) > 400  # the four green "targets flipped" badges (#1e7a46)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: `sudo apt-get install chromium` (make test does it "
+                    "where it can)")
+def test_photos_shown_at_their_figure_size_render_and_the_summary_names_one_robust_accuracy(tmp_path):
+    """A Boundary run on two ImageNet photos: the photos are JPEGs at the figure's size and the amplified
+    perturbations PNGs; Chromium loads every one; the summary's column is the accuracy on the attack's own
+    adversarials, never called a robust accuracy (the matrix's number is)."""
+    from advlab.cli.main import main
+
+    run = tmp_path / "boundary"
+    assert main(["attack", "--method", "boundary", "-n", "2", "--steps", "25", "--candidates", "1", "--out", str(run),
+                 "--quiet"]) == 0
+    html = (run / "index.html").read_text(encoding="utf-8")
+    assert html.count("data:image/jpeg;base64,") == 4 and "(robust accuracy)" not in html
+    assert "acc. on its adversarials" in html
+    pixels = _screenshot(run / "index.html", tmp_path / "boundary.png", 2400)
+    assert _near(pixels, (128, 128, 128), 10) > 500  # the gray of the amplified perturbations (unchanged = 0.5)

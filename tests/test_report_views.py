@@ -38,7 +38,7 @@ def test_a_segmentation_row_renders_with_its_view(seg_run: Path) -> None:
     headers = _header_cells(html)
     for column in SEGMENTATION.columns:
         assert column.header in headers
-    assert "clean acc." not in headers and "acc. after attack" not in html  # no classification words
+    assert "clean acc." not in headers and "acc. on its adversarials" not in html  # no classification words
     assert "top-1" not in html and "mIoU clean → adv." in html  # its own glossary
     assert html.count('<img class="figure" src="data:image/png;base64,') == 2 * 2 * 3  # rows x images x maps
     for caption in ("reference", "clean prediction", "adversarial prediction"):

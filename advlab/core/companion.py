@@ -21,12 +21,14 @@ C = TypeVar("C", bound="Companion")
 @dataclass
 class Control:
     """A control row next to an attack's row: another attack (e.g. random noise of the same size), the suffix
-    of its files' tag, what it is a baseline for (results' "baseline"), and the companion of its row."""
+    of its files' tag, what it is a baseline for (results' "baseline"), the companion of its row, and its name
+    beside the attack's wherever the row is named (results' "control": the report, log.txt)."""
 
     attack: "Attack"
     tag: str
     baseline: str
     companion: "Companion"
+    label: str = "control"
 
 
 class Companion:

@@ -110,10 +110,8 @@ def setting_text(attack: dict[str, Any]) -> tuple[str, str]:
 def attack_view(run_dir: Path, attack: dict[str, Any], index: int,
                 class_names: list[str] | None = None) -> AttackView:
     """Everything the page shows about one attack row."""
-    method = fmt.plain(attack.get("method"))
+    method = fmt.row_name(attack)  # a control row names its control ("dag · permuted control")
     baseline = fmt.plain(attack["baseline"]) if attack.get("baseline") else None
-    if baseline:
-        method = fmt.joined(method, "random baseline")
     model = fmt.plain(attack["model"]) if attack.get("model") is not None else fmt.MISSING
     setting, detail = setting_text(attack)
     criterion = fmt.plain(attack.get("criterion"))
@@ -178,6 +176,7 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         "defense_views": defense_views(run_dir, results.get("defenses"), attacks),
         "files": files,
         "warnings": warnings_view(results.get("warnings")),
-        "matrices": matrix_views(results.get("robustness"), results.get("model")),
+        "matrices": matrix_views(results.get("robustness"), results.get("model"),
+                                 view_for(fmt.as_dict(results.get("model"))).right),
         "curves": curves_view(results.get("robustness")),
     }

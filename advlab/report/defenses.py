@@ -222,7 +222,7 @@ def build_gallery(run_dir: Path, gallery: Any, view: TaskView) -> tuple[list[Def
         card.clean_uri = image_uri(x[i], MIN_SIDE)
         card.adv_uri = image_uri(x_adv[i], MIN_SIDE)
         card.denoised_uri = image_uri(denoised[i], MIN_SIDE)
-        card.removed_uri = image_uri(removed[i], MIN_SIDE)
+        card.removed_uri = image_uri(removed[i], MIN_SIDE, lossless=True)  # amplified
         card.adv_l2, card.removed_l2 = fmt.num(float(adv_l2[i])), fmt.num(float(removed_l2[i]))
         card.removed_max = fmt.num(float(removed_max[i]))
         cards.append(card)

@@ -125,7 +125,8 @@ def build_gallery(run_dir: Path, attack: dict[str, Any], title: str = "", univer
         sample = samples[i] if i < len(samples) else {}
         card = sample_card(sample, i, l2_fallback=float(l2_all[i]), universal=universal, view=view,
                            control=control)
-        card.orig_uri, card.adv_uri, card.pert_uri = image_uri(x[i]), image_uri(x_adv[i]), image_uri(pert[i])
+        card.orig_uri, card.adv_uri = image_uri(x[i]), image_uri(x_adv[i])
+        card.pert_uri = image_uri(pert[i], lossless=True)  # amplified: every level is the perturbation
         gallery.cards.append(card)
     view.decorate(gallery, data, class_names or [])
     plot = view.plot(data, title)

@@ -27,6 +27,7 @@ class Matrix:
     clean: list[str]
     rows: list[tuple[str, list[Cell], bool, bool]]  # (attack, cells, is the worst case, counted only within eps)
     published: str | None = None  # a leaderboard's figures for the model in this threat model (RobustBench)
+    right: str = ""  # when one image counts as right: the task's per-image verdict the matrix counts
 
 
 def warnings_view(warnings: Any) -> list[dict[str, Any]]:
@@ -53,7 +54,7 @@ def _colour(value: Any) -> str:
     return f"background: rgb({min(red, 255)}, {min(green, 255)}, 160)"
 
 
-def matrix_views(robustness: Any, model: Any = None) -> list[Matrix]:
+def matrix_views(robustness: Any, model: Any = None, right: str = "") -> list[Matrix]:
     """results["robustness"] as the matrices the page shows, one per threat model; [] without one. The
     model's published figures (results["model"]["published"]) go under the matrix of their threat model."""
     rob = fmt.as_dict(robustness)
@@ -76,7 +77,8 @@ def matrix_views(robustness: Any, model: Any = None) -> list[Matrix]:
         label = fmt.plain(threat.get("label")) if threat.get("label") else "none: every success counts, at any distance"
         out.append(Matrix(label, [fmt.plain(c.get("label")) for c in columns],
                           [fmt.pct(c.get("clean_accuracy")) for c in columns], cells_of,
-                          published_text(published) if published_threat and published_threat == label else None))
+                          published_text(published) if published_threat and published_threat == label else None,
+                          right))
     return out
 
 

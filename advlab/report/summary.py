@@ -12,8 +12,9 @@ Table = tuple[str | None, list[str], list[tuple[str, list[float | None]]]]  # (t
 
 
 def headline(run: Path) -> dict[str, Any]:
-    """name, date, model, data, clean accuracy and the worst-case robust accuracy (no defense, and the
-    best defense's worst setting) of one run, in its first threat model."""
+    """name, date, model, data, the clean share of images right and the worst-case robust accuracy (no
+    defense, and the best defense's worst setting) of one run, in its first threat model: the numbers of its
+    matrix, as `export` and the report give them."""
     results = read_results(run)
     found = matrices(results)
     threat, _, rows = found[0] if found else (None, [], [])
@@ -22,8 +23,12 @@ def headline(run: Path) -> dict[str, Any]:
     by_setting = [(c.setting, c.defense, v) for c, v in zip(columns, worst_row)]
     no_defense = next((v for setting, _, v in by_setting if setting == NO_DEFENSE), None)
     defended = [(v, d) for setting, d, v in by_setting if setting == WORST_SETTING and v is not None]
+    clean_row = next((values for name, values in rows if name == "clean"), [])
+    # the matrix's clean share (what `export` and the report show; for dense tasks the per-image verdict's)
+    clean = next((v for (setting, _, _), v in zip(by_setting, clean_row) if setting == NO_DEFENSE),
+                 results.clean.get("accuracy"))
     return {"run": str(run), "name": results.name, "created": results.created, "model": results.model.name,
-            "data": f"{results.data.name} (n = {results.data.n})", "clean": results.clean.get("accuracy"),
+            "data": f"{results.data.name} (n = {results.data.n})", "clean": clean,
             "worst_case": no_defense, "threat": threat, "best_defense": max(defended) if defended else None}
 
 

@@ -125,13 +125,13 @@ def run_attack(tag: str, spec: AttackSpec, attack: Attack, companion: Companion,
     control = companion.control(attack)
     if control is not None:
         outcomes.append(attack_row(f"{tag}-{control.tag}", spec, control.attack, control.companion, subject, cfg,
-                                   device, arrays, context, baseline=control.baseline))
+                                   device, arrays, context, baseline=control.baseline, control=control.label))
     return outcomes
 
 
 def attack_row(tag: str, spec: AttackSpec, attack: Attack, companion: Companion, subject: Subject, cfg: RunConfig,
                device: torch.device, arrays: Path, context: RowContext = RowContext(), *,
-               baseline: str | None = None) -> Outcome:
+               baseline: str | None = None, control: str | None = None) -> Outcome:
     model, data, task = subject.model, subject.data, subject.task
     plan = task.plan(spec, attack, subject, device, seed=cfg.seed)
     index = plan.attacked.nonzero().squeeze(1)
@@ -164,7 +164,7 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, companion: Companion,
     row["arrays"] = f"arrays/{tag}.pt"
     row |= _samples(task.samples(subject, plan, adv, success, queries, dist), arrays, tag)
     if baseline is not None:
-        row["baseline"] = baseline
+        row["baseline"], row["control"] = baseline, control or "control"
     row |= companion.row_extras(attack, tag, run, subject, row, cfg.batch_size, device, arrays)
     keep = min(len(data), REPORT_IMAGES)  # what the report shows
     # clones: torch.save writes a slice's whole storage, i.e. every image, without them

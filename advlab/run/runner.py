@@ -43,6 +43,7 @@ from advlab.run.rows import BareRow, RowContext, run_attack, skipped_row
 from advlab.run.runlock import RunLock, own_files
 from advlab.run.sanity import GRADIENTS_BLOCKED, PROBE_IMAGES, gradients_blocked, probe, result_checks
 from advlab.tasks import HeldOut, Subject, get_task
+from advlab.view import fmt
 from advlab.zoo.models import load_model
 
 log = logging.getLogger("advlab")
@@ -304,7 +305,7 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
 
 def _add_row(results: dict[str, Any], row: dict[str, Any], subject: Subject) -> None:
     results["attacks"].append(row)
-    log.info("%s on %s (%s): success %s, %s %s, %.1f s", row["method"], subject.model.name, row["setting"],
+    log.info("%s on %s (%s): success %s, %s %s, %.1f s", fmt.row_name(row), subject.model.name, row["setting"],
              row.get("success_rate"), subject.task.score_name, row.get(subject.task.score_name), row["wall_s"])
 
 

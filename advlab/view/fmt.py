@@ -93,3 +93,12 @@ def joined(*parts: Any, sep: str = " · ") -> str:
     """The non-empty parts as text, joined; MISSING when none is left."""
     kept = [str(p) for p in parts if p not in (None, "", [], {})]
     return sep.join(kept) if kept else MISSING
+
+
+def row_name(row: dict[str, Any]) -> str:
+    """An attack row's name wherever it is shown: its method, and for a control row (results' "control", e.g.
+    "permuted control") that as well, so a control is never named like the attack it controls."""
+    method = plain(row.get("method"))
+    if not row.get("baseline"):
+        return method
+    return f"{method} · {plain(row.get('control') or 'random baseline')}"

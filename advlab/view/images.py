@@ -1,4 +1,6 @@
-"""Image tensors -> inline PNG data URIs (PIL), and the amplified perturbation view."""
+"""Image tensors -> inline data URIs (PIL) at the size the report shows them, and the amplified perturbation
+view. A photo larger than its figure is shrunk to it and stored as JPEG; an amplified perturbation (where
+every level matters) and a small image enlarged pixel for pixel stay PNG."""
 from __future__ import annotations
 
 import base64
@@ -9,6 +11,8 @@ import torch
 from PIL import Image
 
 MAX_SIDE = 256  # larger images are shrunk so that the page stays a reasonable size
+FIGURE_PX = 122  # the side a card's figure is shown at (templates/index.html, `figure img`): images are stored so
+JPEG_QUALITY = 90
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -44,9 +48,20 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def image_uri(img: torch.Tensor, min_side: int = 0) -> str:
-    """One image tensor as an inline PNG data URI (see `png_bytes` for `min_side`)."""
-    return data_uri(png_bytes(img, min_side))
+def image_uri(img: torch.Tensor, min_side: int = 0, *, lossless: bool = False, side: int = FIGURE_PX) -> str:
+    """One image tensor as an inline data URI for a figure of `side` CSS pixels: a larger image shrunk to it
+    (JPEG, or PNG where `lossless`: an amplified perturbation, a drawing), a smaller one as it is or, below `min_side`,
+    enlarged pixel for pixel (PNG: its pixels stay sharp)."""
+    pil = Image.fromarray(to_uint8(img))
+    if max(pil.size) <= side:
+        return data_uri(png_bytes(img, min_side))
+    pil.thumbnail((side, side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    if lossless:
+        pil.save(buf, format="PNG", optimize=True)
+        return data_uri(buf.getvalue())
+    pil.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def amplified_perturbation(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
@@ -86,7 +101,6 @@ def mask_image(labels: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
     return torch.where(known[None], rgb, torch.ones_like(rgb))
 
 
-FIGURE_PX = 122  # the side a card's figure is shown at (templates/index.html, `figure img`)
 LABEL_PX = 11  # box captions are this tall as shown
 
 

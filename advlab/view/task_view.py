@@ -55,6 +55,7 @@ class TaskView:
     label: ClassVar[str] = "attacks"  # the summary table's heading
     score_label: ClassVar[str] = "score"  # the task's headline number, as the header names it (e.g. "mIoU")
     class_noun: ClassVar[str] = "classes"  # what the model's class names are, in the header ("4 classes")
+    right: ClassVar[str] = "by the task's own per-image test"  # when one image counts as right (the matrix's verdict)
     columns: ClassVar[tuple[Column, ...]] = (
         Column("success rate", success_rate),
         Column("median queries", lambda r: fmt.integer(r.get("queries_median"))),

@@ -11,12 +11,13 @@ from advlab.view.task_view import Column, TaskView, class_text, distance_text, s
 class ClassificationView(TaskView):
     label = "classification"
     score_label = "accuracy"
+    right = "its top-1 class is its label"
     columns: ClassVar[tuple[Column, ...]] = (
         Column("clean acc.", lambda r: fmt.pct(r.get("clean_accuracy"))),
         Column("success rate", success_rate),
         Column("fooling ratio", lambda r: fmt.pct(r.get("fooling_ratio"))),
         Column("fooling (train)", lambda r: fmt.pct(r.get("fooling_ratio_train")), needs="fooling_ratio_train"),
-        Column("acc. after attack", lambda r: fmt.pct(r.get("accuracy"))),
+        Column("acc. on its adversarials", lambda r: fmt.pct(r.get("accuracy"))),
         Column("median L2", lambda r: fmt.num(r.get("median_l2"))),
         Column("median L∞", lambda r: fmt.num(r.get("median_linf"))),
         Column("median MSE", lambda r: fmt.sci(r.get("median_mse"))),
@@ -32,7 +33,10 @@ class ClassificationView(TaskView):
                             "the fooling ratio column is then measured on held-out images when the run has them "
                             "(see each attack's section). Rows marked baseline add random noise of the same norm "
                             "instead (Moosavi-Dezfooli et al. 2017)."),
-        ("acc. after attack", "top-1 accuracy on the adversarial images (robust accuracy)."),
+        ("acc. on its adversarials", "top-1 accuracy on the images the attack returned, at whatever distance they "
+                                     "lie. Not a robust accuracy: that belongs to a threat model and is the "
+                                     "matrix's; for an attack bounded by that threat model's eps the two agree, "
+                                     "for one without a bound (boundary) this is the accuracy at any distance."),
         ("median L2 / L∞ / MSE", "distance between adversarial and original image, for pixels in [0, 1]; medians "
                                  "over the successful attacks. MSE is the mean squared difference per pixel value."),
         ("median queries", "model queries (forward passes per image) the attack used, median over images."),

@@ -35,6 +35,7 @@ def _found(row: dict[str, Any]) -> str:
 
 class DetectionView(TaskView):
     label = "detection"
+    right = "at least half of its reference objects are found at the detector's score threshold"  # RIGHT_FOUND
     score_label = "mAP@0.5"
     columns: ClassVar[tuple[Column, ...]] = (
         Column("success rate", success_rate, "images with 99% of their targets flipped (the reference code's test)"),
@@ -108,7 +109,7 @@ class DetectionView(TaskView):
                 shown |= set(labels[keep].tolist())
                 drawn = boxes_image(data[image][i], data[f"{prefix}_boxes"][i][keep], texts,
                                     [styles[k] for k in labels[keep].tolist()])
-                card.figures.append((caption, image_uri(drawn)))
+                card.figures.append((caption, image_uri(drawn, lossless=True)))  # boxes and text: PNG
         gallery.legend = [(class_names[k] if k < len(class_names) else str(k), styles[k]) for k in sorted(shown)]
 
     def plot(self, data: dict[str, torch.Tensor], title: str) -> Plot | None:

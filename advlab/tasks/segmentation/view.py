@@ -27,6 +27,7 @@ from advlab.view.task_view import (
 class SegmentationView(TaskView):
     label = "segmentation"
     score_label = "mIoU"
+    right = "its own mIoU (over the classes in its reference or prediction) is at least 0.5"  # tasks' RIGHT_MIOU
     columns: ClassVar[tuple[Column, ...]] = (
         Column("success rate", success_rate, "images whose target pixels were reached (the reference code's test)"),
         Column("mIoU clean → adv.", before_after("miou_clean", "miou_adv")),
