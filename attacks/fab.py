@@ -83,7 +83,8 @@ def _restart_start(x0: torch.Tensor, keys: torch.Tensor, norm: str, radius: torc
 
 def fab_targeted(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, *, norm: str,
                  eps: float, steps: int, alpha_max: float, eta: float, beta: float,
-                 start: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 start: torch.Tensor | None = None,
+                 eot_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One FAB-T run towards `targets` (N,) for images x (N, C, H, W) of true `labels` (N,), from x itself or
     `start` (N, C, H, W). Returns (best (N, C, H, W): the smallest adversarial found, x where none; size (N,):
     its distance, inf where none; queries (N,) int64: model passes spent on the image). An image stops once
@@ -94,7 +95,8 @@ def fab_targeted(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, target
     towards x_0. An image whose last iterate was not adversarial gets both from one forward-backward pass at
     the new iterate (a second one only where it turns out adversarial); an image whose last iterate was
     adversarial (it hovers beyond eps, the common case on robust models) is checked by a forward pass and then
-    linearised once where it continues: the reference's two passes."""
+    linearised once where it continues: the reference's two passes. With `eot_samples` > 1 (a randomised model)
+    every check and linearisation averages that many passes (Expectation over Transformation)."""
     n, shape, ball = x.shape[0], x.shape, get_norm(norm)
     x0 = x.detach().flatten(1).float()  # (N, D)
     best = x0.clone()
@@ -107,18 +109,21 @@ def fab_targeted(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, target
     def margin_and_gradient(z: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(f (B,) = z_t - z_y, its gradient (B, D), logits (B, K)) at points z (B, D) of the images `index`."""
         z = z.detach().requires_grad_(True)
-        with torch.enable_grad():
-            logits = model(z.view(-1, *shape[1:]).to(x.dtype)).float()  # (B, K)
-            rows = torch.arange(len(index), device=x.device)
-            f = logits[rows, targets[index]] - logits[rows, labels[index]]  # (B,) > 0: the target beats the label
-            grad = torch.autograd.grad(f.sum(), z)[0]  # each image's own gradient
-        queries[index] += 1
-        return f.detach(), grad, logits.detach()
+        rows = torch.arange(len(index), device=x.device)
+        f_sum, grad_sum, logits_sum = 0.0, torch.zeros_like(z), 0.0
+        for _ in range(eot_samples):
+            with torch.enable_grad():
+                logits = model(z.view(-1, *shape[1:]).to(x.dtype)).float()  # (B, K)
+                f = logits[rows, targets[index]] - logits[rows, labels[index]]  # (B,) > 0: the target beats the label
+                grad_sum += torch.autograd.grad(f.sum(), z)[0]  # each image's own gradient
+            f_sum, logits_sum = f_sum + f.detach(), logits_sum + logits.detach()
+        queries[index] += eot_samples
+        return f_sum / eot_samples, grad_sum / eot_samples, logits_sum / eot_samples
 
     def logits_at(z: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            queries[index] += 1
-            return model(z.view(-1, *shape[1:]).to(x.dtype)).float()  # (B, K)
+            queries[index] += eot_samples
+            return sum(model(z.view(-1, *shape[1:]).to(x.dtype)).float() for _ in range(eot_samples)) / eot_samples
 
     f = torch.zeros(n, device=x.device)
     grad = torch.zeros_like(x0)
@@ -171,7 +176,8 @@ class FABT(Attack):
     norm = "linf"  # the default of the `norm` setting; each instance overrides it with its own
 
     def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", steps: int = 100, targets: int = 9,
-                 restarts: int = 1, alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9) -> None:
+                 restarts: int = 1, alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
+                 eot_samples: int = 1) -> None:
         self.norm = check_choice("norm", norm, FAB_NORMS)  # type: ignore[misc]  # instance overrides the ClassVar
         self.eps = NORMS[norm].check_eps(eps)
         self.steps = positive_int("steps", steps)
@@ -182,6 +188,7 @@ class FABT(Attack):
         if not is_real(eta) or not 1.0 <= eta < 2.0:
             raise ValueError(f"eta is the overshoot, at least 1 (the paper's 1.05), got {eta!r}")
         self.eta = float(eta)
+        self.eot_samples = positive_int("eot_samples", eot_samples)  # passes averaged per step (randomised models)
 
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, *, seed: int,
             starting_points: torch.Tensor | None) -> AttackResult:
@@ -208,7 +215,8 @@ class FABT(Attack):
                                            self.norm, radius).view_as(x[left])
                 best, found, spent = fab_targeted(model, x[left], labels[left], ranked[left, k], norm=self.norm,
                                                   eps=self.eps, steps=self.steps, alpha_max=self.alpha_max,
-                                                  eta=self.eta, beta=self.beta, start=start)
+                                                  eta=self.eta, beta=self.beta, start=start,
+                                                  eot_samples=self.eot_samples)
                 closer = found < size[left]
                 x_adv[left] = torch.where(closer.view(-1, *[1] * (x.dim() - 1)), best, x_adv[left])
                 size[left] = torch.minimum(found, size[left])

@@ -234,10 +234,16 @@ def test_standard_runs_autoattack_s_rand_version_on_a_randomised_model(fashion):
     assert set(fixed.per_image["version"].tolist()) == {0}  # a deterministic model keeps the standard version
 
 
-def test_square_with_eot_climbs_the_expected_margin_and_counts_every_pass(fashion):
+def test_square_and_fab_t_with_eot_average_their_passes_and_count_every_one(fashion):
+    from advlab.attacks.fab import FABT
+
     noisy = NoisyInput(fashion.model).eval()
     x, y = fashion.correct(20)
     torch.manual_seed(0)
     result = Square(eps=0.08, max_queries=40, eot_samples=4)(noisy, x, Untargeted(y), seed=0)
     assert int(result.queries.max()) <= 4 * 40 and int(result.queries.min()) >= 4  # each query is 4 passes
     assert int(result.queries.max()) > 4
+    torch.manual_seed(0)
+    fab = FABT(eps=0.08, steps=5, targets=1, eot_samples=3)(noisy, x, Untargeted(y), seed=0)
+    assert bool((fab.queries % 3 == 1).all())  # the clean ranking pass, then 3 passes per check or linearisation
+    assert int(fab.queries.max()) >= 1 + 3 * 6 and int(fab.success.sum()) > 0
