@@ -247,3 +247,29 @@ def test_square_and_fab_t_with_eot_average_their_passes_and_count_every_one(fash
     fab = FABT(eps=0.08, steps=5, targets=1, eot_samples=3)(noisy, x, Untargeted(y), seed=0)
     assert bool((fab.queries % 3 == 1).all())  # the clean ranking pass, then 3 passes per check or linearisation
     assert int(fab.queries.max()) >= 1 + 3 * 6 and int(fab.success.sum()) > 0
+
+
+def test_a_randomised_model_is_measured_over_k_predictions_per_image(fashion):
+    """The run finds the randomness: each image's verdict is its share of 10 right predictions, the matrix
+    averages them (so it takes values between the 1/N steps), the row reports the mean accuracy over the rounds
+    and its spread, and `standard` ran the rand version."""
+    import advlab
+
+    noisy = NoisyInput(fashion.model, sigma=0.15).eval()
+    x, y = fashion.correct(16)
+    torch.manual_seed(0)
+    ev = advlab.evaluate(noisy, (x, y), attacks="standard", threat="linf:0.05", steps=5, eot_samples=4, quiet=True)
+    row = ev.attacks[0]
+    predictions = row.measures["predictions"]
+    assert predictions["k"] == 10 and predictions["accuracy_std"] > 0 and "share" in predictions["rule"]
+    assert row.measures["version"] == "rand"
+    worst = ev.robust_accuracy
+    rows = {r.attack: r.accuracy[0] for r in ev.matrices[0].rows}
+    assert abs(worst * 16 * 10 - round(worst * 16 * 10)) < 1e-4  # a mean of shares of 10 predictions
+    assert worst == pytest.approx(rows["standard"])  # its components' rows never undercut the whole sequence
+    assert rows["standard: apgd-ce"] >= rows["standard"] - 1e-6
+    assert worst < ev.clean_accuracy
+    html = ev.report.read_text()
+    assert "A randomised model (two passes on the same images differ)" in html and "Over 10 predictions" in html
+    plain = advlab.evaluate(fashion.model, (x[:4], y[:4]), attacks="fgsm", threat="linf:0.05", quiet=True)
+    assert "predictions" not in plain.attacks[0].measures  # a deterministic model: one prediction, 1/0 verdicts

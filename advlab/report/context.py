@@ -33,6 +33,7 @@ class AttackView:
     wall_s: str = fmt.MISSING
     images_per_s: str = fmt.MISSING
     skipped: str | None = None  # why the attack did not run (e.g. a model without gradients)
+    predictions: str | None = None  # a randomised model: its accuracy over k predictions, mean and spread
 
 
 @dataclass
@@ -93,6 +94,16 @@ def models_table(models: Any) -> list[dict[str, str]]:
     return rows
 
 
+def predictions_text(predictions: Any) -> str | None:
+    """'Over 10 predictions per image: accuracy 61.0% ± 2.1 (mean ± std over the rounds).' for a randomised model."""
+    found = fmt.as_dict(predictions)
+    if not found:
+        return None
+    return (f"Over {fmt.plain(found.get('k'))} predictions per image (a randomised model): accuracy on its "
+            f"adversarials {fmt.pct(found.get('accuracy_mean'))} ± {fmt.num(100 * float(found.get('accuracy_std') or 0))}"
+            " points (mean ± standard deviation over the rounds).")
+
+
 def setting_text(attack: dict[str, Any]) -> tuple[str, str]:
     """(setting, detail): 'plain model' or 'defended', and which defense / adaptive attack."""
     defense, adaptive = attack.get("defense"), attack.get("adaptive")
@@ -136,6 +147,7 @@ def attack_view(run_dir: Path, attack: dict[str, Any], index: int,
         wall_s=fmt.num(attack.get("wall_s")),
         images_per_s=fmt.integer(attack.get("model_images_per_s")),
         skipped=fmt.plain(attack["skipped"]) if attack.get("skipped") else None,
+        predictions=predictions_text(attack.get("predictions")),
     )
 
 
@@ -176,6 +188,8 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         "defense_views": defense_views(run_dir, results.get("defenses"), attacks),
         "files": files,
         "warnings": warnings_view(results.get("warnings")),
+        "randomised": next((fmt.as_dict(a.get("predictions")).get("k") for a in attacks
+                            if fmt.as_dict(a.get("predictions"))), None),
         "matrices": matrix_views(results.get("robustness"), results.get("model"),
                                  view_for(fmt.as_dict(results.get("model"))).right),
         "curves": curves_view(results.get("robustness")),

@@ -24,6 +24,7 @@ from advlab.core.norms import MEASURES
 from advlab.core.registry import get_attack, get_defense
 from advlab.core.schema import ADAPTIVE, NON_ADAPTIVE
 from advlab.core.settings import instantiate
+from advlab.run.randomised import PROBE, clean_shares, prediction_count, right_shares
 from advlab.run.robustness import Column, Ledger, entry
 from advlab.run.rows import BareRow, Outcome, RowContext, attack_row
 from advlab.tasks import HeldOut, Subject
@@ -56,7 +57,8 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
     clean = task.predict(defended, data.images, cfg.batch_size, device)
     held = subject.held_out
     held_def = HeldOut(held.data, task.predict(defended, held.data.images, cfg.batch_size, device)) if held else None
-    defended_subject = Subject(defended, task, data, clean, labels, held_def)
+    defended_subject = Subject(defended, task, data, clean, labels, held_def,
+                               prediction_count(defended, data.images[:PROBE].to(device)))
     adaptive_context = replace(context, setting="defended model (adaptive)", defense=defense.name,
                                defense_variant=defense.variant(), adaptive=defended.adaptive_gradient)
     row: dict[str, Any] = {
@@ -69,7 +71,7 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
     adaptive_rows: list[dict[str, Any]] = []
     gallery: list[tuple[str, Outcome, Any, torch.Tensor, torch.Tensor | None]] = []
     bare_right = task.correct(subject.clean, labels)  # (N,) or None: the gallery shows images an attack turned
-    clean_correct = task.correct(clean, labels) if ledger is not None else None
+    clean_correct = clean_shares(defended_subject, cfg.batch_size, device) if ledger is not None else None
     columns = {s: Column(context.model, defense_label(defense), s) for s in (NON_ADAPTIVE, ADAPTIVE)}
     if clean_correct is not None:
         ledger.add_column(columns[NON_ADAPTIVE], clean_correct)
@@ -81,8 +83,10 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
         after = task.predict(defended, outcome.x_adv, cfg.batch_size, device)
         after_right = task.correct(after, labels)  # (N,) right after the defense, or None without a verdict
         if clean_correct is not None:
-            ledger.record(columns[NON_ADAPTIVE], key, entry(after_right, outcome.dist,
-                                                                  attack_spec, attack, threat))
+            shares = right_shares(task, defended, outcome.x_adv, labels, defended_subject.predictions,
+                                  cfg.batch_size, device) if defended_subject.predictions > 1 else None
+            ledger.record(columns[NON_ADAPTIVE], key, entry(shares[0] if shares is not None else after_right,
+                                                            outcome.dist, attack_spec, attack, threat))
         row["accuracy_without_defense"][key] = task.score(outcome.adv, labels)
         row["accuracy_after_defense"][key] = task.score(after, labels)
         turned = outcome.won if bare_right is None else bare_right & ~task.correct(outcome.adv, labels)
@@ -93,8 +97,10 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
             adaptive = adaptive_outcome.row
             adaptive_rows.append(adaptive)
             if clean_correct is not None:
-                ledger.record(columns[ADAPTIVE], key, entry(task.correct(adaptive_outcome.adv, labels),
-                                                                  adaptive_outcome.dist, attack_spec, attack, threat))
+                verdicts = adaptive_outcome.right if adaptive_outcome.right is not None else \
+                    task.correct(adaptive_outcome.adv, labels)
+                ledger.record(columns[ADAPTIVE], key, entry(verdicts, adaptive_outcome.dist, attack_spec, attack,
+                                                            threat))
             row["accuracy_after_defense"][f"{key}(adaptive)"] = adaptive[task.score_name]
         log.info("%s on %s: %s accuracy %.3f undefended, %.3f non-adaptive%s", defense.name, subject.model.name, key,
                  row["accuracy_without_defense"][key], row["accuracy_after_defense"][key],

@@ -43,7 +43,7 @@ class Column:
 
 @dataclass
 class Entry:
-    correct: torch.Tensor  # (N,) bool: still right after the attack
+    correct: torch.Tensor  # (N,) float: the share of the image's predictions still right (1/0 unless randomised)
     distances: dict[str, torch.Tensor]  # norm -> (N,) distance of the adversarial (inf where not fooled)
     method: str
     params: dict[str, Any]
@@ -60,8 +60,8 @@ class Entry:
             return self
         if threat.norm not in self.distances:
             return None
-        fooled = ~self.correct & threat.within(self.distances[threat.norm])
-        return replace(self, correct=~fooled)
+        within = threat.within(self.distances[threat.norm])  # (N,) its adversarial lies within eps
+        return replace(self, correct=torch.where(within, self.correct, torch.ones_like(self.correct)))
 
 
 @dataclass
@@ -69,14 +69,14 @@ class Ledger:
     """Per-image outcomes of every attack in every column of a run."""
 
     columns: list[Column] = field(default_factory=list)
-    clean: dict[Column, torch.Tensor] = field(default_factory=dict)  # (N,) bool: right before any attack
+    clean: dict[Column, torch.Tensor] = field(default_factory=dict)  # (N,) float: right before any attack (share)
     entries: dict[Column, dict[str, Entry]] = field(default_factory=dict)  # column -> attack label -> entry
 
     def add_column(self, column: Column, clean_correct: torch.Tensor) -> None:
         if column not in self.entries:
             self.columns.append(column)
             self.entries[column] = {}
-        self.clean[column] = clean_correct.bool().cpu()
+        self.clean[column] = clean_correct.float().cpu()
 
     def record(self, column: Column, label: str, entry: Entry) -> None:
         self.entries[column][label] = entry
@@ -106,14 +106,15 @@ class Ledger:
             if adaptive not in self.entries:
                 continue
             worst = Column(column.model, column.defense, WORST_SETTING)
-            out.add_column(worst, self.clean[column] & self.clean[adaptive])
+            out.add_column(worst, torch.minimum(self.clean[column], self.clean[adaptive]))
             out.columns.remove(worst)  # next to the defense's two settings
             out.columns.insert(out.columns.index(adaptive) + 1, worst)
             for label, entry in self.entries[column].items():
                 other = self.entries[adaptive].get(label)
                 if other is not None:
-                    out.record(worst, label, Entry(entry.correct & other.correct, {}, entry.method, entry.params,
-                                                   entry.threat, entry.norm, False, entry.per_image, entry.bound))
+                    out.record(worst, label, Entry(torch.minimum(entry.correct, other.correct), {}, entry.method,
+                                                   entry.params, entry.threat, entry.norm, False, entry.per_image,
+                                                   entry.bound))
         return out
 
     def summary(self, threats: list[ThreatModel] | None = None) -> dict[str, Any]:
@@ -147,14 +148,15 @@ class Ledger:
 
 def accuracy(ledger: Ledger, column: Column, labels: list[str]) -> float | None:
     """The share of the column's images that are clean-correct and that every attack in `labels` left
-    right (None if none of them ran in that column)."""
+    right (None if none of them ran in that column): per image the smallest of its clean and attacked
+    shares (1/0 for a deterministic model, shares over k predictions for a randomised one), averaged."""
     present = [ledger.entries[column][label] for label in labels if label in ledger.entries[column]]
     if not present:
         return None
     right = ledger.clean[column].clone()
     for entry in present:
-        right &= entry.correct
-    return float(right.float().mean()) if len(right) else None
+        right = torch.minimum(right, entry.correct)
+    return float(right.mean()) if len(right) else None
 
 
 def eps_curves(ledger: Ledger) -> list[dict[str, Any]]:
@@ -188,14 +190,15 @@ def minimal_curves(ledger: Ledger) -> list[dict[str, Any]]:
             if not entry.minimal or entry.norm not in entry.distances:
                 continue
             clean = ledger.clean[column]
-            dist = torch.where(clean & ~entry.correct, entry.distances[entry.norm].float().cpu(),
+            fooled = torch.minimum(clean, entry.correct)  # (N,) what is left where the adversarial counts
+            dist = torch.where((clean > 0) & (entry.correct < 1), entry.distances[entry.norm].float().cpu(),
                                torch.tensor(float("inf")))  # (N,) the smallest fooling distance, inf if none
             finite = dist[torch.isfinite(dist)]
             if finite.numel() == 0:
                 continue
             top = float(finite.max())
             thresholds = torch.linspace(0.0, top * 1.05, CURVE_POINTS)
-            points = [[float(t), float((clean & ~(dist <= t)).float().mean())] for t in thresholds]
+            points = [[float(t), float(torch.where(dist <= t, fooled, clean).mean())] for t in thresholds]
             curves.append({"kind": "minimal", "column": column.label(), "setting": column.setting, "attack": label,
                            "norm": entry.norm, "points": points})
     return curves
@@ -226,10 +229,12 @@ def _short(value: Any) -> str:
 
 
 def entry(correct: torch.Tensor, dist: dict[str, torch.Tensor], spec: Any, attack: Any, threat: str) -> Entry:
-    """A ledger entry from an attack's per-image verdicts (N,) and distances (norm -> (N,))."""
-    fooled = ~correct.bool().cpu()
+    """A ledger entry from an attack's per-image verdicts (N,) (bool, or float shares of right predictions) and
+    distances (norm -> (N,))."""
+    share = correct.float().cpu()  # (N,) 1/0, or a randomised model's share of right predictions
+    fooled = share < 1
     inf = torch.tensor(float("inf"))
-    return Entry(correct=correct.bool().cpu(),
+    return Entry(correct=share,
                  distances={k: torch.where(fooled, v.float().cpu(), inf) for k, v in dist.items()},
                  method=spec.method, params=attack.params(), threat=threat, norm=getattr(attack, "norm", "l2"),
                  minimal=bool(getattr(attack, "minimal_perturbation", False)),

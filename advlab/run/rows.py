@@ -18,11 +18,15 @@ from advlab.core.criteria import Targeted
 from advlab.core.images import Images, Replaced, as_images
 from advlab.core.registry import get_attack
 from advlab.run.chunks import TRACE, attack_in_chunks
+from advlab.run.randomised import right_shares
 from advlab.tasks import Subject
 
 REPORT_IMAGES = 64  # images per row whose x / x_adv arrays/<tag>.pt keeps (the report shows the first 12)
 ADVERSARIAL_SHARD = 1000  # images per uint8 file of --save-adversarials
 PERTURBATION_SHARD = 64  # images per float32 file of an attack's kept perturbations (keep_perturbations)
+RULE = ("randomised model: each image's verdict is the share of its k predictions that are right; an attack's "
+        "accuracy is their mean (the mean of the k rounds' accuracies, spread over the rounds); the worst case "
+        "takes per image the smallest share any attack left")
 SAMPLES_IN_RESULTS = 1000  # per-image records kept in results.json; all of them go to a sidecar beyond this
 
 
@@ -66,6 +70,7 @@ class Outcome:
     adv: Any  # the subject's task predictions on x_adv
     dist: dict[str, torch.Tensor]  # norm -> (N,) distance of x_adv from x (0 where the attack did not run)
     parts: list[tuple[str, torch.Tensor, str]] = field(default_factory=list)  # (label, fooled (N,), threat)
+    right: torch.Tensor | None = None  # (N,) float: shares of right predictions of a randomised subject's x_adv
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,8 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, companion: Companion,
     queries = torch.zeros(len(data), dtype=torch.long)
     queries[index] = run.queries
     adv = task.predict(model, x_adv, cfg.batch_size, device)
+    shares = right_shares(task, model, x_adv, subject.labels, subject.predictions, cfg.batch_size, device) \
+        if subject.predictions > 1 else None  # a randomised model: its verdicts over k predictions
     dist = {norm: torch.zeros(len(data)).index_put_((index,), d)  # (N,) per norm, 0 where not attacked
             for norm, d in run.distances.items()}
     targeted = isinstance(plan.criterion, Targeted)
@@ -165,6 +172,10 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, companion: Companion,
     row |= _samples(task.samples(subject, plan, adv, success, queries, dist), arrays, tag)
     if baseline is not None:
         row["baseline"], row["control"] = baseline, control or "control"
+    if shares is not None:
+        row["predictions"] = {"k": subject.predictions, "accuracy_mean": float(shares[1].mean()),
+                              "accuracy_std": float(shares[1].std()) if subject.predictions > 1 else 0.0,
+                              "rule": RULE}
     row |= companion.row_extras(attack, tag, run, subject, row, cfg.batch_size, device, arrays)
     keep = min(len(data), REPORT_IMAGES)  # what the report shows
     # clones: torch.save writes a slice's whole storage, i.e. every image, without them
@@ -183,4 +194,4 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, companion: Companion,
         full = torch.zeros(len(data), dtype=torch.bool)
         full[index] = fooled.bool().cpu()
         parts.append((label, full, threat))
-    return Outcome(row, x_adv, plan.attacked & success, adv, dist, parts)
+    return Outcome(row, x_adv, plan.attacked & success, adv, dist, parts, shares[0] if shares is not None else None)

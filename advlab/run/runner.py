@@ -38,6 +38,7 @@ from advlab.data.sources import load_images
 from advlab.report import render_html, render_report
 from advlab.run.defense_eval import build_defense, defense_label, evaluate_defense
 from advlab.run.model_threat import with_model_threat
+from advlab.run.randomised import clean_shares, prediction_count
 from advlab.run.robustness import Column, Ledger, attack_labels, entry
 from advlab.run.rows import BareRow, RowContext, run_attack, skipped_row
 from advlab.run.runlock import RunLock, own_files
@@ -248,7 +249,7 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
         suffix = f"-m{m}" if len(subjects) > 1 else ""
         context = RowContext(model=subject.model.name if len(subjects) > 1 else None)
         column = Column(context.model, None, NO_DEFENSE)
-        clean_correct = subject.task.correct(subject.clean, subject.labels)
+        clean_correct = clean_shares(subject, cfg.batch_size, device)  # (N,) 1/0, or shares over k predictions
         if clean_correct is not None:
             ledger.add_column(column, clean_correct)
         bare: list[BareRow] = []
@@ -264,11 +265,14 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
             bare.append(BareRow(labels[i], tag, spec, attack, companion, outcomes[0]))
             rows_by_companion.setdefault(type(companion), []).append((m, outcomes[0].row))
             if clean_correct is not None:
-                ledger.record(column, labels[i], entry(subject.task.correct(outcomes[0].adv, subject.labels),
-                                                       outcomes[0].dist, spec, attack, get_attack(spec.method).threat))
+                verdicts = outcomes[0].right if outcomes[0].right is not None else \
+                    subject.task.correct(outcomes[0].adv, subject.labels)
+                ledger.record(column, labels[i], entry(verdicts, outcomes[0].dist, spec, attack,
+                                                       get_attack(spec.method).threat))
                 for part, fooled, threat in outcomes[0].parts:  # e.g. standard's cumulative components
-                    ledger.record(column, f"{labels[i]}: {part}",
-                                  entry(~fooled, outcomes[0].dist, spec, attack, threat))
+                    kept = ~fooled if outcomes[0].right is None else \
+                        torch.where(fooled, outcomes[0].right, torch.ones_like(outcomes[0].right))  # shares
+                    ledger.record(column, f"{labels[i]}: {part}", entry(kept, outcomes[0].dist, spec, attack, threat))
         verdict = subject.task if clean_correct is not None else None  # the unbounded probe needs one
         probed = subject.data.images[:PROBE_IMAGES]  # (P, C, H, W): the few images the sanity probes read
         if subject.task.probes:
@@ -332,7 +336,8 @@ def _subject(spec: ModelSpec, cfg: RunConfig, device: torch.device, autocast: to
     if cfg.data.eval_source:
         held = load_images(cfg.data.eval_source, model, n=cfg.data.eval_n)
         held_out = HeldOut(held, task.predict(model, held.images, cfg.batch_size, device))
-    return Subject(model, task, data, clean, task.reference(data, clean), held_out)
+    return Subject(model, task, data, clean, task.reference(data, clean), held_out,
+                   prediction_count(model, data.images[:PROBE_IMAGES].to(device)))
 
 
 def _resolved(cfg: RunConfig) -> RunConfig:

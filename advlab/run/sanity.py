@@ -170,14 +170,14 @@ def _search_beats_gradient(ledger: Ledger, threats: list[ThreatModel]) -> list[d
                         if e.threat == "white-box" and e.per_image and threat.contains(e.bound)]
             if not gradient:
                 continue
-            survived = clean.clone()
+            survived = clean >= 0.5  # (N,) bool: right in most predictions (always, for a deterministic model)
             for label in gradient:
-                survived &= entries[label].correct
+                survived &= entries[label].correct >= 0.5
             for label, e in entries.items():
                 if e.threat not in ("decision", "score"):
                     continue
-                beaten = survived & ~e.correct
-                share = float(beaten.float().sum() / clean.float().sum().clamp_min(1))
+                beaten = survived & (e.correct < 0.5)
+                share = float(beaten.float().sum() / clean.sum().clamp_min(1))
                 if share > GAP and int(beaten.sum()) >= 2:
                     found.append(warning("gradient-masking", column.label(),
                                          f"{label} ({e.threat}-based) fooled {share:.0%} of the images within "

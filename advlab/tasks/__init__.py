@@ -67,6 +67,7 @@ class Subject:
     clean: Any  # the task's predictions on data.images
     labels: torch.Tensor  # (N, ...) ground truth, or the clean prediction for unlabeled data
     held_out: HeldOut | None
+    predictions: int = 1  # predictions per image of the final evaluation: k for a randomised model (run.randomised)
 
     def held_out_or_data(self) -> HeldOut:
         return self.held_out or HeldOut(self.data, self.clean)
