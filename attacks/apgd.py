@@ -95,6 +95,8 @@ def apgd(model: nn.Module, x: torch.Tensor, objective: Objective, fooled: Callab
 
     objective(logits, index) -> (A,) the loss to ascend for the images `index` (A,) of the batch;
     fooled(logits, index) -> (A,) bool. keys (N,): the images' random-start keys.
+    With `eot_samples` > 1 (a randomised model) no image leaves early and each returns its point of highest
+    expected loss, as the reference keeps ascending after a success: one lucky draw is not an adversarial.
     Returns (x_adv (N, C, H, W): each image's first adversarial point, else its best-loss point;
     success (N,) bool; queries (N,) int64: forward-backward passes spent on the image)."""
     n, device, ball = x.shape[0], x.device, get_norm(norm)
@@ -106,15 +108,19 @@ def apgd(model: nn.Module, x: torch.Tensor, objective: Objective, fooled: Callab
     eps_t = torch.full((n,) + (1,) * (x.dim() - 1), float(eps), device=device)  # (N, 1, 1, 1)
 
     def gradient(point: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(gradient, loss, logits) at `point`, each averaged over the EOT passes: a randomised model's
+        verdict is that of its expected logits, not of one lucky draw."""
         point = point.detach().requires_grad_(True)
         grad = torch.zeros_like(point)
+        loss_sum, logits_sum = 0.0, 0.0
         for _ in range(eot_samples):
             with torch.enable_grad():
                 logits = model(point.to(x.dtype)).float()  # (A, K)
                 loss = objective(logits, index)  # (A,)
                 grad += torch.autograd.grad(loss.sum(), point)[0]  # each image's own gradient
+            loss_sum, logits_sum = loss_sum + loss.detach(), logits_sum + logits.detach()
         queries[index] += eot_samples
-        return grad / eot_samples, loss.detach(), logits.detach()
+        return grad / eot_samples, loss_sum / eot_samples, logits_sum / eot_samples
 
     x_adv = _start(x0, keys, norm, eps_t)
     grad, loss, logits = gradient(x_adv, live)
@@ -159,7 +165,7 @@ def apgd(model: nn.Module, x: torch.Tensor, objective: Objective, fooled: Callab
                 s["grad"] = torch.where(stalled.view(view), s["grad_best"], s["grad"])
                 s["increases"].zero_()
                 length, since = max(length - schedule.shrink, schedule.shortest), 0
-            if (i + 1) % compact_every == 0 and i + 1 < steps:
+            if (i + 1) % compact_every == 0 and i + 1 < steps and eot_samples == 1:
                 keep = ~success[live]
                 if not bool(keep.all()):
                     out[live[~keep]] = s["x_first"][~keep]  # leaving the batch: their first adversarial point
@@ -169,6 +175,8 @@ def apgd(model: nn.Module, x: torch.Tensor, objective: Objective, fooled: Callab
                         break
     if live.numel() > 0:  # the rest: the first adversarial point, or the best-loss point of an image never fooled
         out[live] = torch.where(success[live].view(view), state["x_first"], state["x_best"])
+        if eot_samples > 1:  # a randomised model: the point of highest expected loss, not a lucky first success
+            out[live] = state["x_best"]
     return out.to(x.dtype), success, queries
 
 

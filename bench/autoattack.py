@@ -37,6 +37,41 @@ def timed(run: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
     return out, time.perf_counter() - start
 
 
+class NoisyInput(torch.nn.Module):
+    """A randomised model: Gaussian noise on the input of every forward pass."""
+
+    def __init__(self, model: torch.nn.Module, sigma: float) -> None:
+        super().__init__()
+        self.model, self.sigma = model, sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x + self.sigma * torch.randn_like(x)).clamp(0.0, 1.0))
+
+
+def accuracy_over_predictions(model: Any, x_adv: torch.Tensor, y: torch.Tensor, n: int, k: int = 10) -> float:
+    """Accuracy over all n images averaged over k predictions (the same noise draws for every call)."""
+    torch.manual_seed(1234)
+    with torch.no_grad():
+        return sum(float((model(x_adv).argmax(1) == y).sum()) for _ in range(k)) / (k * n)
+
+
+def rand_row(name: str, model: Any, x: torch.Tensor, y: torch.Tensor, n: int, eps: float, sigma: float) -> None:
+    """`standard` on a randomised model (its rand version: APGD-CE, APGD-DLR, EOT 20) at torchattacks' shipped
+    settings (10 iterations) against torchattacks' AutoAttack(version='rand'), on the same images."""
+    import torchattacks
+
+    noisy = NoisyInput(model, sigma).eval()
+    torch.manual_seed(0)
+    ours, t_ours = timed(lambda: Standard(eps=eps, steps=10, eot_samples=20)(noisy, x, Untargeted(y), seed=0))
+    torch.manual_seed(0)
+    theirs, t_theirs = timed(lambda: torchattacks.AutoAttack(noisy, norm="Linf", eps=eps, version="rand",
+                                                             n_classes=10, seed=0)(x, y))
+    print(f"| {name} + noise {sigma:g} (clean {accuracy_over_predictions(noisy, x, y, n):.3f} over 10) | standard "
+          f"rand version vs AutoAttack(version='rand'), 10 it., EOT 20 | linf {eps:g} | "
+          f"{accuracy_over_predictions(noisy, ours.x_adv, y, n):.3f} | {t_ours:.1f} s | "
+          f"{accuracy_over_predictions(noisy, theirs, y, n):.3f} | {t_theirs:.1f} s |", flush=True)
+
+
 def robust_accuracy(model: Any, x_adv: torch.Tensor, y: torch.Tensor, n: int) -> float:
     with torch.no_grad():
         return float((model(x_adv).argmax(1) == y).sum()) / n
@@ -53,6 +88,9 @@ def main() -> None:
     p.add_argument("--square-queries", type=int, default=5000)
     p.add_argument("--skip-fab", action="store_true", help="leave FAB-T out (its own row and torchattacks' sequence)")
     p.add_argument("--models", default="plain,madry")
+    p.add_argument("--rand-sigma", type=float, default=0.1,
+                   help="the randomised model's Gaussian input noise (its rows: `standard`'s rand version vs "
+                        "torchattacks' AutoAttack(version='rand'), accuracy over 10 predictions per image); 0: skip")
     p.add_argument("--norms", default="linf,l2")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -113,6 +151,8 @@ def main() -> None:
                 lambda: Standard(eps=eps, norm=norm, steps=args.steps, square_queries=args.square_queries)(
                     model, x, crit, seed=0),
                 lambda: torchattacks.MultiAttack(sequence)(x, y))
+            if norm == "linf" and args.rand_sigma > 0:
+                rand_row(name, model, x, y, n, eps, args.rand_sigma)
             if norm == "linf":
                 adv, wall = timed(lambda: torchattacks.AutoAttack(model, norm=ta_norm, eps=eps, version="standard",
                                                                   n_classes=10, seed=0)(x, y))
