@@ -32,6 +32,7 @@ from advlab.core.criteria import Criterion, Targeted
 from advlab.core.norms import NORMS, get_norm
 from advlab.core.registry import register_attack
 from advlab.core.rng import image_keys, normal, step_keys, uniform
+from advlab.core.threat import ThreatModel
 
 FAB_NORMS = ("linf", "l2")
 _RESTART_STREAM = 71  # advlab.core.rng stream of FAB's random restarts (step = target * restarts + restart)
@@ -97,7 +98,7 @@ def fab_targeted(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, target
     adversarial (it hovers beyond eps, the common case on robust models) is checked by a forward pass and then
     linearised once where it continues: the reference's two passes. With `eot_samples` > 1 (a randomised model)
     every check and linearisation averages that many passes (Expectation over Transformation)."""
-    n, shape, ball = x.shape[0], x.shape, get_norm(norm)
+    n, shape, ball, bounds = x.shape[0], x.shape, get_norm(norm), ThreatModel(norm, eps)
     x0 = x.detach().flatten(1).float()  # (N, D)
     best = x0.clone()
     size = torch.full((n,), float("inf"), device=x.device)
@@ -145,7 +146,7 @@ def fab_targeted(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, target
             closer = adversarial & (distance < size[live])
             best[live] = torch.where(closer[:, None], new, best[live])
             size[live] = torch.where(closer, distance, size[live])
-            keep = size[live] > eps * (1 + 1e-5)  # an adversarial within eps ends the image's search
+            keep = ~bounds.within(size[live])  # an adversarial within eps ends the image's search
             if i == steps or not bool(keep.any()):
                 break
             live, new, f, grad = live[keep], new[keep], f[keep], grad[keep]
@@ -202,9 +203,10 @@ class FABT(Attack):
         keys = image_keys(x, seed)
         x_adv, size = x.detach().clone(), torch.full((n,), float("inf"), device=x.device)
         queries = torch.ones(n, dtype=torch.long, device=x.device)  # the clean pass ranking the classes
+        bounds = ThreatModel(self.norm, self.eps)
         for k in range(1, min(self.targets, classes - 1) + 1):  # the 2nd, 3rd, ... most likely class
             for r in range(self.restarts):
-                left = (size > self.eps * (1 + 1e-5)).nonzero().squeeze(1)
+                left = (~bounds.within(size)).nonzero().squeeze(1)
                 if left.numel() == 0:
                     break
                 start = None
@@ -221,7 +223,7 @@ class FABT(Attack):
                 x_adv[left] = torch.where(closer.view(-1, *[1] * (x.dim() - 1)), best, x_adv[left])
                 size[left] = torch.minimum(found, size[left])
                 queries[left] += spent
-        within = size <= self.eps * (1 + 1e-5)
+        within = bounds.within(size)
         x_adv = torch.where(within.view(-1, *[1] * (x.dim() - 1)), x_adv, x)  # outside eps: not counted
         return AttackResult(x_adv=x_adv, success=within, queries=queries, distance=torch.zeros(n, device=x.device))
 

@@ -31,6 +31,7 @@ from advlab.core.checks import check_choice, positive_int
 from advlab.core.companion import Companion, register_companion
 from advlab.core.criteria import Criterion, Targeted
 from advlab.core.norms import NORMS
+from advlab.core.randomness import passes_differ
 from advlab.core.registry import register_attack
 
 SEQUENCES = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
@@ -77,7 +78,7 @@ class Standard(Attack):
         x_adv, success = x.detach().clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
         queries = torch.zeros(n, dtype=torch.long, device=x.device)
         component = torch.full((n,), -1, dtype=torch.long, device=x.device)  # which one fooled the image first
-        version = self.version if self.version != "auto" else ("rand" if randomised(model, x) else "standard")
+        version = self.version if self.version != "auto" else ("rand" if passes_differ(model, x) else "standard")
         for k, (_, attack) in enumerate(self.components(version)):
             left = (~success).nonzero().squeeze(1)
             if left.numel() == 0:
@@ -91,12 +92,6 @@ class Standard(Attack):
         return AttackResult(x_adv=x_adv, success=success, queries=queries, distance=torch.zeros(n, device=x.device),
                             per_image={"component": component, "version": ran})
 
-
-def randomised(model: nn.Module, x: torch.Tensor) -> bool:
-    """Whether two passes on the same images differ (beyond float noise): a randomised model or defense."""
-    with torch.no_grad():
-        first, second = model(x).float(), model(x).float()
-    return not torch.allclose(first, second, rtol=1e-4, atol=1e-5)
 
 
 
@@ -128,14 +123,17 @@ class StandardRows(Companion):
             fooled_so_far += fooled
             out.append({"attack": name, "threat": THREATS[name], "fooled": fooled,
                         "robust_accuracy": (clean_right - fooled_so_far) / total if total else None})
-        version = VERSIONS[int(run.per_image["version"][0])] if "version" in run.per_image and attacked else "standard"
-        return {"components": out, "components_attacked": attacked, "version": version}
+        return {"components": out, "components_attacked": attacked, "version": _version(run.per_image)}
+
+
+def _version(per_image: dict[str, torch.Tensor]) -> str:
+    """The version that ran on these images (one per run: it is the model's), standard where none did."""
+    ran = per_image.get("version")
+    return VERSIONS[int(ran[0])] if ran is not None and ran.numel() else "standard"
 
 
 def _sequence(per_image: dict[str, torch.Tensor]) -> tuple[str, ...]:
-    """The components of the version that ran on these images (one version per run: it is the model's)."""
-    ran = per_image.get("version")
-    return SEQUENCES[VERSIONS[int(ran[0])]] if ran is not None and ran.numel() else SEQUENCES["standard"]
+    return SEQUENCES[_version(per_image)]
 
 
-__all__ = ["Standard", "StandardRows", "randomised"]
+__all__ = ["Standard", "StandardRows"]

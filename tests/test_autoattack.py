@@ -215,11 +215,12 @@ def test_standard_runs_autoattack_s_rand_version_on_a_randomised_model(fashion):
     """Two passes differ, so `standard` runs APGD-CE and APGD-DLR with EOT (AutoAttack's version='rand') and
     says so; over 10 predictions per image its robust accuracy is at or below torchattacks'
     AutoAttack(version='rand') as shipped (10 iterations, EOT over 20 passes) on the same images."""
-    from advlab.attacks.standard import Standard, randomised
+    from advlab.attacks.standard import Standard
+    from advlab.core.randomness import passes_differ
 
     noisy = NoisyInput(fashion.model).eval()
     x, y = fashion.correct(40)
-    assert randomised(noisy, x) and not randomised(fashion.model, x)
+    assert passes_differ(noisy, x) and not passes_differ(fashion.model, x)
     torch.manual_seed(0)
     ours = Standard(eps=0.05, steps=10, eot_samples=20)(noisy, x, Untargeted(y), seed=0)
     assert set(ours.per_image["version"].tolist()) == {1}  # the rand version's index

@@ -5,7 +5,6 @@ images its leaderboard uses, listed in robustbench's helper_files) from a local 
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from advlab.core.errors import AdvlabError, first_line
-from advlab.data.files import decode_files
+from advlab.data.files import decode_files, package_dir
 from advlab.data.image_set import ImageSet, first_n
 from advlab.data.tensors import tensor_set
 
@@ -71,9 +70,8 @@ def load_robustbench_imagenet(spec: str, arg: str, model: nn.Module, n: int | No
 
 
 def _robustbench_helper_files() -> Path:
-    found = importlib.util.find_spec("robustbench")
-    folder = Path(next(iter(found.submodule_search_locations))) / "helper_files" if found and \
-        found.submodule_search_locations else None
+    package = package_dir("robustbench")
+    folder = package / "helper_files" if package is not None else None
     if folder is None or not (folder / "imagenet_test_image_ids.txt").is_file():
         raise AdvlabError("robustbench-imagenet:DIR lists its images from robustbench, which is not installed: "
                           f"{ROBUSTBENCH_EXTRA}")

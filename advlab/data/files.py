@@ -4,6 +4,7 @@ input size; and a note when files are enlarged far beyond their own size."""
 from __future__ import annotations
 
 import functools
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,6 +61,14 @@ def channel_notes(channels: int, want: int, spec: str) -> list[str]:
     """The note for one-channel images repeated into a 3-channel model's input (tensors, Fashion-MNIST)."""
     return [f"the 1-channel images of {spec} are repeated into the model's 3 channels"] if (channels, want) == (1, 3) \
         else []
+
+
+def package_dir(package: str) -> Path | None:
+    """The directory of an installed package, found without importing it (where wheels keep sample images and lists)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def is_image(p: Path) -> bool:

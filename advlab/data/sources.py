@@ -9,7 +9,6 @@ Here: the catalog of sources, foolbox's ImageNet samples, class folders and offl
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import re
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from torch import nn
 from advlab.core.catalog import Catalog
 from advlab.core.errors import AdvlabError
 from advlab.core.images import FileImages
-from advlab.data.files import decode_files, file_notes, is_image
+from advlab.data.files import decode_files, file_notes, is_image, package_dir
 from advlab.data.image_set import IMAGE_SUFFIXES, ImageSet, annotations, first_n
 
 T = TypeVar("T")
@@ -197,7 +196,7 @@ def _imagenet_samples(spec: str, model: nn.Module, n: int | None) -> ImageSet:
         raise AdvlabError(f"imagenet-samples are labeled in ImageNet's 1000 classes; the model has "
                           f"{model.num_classes}; use a 1000-class ImageNet model, or --data in the model's classes "
                           "(cifar10:DIR, cifar100:DIR, folder:PATH, tensors:FILE)")
-    data_dir = _package_dir("foolbox")
+    data_dir = package_dir("foolbox")
     paths = sorted((data_dir / "data").glob("imagenet_*.jpg")) if data_dir else []
     found = [(m, p) for p in paths if (m := _SAMPLE.fullmatch(p.name))]
     if not found:
@@ -235,7 +234,7 @@ def _folder(spec: str, root: Path, model: nn.Module, n: int | None) -> ImageSet:
 
 
 def _photos(spec: str, model: nn.Module, n: int | None) -> ImageSet:
-    files = sorted(p for package, rel in PHOTO_FILES if (d := _package_dir(package)) and (p := d / rel).is_file())
+    files = sorted(p for package, rel in PHOTO_FILES if (d := package_dir(package)) and (p := d / rel).is_file())
     if not files:
         raise AdvlabError("photos: no sample photos found; pip install scikit-image scikit-learn "
                           "(or matplotlib), or use imagenet-samples / folder:PATH")
@@ -245,14 +244,6 @@ def _photos(spec: str, model: nn.Module, n: int | None) -> ImageSet:
 
 
 # ---------------------------------------------------------------- helpers shared by the sources
-def _package_dir(package: str) -> Path | None:
-    """The directory of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def _class_index(folder: str, model: nn.Module, spec: str) -> int:
     """Subfolder name -> class index: class name (case-insensitive, '_' == ' '), integer index, or wnid."""
     key = folder.lower().replace("_", " ")

@@ -48,8 +48,9 @@ def text_summary(results: Results, *, width: int = 120, color: bool = False) -> 
         console.print(table)
         if any(name.endswith(" *") for name, _ in rows):
             console.print(WITHIN_EPS, markup=False)
-        if published_line(results, threat):
-            console.print(published_line(results, threat), markup=False)
+        published = published_line(results, threat)
+        if published:
+            console.print(published, markup=False)
     for row in results.attacks:
         if row.measures.get("skipped"):
             console.print(f"{row.method} ({row.setting}): {row.measures['skipped']}", markup=False)
@@ -76,8 +77,9 @@ def html_summary(results: Results) -> str:
                      f"{body}</table>")
         if any(name.endswith(" *") for name, _ in rows):
             parts.append(f"<p><small>{e(WITHIN_EPS)}</small></p>")
-        if published_line(results, threat):
-            parts.append(f"<p><small>{e(published_line(results, threat) or '')}</small></p>")
+        published = published_line(results, threat)
+        if published:
+            parts.append(f"<p><small>{e(published)}</small></p>")
     parts += [f"<p style='color:#a60'>warning [{e(w.check)}] {e(w.where)}: {e(w.message)}; {e(w.advice)}</p>"
               for w in results.warnings]
     return "\n".join(parts)

@@ -24,9 +24,10 @@ from advlab.core.norms import MEASURES
 from advlab.core.registry import get_attack, get_defense
 from advlab.core.schema import ADAPTIVE, NON_ADAPTIVE
 from advlab.core.settings import instantiate
-from advlab.run.randomised import PROBE, clean_shares, prediction_count, right_shares
+from advlab.run.randomised import clean_shares, prediction_count, right_shares
 from advlab.run.robustness import Column, Ledger, entry
 from advlab.run.rows import BareRow, Outcome, RowContext, attack_row
+from advlab.run.sanity import PROBE_IMAGES
 from advlab.tasks import HeldOut, Subject
 
 log = logging.getLogger("advlab")
@@ -58,7 +59,7 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
     held = subject.held_out
     held_def = HeldOut(held.data, task.predict(defended, held.data.images, cfg.batch_size, device)) if held else None
     defended_subject = Subject(defended, task, data, clean, labels, held_def,
-                               prediction_count(defended, data.images[:PROBE].to(device)))
+                               prediction_count(defended, data.images[:PROBE_IMAGES].to(device)))
     adaptive_context = replace(context, setting="defended model (adaptive)", defense=defense.name,
                                defense_variant=defense.variant(), adaptive=defended.adaptive_gradient)
     row: dict[str, Any] = {
@@ -84,7 +85,7 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
         after_right = task.correct(after, labels)  # (N,) right after the defense, or None without a verdict
         if clean_correct is not None:
             shares = right_shares(task, defended, outcome.x_adv, labels, defended_subject.predictions,
-                                  cfg.batch_size, device) if defended_subject.predictions > 1 else None
+                                  cfg.batch_size, device, first=after) if defended_subject.predictions > 1 else None
             ledger.record(columns[NON_ADAPTIVE], key, entry(shares[0] if shares is not None else after_right,
                                                             outcome.dist, attack_spec, attack, threat))
         row["accuracy_without_defense"][key] = task.score(outcome.adv, labels)
@@ -97,10 +98,9 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
             adaptive = adaptive_outcome.row
             adaptive_rows.append(adaptive)
             if clean_correct is not None:
-                verdicts = adaptive_outcome.right if adaptive_outcome.right is not None else \
-                    task.correct(adaptive_outcome.adv, labels)
-                ledger.record(columns[ADAPTIVE], key, entry(verdicts, adaptive_outcome.dist, attack_spec, attack,
-                                                            threat))
+                assert adaptive_outcome.right is not None  # the task has a verdict: it gave clean_correct
+                ledger.record(columns[ADAPTIVE], key, entry(adaptive_outcome.right, adaptive_outcome.dist,
+                                                            attack_spec, attack, threat))
             row["accuracy_after_defense"][f"{key}(adaptive)"] = adaptive[task.score_name]
         log.info("%s on %s: %s accuracy %.3f undefended, %.3f non-adaptive%s", defense.name, subject.model.name, key,
                  row["accuracy_without_defense"][key], row["accuracy_after_defense"][key],

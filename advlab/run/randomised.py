@@ -14,28 +14,26 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab.core.randomness import passes_differ
 from advlab.tasks import Subject, Task
 
 RANDOM_PREDICTIONS = 10  # predictions per image of a randomised subject's final evaluation
-PROBE = 8  # images the two-pass check reads
 
 
 def prediction_count(model: nn.Module, x: torch.Tensor) -> int:
-    """RANDOM_PREDICTIONS where two passes on the images x (a few suffice) differ beyond float noise, else 1."""
-    with torch.no_grad():
-        first, second = model(x[:PROBE]), model(x[:PROBE])
-    if not isinstance(first, torch.Tensor):
-        return 1  # a detector's outputs: its verdicts are compared as they are
-    return RANDOM_PREDICTIONS if not torch.allclose(first.float(), second.float(), rtol=1e-4, atol=1e-5) else 1
+    """RANDOM_PREDICTIONS where two passes on the images x (a few suffice) differ, else 1."""
+    return RANDOM_PREDICTIONS if passes_differ(model, x) else 1
 
 
 def right_shares(task: Task, model: nn.Module, images: Any, labels: torch.Tensor, k: int, batch_size: int,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+                 device: torch.device, first: Any = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """((N,) float: each image's share of k predictions that are right, (k,) the accuracy of each round), or
-    None for a task without a per-image verdict."""
+    None for a task without a per-image verdict; `first`, the task's predictions already made on `images`,
+    is the first round."""
     rounds = []
-    for _ in range(k):
-        right = task.correct(task.predict(model, images, batch_size, device), labels)
+    for i in range(k):
+        predictions = first if i == 0 and first is not None else task.predict(model, images, batch_size, device)
+        right = task.correct(predictions, labels)
         if right is None:
             return None
         rounds.append(right.float().cpu())
@@ -47,7 +45,7 @@ def clean_shares(subject: Subject, batch_size: int, device: torch.device) -> tor
     """(N,) the subject's clean verdicts: shares over its predictions where it is randomised, else 1/0."""
     if subject.predictions > 1:
         found = right_shares(subject.task, subject.model, subject.data.images, subject.labels, subject.predictions,
-                             batch_size, device)
+                             batch_size, device, first=subject.clean)
         return found[0] if found is not None else None
     right = subject.task.correct(subject.clean, subject.labels)
     return right.float().cpu() if right is not None else None

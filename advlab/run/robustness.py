@@ -190,7 +190,7 @@ def minimal_curves(ledger: Ledger) -> list[dict[str, Any]]:
             if not entry.minimal or entry.norm not in entry.distances:
                 continue
             clean = ledger.clean[column]
-            fooled = torch.minimum(clean, entry.correct)  # (N,) what is left where the adversarial counts
+            left = torch.minimum(clean, entry.correct)  # (N,) what stays right where the adversarial counts
             dist = torch.where((clean > 0) & (entry.correct < 1), entry.distances[entry.norm].float().cpu(),
                                torch.tensor(float("inf")))  # (N,) the smallest fooling distance, inf if none
             finite = dist[torch.isfinite(dist)]
@@ -198,7 +198,7 @@ def minimal_curves(ledger: Ledger) -> list[dict[str, Any]]:
                 continue
             top = float(finite.max())
             thresholds = torch.linspace(0.0, top * 1.05, CURVE_POINTS)
-            points = [[float(t), float(torch.where(dist <= t, fooled, clean).mean())] for t in thresholds]
+            points = [[float(t), float(torch.where(dist <= t, left, clean).mean())] for t in thresholds]
             curves.append({"kind": "minimal", "column": column.label(), "setting": column.setting, "attack": label,
                            "norm": entry.norm, "points": points})
     return curves

@@ -70,7 +70,9 @@ class Outcome:
     adv: Any  # the subject's task predictions on x_adv
     dist: dict[str, torch.Tensor]  # norm -> (N,) distance of x_adv from x (0 where the attack did not run)
     parts: list[tuple[str, torch.Tensor, str]] = field(default_factory=list)  # (label, fooled (N,), threat)
-    right: torch.Tensor | None = None  # (N,) float: shares of right predictions of a randomised subject's x_adv
+    # (N,) float: the task's verdict on x_adv, 1/0, or a randomised subject's share of right predictions; None
+    # for a task without a per-image verdict
+    right: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -150,8 +152,10 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, companion: Companion,
     queries = torch.zeros(len(data), dtype=torch.long)
     queries[index] = run.queries
     adv = task.predict(model, x_adv, cfg.batch_size, device)
-    shares = right_shares(task, model, x_adv, subject.labels, subject.predictions, cfg.batch_size, device) \
-        if subject.predictions > 1 else None  # a randomised model: its verdicts over k predictions
+    shares = right_shares(task, model, x_adv, subject.labels, subject.predictions, cfg.batch_size, device,
+                          first=adv) if subject.predictions > 1 else None  # a randomised model: over k predictions
+    correct = task.correct(adv, subject.labels)
+    right = shares[0] if shares is not None else correct.float().cpu() if correct is not None else None
     dist = {norm: torch.zeros(len(data)).index_put_((index,), d)  # (N,) per norm, 0 where not attacked
             for norm, d in run.distances.items()}
     targeted = isinstance(plan.criterion, Targeted)
@@ -194,4 +198,4 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, companion: Companion,
         full = torch.zeros(len(data), dtype=torch.bool)
         full[index] = fooled.bool().cpu()
         parts.append((label, full, threat))
-    return Outcome(row, x_adv, plan.attacked & success, adv, dist, parts, shares[0] if shares is not None else None)
+    return Outcome(row, x_adv, plan.attacked & success, adv, dist, parts, right)

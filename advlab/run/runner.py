@@ -265,13 +265,13 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
             bare.append(BareRow(labels[i], tag, spec, attack, companion, outcomes[0]))
             rows_by_companion.setdefault(type(companion), []).append((m, outcomes[0].row))
             if clean_correct is not None:
-                verdicts = outcomes[0].right if outcomes[0].right is not None else \
-                    subject.task.correct(outcomes[0].adv, subject.labels)
-                ledger.record(column, labels[i], entry(verdicts, outcomes[0].dist, spec, attack,
+                right = outcomes[0].right
+                assert right is not None  # the task has a verdict: it gave clean_correct
+                ledger.record(column, labels[i], entry(right, outcomes[0].dist, spec, attack,
                                                        get_attack(spec.method).threat))
                 for part, fooled, threat in outcomes[0].parts:  # e.g. standard's cumulative components
-                    kept = ~fooled if outcomes[0].right is None else \
-                        torch.where(fooled, outcomes[0].right, torch.ones_like(outcomes[0].right))  # shares
+                    kept = ~fooled if subject.predictions == 1 else \
+                        torch.where(fooled, right, torch.ones_like(right))  # a randomised model's shares
                     ledger.record(column, f"{labels[i]}: {part}", entry(kept, outcomes[0].dist, spec, attack, threat))
         verdict = subject.task if clean_correct is not None else None  # the unbounded probe needs one
         probed = subject.data.images[:PROBE_IMAGES]  # (P, C, H, W): the few images the sanity probes read

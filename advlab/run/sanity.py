@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from advlab.core.criteria import Untargeted
+from advlab.core.randomness import passes_differ
 from advlab.core.registry import ATTACKS
 from advlab.core.schema import ADAPTIVE, NON_ADAPTIVE
 from advlab.core.threat import ThreatModel
@@ -53,14 +54,14 @@ def probe(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, where: str, d
     if x.shape[0] == 0:
         return []
     found = []
-    with torch.no_grad():
-        first, second = model(x).float(), model(x).float()
-    if not torch.allclose(first, second, rtol=1e-4, atol=1e-5):
+    if passes_differ(model, x):
         found.append(warning("randomised-model", where, "two identical forward passes give different outputs: the "
                              "model or defense is randomised, so one gradient sample is a noisy estimate",
                              "average gradients over several passes (Expectation over Transformation, Athalye et "
-                             "al. 2018): set eot_samples (e.g. 10) on fgsm, pgd, apgd and square; standard "
+                             "al. 2018): set eot_samples (e.g. 10) on fgsm, pgd, apgd, fab-t and square; standard "
                              "switches to AutoAttack's rand version (EOT over 20 passes) by itself"))
+    with torch.no_grad():
+        first = model(x).float()
     if bool((first >= 0).all()) and bool(torch.allclose(first.sum(1), torch.ones_like(first.sum(1)), atol=1e-3)):
         found.append(warning("probabilities", where, "the model returns probabilities (non-negative, summing to 1), "
                              "not logits: cross-entropy on them saturates and gradient attacks weaken",
