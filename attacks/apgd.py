@@ -13,7 +13,9 @@ found. Momentum 0.75 on the step. Losses: cross-entropy, or the Difference of Lo
 (pi: the classes by decreasing logit), invariant to a shift and a rescaling of the logits, which
 is what defeats the false robustness of cross-entropy on saturated or rescaled logits. APGD-T runs the
 targeted DLR, -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2), against the 2nd, 3rd, ... most likely
-classes of the clean image in turn, each only on the images still robust.
+classes of the clean image in turn, each only on the images still robust. A model with too few classes
+for a normaliser (2 for DLR, 3 for targeted DLR: e.g. the binarized models of the binarization test) gets
+the plain logit difference z_y - z_t, the loss Zimmermann et al. (NeurIPS 2022) attack those models with.
 
 Batched like every attack here: each image has its own step size and schedule state; its random
 start is keyed by the seed and its own pixels (`advlab.core.rng`), so an image gives the same result alone
@@ -48,7 +50,8 @@ def dlr_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     top = logits.sort(dim=1, descending=True).values  # (N, K)
     own = logits.gather(1, labels[:, None]).squeeze(1)
     other = logits.scatter(1, labels[:, None], -math.inf).amax(dim=1)
-    return -(own - other) / (top[:, 0] - top[:, 2] + 1e-12)
+    scale = top[:, 0] - top[:, 2] + 1e-12 if top.shape[1] >= 3 else 1.0  # two classes: the logit difference
+    return -(own - other) / scale
 
 
 def dlr_targeted_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -56,7 +59,10 @@ def dlr_targeted_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch
     top = logits.sort(dim=1, descending=True).values  # (N, K)
     own = logits.gather(1, labels[:, None]).squeeze(1)
     target = logits.gather(1, targets[:, None]).squeeze(1)
-    return -(own - target) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+    classes = top.shape[1]
+    scale = (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12 if classes >= 4 else
+             top[:, 0] - top[:, 2] + 1e-12 if classes == 3 else 1.0)  # fewer classes: the nearest normaliser
+    return -(own - target) / scale
 
 
 # ---------------------------------------------------------------- the step-size schedule
@@ -244,8 +250,6 @@ class APGDT(Attack):
         with torch.no_grad():
             ranked = model(x).float().argsort(dim=1, descending=True)  # (N, K) clean logits' classes, best first
         classes = ranked.shape[1]
-        if classes < 4:
-            raise ValueError(f"apgd-t's targeted DLR loss needs at least 4 classes; the model has {classes}")
         labels = criterion.labels
         x_adv, success = x.detach().clone(), torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         queries = torch.ones(x.shape[0], dtype=torch.long, device=x.device)  # the clean pass ranking the classes

@@ -30,22 +30,13 @@ def train_madry(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                 batch_size: int = 128, lr: float = 2e-3, seed: int = 0) -> nn.Module:
     """Adversarial training: Adam on the PGD (l_inf eps, `steps` steps, step 2.5 eps / steps) examples of
     each minibatch, made on the net as it is."""
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
     wrapped = ImageClassifier(net, name="training", weights="training", mean=(FASHION_MEAN,), std=(FASHION_STD,),
                               input_size=28, class_names=FASHION_CLASSES, in_channels=1)
-    for epoch in range(epochs):
-        order = torch.randperm(x.shape[0], generator=gen)
-        for i in range(0, x.shape[0], batch_size):
-            idx = order[i:i + batch_size]
-            net.eval()
-            adv = pgd_linf(wrapped, x[idx], y[idx], eps, steps, 2.5 * eps / steps, seed=seed + epoch)
-            net.train()
-            loss = nn.functional.cross_entropy(net((adv - FASHION_MEAN) / FASHION_STD), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return net.eval()
+
+    def adversary(batch: torch.Tensor, labels: torch.Tensor, epoch: int) -> torch.Tensor:
+        return pgd_linf(wrapped, batch, labels, eps, steps, 2.5 * eps / steps, seed=seed + epoch)
+
+    return train_classifier(net, x, y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, adversary=adversary)
 
 
 def fashion_pair(n: int = 20000, eps: float = 0.1) -> tuple[ImageClassifier, ImageClassifier]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from advlab.core.errors import AdvlabError
-from advlab.core.results import AttackRow, DefenseRow, Matrix, Results, Robustness, RunWarning, read_results
+from advlab.core.results import AttackRow, BinarizationTest, DefenseRow, Matrix, Results, Robustness, RunWarning, read_results
 from advlab.core.schema import NO_DEFENSE
 from advlab.report.terminal import html_summary, text_summary
 from advlab.run.runlock import LOCK_FILES
@@ -61,6 +61,12 @@ class Evaluation:
     @property
     def defenses(self) -> list[DefenseRow]:
         return self.results.defenses
+
+    @property
+    def binarization_tests(self) -> list[tuple[AttackRow, BinarizationTest]]:
+        """Each attack row that ran the binarization test (`binarization_test=N`) with its test: the row's
+        method, setting and defense say which evaluation it tested; `test.passed` the paper's verdict."""
+        return [(row, row.binarization_test) for row in self.attacks if row.binarization_test is not None]
 
     @property
     def warnings(self) -> list[RunWarning]:

@@ -67,8 +67,8 @@ def evaluate(model: nn.Module | str, data: Any, *,
              out: str | Path | None = None, name: str = "evaluate", mean: Sequence[float] | None = None,
              std: Sequence[float] | None = None, input_size: int | None = None,
              class_names: Sequence[str] | None = None, task: str | None = None, weights: str | None = None,
-             dataset: str | None = None, save_adversarials: bool = False, quiet: bool = False, manage_heap: bool = False,
-             **settings: Any) -> Evaluation:
+             dataset: str | None = None, save_adversarials: bool = False, binarization_test: int = 0,
+             quiet: bool = False, manage_heap: bool = False, **settings: Any) -> Evaluation:
     """Evaluate `model` on `data` against `attacks` (and behind `defenses`), as `advlab run` does.
 
     model: an `nn.Module` taking normalised images (`mean`/`std` default to the images as they are,
@@ -84,6 +84,9 @@ def evaluate(model: nn.Module | str, data: Any, *,
         threat model the model was made for (a RobustBench entry's), else the bounded attacks' own.
     defenses: 'jpeg', 'jpeg:quality=50', 'hgd:checkpoint=FILE', defense objects; each evaluated without,
         non-adaptive and (`adaptive`) adaptive.
+    binarization_test: test every attack on this many images' binarized models (Zimmermann et al., NeurIPS
+        2022), each with an adversarial example known to exist within the threat model; results in
+        `Evaluation.binarization_tests`, a warning where an attack fails (0: off).
     out: a new or empty directory to write the run to, as the command line does (resumable: call again with
         the same objects and `out` to continue a stopped run); default a temporary one (`Evaluation.save`).
     quiet: no progress lines and no progress bars.
@@ -97,7 +100,8 @@ def evaluate(model: nn.Module | str, data: Any, *,
         in_memory = not isinstance(data, str)
         named = attacks if attacks is not None else default_attack_of("advlab.evaluate")
         cfg = RunConfig(name=name, seed=seed, device=device, precision=precision, batch_size=batch_size,
-                        out=str(out) if out is not None else None, save_adversarials=save_adversarials, model=spec,
+                        out=str(out) if out is not None else None, save_adversarials=save_adversarials,
+                        binarization_test=binarization_test, model=spec,
                         data=DataSpec(f"{MEMORY}:{_kind(data)}" if in_memory else data, n=n),
                         attacks=attack_specs(named, threats, settings, quiet=quiet),
                         defenses=defense_specs(defenses, adaptive), threat=threats)

@@ -185,7 +185,7 @@ def _attack_params(args: argparse.Namespace) -> dict[str, Any]:
 def apply_run_overrides(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
     for flag, key in (("seed", "seed"), ("device", "device"), ("precision", "precision"),
                       ("batch_size", "batch_size"), ("out", "out"), ("name", "name"),
-                      ("save_adversarials", "save_adversarials")):
+                      ("save_adversarials", "save_adversarials"), ("binarization_test", "binarization_test")):
         if getattr(args, flag) is not None:
             setattr(cfg, key, getattr(args, flag))
     if args.n is not None:

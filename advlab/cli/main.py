@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save every adversarial image (8-bit) under arrays/; by default arrays/ keeps the "
                    "first 64 images of each row, what the report shows")
     g.add_argument("--name", help="run name")
+    g.add_argument("--binarization-test", type=int, nargs="?", const=50, metavar="N",
+                   help="also test every attack on N images' binarized models, each with an adversarial example "
+                   "known to exist within eps (Zimmermann et al., NeurIPS 2022); passes at 95%% success (N "
+                   "default 50)")
     g.add_argument("--threat", action="append", metavar="NORM:EPS", help="threat model of the robustness matrix, "
                    "e.g. linf:8/255 or l2:0.5 (repeat for one matrix each); an attack counts only where its "
                    "adversarial lies within eps (default: the norms and eps of the bounded attacks)")

@@ -65,6 +65,8 @@ class RunConfig:
     # threat models (norm, eps) of the robustness matrices: one matrix each, an attack counting only where
     # its adversarial lies within eps; empty = one per distinct (norm, eps) of the bounded attacks
     threat: list[ThreatModel] = field(default_factory=list)
+    # the binarization test (Zimmermann et al., NeurIPS 2022) of every attack row on this many images; 0 = off
+    binarization_test: int = 0
     # what advlab chose on the user's behalf (e.g. the segmenter for --method dag without --model):
     # logged once and recorded in results.json
     notes: list[str] = field(default_factory=list)
@@ -96,6 +98,10 @@ def validate(cfg: RunConfig) -> None:
         raise AdvlabError(f"seed (--seed) must be an integer >= 0, got {cfg.seed!r}")
     if cfg.batch_size < 1:
         raise AdvlabError(f"batch_size (--batch-size) must be >= 1, got {cfg.batch_size}")
+    test = cfg.binarization_test
+    if not isinstance(test, int) or isinstance(test, bool) or test < 0:
+        raise AdvlabError(f"binarization_test (--binarization-test) is a number of images (e.g. 50), 0 for off; "
+                          f"got {test!r}")
     if not RUN_NAME.fullmatch(cfg.name) or ".." in cfg.name:
         raise AdvlabError(f"name (--name) {cfg.name!r} must be a plain file name (letters, digits, '_', '-', "
                           "'.'; no '/' or '..'): it names the run directory under reports/")

@@ -158,6 +158,23 @@ class Robustness(Record):
     curves: list[Curve]
 
 
+@dataclass(frozen=True)
+class BinarizationTest(Record):
+    """An attack row's binarization test (Zimmermann et al., NeurIPS 2022; `advlab.run.binarization`): the
+    share of `n` binarized models, each with an adversarial example known to exist within `threat`, that the
+    same attack fooled; `passed` at `pass_rate` or more. `skipped` says why a row has no test."""
+
+    success_rate: float | None = field(default=None, metadata=OMIT)  # None where no binarized model was built
+    n: int | None = field(default=None, metadata=OMIT)  # binarized models attacked
+    passed: bool | None = field(default=None, metadata=OMIT)
+    pass_rate: float | None = field(default=None, metadata=OMIT)  # the paper's 0.95
+    setup_failed: int | None = field(default=None, metadata=OMIT)  # images whose binarized model was not valid
+    threat: Threat | None = field(default=None, metadata=OMIT)
+    inner_points: int | None = field(default=None, metadata=OMIT)  # per image, the clean image included
+    wall_s: float | None = field(default=None, metadata=OMIT)  # building the binarized models and attacking them
+    skipped: str | None = field(default=None, metadata=OMIT)
+
+
 @dataclass
 class AttackRow(Record):
     """One attack on one model (bare, or defended in the adaptive setting): what is common to every row,
@@ -182,6 +199,7 @@ class AttackRow(Record):
     target_class: int | None = None
     starting_image: str | None = None
     arrays: str | None = None  # arrays/<tag>.pt: the first images and their adversarials
+    binarization_test: BinarizationTest | None = field(default=None, metadata=OMIT)  # with --binarization-test
     measures: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -342,6 +360,6 @@ def json_schema() -> dict[str, Any]:
             **top, "$defs": defs}
 
 
-__all__ = ["SCHEMA", "AttackRow", "Column", "Curve", "DataInfo", "DefenseRow", "Matrix", "MatrixRow", "ModelInfo",
+__all__ = ["SCHEMA", "AttackRow", "BinarizationTest", "Column", "Curve", "DataInfo", "DefenseRow", "Matrix", "MatrixRow", "ModelInfo",
            "Record", "Results", "Robustness", "RunWarning", "Threat", "check_schema", "json_schema", "read_results",
            "read_results_json", "results_from_dict"]

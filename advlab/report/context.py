@@ -191,6 +191,6 @@ def build_context(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         "randomised": next((fmt.as_dict(a.get("predictions")).get("k") for a in attacks
                             if fmt.as_dict(a.get("predictions"))), None),
         "matrices": matrix_views(results.get("robustness"), results.get("model"),
-                                 view_for(fmt.as_dict(results.get("model"))).right),
+                                 view_for(fmt.as_dict(results.get("model"))).right, attacks),
         "curves": curves_view(results.get("robustness")),
     }

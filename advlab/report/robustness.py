@@ -3,7 +3,7 @@ case x model / defense / setting, colour-scaled) and the robustness curves (accu
 against the threshold for minimal-perturbation attacks)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from matplotlib.figure import Figure
@@ -28,6 +28,28 @@ class Matrix:
     rows: list[tuple[str, list[Cell], bool, bool]]  # (attack, cells, is the worst case, counted only within eps)
     published: str | None = None  # a leaderboard's figures for the model in this threat model (RobustBench)
     right: str = ""  # when one image counts as right: the task's per-image verdict the matrix counts
+    tests: list[dict[str, str]] = field(default_factory=list)  # the binarization tests of this threat model
+
+
+def binarization_view(attacks: Any) -> dict[str, list[dict[str, str]]]:
+    """The attack rows' binarization tests by threat label: which evaluation (attack, model, defense, setting),
+    the share of binarized models it fooled, and the paper's verdict."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for row in (fmt.as_dict(a) for a in attacks if isinstance(attacks, list)):
+        test = fmt.as_dict(row.get("binarization_test"))
+        if not test:
+            continue
+        where = ", ".join(fmt.plain(row[k]) for k in ("model", "defense", "setting") if row.get(k))
+        label = fmt.plain(fmt.as_dict(test.get("threat")).get("label"))
+        if test.get("skipped"):
+            fooled, verdict = "—", f"not run: {fmt.plain(test['skipped'])}"
+        else:
+            fooled = f"{fmt.pct(test.get('success_rate'))} of {fmt.plain(test.get('n'))}"
+            verdict = {True: "passed", False: "FAILED"}.get(test.get("passed"), "no binarized model could be built")
+        extra = f" ({fmt.plain(test.get('setup_failed'))} not built)" if test.get("setup_failed") else ""
+        out.setdefault(label, []).append({"attack": fmt.row_name(row), "where": where, "fooled": fooled + extra,
+                                          "verdict": verdict, "failed": "yes" if test.get("passed") is False else ""})
+    return out
 
 
 def warnings_view(warnings: Any) -> list[dict[str, Any]]:
@@ -54,9 +76,11 @@ def _colour(value: Any) -> str:
     return f"background: rgb({min(red, 255)}, {min(green, 255)}, 160)"
 
 
-def matrix_views(robustness: Any, model: Any = None, right: str = "") -> list[Matrix]:
+def matrix_views(robustness: Any, model: Any = None, right: str = "", attacks: Any = None) -> list[Matrix]:
     """results["robustness"] as the matrices the page shows, one per threat model; [] without one. The
-    model's published figures (results["model"]["published"]) go under the matrix of their threat model."""
+    model's published figures (results["model"]["published"]) and the attack rows' binarization tests go under
+    the matrix of their threat model."""
+    tests = binarization_view(attacks)
     rob = fmt.as_dict(robustness)
     published = fmt.as_dict(fmt.as_dict(model).get("published"))
     published_threat = fmt.as_dict(published.get("threat_model")).get("label")
@@ -78,7 +102,7 @@ def matrix_views(robustness: Any, model: Any = None, right: str = "") -> list[Ma
         out.append(Matrix(label, [fmt.plain(c.get("label")) for c in columns],
                           [fmt.pct(c.get("clean_accuracy")) for c in columns], cells_of,
                           published_text(published) if published_threat and published_threat == label else None,
-                          right))
+                          right, tests.get(label, [])))
     return out
 
 

@@ -31,6 +31,21 @@ def published_line(results: Results, threat: str | None) -> str | None:
     return f"published: {published_text(published)}" if label == threat else None
 
 
+def binarization_lines(results: Results, threat: str | None) -> list[str]:
+    """One line per binarization test of this threat model: which evaluation, how many binarized models it
+    fooled, the verdict."""
+    lines = []
+    for row in results.attacks:
+        test = row.binarization_test
+        if test is None or test.threat is None or test.threat.label != threat or test.n is None:
+            continue
+        where = ", ".join(str(v) for v in (row.model, row.defense, row.setting) if v)
+        verdict = {True: "passed", False: "FAILED"}.get(test.passed, "no binarized model built")
+        lines.append(f"binarization test, {row.method} ({where}): fooled {fmt.pct(test.success_rate)} of {test.n} "
+                     f"binarized models: {verdict}")
+    return lines
+
+
 def text_summary(results: Results, *, width: int = 120, color: bool = False) -> str:
     """The matrices, the clean score and the warnings as terminal text (ANSI colours where `color`)."""
     out = io.StringIO()
@@ -51,6 +66,8 @@ def text_summary(results: Results, *, width: int = 120, color: bool = False) -> 
         published = published_line(results, threat)
         if published:
             console.print(published, markup=False)
+        for line in binarization_lines(results, threat):
+            console.print(line, markup=False)
     for row in results.attacks:
         if row.measures.get("skipped"):
             console.print(f"{row.method} ({row.setting}): {row.measures['skipped']}", markup=False)
@@ -80,6 +97,7 @@ def html_summary(results: Results) -> str:
         published = published_line(results, threat)
         if published:
             parts.append(f"<p><small>{e(published)}</small></p>")
+        parts += [f"<p><small>{e(line)}</small></p>" for line in binarization_lines(results, threat)]
     parts += [f"<p style='color:#a60'>warning [{e(w.check)}] {e(w.where)}: {e(w.message)}; {e(w.advice)}</p>"
               for w in results.warnings]
     return "\n".join(parts)

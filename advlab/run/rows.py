@@ -17,6 +17,7 @@ from advlab.core.config import AttackSpec, RunConfig
 from advlab.core.criteria import Targeted
 from advlab.core.images import Images, Replaced, as_images
 from advlab.core.registry import get_attack
+from advlab.run.binarization import binarization_test
 from advlab.run.chunks import TRACE, attack_in_chunks
 from advlab.run.randomised import right_shares
 from advlab.tasks import Subject
@@ -181,6 +182,10 @@ def attack_row(tag: str, spec: AttackSpec, attack: Attack, companion: Companion,
                               "accuracy_std": float(shares[1].std()) if subject.predictions > 1 else 0.0,
                               "rule": RULE}
     row |= companion.row_extras(attack, tag, run, subject, row, cfg.batch_size, device, arrays)
+    if cfg.binarization_test and baseline is None:  # a control row is not an evaluation to test
+        row["binarization_test"] = binarization_test(attack, spec, subject, images=cfg.binarization_test,
+                                                     threats=cfg.threat, seed=cfg.seed, batch_size=cfg.batch_size,
+                                                     device=device, chunk_dir=arrays / f"{tag}.binarization.chunks")
     keep = min(len(data), REPORT_IMAGES)  # what the report shows
     # clones: torch.save writes a slice's whole storage, i.e. every image, without them
     saved = {"x": data.images[:keep].clone(), "x_adv": x_adv[:keep].clone(), "n_images": torch.tensor(len(data)),

@@ -36,6 +36,7 @@ from advlab.core.version import __version__
 from advlab.data.memory import images_in_memory
 from advlab.data.sources import load_images
 from advlab.report import render_html, render_report
+from advlab.run.binarization import binarization_warnings, check_binarizable
 from advlab.run.defense_eval import build_defense, defense_label, evaluate_defense
 from advlab.run.model_threat import with_model_threat
 from advlab.run.randomised import clean_shares, prediction_count
@@ -168,6 +169,8 @@ def _preflight(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], s
             check_task(get_attack(spec.method), subject)
             attack.prepare(subject.model, tuple(subject.data.images.shape[1:]), device)
             subject.task.plan(spec, attack, subject, device, seed=cfg.seed)
+        if cfg.binarization_test:
+            check_binarizable(subject.model, subject.data.images[:1].to(device))
         for dspec, defense in zip(cfg.defenses, defenses):  # a defense that does not fit fails here, on one image
             check_task(get_defense(dspec.method), subject)
             subject.task.predict(Defended(subject.model, defense).to(device).eval(), subject.data.images[:1], 1, device)
@@ -294,7 +297,8 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
                 results[cls.transfer_key] = transfer
     if ledger.columns:
         results["robustness"] = ledger.summary(cfg.threat)
-    results["warnings"] = warnings + result_checks(ledger, results["attacks"], cfg.threat)
+    results["warnings"] = (warnings + result_checks(ledger, results["attacks"], cfg.threat)
+                           + binarization_warnings(results["attacks"]))
     for found in results["warnings"]:
         log.warning("check %s (%s): %s", found["check"], found["where"], found["message"])
     text = results_from_dict(results).to_json()  # typed: every key of the schema checked as it is written

@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -31,17 +33,28 @@ def fashion_mlp(num_classes: int = 10) -> nn.Module:
 ARCHITECTURES = {"fashion_cnn": fashion_cnn, "fashion_mlp": fashion_mlp}
 
 
+Adversary = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]  # (images, labels, epoch) -> adversarials
+
+
 def train_classifier(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 3, batch_size: int = 128,
-                     lr: float = 2e-3, seed: int = 0, mean: float = FASHION_MEAN, std: float = FASHION_STD) -> nn.Module:
-    """Plain Adam training on (N, C, H, W) images in [0, 1]; returns the net in eval mode."""
+                     lr: float = 2e-3, seed: int = 0, mean: float = FASHION_MEAN, std: float = FASHION_STD,
+                     adversary: Adversary | None = None) -> nn.Module:
+    """Adam training on (N, C, H, W) images in [0, 1]; returns the net in eval mode. With an `adversary`,
+    adversarial training (Madry et al., ICLR 2018): each minibatch is replaced by what the adversary makes of
+    it on the net as it is (in eval mode)."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = torch.randperm(x.shape[0], generator=gen)
         for i in range(0, x.shape[0], batch_size):
             idx = order[i:i + batch_size]
-            loss = nn.functional.cross_entropy(net((x[idx] - mean) / std), y[idx])
+            batch = x[idx]
+            if adversary is not None:
+                net.eval()
+                batch = adversary(batch, y[idx], epoch)
+                net.train()
+            loss = nn.functional.cross_entropy(net((batch - mean) / std), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
