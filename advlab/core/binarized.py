@@ -77,7 +77,7 @@ def check_head(model: nn.Module, head: nn.Linear, x: torch.Tensor) -> None:
 
 def inner_count(features: int, wanted: int = INNER_POINTS) -> int:
     """Inner points per image (the clean image included): the reference's 999, fewer than the feature
-    dimension so that one point can be separated from them by a linear readout (the reference warns below)."""
+    dimension so that a linear readout can separate one point from them (the reference warns where it is not)."""
     return max(1, min(wanted, features - 2))
 
 

@@ -171,7 +171,8 @@ class BinarizationTest(Record):
     setup_failed: int | None = field(default=None, metadata=OMIT)  # images whose binarized model was not valid
     threat: Threat | None = field(default=None, metadata=OMIT)
     inner_points: int | None = field(default=None, metadata=OMIT)  # per image, the clean image included
-    wall_s: float | None = field(default=None, metadata=OMIT)  # building the binarized models and attacking them
+    build_s: float | None = field(default=None, metadata=OMIT)  # building the binarized models (once per model)
+    wall_s: float | None = field(default=None, metadata=OMIT)  # the attack on them
     skipped: str | None = field(default=None, metadata=OMIT)
 
 

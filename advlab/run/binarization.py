@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from advlab.core.attack import Attack
-from advlab.core.binarized import binarize, check_head, head_of, inner_count, separated
+from advlab.core.binarized import Binarized, binarize, check_head, head_of, inner_count, separated
 from advlab.core.config import AttackSpec
 from advlab.core.criteria import Untargeted
 from advlab.core.defense import Defended
@@ -62,7 +62,6 @@ def binarization_test(attack: Attack, spec: AttackSpec, subject: Subject, *, ima
                       chunk_dir: Path) -> dict[str, Any]:
     """The row's `binarization_test`: success_rate, n (binarized models attacked), passed (the paper's rule),
     and how they were built; or `skipped`, why the test does not apply to this row."""
-    started = time.perf_counter()
     threat = threat_of_test(attack, threats)
     if spec.target_class is not None:
         return {"skipped": "the test is untargeted (an adversarial example of each binarized model is known to "
@@ -71,15 +70,7 @@ def binarization_test(attack: Attack, spec: AttackSpec, subject: Subject, *, ima
         return {"skipped": "a universal perturbation is one for all images; the test gives each image its own model"}
     if threat is None:
         return {"skipped": "the attack has no bound and the run names no threat model (--threat) to build in"}
-    right = subject.task.correct(subject.clean, subject.labels).cpu()  # (N,) bool
-    candidates = right.nonzero().squeeze(1)[:CANDIDATES * images]
-    x = subject.data.images[candidates].to(device)  # (M, C, H, W)
-    x = x[separated(x.cpu(), threat, images).to(device)]  # (n, C, H, W), eps balls disjoint
-    model = subject.model
-    classifier = bare_classifier(model)
-    head = head_of(classifier, len(classifier.class_names))
-    inner = inner_count(head.in_features)
-    binarized, valid = binarize(model, head, x, threat, seed=seed, inner=inner, batch_size=batch_size)
+    x, binarized, valid, inner, build_s = binarized_models(subject, threat, images, seed, batch_size, device)
     kept = x[valid]  # (n_valid, C, H, W)
     run = attack_in_chunks(attack, binarized, kept, Untargeted(torch.zeros(len(kept), dtype=torch.long)),
                            starting_points=None, batch_size=batch_size, device=device, seed=seed, chunk_dir=chunk_dir)
@@ -88,7 +79,26 @@ def binarization_test(attack: Attack, spec: AttackSpec, subject: Subject, *, ima
     rate = float(fooled.float().mean()) if n else None
     return {"success_rate": rate, "n": n, "passed": (rate >= PASS_RATE) if rate is not None else None,
             "pass_rate": PASS_RATE, "setup_failed": int((~valid).sum()), "threat": threat.as_dict(),
-            "inner_points": inner, "wall_s": time.perf_counter() - started}
+            "inner_points": inner, "build_s": build_s, "wall_s": run.wall_s}
+
+
+def binarized_models(subject: Subject, threat: ThreatModel, images: int, seed: int, batch_size: int,
+                     device: torch.device) -> tuple[torch.Tensor, Binarized, torch.Tensor, int, float]:
+    """(the test's images (n, C, H, W), their binarized models, (n,) valid, inner points per image, seconds it
+    took) for this subject and threat model: built once, then reused by every attack row of the subject."""
+    key = ("binarized", threat, images, seed)
+    if key not in subject.built:
+        started = time.perf_counter()
+        right = subject.task.correct(subject.clean, subject.labels).cpu()  # (N,) bool
+        candidates = right.nonzero().squeeze(1)[:CANDIDATES * images]
+        x = subject.data.images[candidates].to(device)  # (M, C, H, W)
+        x = x[separated(x.cpu(), threat, images).to(device)]  # (n, C, H, W), eps balls disjoint
+        classifier = bare_classifier(subject.model)
+        head = head_of(classifier, len(classifier.class_names))
+        inner = inner_count(head.in_features)
+        binarized, valid = binarize(subject.model, head, x, threat, seed=seed, inner=inner, batch_size=batch_size)
+        subject.built[key] = (x, binarized, valid, inner, time.perf_counter() - started)
+    return subject.built[key]
 
 
 def binarization_warnings(rows: list[dict[str, Any]]) -> list[dict[str, str]]:

@@ -10,7 +10,7 @@ matrix) and `view` (its part of the report). Each built-in task is a package hol
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -68,6 +68,9 @@ class Subject:
     labels: torch.Tensor  # (N, ...) ground truth, or the clean prediction for unlabeled data
     held_out: HeldOut | None
     predictions: int = 1  # predictions per image of the final evaluation: k for a randomised model (run.randomised)
+    # what the run built once for this subject and every attack row reuses (e.g. the binarization test's
+    # binarized models, by threat model)
+    built: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def held_out_or_data(self) -> HeldOut:
         return self.held_out or HeldOut(self.data, self.clean)
