@@ -13,6 +13,7 @@ trusted: the attack missed adversarial examples known to exist.
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from advlab.core.threat import ThreatModel
 from advlab.run.chunks import attack_in_chunks
 from advlab.tasks import Subject
 
+log = logging.getLogger("advlab")
 PASS_RATE = 0.95  # Zimmermann et al. 2022: the test passes at an attack success rate of at least 95%
 CANDIDATES = 4  # right images read per wanted image, to find enough whose eps balls are disjoint
 ADVICE = ("the attack missed adversarial examples that exist inside the threat model, so the robust accuracy it "
@@ -96,6 +98,8 @@ def binarized_models(subject: Subject, threat: ThreatModel, images: int, seed: i
         classifier = bare_classifier(subject.model)
         head = head_of(classifier, len(classifier.class_names))
         inner = inner_count(head.in_features)
+        log.info("binarization test: %d binarized models of %s in %s, from %d forward passes", len(x),
+                 getattr(subject.model, "name", "the model"), threat.label(), len(x) * (inner + 1))
         binarized, valid = binarize(subject.model, head, x, threat, seed=seed, inner=inner, batch_size=batch_size)
         subject.built[key] = (x, binarized, valid, inner, time.perf_counter() - started)
     return subject.built[key]
