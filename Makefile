@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.advlab-installed
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(shell [ "$$(id -u)" = 0 ] || echo sudo -n) apt-get install -y -q
 
-.PHONY: demo test test-gpu bench bench-gpu fashion-models hgd-fashion install clean
+.PHONY: demo test lint test-gpu bench bench-gpu fashion-models hgd-fashion install clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ test: $(STAMP)
 	rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): the suite is missing"; fi; \
 	exit $$rc
+
+# ruff on the rules of pyproject.toml (CI runs it before make test)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu tests

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from advlab.core.version import __version__
+from advlab.core.version import __version__ as __version__
+
 __all__ = ["Evaluation", "attack", "evaluate", "load", "load_model", "run"]
 
 

@@ -100,7 +100,7 @@ class _State:
     queries: torch.Tensor  # (A,) int64
     running: torch.Tensor  # (A,) bool; False once an image has finished
 
-    def select(self, keep: torch.Tensor) -> "_State":
+    def select(self, keep: torch.Tensor) -> _State:
         return _State(**{name: getattr(self, name)[keep] for name in self.__dataclass_fields__})
 
 

@@ -29,7 +29,7 @@ class CallCounter(nn.Module):
         return self.model(x)
 
 
-def run_foolbox_boundary(attack: "BoundaryAttack", model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
+def run_foolbox_boundary(attack: BoundaryAttack, model: nn.Module, x: torch.Tensor, criterion: Criterion, *,
                          seed: int, starting_points: torch.Tensor | None) -> AttackResult:
     import foolbox as fb
 

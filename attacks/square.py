@@ -188,7 +188,7 @@ class Square(Attack):
 
     def _linf_step(self, x0: torch.Tensor, best: torch.Tensor, u: torch.Tensor, p: float) -> torch.Tensor:
         a, c, h, w = x0.shape
-        s = min(max(int(round(math.sqrt(p * h * w))), 1), h - 1, w - 1)
+        s = min(max(round(math.sqrt(p * h * w)), 1), h - 1, w - 1)
         top, left = _corners(u[:, :2], h, w, s)
         mask = _window_masks(h, w, s, top, left)  # (A, 1, h, w)
         lo, hi = (x0 - self.eps).clamp(0.0, 1.0), (x0 + self.eps).clamp(0.0, 1.0)
@@ -206,8 +206,8 @@ class Square(Attack):
     # ---------------------------------------------------------------- l2
     def _l2_step(self, x0: torch.Tensor, best: torch.Tensor, u: torch.Tensor, p: float,
                  cache: dict[int, torch.Tensor]) -> torch.Tensor:
-        a, c, h, w = x0.shape
-        s = max(int(round(math.sqrt(p * h * w))), 3)
+        c, h, w = x0.shape[1:]
+        s = max(round(math.sqrt(p * h * w)), 3)
         s = min(s + (s % 2 == 0), h - 1, w - 1)
         if s not in cache:
             cache[s] = pseudo_gaussian(s).to(x0.device)

@@ -107,7 +107,7 @@ class UniversalPerturbation(Attack):
         self.progress = check_bool("progress", progress)
         self._matches: dict[str, Any] | None = None  # a control: the norm it matches (`matched_control`)
 
-    def matched_control(self, v: torch.Tensor) -> "UniversalPerturbation | None":
+    def matched_control(self, v: torch.Tensor) -> UniversalPerturbation | None:
         """A random v of the same norm as `v` (C, H, W) in this attack's norm (None for v = 0)."""
         size = float(NORMS[self.norm].size(v[None])[0])
         if not size > 0:

@@ -14,21 +14,22 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from robust_models import fashion_pair  # noqa: E402
+from robust_models import fashion_pair
 
-from advlab.attacks.apgd import APGD, APGDT  # noqa: E402
-from advlab.attacks.fab import FABT  # noqa: E402
-from advlab.attacks.square import Square  # noqa: E402
-from advlab.attacks.standard import Standard  # noqa: E402
-from advlab.core.criteria import Untargeted  # noqa: E402
-from advlab.data.sources import load_images  # noqa: E402
+from advlab.attacks.apgd import APGD, APGDT
+from advlab.attacks.fab import FABT
+from advlab.attacks.square import Square
+from advlab.attacks.standard import Standard
+from advlab.core.criteria import Untargeted
+from advlab.data.sources import load_images
 
 
 def timed(run: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:

@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=50)
     args = parser.parse_args()
     plain, madry = fashion_pair()
-    print(f"| model | evaluation | robust accuracy | binarized models fooled | test | build | attack |")
+    print("| model | evaluation | robust accuracy | binarized models fooled | test | build | attack |")
     print("|---|---|---|---|---|---|---|")
     for name, model in (("plain", plain), ("adv. trained", madry)):
         test = load_images("fashion-mnist:test", model, n=1000)

@@ -37,9 +37,9 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("quickstart", ["run", "configs/quickstart.yaml", "-n", "1"], ()),
     ("dag-cross-task", ["run", "configs/dag-cross-task.yaml", "-n", "2"], ()),
     ("hgd-fashion", ["run", "configs/hgd-fashion.yaml", "-n", "20"],
-     FASHION + ("reports/models/hgd-fashion/hgd-lgd.pt",)),
+     (*FASHION, "reports/models/hgd-fashion/hgd-lgd.pt")),
     ("uap-transfer-fashion", ["run", "configs/uap-transfer-fashion.yaml", "-n", "200", "--eval-n", "200"],
-     FASHION + ("reports/models/fashion_mlp.pt",)),
+     (*FASHION, "reports/models/fashion_mlp.pt")),
     ("boundary", ["attack", "--method", "boundary", "-n", "1", "--max-queries", "300"], ()),
     ("boundary-targeted", ["attack", "--method", "boundary", "--target-class", "559", "-n", "2",
                            "--max-queries", "300"], ()),  # image 1 is a folding chair (559): image 0's start

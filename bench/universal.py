@@ -39,7 +39,7 @@ def gradient_ceiling(model: nn.Module, x: torch.Tensor, device: torch.device, se
         if i == 2:
             synchronize(device)
             n, t0 = 0, time.perf_counter()
-        (grad,) = torch.autograd.grad(model(x).logsumexp(dim=1).sum(), x)
+        torch.autograd.grad(model(x).logsumexp(dim=1).sum(), x)
         n += x.shape[0]
         if t0 is not None and time.perf_counter() - t0 > seconds:
             break

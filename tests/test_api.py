@@ -71,14 +71,14 @@ def test_the_readme_python_snippets_run_as_written(digits, hgd_checkpoint, tmp_p
     x, y = digits.x_test[:24], digits.y_test[:24]
     scope = {"model": model, "x": x, "y": y}
 
-    exec(blocks[0], scope)  # noqa: S102  (the README's own text)
+    exec(blocks[0], scope)  # the README's own text
     adv = scope["adv"]
     assert float((adv - x).abs().max()) <= 8 / 255 + 1e-6
     with torch.no_grad():
         clean, attacked = (model(x).argmax(1) == y).sum(), (model(adv).argmax(1) == y).sum()
     assert attacked < clean - 1  # PGD at 8/255 turns digits from right to wrong (24 -> 22 or fewer)
 
-    exec(blocks[1], scope)  # noqa: S102
+    exec(blocks[1], scope)
     ev = scope["ev"]
     assert isinstance(ev.robust_accuracy, float) and ev.robust_accuracy < ev.clean_accuracy
     assert (tmp_path / "reports" / "mine" / "index.html").is_file()
@@ -86,7 +86,7 @@ def test_the_readme_python_snippets_run_as_written(digits, hgd_checkpoint, tmp_p
     parts = [r.attack for r in ev.matrices[0].rows]
     assert "standard: apgd-ce" in parts and "worst case" in parts
 
-    exec(blocks[2], scope)  # noqa: S102
+    exec(blocks[2], scope)
     ev = scope["ev"]
     settings = {(c.defense, c.setting) for c in ev.robustness.columns}
     assert {("jpeg q75", "non-adaptive"), ("jpeg q75", "adaptive")} <= settings

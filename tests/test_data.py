@@ -140,7 +140,7 @@ def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
     make_folder(tmp_path, {"0": [0, 1, 3]})
     (tmp_path / "0" / "broken.jpg").write_bytes(b"this is not a jpeg" * 10)
     with raises(r"^cannot read image .*broken\.jpg.*replace it$"):
-        load_images(f"folder:{tmp_path}", tiny()).x
+        _ = load_images(f"folder:{tmp_path}", tiny()).x
     (tmp_path / "0" / "broken.jpg").write_bytes(SAMPLES[0].read_bytes()[:3000])  # truncated JPEG
     with raises(r"^cannot read image .*broken\.jpg.*replace it$"):
         list(load_images(f"folder:{tmp_path}", tiny()).images.batches(2))

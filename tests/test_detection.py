@@ -460,7 +460,7 @@ def test_runs_export_and_the_report_agree_on_a_dense_task_s_numbers(dag_run: dic
     out = dag_run["out"]
     clean = dag_run["results"]["robustness"]["columns"][0]["clean_accuracy"]
     assert main(["runs", str(out.parent)]) == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if str(out) in l or out.name in l)
+    line = next(text for text in capsys.readouterr().out.splitlines() if str(out) in text or out.name in text)
     assert f"{clean * 100:.1f}" in line
     assert main(["export", str(out), "--format", "csv", "--out", str(out / "agree.csv")]) == 0
     assert f"{clean * 100:.1f}" in (out / "agree.csv").read_text()

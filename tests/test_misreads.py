@@ -32,7 +32,7 @@ def test_a_16_bit_png_is_read_as_its_values_not_as_white(fashion, tmp_path):
     float_image.mkdir(parents=True)
     Image.fromarray(np.ones((28, 28), np.float32)).save(float_image / "f.tif")
     with pytest.raises(AdvlabError, match="holds 32-bit floats"):
-        load_images(f"folder:{tmp_path / 'float'}", fashion.model).x
+        _ = load_images(f"folder:{tmp_path / 'float'}", fashion.model).x
 
 
 def test_one_image_of_shape_3_h_w_is_refused_as_ambiguous(fashion, tmp_path, run_error):

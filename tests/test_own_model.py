@@ -17,8 +17,8 @@ from torch import nn
 def test_a_factory_file_imports_the_modules_beside_it(tmp_path, digits):
     folder = tmp_path / "project"
     folder.mkdir()
-    (folder / "mynet.py").write_text("import sys\nsys.path.insert(0, %r)\nfrom conftest import digits_net\n"
-                                     % str(Path(__file__).resolve().parent))
+    (folder / "mynet.py").write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+                                     "from conftest import digits_net\n")
     (folder / "model.py").write_text("from mynet import digits_net\n\n\ndef factory():\n    return digits_net()\n")
     x, y = digits.correct(4)
     np.savez(tmp_path / "d.npz", x=x.numpy(), y=y.numpy())

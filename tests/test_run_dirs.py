@@ -179,7 +179,7 @@ def test_arrays_keep_what_the_report_shows_and_every_adversarial_only_on_request
     shards = sorted((tmp_path / "all" / row["adversarials_dir"]).glob("shard-*.pt"))
     assert [p.name for p in shards] == ["shard-00000.pt", "shard-00001.pt", "shard-00002.pt"]  # 4 + 4 + 2 images
     parts = [torch.load(p, weights_only=True) for p in shards]
-    everything = {"x_adv": torch.cat([p["x_adv"] for p in parts]), "names": sum((p["names"] for p in parts), [])}
+    everything = {"x_adv": torch.cat([p["x_adv"] for p in parts]), "names": [n for p in parts for n in p["names"]]}
     assert everything["x_adv"].dtype == torch.uint8 and everything["x_adv"].shape == (10, 1, 28, 28)
     assert everything["names"] == [s["name"] for s in row["samples"]]
     shown = torch.load(tmp_path / "all" / row["arrays"], weights_only=True)["x_adv"]  # float, the first 4

@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from advlab.core.errors import AdvlabError
-from advlab.core.results import AttackRow, BinarizationTest, DefenseRow, Matrix, Results, Robustness, RunWarning, read_results
+from advlab.core.results import (
+    AttackRow,
+    BinarizationTest,
+    DefenseRow,
+    Matrix,
+    Results,
+    Robustness,
+    RunWarning,
+    read_results,
+)
 from advlab.core.schema import NO_DEFENSE
 from advlab.report.terminal import html_summary, text_summary
 from advlab.run.runlock import LOCK_FILES

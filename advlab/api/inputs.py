@@ -39,7 +39,7 @@ def model_input(model: nn.Module | str, *, mean: Sequence[float] | None = None, 
     if not isinstance(model, nn.Module):
         raise AdvlabError(f"model is a {type(model).__name__}; pass a torch.nn.Module or a model name "
                           "(e.g. 'resnet18', 'path/to/file.py:factory')")
-    if isinstance(model, ImageClassifier) or hasattr(model, "task") and hasattr(model, "describe"):
+    if isinstance(model, ImageClassifier) or (hasattr(model, "task") and hasattr(model, "describe")):
         wrapped = model  # already seen as advlab sees models (e.g. from advlab.load_model)
     else:
         name = f"{MEMORY}:{type(model).__name__}"

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from advlab.core.config import AttackSpec, DefenseSpec, ModelSpec, RunConfig, default_weights, validate
 from advlab.core.config_yaml import expand_sweeps
@@ -166,7 +167,7 @@ def _with_split(source: str, year: str | None, split: str | None) -> str:
     if scheme == "coco" and year is None:
         return f"coco:{root}:{split}"
     if scheme == "voc":
-        parts = (arg.split(":") + ["", ""])[1:3]
+        parts = [*arg.split(":"), "", ""][1:3]
         return f"voc:{root}:{year or parts[0]}:{split or parts[1]}".rstrip(":")
     raise AdvlabError(f"--year and --split are for voc:ROOT (year and image set) and coco:ROOT (--split only), not "
                       f"{source!r}")

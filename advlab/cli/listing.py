@@ -51,7 +51,7 @@ def _resolved_defaults(cls: type) -> dict[str, Any]:
     picks a value); empty where it cannot be built without arguments."""
     try:
         instance = cls()
-    except Exception:  # noqa: BLE001  (required settings, or a plugin that needs files: show the signature only)
+    except Exception:  # required settings, or a plugin that needs files: show the signature only
         return {}
     values = vars(instance)
     return {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool))}
@@ -87,7 +87,7 @@ def format_catalogs() -> str:
     lines = ["tasks:"]
     lines += [f"  {e.name:26s} score={e.obj.score_name:8s} {e.summary}" for e in TASKS]
     lines.append("models (the first source that claims a name loads it):")
-    lines += [f"  {e.name:26s} task={str(e.meta['task'] or 'any'):15s} {e.meta['usage']}" for e in MODELS.in_order()]
+    lines += [f"  {e.name:26s} task={e.meta['task'] or 'any'!s:15s} {e.meta['usage']}" for e in MODELS.in_order()]
     lines.append("image sources (--data):")
     lines += [f"  {e.meta['usage']:26s} {e.summary}" for e in DATA.in_order()]
     return "\n".join(lines)

@@ -9,9 +9,10 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from advlab.cli.args import apply_run_overrides, config_from_attack_args, config_from_defend_args, train_job_from_args
 from advlab.core.config_yaml import load_config
@@ -231,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"advlab: error: {exc.strerror or exc}{where}; free space or choose another --out", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001  (a bug: one line here, the traceback with --debug)
+    except Exception as exc:  # a bug: one line here, the traceback with --debug
         if args.debug:
             raise
         print(f"advlab: internal error: {type(exc).__name__}: {first_line(exc)}; this is a bug in advlab: rerun "

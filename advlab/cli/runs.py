@@ -33,10 +33,10 @@ def format_runs(runs: list[Path]) -> str:
         try:
             h = headline(run)
         except AdvlabError as exc:
-            lines.append(f"{str(run):44s} unreadable: {exc}")
+            lines.append(f"{run!s:44s} unreadable: {exc}")
             continue
         best = f"{_pct(h['best_defense'][0])} {h['best_defense'][1]}" if h["best_defense"] else "-"
-        lines.append(f"{_cut(h['run'], 44):44s} {str(h['created'] or '-'):20s} {_cut(str(h['model']), 24):24s} "
+        lines.append(f"{_cut(h['run'], 44):44s} {h['created'] or '-'!s:20s} {_cut(str(h['model']), 24):24s} "
                      f"{_cut(h['data'], 30):30s} {_pct(h['clean']):>6s} {_pct(h['worst_case']):>7s} "
                      f"{_cut(h['threat'] or '-', 26):26s} {best}")
     return "\n".join(lines)

@@ -67,7 +67,7 @@ def read_tensors(path: Path, what: str, fix: str) -> Any:
         raise AdvlabError(f"{what} {path} does not exist; {fix}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (pickle errors, truncated archives, refused globals)
+    except Exception as exc:  # pickle errors, truncated archives, refused globals
         raise AdvlabError(f"{what} {path} cannot be read ({load_failure(path, exc)}); {fix}") from None
 
 

@@ -40,7 +40,7 @@ class AttackResult:
     per_image: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N,) one value per image
     traces: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (T, N) one value per step and image
 
-    def to(self, device: torch.device | str) -> "AttackResult":
+    def to(self, device: torch.device | str) -> AttackResult:
         def moved(values: dict[str, Any]) -> dict[str, Any]:
             return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -177,7 +178,7 @@ class Binarized(nn.Module):
         self.register_buffer("bias", readouts.bias)  # (n,)
 
     # the attributes attacks read from an ImageClassifier
-    class_names = ["inside", "at eps"]
+    class_names: ClassVar[list[str]] = ["inside", "at eps"]
     num_classes = 2
 
     @property

@@ -24,10 +24,10 @@ class Control:
     of its files' tag, what it is a baseline for (results' "baseline"), the companion of its row, and its name
     beside the attack's wherever the row is named (results' "control": the report, log.txt)."""
 
-    attack: "Attack"
+    attack: Attack
     tag: str
     baseline: str
-    companion: "Companion"
+    companion: Companion
     label: str = "control"
 
 
@@ -38,18 +38,18 @@ class Companion:
     transfer_key: ClassVar[str] = "transfer"  # results' key of this attack's `transfer` table
     keep_perturbations: ClassVar[bool] = False  # its `transfer` reads every image's x_adv - x back from arrays/
 
-    def row_extras(self, attack: "Attack", tag: str, run: Any, subject: Any, row: dict[str, Any],
+    def row_extras(self, attack: Attack, tag: str, run: Any, subject: Any, row: dict[str, Any],
                    batch_size: int, device: torch.device, arrays: Path) -> dict[str, Any]:
         """Keys added to the attack's results row (and files written under `arrays`), given the attack's run
         over the subject's images (`advlab.run.chunks.AttackRun`: its `per_image` and `extras`) and the row
         built so far."""
         return {}
 
-    def control(self, attack: "Attack") -> Control | None:
+    def control(self, attack: Attack) -> Control | None:
         """A control row to run after the attack's own, or None."""
         return None
 
-    def parts(self, attack: "Attack", per_image: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor, str]]:
+    def parts(self, attack: Attack, per_image: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor, str]]:
         """Rows of their own in the robustness matrix for parts of a composite attack: (label, fooled (M,)
         bool over the attacked images, threat), from the attack's `per_image` results (M,) of every chunk."""
         return []

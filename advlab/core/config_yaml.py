@@ -39,7 +39,7 @@ def load_config(path: str | Path) -> RunConfig:
     if not p.is_file():
         raise AdvlabError(f"config file {p} does not exist; see configs/quickstart.yaml for an example")
     try:
-        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""

@@ -108,12 +108,12 @@ class Criterion:
             return (self.fooled(outputs) | ~valid).all(dim=1)
         return self.fooled_share(outputs) >= self.threshold
 
-    def subset(self, index: torch.Tensor | slice) -> "Criterion":
+    def subset(self, index: torch.Tensor | slice) -> Criterion:
         """The criterion of some images: a slice, a bool mask or an index tensor (repeats allowed);
         every per-image tensor field (labels, and e.g. proposals) is cut alike."""
         return replace(self, **{f: v[index] for f, v in self._tensors().items()})
 
-    def to(self, device: torch.device | str) -> "Criterion":
+    def to(self, device: torch.device | str) -> Criterion:
         return replace(self, **{f: v.to(device) for f, v in self._tensors().items()})
 
     def _tensors(self) -> dict[str, torch.Tensor]:

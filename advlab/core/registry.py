@@ -3,7 +3,8 @@ the entry-point groups "advlab.attacks" and "advlab.defenses" through which thir
 their own plugins."""
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from advlab.core.catalog import ANY_TASK, Catalog, Entry
 from advlab.core.errors import AdvlabError

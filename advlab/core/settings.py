@@ -60,7 +60,7 @@ def setting_types(cls: type) -> dict[str, Any]:
     """The annotated types of a plugin's keyword settings (strings resolved)."""
     try:
         return typing.get_type_hints(cls.__init__)
-    except Exception:  # noqa: BLE001  (a third-party plugin's unresolvable annotation: no type checks)
+    except Exception:  # a third-party plugin's unresolvable annotation: no type checks
         return {}
 
 

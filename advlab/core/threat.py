@@ -82,7 +82,7 @@ def threats_from_config(raw: Any, where: str) -> list[ThreatModel]:
     for i, item in enumerate(items):
         at = f"{where}[{i}]" if isinstance(raw, list) else where
         if isinstance(item, str):
-            out.append(threat_model(*(item.split(":", 1) + [None])[:2], at))
+            out.append(threat_model(*[*item.split(":", 1), None][:2], at))
         elif isinstance(item, dict) and set(item) <= {"norm", "eps"} and "norm" in item and "eps" in item:
             out.append(threat_model(item["norm"], item["eps"], at))
         else:

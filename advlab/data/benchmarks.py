@@ -35,7 +35,7 @@ def load_cifar(spec: str, scheme: str, arg: str, model: nn.Module, n: int | None
     folder = Path(root).expanduser()
     try:
         dataset = dataset_class(root=str(folder), train=split == "train", download=True)
-    except Exception as exc:  # noqa: BLE001  (no network, a refused download, a corrupt archive)
+    except Exception as exc:  # no network, a refused download, a corrupt archive
         raise AdvlabError(f"{spec}: no {scheme.upper()} in {folder}, and downloading it failed ({type(exc).__name__}: "
                           f"{first_line(exc)}); download {CIFAR_URLS[scheme]} and extract it into {folder}") from None
     x = torch.from_numpy(dataset.data)  # (N, 32, 32, 3) uint8

@@ -14,7 +14,7 @@ from advlab.core import atomic
 from advlab.core.results import read_results_json
 from advlab.report.context import build_context
 
-__all__ = ["render_report", "load_results", "render_html", "environment"]
+__all__ = ["environment", "load_results", "render_html", "render_report"]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 

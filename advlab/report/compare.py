@@ -9,8 +9,8 @@ from typing import Any
 
 from advlab.core import atomic
 from advlab.core.errors import AdvlabError
-from advlab.core.schema import WORST_CASE
 from advlab.core.results import read_results
+from advlab.core.schema import WORST_CASE
 from advlab.report import environment
 from advlab.report.summary import headline, matrices
 from advlab.view import fmt

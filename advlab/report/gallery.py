@@ -79,7 +79,7 @@ def read_images(run_dir: Path, rel: Any, what: str, keys: tuple[str, ...],
         return None, f"{why}: images are not shown."
     try:
         return load_images_file(path, keys), None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file: report it, render the rest
+    except Exception as exc:  # any unreadable file: report it, render the rest
         return None, f"{what} {rel} could not be read ({type(exc).__name__}: {exc}): images are not shown."
 
 

@@ -78,7 +78,7 @@ def evaluate_defense(index: int, spec: DefenseSpec, defense: Defense, subject: S
         ledger.add_column(columns[NON_ADAPTIVE], clean_correct)
         if spec.adaptive:
             ledger.add_column(columns[ADAPTIVE], clean_correct)
-    for i, b in enumerate(bare):
+    for b in bare:
         key, tag, attack_spec, attack, outcome = b.label, b.tag, b.spec, b.attack, b.outcome
         threat = get_attack(attack_spec.method).threat
         after = task.predict(defended, outcome.x_adv, cfg.batch_size, device)

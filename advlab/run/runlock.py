@@ -22,7 +22,7 @@ class RunLock:
         self._lock = FileLock(str(run_dir / LOCK_FILES[0]))
         self._pid = run_dir / LOCK_FILES[1]
 
-    def claim(self) -> "RunLock":
+    def claim(self) -> RunLock:
         """Take the lock now, or say which process holds it (one line, exit 2 at the CLI)."""
         try:
             self._lock.acquire(timeout=0)

@@ -226,7 +226,7 @@ def _execute(cfg: RunConfig, attacks: list[Attack], defenses: list[Defense], sub
     first = subjects[0]
     results: dict[str, Any] = {
         "schema": SCHEMA, "advlab_version": __version__, "name": cfg.name,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),  # noqa: UP017 (python 3.10)
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),  # python 3.10 has no datetime.UTC
         "seed": cfg.seed,
         "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
         "precision": cfg.precision, "batch_size": cfg.batch_size, "world_size": distributed.world_size(),

@@ -19,6 +19,7 @@ Each warning is {"check", "where", "message", "advice"}.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -195,7 +196,7 @@ def _curves(ledger: Ledger) -> list[dict[str, str]]:
     for curve in eps_curves(ledger):
         points = curve["points"]
         where = f"{curve['column']}: {curve['attack']}"
-        for (e0, a0), (e1, a1) in zip(points, points[1:]):
+        for (e0, a0), (e1, a1) in itertools.pairwise(points):
             if a1 is not None and a0 is not None and a1 > a0 + GAP:
                 found.append(warning("non-monotone", where, f"accuracy rises from {a0:.2f} to {a1:.2f} as eps grows "
                                      f"from {e0:.4g} to {e1:.4g}; a stronger budget can never help the model",

@@ -32,9 +32,9 @@ class Plan:
     """What one attack runs on: its criterion over all N images, which images it attacks (N,) bool,
     and starting points (N, C, H, W), a tensor or `Images`, for decision-based targeted attacks (or None)."""
 
-    criterion: "Criterion"
+    criterion: Criterion
     attacked: torch.Tensor
-    starting_points: "torch.Tensor | Images | None"
+    starting_points: torch.Tensor | Images | None
 
 
 @dataclass(frozen=True)
@@ -86,16 +86,16 @@ class Task(abc.ABC):
     default_run: ClassVar[DefaultRun | None] = None  # without --model: this model and data (None: the config's)
 
     @abc.abstractmethod
-    def predict(self, model: nn.Module, x: "torch.Tensor | Images", batch_size: int, device: torch.device) -> Any:
+    def predict(self, model: nn.Module, x: torch.Tensor | Images, batch_size: int, device: torch.device) -> Any:
         """Predictions for (N, C, H, W) images (a tensor, or `Images` streamed with `advlab.core.images.batches`),
         in batches, on the CPU."""
 
     @abc.abstractmethod
-    def reference(self, data: "ImageSet", clean: Any) -> torch.Tensor:
+    def reference(self, data: ImageSet, clean: Any) -> torch.Tensor:
         """The targets results are measured against: ground truth where the data has it, else the clean prediction."""
 
     @abc.abstractmethod
-    def plan(self, spec: "AttackSpec", attack: "Attack", subject: "Subject", device: torch.device, *,
+    def plan(self, spec: AttackSpec, attack: Attack, subject: Subject, device: torch.device, *,
              seed: int) -> Plan:
         """The criterion, the images to attack and starting points; raises AdvlabError for a bad target.
         Random choices (e.g. adversarial labels) are keyed by `seed` and each image's pixels. Cheap and
@@ -106,12 +106,12 @@ class Task(abc.ABC):
         """The headline number of predictions against the reference (e.g. accuracy)."""
 
     @abc.abstractmethod
-    def metrics(self, subject: "Subject", plan: Plan, adv: Any, success: torch.Tensor, queries: torch.Tensor,
+    def metrics(self, subject: Subject, plan: Plan, adv: Any, success: torch.Tensor, queries: torch.Tensor,
                 dist: dict[str, torch.Tensor]) -> dict[str, Any]:
         """The row metrics of one attack (N images; `plan.attacked` and `success` (N,) bool)."""
 
     @abc.abstractmethod
-    def samples(self, subject: "Subject", plan: Plan, adv: Any, success: torch.Tensor, queries: torch.Tensor,
+    def samples(self, subject: Subject, plan: Plan, adv: Any, success: torch.Tensor, queries: torch.Tensor,
                 dist: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """One record per image for results.json."""
 
@@ -120,12 +120,12 @@ class Task(abc.ABC):
         (`advlab.run.robustness`); None where the task has no per-image verdict."""
         return None
 
-    def defense_records(self, subject: "Subject", index: torch.Tensor, adv: Any, after: Any) -> list[dict[str, Any]]:
+    def defense_records(self, subject: Subject, index: torch.Tensor, adv: Any, after: Any) -> list[dict[str, Any]]:
         """The defense gallery's words for images `index` (k,): what the clean, adversarial (`adv`) and
         defended (`after`) predictions say, each task in its own keys (nothing here)."""
         return [{} for _ in index.tolist()]
 
-    def arrays(self, subject: "Subject", adv: Any) -> dict[str, torch.Tensor]:
+    def arrays(self, subject: Subject, adv: Any) -> dict[str, torch.Tensor]:
         """Tensors the report needs besides x and x_adv (e.g. label maps), saved in the row's arrays file."""
         return {}
 

@@ -29,7 +29,7 @@ def step_median(queries: np.ndarray, l2: np.ndarray, grid: np.ndarray) -> np.nda
     `queries`, `l2`: (T, N). An image's value at budget q is its L2 at its last record with
     queries <= q (inf before its first adversarial); the median is inf while most have none.
     """
-    t, n = queries.shape
+    n = queries.shape[1]
     at_budget = np.full((grid.size, n), np.inf)
     for i in range(n):
         q = np.maximum.accumulate(np.nan_to_num(queries[:, i], nan=0.0))

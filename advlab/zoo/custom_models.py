@@ -32,7 +32,7 @@ def load_custom(spec: str, weights: str | None, *, mean: Sequence[float] | None,
     takes_num_classes = _accepts(factory, "num_classes")
     try:
         net = factory(num_classes=num_classes) if num_classes and takes_num_classes else factory()
-    except (Exception, SystemExit) as exc:  # noqa: BLE001  (user code: any failure becomes one line)
+    except (Exception, SystemExit) as exc:  # user code: any failure becomes one line
         raise AdvlabError(f"model factory {spec} raised {type(exc).__name__}: {first_line(exc)}; fix the factory "
                           "(it is called with no arguments, or num_classes= when it accepts it)") from exc
     if not isinstance(net, nn.Module):
@@ -142,7 +142,7 @@ def _accepts(factory: Callable[..., nn.Module], keyword: str) -> bool:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):  # builtins without a signature: try the keyword
         return True
-    return any(p.name == keyword and p.kind is not inspect.Parameter.POSITIONAL_ONLY
+    return any((p.name == keyword and p.kind is not inspect.Parameter.POSITIONAL_ONLY)
                or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
@@ -166,12 +166,12 @@ def _import_factory(spec: str) -> Callable[..., nn.Module]:
             sys.path.insert(0, folder)
         try:
             mspec.loader.exec_module(module)
-        except (Exception, SystemExit) as exc:  # noqa: BLE001  (user code, SystemExit included)
+        except (Exception, SystemExit) as exc:  # user code, SystemExit included
             raise AdvlabError(f"model file {path} failed to import: {type(exc).__name__}: {first_line(exc)}") from exc
     else:
         try:
             module = importlib.import_module(target)
-        except Exception as exc:  # noqa: BLE001  (user code)
+        except Exception as exc:  # user code
             raise AdvlabError(f"cannot import module {target!r} for --model {spec}: {type(exc).__name__}: "
                               f"{first_line(exc)}") from exc
     factory = getattr(module, attr, None)
@@ -211,7 +211,7 @@ def _probe_classes(net: nn.Module, channels: int, size: int, spec: str, task: st
     with torch.no_grad():
         try:
             out = net(torch.zeros(2, channels, size, size, dtype=input_dtype(net)))
-        except Exception as exc:  # noqa: BLE001  (user code)
+        except Exception as exc:  # user code
             raise AdvlabError(f"model {spec} fails on a {channels}x{size}x{size} input ({type(exc).__name__}: "
                               f"{first_line(exc)}); set --input-size to what it expects") from exc
     if isinstance(out, dict) and isinstance(out.get("out"), torch.Tensor):

@@ -88,7 +88,7 @@ def entry(name: str, dataset: str | None = None, norm: str | None = None) -> Ent
     found = {d: threats for d, threats in found.items() if threats}
     if dataset is not None and dataset not in DATASETS:
         raise AdvlabError(f"--dataset {dataset!r}: RobustBench has {', '.join(DATASETS)}")
-    if not found or dataset is not None and dataset not in found:
+    if not found or (dataset is not None and dataset not in found):
         where = f" for {dataset}" if dataset else ""
         raise AdvlabError(f"--model {name}: RobustBench has no model {model!r}{where}; {_close(model, dataset)}")
     if dataset is None:
@@ -265,7 +265,7 @@ def _fetch_checked(modules: _Modules, found: Entry, zoo_entry: dict[str, Any], m
             folder.mkdir(parents=True, exist_ok=True)
             try:
                 modules.download(gid, path)
-            except Exception as exc:  # noqa: BLE001  (gdown and requests raise many kinds)
+            except Exception as exc:  # gdown and requests raise many kinds
                 path.unlink(missing_ok=True)
                 raise AdvlabError(f"robustbench:{found.name}: the download of {path} from {GDRIVE.format(gid)} "
                                   f"failed ({type(exc).__name__}: {first_line(exc)}); download it there by hand, "
@@ -285,7 +285,7 @@ def _check_checkpoint(path: Path, gid: str) -> None:
                           f"download quota is exceeded); {fix}")
     try:
         torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001  (a truncated or foreign file: one line)
+    except Exception as exc:  # a truncated or foreign file: one line
         raise AdvlabError(f"{path} is not a readable model file ({type(exc).__name__}: {first_line(exc)}; a "
                           f"truncated download?); {fix}") from None
 

@@ -4,7 +4,7 @@ logits at the input resolution out). `--weights none` builds the architecture wi
 weights, backbone included."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torchvision
 

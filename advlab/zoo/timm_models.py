@@ -52,7 +52,7 @@ def load_timm(name: str, weights: str | None, *, mean: Sequence[float] | None, s
     if arch.startswith("timm/"):  # timm's organisation on the Hugging Face Hub
         arch = f"hf-hub:{arch}"
     tagged = "." in arch and not arch.startswith("hf-hub:")
-    if not arch.startswith("hf-hub:") and (not timm.is_model(arch) or tagged and arch not in timm.list_pretrained()):
+    if not arch.startswith("hf-hub:") and (not timm.is_model(arch) or (tagged and arch not in timm.list_pretrained())):
         import difflib
 
         known = timm.list_pretrained(f"{arch.split('.')[0]}.*") if timm.is_model(arch) else timm.list_models()
@@ -132,7 +132,7 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (a user's file: one line)
+    except Exception as exc:  # a user's file: one line
         raise AdvlabError(f"cannot read weights {path} ({type(exc).__name__}: {first_line(exc)}); save them with "
                           "safetensors.torch.save_file(model.state_dict(), FILE) or torch.save") from None
     for key in ("state_dict", "model", "state_dict_ema"):

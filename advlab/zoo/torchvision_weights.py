@@ -65,7 +65,7 @@ def ensure_weights_cached(w: torchvision.models.WeightsEnum) -> Path | None:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             continue
-        candidate = Path(list(spec.submodule_search_locations)[0]) / "weights" / name
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "weights" / name
         if candidate.exists():
             verify_hash_in_name(candidate)
             cached.parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ def predict(model: nn.Module, x: torch.Tensor | Images, batch_size: int, device:
                 logits = model(batch)
             except AdvlabError:
                 raise
-            except Exception as exc:  # noqa: BLE001  (the user's model: one line, not a traceback)
+            except Exception as exc:  # the user's model: one line, not a traceback
                 if out_of_memory(exc):
                     raise  # the batch size, not the model: said by the runner
                 raise AdvlabError(f"the model failed on images of shape {tuple(batch.shape)} ({type(exc).__name__}: "
@@ -82,7 +82,7 @@ class Classification(Task):
     def correct(self, predictions: Predictions, reference: torch.Tensor) -> torch.Tensor:
         return predictions.label == reference  # (N,)
 
-    def plan(self, spec: "AttackSpec", attack: "Attack", subject: Subject, device: torch.device, *,
+    def plan(self, spec: AttackSpec, attack: Attack, subject: Subject, device: torch.device, *,
              seed: int) -> Plan:
         """Untargeted: the correctly classified images, away from their label; targeted: those not yet
         in the target class. Universal perturbations run on every image, away from its clean prediction
@@ -162,7 +162,7 @@ class Classification(Task):
                 for name, y, c, cc, a, ac, hit, ok, l2, linf, q in columns]
 
 
-def _starting_image(spec: "AttackSpec", data: ImageSet, model: nn.Module,
+def _starting_image(spec: AttackSpec, data: ImageSet, model: nn.Module,
                     device: torch.device) -> tuple[torch.Tensor, int]:
     image = load_image_file(str(spec.starting_image), model)  # (C, H, W)
     if image.shape != data.images.shape[1:]:

@@ -179,7 +179,7 @@ class Segmentation(Task):
                 device: torch.device) -> SegPredictions:
         return predict_segmentation(model, x, batch_size, device)
 
-    def reference(self, data: "ImageSet", clean: SegPredictions) -> torch.Tensor:
+    def reference(self, data: ImageSet, clean: SegPredictions) -> torch.Tensor:
         if data.y.dim() == 3:
             if tuple(data.y.shape[-2:]) != tuple(data.images.shape[-2:]):
                 raise AdvlabError(f"{data.source}: masks are {tuple(data.y.shape[-2:])} but images are "
@@ -199,7 +199,7 @@ class Segmentation(Task):
         """(N,) bool: the image's own mIoU is at least `RIGHT_MIOU`."""
         return per_image_miou(predictions.label, reference, predictions.num_classes) >= RIGHT_MIOU
 
-    def plan(self, spec: "AttackSpec", attack: "Attack", subject: "Subject", device: torch.device, *,
+    def plan(self, spec: AttackSpec, attack: Attack, subject: Subject, device: torch.device, *,
              seed: int) -> Plan:
         model, data, reference = subject.model, subject.data, subject.labels
         k = subject.clean.num_classes
@@ -222,7 +222,7 @@ class Segmentation(Task):
         attacked = (reference != IGNORE).flatten(1).any(dim=1)  # every image with a valid pixel
         return Plan(criterion, attacked, None)
 
-    def metrics(self, subject: "Subject", plan: Plan, adv: SegPredictions, success: torch.Tensor,
+    def metrics(self, subject: Subject, plan: Plan, adv: SegPredictions, success: torch.Tensor,
                 queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> dict[str, Any]:
         """mIoU and pixel accuracy clean vs adversarial, the target hit rate (share of valid target
         pixels at their adversarial label, or away from the reference when untargeted), the changed hit
@@ -264,20 +264,20 @@ class Segmentation(Task):
             "queries_median": median(queries[attacked].float()),
         }
 
-    def defense_records(self, subject: "Subject", index: torch.Tensor, adv: SegPredictions,
+    def defense_records(self, subject: Subject, index: torch.Tensor, adv: SegPredictions,
                         after: SegPredictions) -> list[dict[str, Any]]:
         """Pixel accuracy of the image clean, adversarial and after the defense."""
         reference = subject.labels[index]  # (k, H, W)
         shares = [_pixel_shares(p.label[index], reference).tolist() for p in (subject.clean, adv, after)]
         return [{"pixel_acc_clean": c, "pixel_acc_adv": a, "pixel_acc_denoised": d} for c, a, d in zip(*shares)]
 
-    def arrays(self, subject: "Subject", adv: SegPredictions) -> dict[str, torch.Tensor]:
+    def arrays(self, subject: Subject, adv: SegPredictions) -> dict[str, torch.Tensor]:
         """The label maps the report draws: reference, clean and adversarial prediction, (N, H, W) uint8."""
         small = label_dtype(adv.num_classes)
         return {"reference": subject.labels.to(small), "pred_clean": subject.clean.label.to(small),
                 "pred_adv": adv.label.to(small)}
 
-    def samples(self, subject: "Subject", plan: Plan, adv: SegPredictions, success: torch.Tensor,
+    def samples(self, subject: Subject, plan: Plan, adv: SegPredictions, success: torch.Tensor,
                 queries: torch.Tensor, dist: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """One record per image: its target hit share, pixel accuracy clean and adversarial, sizes."""
         reference, clean = subject.labels, subject.clean
@@ -302,7 +302,7 @@ def _pixel_shares(pred: torch.Tensor, reference: torch.Tensor, *, given: bool = 
     return (right.flatten(1) & valid).sum(1) / valid.sum(1).clamp_min(1)
 
 
-def _hits(criterion: "Criterion", pred: torch.Tensor) -> torch.Tensor:
+def _hits(criterion: Criterion, pred: torch.Tensor) -> torch.Tensor:
     """(S, H, W) bool: pixels at their adversarial label (targeted) or off their reference (untargeted),
     for the criterion of the same S images."""
     labels = criterion.labels
