@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.advlab-installed
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(shell [ "$$(id -u)" = 0 ] || echo sudo -n) apt-get install -y -q
 
-.PHONY: demo test lint test-gpu bench bench-gpu fashion-models hgd-fashion install clean
+.PHONY: demo test lint docs test-gpu bench bench-gpu fashion-models hgd-fashion install clean
 
 install: $(STAMP)
 
@@ -45,6 +45,20 @@ test: $(STAMP)
 # ruff on the rules of pyproject.toml (CI runs it before make test)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# The manual (mkdocs.yml) into site/, every warning an error; CI runs it before make test. Its tools (setup.cfg's
+# docs extra, read from there) live in their own .venv-docs: mkdocs-material needs requests>=2.33 and the test
+# extra's torchattacks pins requests~=2.25. The build imports nothing of advlab but its torch-free results types.
+DOCS_VENV := .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.advlab-docs-installed
+$(DOCS_STAMP): setup.cfg
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install -q $$($(PYTHON) -c "import configparser; c = configparser.ConfigParser(); \
+	  c.read('setup.cfg'); print(' '.join(c['options.extras_require']['docs'].split()))")
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=. $(DOCS_VENV)/bin/mkdocs build --strict --quiet
 
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu tests

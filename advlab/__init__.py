@@ -13,7 +13,7 @@ from typing import Any
 
 from advlab.core.version import __version__ as __version__
 
-__all__ = ["Evaluation", "attack", "evaluate", "load", "load_model", "run"]
+__all__ = ["Evaluation", "attack", "evaluate", "load", "load_model", "run_config"]
 
 
 def __getattr__(name: str) -> Any:

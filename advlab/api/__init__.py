@@ -4,9 +4,9 @@
     adv = advlab.attack(model, x, y, method="pgd", eps=8/255).x_adv
     ev = advlab.evaluate(model, (x, y), attacks="standard", threat="linf:8/255"); ev.robust_accuracy
 
-The command line (`advlab.cli`) is a thin caller of `run`; layers: cli > api > run > report > ...
+The command line (`advlab.cli`) is a thin caller of `run_config`; layers: cli > api > run > report > ...
 """
 from advlab.api.evaluation import Evaluation, load
-from advlab.api.run import attack, evaluate, run
+from advlab.api.run import attack, evaluate, run_config
 
-__all__ = ["Evaluation", "attack", "evaluate", "load", "run"]
+__all__ = ["Evaluation", "attack", "evaluate", "load", "run_config"]

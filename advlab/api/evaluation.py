@@ -40,6 +40,8 @@ class Evaluation:
     # ---------------------------------------------------------------- the numbers
     @property
     def robustness(self) -> Robustness:
+        """The robustness matrices (one per threat model), their columns and curves; an error for a task without a
+        per-image verdict."""
         if self.results.robustness is None:
             raise AdvlabError("this run has no robustness matrix (its task has no per-image verdict); read "
                               "results.attacks for the task's own scores")
@@ -47,6 +49,7 @@ class Evaluation:
 
     @property
     def matrices(self) -> list[Matrix]:
+        """One robustness matrix per threat model: per attack (and the worst case) the accuracy in each column."""
         return self.robustness.matrices
 
     @property
@@ -65,10 +68,13 @@ class Evaluation:
 
     @property
     def attacks(self) -> list[AttackRow]:
+        """Every attack row: each attack on each model, bare and (with defenses) adaptive."""
         return self.results.attacks
 
     @property
     def defenses(self) -> list[DefenseRow]:
+        """One row per defense and model: clean accuracy, and per attack the accuracy without the defense,
+        non-adaptive and adaptive."""
         return self.results.defenses
 
     @property
@@ -79,10 +85,13 @@ class Evaluation:
 
     @property
     def warnings(self) -> list[RunWarning]:
+        """What the sanity checks flagged (gradient masking, randomised models, a failed binarization test, ...),
+        each with its advice."""
         return self.results.warnings
 
     @property
     def notes(self) -> list[str]:
+        """What advlab chose or changed on the caller's behalf (e.g. a RobustBench entry's threat model)."""
         return self.results.notes or []
 
     @property

@@ -43,7 +43,7 @@ from advlab.zoo.models import load_model
 log = logging.getLogger("advlab")
 
 
-def run(cfg: RunConfig | None, *, resume: str | Path | None = None, given: InMemory = InMemory(),
+def run_config(cfg: RunConfig | None, *, resume: str | Path | None = None, given: InMemory = InMemory(),
         quiet: bool = True) -> Evaluation:
     """Run the experiment `cfg` describes (the path of the command line and YAML configs), or continue the
     stopped run in `resume` (its own config.yaml; `cfg` is then None); `given` objects stand for the model
@@ -113,7 +113,7 @@ def evaluate(model: nn.Module | str, data: Any, *,
         if out is None:  # the run's files (arrays, report) live as long as the Evaluation, or until save()
             temporary = tempfile.TemporaryDirectory(prefix=f"advlab-{name}-")
             cfg.out = temporary.name
-        evaluation = run(None if resume else cfg, resume=resume,
+        evaluation = run_config(None if resume else cfg, resume=resume,
                          given=InMemory(wrapped, data if in_memory else None), quiet=quiet)
     evaluation.keep_alive(temporary)
     return evaluation
@@ -185,4 +185,4 @@ def _progress(quiet: bool) -> Iterator[None]:
         log.setLevel(level)
 
 
-__all__ = ["attack", "evaluate", "run"]
+__all__ = ["attack", "evaluate", "run_config"]

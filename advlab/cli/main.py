@@ -367,7 +367,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         else:
             cfg = config_from_attack_args(args)
         cfg = apply_run_overrides(cfg, args)
-    evaluation = api.run(cfg, resume=args.resume) if cfg is None else api.run(cfg)
+    evaluation = api.run_config(cfg, resume=args.resume) if cfg is None else api.run_config(cfg)
     from advlab.core import distributed
 
     if distributed.is_main():  # under torchrun, rank 0 wrote the report
