@@ -39,7 +39,7 @@ def binarization_view(attacks: Any) -> dict[str, list[dict[str, str]]]:
         test = fmt.as_dict(row.get("binarization_test"))
         if not test:
             continue
-        where = ", ".join(fmt.plain(row[k]) for k in ("model", "defense", "setting") if row.get(k))
+        where = fmt.row_column(row)
         label = fmt.plain(fmt.as_dict(test.get("threat")).get("label"))
         if test.get("skipped"):
             fooled, verdict = "—", f"not run: {fmt.plain(test['skipped'])}"

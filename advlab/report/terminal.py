@@ -39,7 +39,7 @@ def binarization_lines(results: Results, threat: str | None) -> list[str]:
         test = row.binarization_test
         if test is None or test.threat is None or test.threat.label != threat or test.n is None:
             continue
-        where = ", ".join(str(v) for v in (row.model, row.defense, row.setting) if v)
+        where = fmt.row_column(row.to_dict())
         verdict = {True: "passed", False: "FAILED"}.get(test.passed, "no binarized model built")
         lines.append(f"binarization test, {row.method} ({where}): fooled {fmt.pct(test.success_rate)} of {test.n} "
                      f"binarized models: {verdict}")

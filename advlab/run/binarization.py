@@ -29,6 +29,7 @@ from advlab.core.defense import Defended
 from advlab.core.threat import ThreatModel
 from advlab.run.chunks import attack_in_chunks
 from advlab.tasks import Subject
+from advlab.view import fmt
 
 log = logging.getLogger("advlab")
 PASS_RATE = 0.95  # Zimmermann et al. 2022: the test passes at an attack success rate of at least 95%
@@ -112,7 +113,7 @@ def binarization_warnings(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
         test = row.get("binarization_test") or {}
         if test.get("passed") is not False and test.get("n") != 0:
             continue
-        where = ", ".join(str(row[k]) for k in ("model", "defense", "setting") if row.get(k))
+        where = fmt.row_column(row)
         if test.get("n") == 0:
             message = (f"{row['method']}: none of the {test['setup_failed']} binarized models could be built (no "
                        f"linear readout separates the image's neighbourhood from the boundary point in the "

@@ -102,3 +102,12 @@ def row_name(row: dict[str, Any]) -> str:
     if not row.get("baseline"):
         return method
     return f"{method} · {plain(row.get('control') or 'random baseline')}"
+
+
+def row_column(row: dict[str, Any]) -> str:
+    """The robustness-matrix column an attack row was measured in, as the matrix labels it: 'no defense', or
+    'bit-depth 2 bits, no BPDA, adaptive' (a defense with its variant, and the setting), after the model's name
+    in runs with several models."""
+    defense = " ".join(plain(row[k]) for k in ("defense", "defense_variant") if row.get(k))
+    where = f"{defense}, adaptive" if row.get("defense") else "no defense"
+    return f"{plain(row['model'])} / {where}" if row.get("model") else where
