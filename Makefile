@@ -9,7 +9,7 @@ SETUP_CFG := $(PYTHON) -c "import configparser, sys; c = configparser.ConfigPars
   print(' '.join(c[sys.argv[1]][sys.argv[2]].split()))"
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(shell [ "$$(id -u)" = 0 ] || echo sudo -n) apt-get install -y -q
 
-.PHONY: demo test lint docs test-gpu bench bench-gpu fashion-models hgd-fashion install clean
+.PHONY: demo test lint docs test-gpu bench bench-gpu fashion-models fashion-binarization hgd-fashion install clean
 
 install: $(STAMP)
 
@@ -73,6 +73,14 @@ fashion-models: $(MODELS)/fashion_cnn.pt $(MODELS)/fashion_mlp.pt
 $(MODELS)/fashion_%.pt: | $(STAMP)
 	mkdir -p $(MODELS)
 	$(PY) -m advlab.cli.lab_nets classifier --arch fashion_$* --out $@
+
+# The plain and adversarially trained Fashion-MNIST CNN pair of the robust-accuracy benchmarks (bench/robust_models.py),
+# then the binarization-test study of configs/fashion-binarization.yaml
+$(MODELS)/fashion_cnn_madry.pt: | $(STAMP)
+	$(PY) -c "import sys; sys.path.insert(0, 'bench'); from robust_models import fashion_pair; fashion_pair()"
+
+fashion-binarization: $(MODELS)/fashion_cnn_madry.pt
+	$(VENV)/bin/advlab run configs/fashion-binarization.yaml
 
 # An HGD (LGD, width 0.25) against the Fashion-MNIST CNN, trained on CPU in minutes, then the
 # defense study of configs/hgd-fashion.yaml

@@ -21,7 +21,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 def readme_commands() -> list[list[str]]:
     commands = []
     for block in re.findall(r"```sh\n(.*?)```", README, flags=re.S):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # a command continued with a backslash is one
             for part in line.split("#", 1)[0].split(";"):
                 words = shlex.split(part)
                 if words and words[0] == "advlab":

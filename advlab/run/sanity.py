@@ -32,6 +32,7 @@ from advlab.core.schema import ADAPTIVE, NON_ADAPTIVE
 from advlab.core.threat import ThreatModel
 from advlab.run.robustness import Column, Ledger, accuracy, eps_curves
 from advlab.tasks import Task
+from advlab.view import fmt
 
 PROBE_IMAGES = 8  # images each model probe looks at
 GRADIENTS_BLOCKED = ("not run: the model's output has no gradient with respect to its input (a forward under "
@@ -221,7 +222,7 @@ def _score_after_gradients(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     for row in rows:
         for part in row.get("components") or []:
             if part.get("threat") == "score" and part.get("fooled"):
-                where = ", ".join(str(row[k]) for k in ("model", "defense", "setting") if row.get(k))
+                where = fmt.row_column(row)
                 found.append(warning("gradient-masking", where, f"{row['method']}: {part['attack']} (score-based) "
                                      f"fooled {part['fooled']} images that the gradient attacks before it left right",
                                      "the gradients are likely masked or obfuscated: trust the score-based result, "
