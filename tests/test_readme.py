@@ -1,6 +1,6 @@
-"""The README's commands are real: every `advlab ...` line of its shell blocks parses with the command line's own
-parser and, for the verbs that run an experiment, builds and validates its run configuration (the path `advlab`
-takes up to loading the model). The offline ones also run end to end as golden cases (bench/golden.py) and the
+"""The README's and the manual's commands are real: every `advlab ...` line of their shell blocks parses with the
+command line's own parser and, for the verbs that run an experiment, builds and validates its run configuration
+(the path `advlab` takes up to loading the model). The offline ones also run end to end as golden cases (bench/golden.py) and the
 README's Python blocks run in tests/test_api.py; `wc -l README.md` stays within 200 lines (the front door)."""
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from advlab.core.config_yaml import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def readme_commands() -> list[list[str]]:
+def readme_commands(pages: list[Path] = PAGES[:1]) -> list[list[str]]:
     commands = []
-    for block in re.findall(r"```sh\n(.*?)```", README, flags=re.S):
+    text = "\n".join(page.read_text(encoding="utf-8") for page in pages)
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():  # a command continued with a backslash is one
             for part in line.split("#", 1)[0].split(";"):
                 words = shlex.split(part)
@@ -34,8 +36,13 @@ def test_the_readme_is_a_front_door():
     assert len(readme_commands()) >= 8
 
 
-@pytest.mark.parametrize("argv", readme_commands(), ids=lambda argv: " ".join(argv)[:60])
-def test_every_readme_command_parses_and_builds_its_run(argv):
+@pytest.mark.parametrize("argv", readme_commands(PAGES), ids=lambda argv: " ".join(argv)[:60])
+def test_every_documented_command_parses_and_builds_its_run(argv):
+    if argv in (["--version"], ["--help"]):
+        with pytest.raises(SystemExit) as stop:
+            build_parser().parse_args(argv)
+        assert stop.value.code == 0
+        return
     args = build_parser().parse_args(argv)
     if args.verb in ("attack", "defend") and not getattr(args, "train", False):
         cfg = config_from_defend_args(args) if args.verb == "defend" else config_from_attack_args(args)
