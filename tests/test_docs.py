@@ -72,5 +72,27 @@ def test_every_public_member_of_the_documented_classes_has_a_docstring():
 def test_the_site_configuration_names_every_page():
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     pages = {p.name for p in DOCS.glob("*.md")}
-    assert pages == set(re.findall(r": (\w[\w-]*\.md)$", nav, flags=re.M)), "a docs page is missing from the nav"
+    assert pages == set(re.findall(r"(?:: |- )(\w[\w-]*\.md)$", nav, flags=re.M)), "a docs page is missing from the nav"
     assert torch.__version__  # the API imports with torch as installed
+
+
+def settings_blocks() -> list[tuple[str, str, str]]:
+    """(page, plugin, text) of every `$ advlab list NAME` block of the manual."""
+    found = []
+    for page in sorted(DOCS.glob("*.md")):
+        for name, text in re.findall(r"```text\n\$ advlab list ([\w-]+)\n(.*?)\n```", page.read_text(encoding="utf-8"),
+                                     flags=re.S):
+            found.append((page.name, name, text))
+    return found
+
+
+def test_the_manual_s_settings_blocks_are_what_the_catalog_says():
+    """Every attack of the catalog has its settings on a page of the manual, exactly as `advlab list NAME` prints
+    them: a renamed setting or a changed default fails here until the manual says so."""
+    from advlab.cli.listing import describe_plugin
+    from advlab.core.registry import attacks
+
+    blocks = settings_blocks()
+    assert {name for _, name, _ in blocks} >= set(attacks()), "an attack has no settings block in docs/"
+    for page, name, text in blocks:
+        assert text == describe_plugin(name), f"docs/{page}: the settings of {name} differ from `advlab list {name}`"
