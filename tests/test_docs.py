@@ -87,12 +87,13 @@ def settings_blocks() -> list[tuple[str, str, str]]:
 
 
 def test_the_manual_s_settings_blocks_are_what_the_catalog_says():
-    """Every attack of the catalog has its settings on a page of the manual, exactly as `advlab list NAME` prints
+    """Every attack and defense of the catalog has its settings on a page of the manual, exactly as `advlab list NAME` prints
     them: a renamed setting or a changed default fails here until the manual says so."""
     from advlab.cli.listing import describe_plugin
-    from advlab.core.registry import attacks
+    from advlab.core.registry import attacks, defenses
 
     blocks = settings_blocks()
-    assert {name for _, name, _ in blocks} >= set(attacks()), "an attack has no settings block in docs/"
+    built_in = {name for name, info in {**attacks(), **defenses()}.items() if info.cls.__module__.startswith("advlab.")}
+    assert {name for _, name, _ in blocks} >= built_in, "a built-in plugin has no settings block in docs/"
     for page, name, text in blocks:
         assert text == describe_plugin(name), f"docs/{page}: the settings of {name} differ from `advlab list {name}`"
