@@ -48,11 +48,14 @@ def forward_ceiling(model: torch.nn.Module, shape: tuple[int, ...], batch: int, 
     return n / (time.perf_counter() - t0)
 
 
+START_QUERIES = 100  # --foolbox-starts ours: our start search and first steps, then foolbox from there
+
+
 def attack_once(attack: BoundaryAttack, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                seed: int, device: torch.device) -> dict[str, float]:
+                seed: int, device: torch.device, starting_points: torch.Tensor | None = None) -> dict[str, float]:
     synchronize(device)
     t0 = time.perf_counter()
-    r = attack(model, x, Untargeted(y), seed=seed)
+    r = attack(model, x, Untargeted(y), seed=seed, starting_points=starting_points)
     synchronize(device)
     wall = time.perf_counter() - t0
     images = float(r.queries.sum())
@@ -117,6 +120,10 @@ def main() -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-foolbox", action="store_true")
+    p.add_argument("--foolbox-starts", choices=("foolbox", "ours"), default="foolbox",
+                   help="foolbox's own start (blended uniform noise), or the adversarial points ours reaches in "
+                   f"{START_QUERIES} evaluations (for models where foolbox's start fails, e.g. adversarially trained "
+                   "ones; those evaluations are not counted in foolbox's rows)")
     p.add_argument("--surrogate", help="also run ours (first prior) biased by this surrogate model (Brunner et "
                    "al.), e.g. resnet18; it needs its weights (torchvision's download, or the cache)")
     p.add_argument("--hopskipjump", default="", metavar="STEPS,...", help="also run foolbox's HopSkipJumpAttack "
@@ -156,12 +163,21 @@ def main() -> None:
     priors = [p.strip() for p in args.priors.split(",") if p.strip()]
     refines = [None if v.strip() == "none" else v.strip() if v.strip() == "auto" else int(v)
                for v in args.refine_after.split(",") if v.strip()]
+    starts = None
+    if args.foolbox_starts == "ours" and not args.skip_foolbox:
+        found = BoundaryAttack(steps=10**7, max_queries=START_QUERIES, progress=False)(model, x, Untargeted(y),
+                                                                                      seed=args.seed)
+        if not bool(found.success.all()):
+            raise SystemExit(f"ours found no adversarial start for {int((~found.success).sum())} images")
+        starts = found.x_adv
+        print(f"foolbox starts from ours after {START_QUERIES} evaluations: median L2 "
+              f"{median(found.distance):.3f}")
     for steps in [int(s) for s in args.budgets.split(",")]:
         if args.skip_foolbox:  # the budgets are then ours' model evaluations per image
             budget = steps
         else:
             fb = attack_once(BoundaryAttack(steps=steps, candidates=1, backend="foolbox", progress=False),
-                             model, x, y, args.seed, device)
+                             model, x, y, args.seed, device, starting_points=starts)
             show(f"foolbox steps={steps}", fb, n)
             budget, best_foolbox = int(fb["queries_median"]), fb
         for prior, refine in itertools.product(priors, refines):
