@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 import advlab
 from advlab.api.evaluation import Evaluation
@@ -73,7 +72,6 @@ def test_the_site_configuration_names_every_page():
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     pages = {p.name for p in DOCS.glob("*.md")}
     assert pages == set(re.findall(r"(?:: |- )(\w[\w-]*\.md)$", nav, flags=re.M)), "a docs page is missing from the nav"
-    assert torch.__version__  # the API imports with torch as installed
 
 
 def settings_blocks() -> list[tuple[str, str, str]]:

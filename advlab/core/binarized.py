@@ -27,6 +27,7 @@ from torch import nn
 from advlab.core.errors import AdvlabError
 from advlab.core.rng import image_keys, normal, step_keys, uniform
 from advlab.core.threat import ThreatModel
+from advlab.core.wrapping import Wrapping
 
 ETA = 0.95  # inner points lie within eta * eps (the reference's relative inner-boundary gap of 0.05)
 INNER_POINTS = 999  # the reference's inner points per image (the clean image included), capped by `inner_count`
@@ -164,7 +165,7 @@ def fit_readouts(inner: torch.Tensor, boundary: torch.Tensor, steps: int = READO
     return Readouts(w.detach(), b.detach(), valid)
 
 
-class Binarized(nn.Module):
+class Binarized(Wrapping):
     """The binarized models of `anchors` (n, C, H, W): `model` with its head replaced, per anchor, by that
     anchor's readout; an input is read out by its nearest anchor (threat norm). Two logits, (-s/2, s/2):
     class 1 (the boundary class) where the readout is positive."""
@@ -182,24 +183,8 @@ class Binarized(nn.Module):
     num_classes = 2
 
     @property
-    def task(self) -> str:
-        return self.model.task
-
-    @property
     def name(self) -> str:
         return f"{getattr(self.model, 'name', 'model')} (binarized)"
-
-    @property
-    def input_size(self) -> int | None:
-        return getattr(self.model, "input_size", None)
-
-    @property
-    def in_channels(self) -> int:
-        return self.model.in_channels
-
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        return getattr(self.model, "autocast_dtype", None)
 
     def nearest(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B,) the index of each input's nearest anchor."""

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from advlab.core.wrapping import Wrapping
+
 
 class Defense(nn.Module):
     """Base class of every defense plugin. Register subclasses with `@register_defense`.
@@ -53,7 +55,7 @@ def bpda_identity(x: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
     return x + (transformed - x).detach()
 
 
-class Defended(nn.Module):
+class Defended(Wrapping):
     """`model(defense(x))`, looking like the wrapped model (class names, input size, name).
 
     Gradients flow through a differentiable defense exactly; through a non-differentiable one
@@ -82,28 +84,12 @@ class Defended(nn.Module):
         return len(self.model.class_names)
 
     @property
-    def task(self) -> str:
-        return self.model.task
-
-    @property
     def name(self) -> str:
         return f"{self.model.name}+{self.defense.name}"
 
     @property
     def weights(self) -> str:
         return f"{self.model.weights} + {self.defense.name} ({self.defense.variant()})"
-
-    @property
-    def input_size(self) -> int | None:
-        return self.model.input_size
-
-    @property
-    def in_channels(self) -> int:
-        return self.model.in_channels
-
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        return getattr(self.model, "autocast_dtype", None)
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         """The defense alone: (N, C, H, W) in [0, 1] -> (N, C, H, W) in [0, 1], float32."""
