@@ -77,8 +77,8 @@ def binarization_test(attack: Attack, spec: AttackSpec, subject: Subject, *, ima
     kept = x[valid]  # (n_valid, C, H, W)
     run = attack_in_chunks(attack, binarized, kept, Untargeted(torch.zeros(len(kept), dtype=torch.long)),
                            starting_points=None, batch_size=batch_size, device=device, seed=seed, chunk_dir=chunk_dir)
-    fooled = run.success & threat.within(run.distances[threat.norm]) if len(kept) else torch.zeros(0, dtype=torch.bool)
-    n = int(valid.sum())
+    fooled = run.success & threat.within(run.distances[threat.norm])  # (n_valid,) within the test's threat model
+    n = len(kept)
     rate = float(fooled.float().mean()) if n else None
     return {"success_rate": rate, "n": n, "passed": (rate >= PASS_RATE) if rate is not None else None,
             "pass_rate": PASS_RATE, "setup_failed": int((~valid).sum()), "threat": threat.as_dict(),
