@@ -104,6 +104,21 @@ class _State:
         return _State(**{name: getattr(self, name)[keep] for name in self.__dataclass_fields__})
 
 
+@dataclass
+class _Batch:
+    """What every step of the same active images reuses, rebuilt when the batch is compacted."""
+
+    rows: torch.Tensor  # (A,) 0 .. A-1
+    candidates: Criterion  # of the A * K candidates, image by image
+    with_spherical: Criterion  # of the A * K candidates followed by their A * K spherical points
+
+    @staticmethod
+    def of(s: _State, criterion: Criterion, k: int) -> _Batch:
+        which = s.index.repeat_interleave(k)  # (A * K,) the image each candidate belongs to
+        return _Batch(rows=torch.arange(s.index.shape[0], device=s.index.device),
+                      candidates=criterion.subset(which), with_spherical=criterion.subset(torch.cat([which, which])))
+
+
 @register_attack("boundary", threat="decision", tasks={"classification"}, default=True)
 class BoundaryAttack(Attack):
     """Boundary Attack (Brendel et al., ICLR 2018): decision-based, minimises L2 from an adversarial start."""
@@ -217,8 +232,11 @@ class BoundaryAttack(Attack):
         flat = x.flatten(1).float()  # (N, D)
         keys = image_keys(x, seed)  # (N,)
 
+        def judge(points: torch.Tensor, judged_by: Criterion) -> torch.Tensor:  # (M, D), M points' criterion -> (M,)
+            return judged_by.is_adversarial(model(points.view(-1, *shape)))
+
         def is_adv(points: torch.Tensor, which: torch.Tensor) -> torch.Tensor:  # (M, D), (M,) image index -> (M,)
-            return criterion.subset(which).is_adversarial(model(points.view(-1, *shape)))
+            return judge(points, criterion.subset(which))
 
         def bias(points: torch.Tensor, which: torch.Tensor) -> torch.Tensor | None:  # (A, D) -> (A, D) or None
             if surrogate is None:
@@ -241,8 +259,9 @@ class BoundaryAttack(Attack):
         by_queries = self.max_queries is not None  # then the bar follows the median image's budget
         bar = tqdm(total=self.max_queries if by_queries else self.steps, desc="boundary",
                    unit="queries/image" if by_queries else "step", disable=not self.progress, leave=False)
+        batch = _Batch.of(state, criterion, self.candidates)
         for step in range(self.steps) if self.steps is not None else itertools.count():
-            self._step(state, step, is_adv, bias, tuple(shape))
+            self._step(state, batch, step, judge, bias, tuple(shape))
             if (step + 1) % self.compact_every == 0 or step + 1 == self.steps:
                 self._finish_converged(state)
                 out_adv[state.index], out_dist[state.index] = state.adv, state.dist
@@ -257,12 +276,13 @@ class BoundaryAttack(Attack):
                 if active == 0:
                     break
                 state = state.select(state.running)
+                batch = _Batch.of(state, criterion, self.candidates)
         bar.close()
         x_adv = torch.where(torch.isfinite(out_dist)[:, None], out_adv, flat).view_as(x).to(x.dtype)
         return AttackResult(x_adv=x_adv, success=torch.isfinite(out_dist), queries=out_queries, distance=out_dist,
                             traces={"queries": torch.stack(trace_q), "l2": torch.stack(trace_d)})
 
-    def _step(self, s: _State, step: int, is_adv, bias, shape: tuple[int, ...]) -> None:
+    def _step(self, s: _State, batch: _Batch, step: int, judge, bias, shape: tuple[int, ...]) -> None:
         """One proposal round for every active image: `candidates` proposals in one forward pass."""
         a, d, k = s.x.shape[0], s.x.shape[1], self.candidates
         check_spherical = step % self.spherical_every == 0
@@ -288,15 +308,14 @@ class BoundaryAttack(Attack):
         shrink = 1.0 / torch.sqrt(1.0 + s.spherical**2)  # back onto the sphere of radius dist
         on_sphere = diff[:, None] + eta  # (A, K, D), norm = dist * sqrt(1 + spherical^2)
         cand = (s.x[:, None] + on_sphere * (shrink * (1.0 - s.source))[:, None, None]).clamp_(0.0, 1.0)
-        which = s.index.repeat_interleave(k)  # (A * K,) the image each candidate belongs to
         if check_spherical:
             sph = (s.x[:, None] + on_sphere * shrink[:, None, None]).clamp_(0.0, 1.0)
-            verdict = is_adv(torch.cat([cand.view(a * k, d), sph.view(a * k, d)]), torch.cat([which, which]))
+            verdict = judge(torch.cat([cand.view(a * k, d), sph.view(a * k, d)]), batch.with_spherical)
             cand_ok, sph_ok = verdict[: a * k].view(a, k), verdict[a * k:].view(a, k)
             s.sph_tries += k * s.running
             s.sph_hits += sph_ok.sum(1) * s.running
         else:
-            cand_ok = is_adv(cand.view(a * k, d), which).view(a, k)
+            cand_ok = judge(cand.view(a * k, d), batch.candidates).view(a, k)
         s.queries += cost * s.running
         s.src_tries += k * s.running
         s.src_hits += cand_ok.sum(1) * s.running
@@ -304,11 +323,21 @@ class BoundaryAttack(Attack):
                                                                                              dtype=s.dist.dtype))
         best_dist, best = cand_dist.min(dim=1)  # (A,)
         accept = (best_dist < s.dist) & s.running
-        s.adv = torch.where(accept[:, None], cand[torch.arange(a, device=cand.device), best], s.adv)
+        s.adv = torch.where(accept[:, None], cand[batch.rows, best], s.adv)
         s.dist = torch.where(accept, best_dist, s.dist)
         if self.target_l2 is not None:
             s.running &= s.dist > self.target_l2
-        self._adapt(s)
+        if self._window_may_be_full(step):
+            self._adapt(s)
+
+    def _window_may_be_full(self, step: int) -> bool:
+        """Whether some image's success window can be full after this step. Every running image collects
+        `candidates` outcomes per step (per checked step for the orthogonal rate) from step 0 on, so the
+        windows fill on these steps only; on the others `_adapt` would change nothing."""
+        steps_per_window = -(-self.adapt_window // self.candidates)
+        checked = step % self.spherical_every == 0
+        return (step + 1) % steps_per_window == 0 or (checked and (step // self.spherical_every + 1)
+                                                      % steps_per_window == 0)
 
     def _grid_level(self, step: int, side: int) -> int:
         """How many times the prior's grid has doubled by this step: level L starts once the walk has

@@ -7,7 +7,8 @@ and seed, plus the model's own forward ceiling measured in the same run.
         --mean 0.5 --std 0.5 --input-size 28 --data fashion-mnist:test  # 28-pixel images (bench/robust_models.py trains it)
 
 For each budget B: foolbox runs B steps (one candidate per step plus its spherical checks); ours
-runs with --max-queries equal to foolbox's model calls per image (equal model evaluations). A
+runs with --max-queries equal to foolbox's model calls per image (equal model evaluations), and
+`--ours-at 1000,5000` adds ours at those model evaluations per image. A
 last row runs ours with --target-l2 set to foolbox's median L2 at the largest budget, to time how
 fast we reach foolbox's best result. `--priors` compares our proposal priors (and `--refine-after
 1000,none` the coarse-to-fine grid against one grid); `--hopskipjump S,...`
@@ -25,7 +26,7 @@ import torch
 
 from advlab.attacks.boundary import DEFAULT_CANDIDATES, DEFAULT_REFINE_AFTER, BoundaryAttack
 from advlab.core.criteria import Untargeted
-from advlab.core.device import apply_precision, device_name, resolve_device, synchronize
+from advlab.core.device import apply_precision, device_name, manage_heap, resolve_device, synchronize
 from advlab.core.stats import median
 from advlab.data.sources import load_images
 from advlab.tasks.classification import predict
@@ -78,7 +79,7 @@ class ImageCounter(torch.nn.Module):
 
 
 def hopskipjump_once(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int,
-                     device: torch.device) -> dict[str, float]:
+                     device: torch.device, starting_points: torch.Tensor | None = None) -> dict[str, float]:
     """foolbox 3's HopSkipJumpAttack (Chen, Jordan & Wainwright, IEEE S&P 2020), untargeted, l2;
     queries per image = images evaluated / images attacked (it batches all images' probes together)."""
     import foolbox as fb
@@ -90,7 +91,8 @@ def hopskipjump_once(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        _, x_adv, success = attack(fmodel, x, fb.criteria.Misclassification(y), epsilons=None)
+        _, x_adv, success = attack(fmodel, x, fb.criteria.Misclassification(y), epsilons=None,
+                                   starting_points=starting_points)
     synchronize(device)
     wall = time.perf_counter() - t0
     l2 = (x_adv - x).flatten(1).norm(dim=1)
@@ -110,6 +112,8 @@ def main() -> None:
     p.add_argument("--data", default="imagenet-samples")
     p.add_argument("-n", type=int, default=20)
     p.add_argument("--budgets", default="1000,5000", help="foolbox steps per row, comma-separated")
+    p.add_argument("--ours-at", default="", metavar="EVALUATIONS,...", help="also run ours (each prior) at these "
+                   "model evaluations per image, e.g. 1000,5000 against foolbox's --budgets 20000")
     p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help="ours: proposals per image per step")
     p.add_argument("--priors", default="lowfreq,normal", help="proposal priors of ours to compare, comma-separated "
                    "(lowfreq, normal, perlin); the first also runs the time-to-foolbox's-best row")
@@ -121,7 +125,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-foolbox", action="store_true")
     p.add_argument("--foolbox-starts", choices=("foolbox", "ours"), default="foolbox",
-                   help="foolbox's own start (blended uniform noise), or the adversarial points ours reaches in "
+                   help="foolbox's own start (blended uniform noise) for its BoundaryAttack and HopSkipJump, or "
+                   "the adversarial points ours reaches in "
                    f"{START_QUERIES} evaluations (for models where foolbox's start fails, e.g. adversarially trained "
                    "ones; those evaluations are not counted in foolbox's rows)")
     p.add_argument("--surrogate", help="also run ours (first prior) biased by this surrogate model (Brunner et "
@@ -131,6 +136,7 @@ def main() -> None:
     args = p.parse_args()
 
     device = resolve_device(args.device)
+    manage_heap()  # the command line's allocator policy (CPU forward passes reuse their buffers)
     autocast = apply_precision(args.precision)
     model = load_model(args.model, args.weights, mean=args.mean, std=args.std, input_size=args.input_size).to(device)
     model = model.to(memory_format=torch.channels_last)
@@ -190,8 +196,13 @@ def main() -> None:
                                               prior=priors[0], surrogate=args.surrogate, progress=False),
                                model, x, y, args.seed, device)
             show(f"ours {priors[0]} + surrogate {args.surrogate} max_queries={budget}", ours, batch)
+    for budget in [int(v) for v in args.ours_at.split(",") if v.strip()]:
+        for prior in priors:
+            ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, max_queries=budget, prior=prior,
+                                              progress=False), model, x, y, args.seed, device)
+            show(f"ours {prior} K={args.candidates} max_queries={budget}", ours, batch)
     for steps in [int(v) for v in args.hopskipjump.split(",") if v.strip()]:
-        hsj = hopskipjump_once(model, x, y, steps, args.seed, device)
+        hsj = hopskipjump_once(model, x, y, steps, args.seed, device, starting_points=starts)
         show(f"foolbox HopSkipJump steps={steps}", hsj, n)
         ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, prior=priors[0],
                                           max_queries=int(hsj["queries_median"]), progress=False),

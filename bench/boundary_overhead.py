@@ -1,9 +1,15 @@
 """Benchmark: what a Boundary Attack costs besides the model. Wall time per 1,000 model evaluations
 (images through the model) for ours with each proposal prior and for foolbox 3.3.4's BoundaryAttack,
-on the same model, images and seed, and the model forward's share of that wall time (the rest is
-the attack's own work: noise generation, projections, bookkeeping).
+on the same model, images and seed; the model forward's share of that wall time; and the attack's
+own time per 1,000 evaluations (wall minus the model's forward passes: noise generation, projections,
+bookkeeping). Each attack runs `--repeats` times, interleaved with the others so that a slow phase of
+the machine hits all of them; the table gives the median of each column. The process manages its heap
+as the command line does (`advlab.core.device.manage_heap`), so the model's page faults do not bury
+the attack's own cost. `--profile` prints torch.profiler's table of ours (default prior) after the run:
+where a step's time goes besides the model call.
 
     python bench/boundary_overhead.py                    # CPU: a small Fashion-MNIST CNN, then MobileNetV2
+    python bench/boundary_overhead.py --skip-photos --steps 1500 --repeats 3 --profile
     python bench/boundary_overhead.py --device cuda --skip-small
 
 The small model is the lab's LeNet-size `fashion_cnn` (~0.2M parameters), trained here for one
@@ -14,14 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
 
-from advlab.attacks.boundary import DEFAULT_CANDIDATES, BoundaryAttack
+from advlab.attacks.boundary import DEFAULT_CANDIDATES, DEFAULT_PRIOR, BoundaryAttack
 from advlab.attacks.priors import PRIORS
 from advlab.core.criteria import Untargeted
-from advlab.core.device import device_name, resolve_device, synchronize
+from advlab.core.device import device_name, manage_heap, resolve_device, synchronize
 from advlab.data.sources import load_images
 from advlab.zoo.models import load_model
 from advlab.zoo.wrappers import ImageClassifier
@@ -74,7 +81,16 @@ def measure(attack: BoundaryAttack, model: torch.nn.Module, x: torch.Tensor, y: 
     synchronize(device)
     wall = time.perf_counter() - t0
     return {"wall_s": wall, "images": timed.images, "s_per_1000": 1000 * wall / timed.images,
-            "model_share": timed.seconds / wall}
+            "model_share": timed.seconds / wall, "own_s_per_1000": 1000 * (wall - timed.seconds) / timed.images}
+
+
+def profile_table(attack: BoundaryAttack, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> str:
+    """torch.profiler's operators of one run, by self time (the model's own operators included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        attack(model, x, Untargeted(y), seed=0)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
 
 
 def main() -> None:
@@ -85,10 +101,14 @@ def main() -> None:
     p.add_argument("--photos", type=int, default=8, help="MobileNetV2: photos attacked")
     p.add_argument("--skip-small", action="store_true")
     p.add_argument("--skip-photos", action="store_true")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each attack, interleaved; the table shows medians")
+    p.add_argument("--profile", action="store_true", help="then print torch.profiler's table of ours (default prior)")
     args = p.parse_args()
     device = resolve_device(args.device)
-    print(f"device {device_name(device)}")
-    header = f"{'model':14s} {'attack':26s} {'images':>9s} {'wall s':>7s} {'s / 1000 evals':>15s} {'model share':>12s}"
+    manage_heap()
+    print(f"device {device_name(device)}, {args.repeats} run(s) of each attack, medians")
+    header = (f"{'model':14s} {'attack':26s} {'images':>9s} {'wall s':>7s} {'s / 1000 evals':>15s} {'model share':>12s}"
+              f" {'own s / 1000':>13s}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -104,11 +124,18 @@ def main() -> None:
         runs = [("foolbox (normal, K=1)", BoundaryAttack(steps=args.steps, backend="foolbox", progress=False))]
         runs += [(f"ours {prior} (K={DEFAULT_CANDIDATES})",
                   BoundaryAttack(steps=args.steps, max_queries=10**9, prior=prior, progress=False)) for prior in PRIORS]
-        for label, attack in runs:
-            r = measure(attack, model, x, y, device)
-            rows.append({"model": name, "attack": label, **r})
-            print(f"{name:14s} {label:26s} {r['images']:9,d} {r['wall_s']:7.2f} {r['s_per_1000']:15.4f} "
-                  f"{100 * r['model_share']:11.0f}%")
+        found: dict[str, list[dict[str, float]]] = {label: [] for label, _ in runs}
+        for _ in range(args.repeats):
+            for label, attack in runs:
+                found[label].append(measure(attack, model, x, y, device))
+        for label, _ in runs:
+            r = {key: statistics.median(run[key] for run in found[label]) for key in found[label][0]}
+            rows.append({"model": name, "attack": label, "runs": found[label], **r})
+            print(f"{name:14s} {label:26s} {int(r['images']):9,d} {r['wall_s']:7.2f} {r['s_per_1000']:15.4f} "
+                  f"{100 * r['model_share']:11.0f}% {r['own_s_per_1000']:13.4f}")
+        if args.profile:
+            ours = next(a for _, a in runs if a.backend == "ours" and a.prior == DEFAULT_PRIOR)
+            print(profile_table(ours, model, x, y))
     print(json.dumps({"bench": "boundary_overhead", "device": device_name(device), "rows": rows}))
 
 

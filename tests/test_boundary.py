@@ -97,6 +97,24 @@ def test_the_source_step_aims_at_a_share_of_the_orthogonal_steps_success():
     torch.testing.assert_close(state.source, torch.tensor([0.01, 0.01 / 1.5, 0.015]))
 
 
+def test_step_sizes_adapt_only_where_a_window_can_fill_with_the_same_result(digits):
+    """The walk skips the step-size rule on steps where no success window can be full; adapting after
+    every step gives the same images bit for bit, also when the window is no multiple of the candidates."""
+
+    class EveryStep(BoundaryAttack):
+        def _window_may_be_full(self, step: int) -> bool:
+            return True
+
+    x, y = digits.correct(8)
+    settings = {"steps": 120, "candidates": 3, "adapt_window": 10, "spherical_every": 3, "progress": False}
+    skipping = BoundaryAttack(**settings)(digits.model, x, Untargeted(y), seed=3)
+    every = EveryStep(**settings)(digits.model, x, Untargeted(y), seed=3)
+    assert torch.equal(skipping.x_adv, every.x_adv) and torch.equal(skipping.queries, every.queries)
+    assert (skipping.distance < skipping.traces["l2"][0]).all()  # the step sizes did adapt: the walk moved
+    attack_ = BoundaryAttack(**settings)
+    assert [j for j in range(12) if attack_._window_may_be_full(j)] == [3, 7, 9, 11]
+
+
 def test_beats_foolbox_at_equal_model_evaluations(digits):
     """The CPU acceptance check: same or lower median L2 than foolbox 3's BoundaryAttack at equal queries."""
     x, y = digits.correct(24)

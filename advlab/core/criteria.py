@@ -103,6 +103,9 @@ class Criterion:
 
     def is_adversarial(self, outputs: torch.Tensor) -> torch.Tensor:
         """(N,) bool: at least `threshold` of the image's valid targets are fooled."""
+        if not self.dense and self.threshold > 0:  # one target per image: the top-1 test itself (hot in query loops)
+            pred = outputs.argmax(dim=1)
+            return pred == self.labels if self.targeted else pred != self.labels
         if self.threshold >= 1.0:
             valid = self.valid()
             return (self.fooled(outputs) | ~valid).all(dim=1)
