@@ -31,7 +31,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/advlab run configs/quickstart.yaml
 
-# One pytest worker per core (at most 4), each on one thread: 532 tests in ~9.5 min on 2 cores (12-06).
+# One pytest worker per core (at most 4), each on one thread: 571 tests in ~10 min on 2 cores (12-06).
 # pytest exit 5 means no test was collected: the suite is missing, a failure here.
 test: $(STAMP)
 	@OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n auto --maxprocesses 4 -m "not slow and not gpu" tests; \
