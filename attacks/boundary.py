@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,6 +53,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from advlab.attacks.boundary_start import initial_points
+from advlab.attacks.boundary_steps import (
+    CandidateBatch,
+    WalkState,
+    adapt_step_sizes,
+    grid_level,
+    window_may_be_full,
+)
 from advlab.attacks.priors import PRIORS, mirrored, proposals
 from advlab.attacks.surrogate import (
     SurrogateSetting,
@@ -76,47 +82,8 @@ DEFAULT_CANDIDATES = 2  # proposals per image per step (backend ours); `candidat
 DEFAULT_PRIOR = "lowfreq"  # proposals for backend ours; `prior=None` picks it (foolbox: normal)
 DEFAULT_FIRST_STEP, FOOLBOX_FIRST_STEP = 0.05, 0.01  # initial spherical and source step sizes; None picks them
 DEFAULT_REFINE_AFTER = "auto"  # queries of the walk after which the prior's grid doubles; None keeps one grid
-REFINE_AT_224 = 1000  # "auto": the first doubling after this many queries at 224 px, fewer on smaller images
 DEFAULT_MAX_QUERIES = 2000  # model evaluations per image for backend ours; `max_queries=None` picks it
 FOOLBOX_STEPS = 1000  # backend foolbox's steps for `steps=None`; ours stops at its query budget instead
-
-
-@dataclass
-class _State:
-    """Per-image state of the images still in the batch; tensors are (A, ...) for A active images."""
-
-    index: torch.Tensor  # (A,) position in the full batch
-    x: torch.Tensor  # (A, D) originals, flattened
-    adv: torch.Tensor  # (A, D) current adversarials
-    dist: torch.Tensor  # (A,) L2 of adv - x
-    keys: torch.Tensor  # (A,) noise keys
-    spherical: torch.Tensor  # (A,) orthogonal step, relative to dist
-    source: torch.Tensor  # (A,) step toward the original, relative to dist
-    sph_rate: torch.Tensor  # (A,) orthogonal-step success rate of the last full window
-    sph_tries: torch.Tensor  # (A,) outcomes collected in the current window
-    sph_hits: torch.Tensor
-    src_tries: torch.Tensor
-    src_hits: torch.Tensor
-    queries: torch.Tensor  # (A,) int64
-    running: torch.Tensor  # (A,) bool; False once an image has finished
-
-    def select(self, keep: torch.Tensor) -> _State:
-        return _State(**{name: getattr(self, name)[keep] for name in self.__dataclass_fields__})
-
-
-@dataclass
-class _Batch:
-    """What every step of the same active images reuses, rebuilt when the batch is compacted."""
-
-    rows: torch.Tensor  # (A,) 0 .. A-1
-    candidates: Criterion  # of the A * K candidates, image by image
-    with_spherical: Criterion  # of the A * K candidates followed by their A * K spherical points
-
-    @staticmethod
-    def of(s: _State, criterion: Criterion, k: int) -> _Batch:
-        which = s.index.repeat_interleave(k)  # (A * K,) the image each candidate belongs to
-        return _Batch(rows=torch.arange(s.index.shape[0], device=s.index.device),
-                      candidates=criterion.subset(which), with_spherical=criterion.subset(torch.cat([which, which])))
 
 
 @register_attack("boundary", threat="decision", tasks={"classification"}, default=True)
@@ -247,7 +214,7 @@ class BoundaryAttack(Attack):
         found = torch.isfinite(adv[:, 0])
         dist = torch.where(found, (adv - flat).norm(dim=1), torch.full_like(flat[:, 0], math.inf))
         zeros = torch.zeros(n, device=x.device)
-        state = _State(index=torch.arange(n, device=x.device), x=flat, adv=torch.where(found[:, None], adv, flat),
+        state = WalkState(index=torch.arange(n, device=x.device), x=flat, adv=torch.where(found[:, None], adv, flat),
                        dist=dist, keys=keys,
                        spherical=torch.full_like(zeros, self.spherical_step),
                        source=torch.full_like(zeros, self.source_step), sph_rate=torch.full_like(zeros, 0.5),
@@ -259,11 +226,11 @@ class BoundaryAttack(Attack):
         by_queries = self.max_queries is not None  # then the bar follows the median image's budget
         bar = tqdm(total=self.max_queries if by_queries else self.steps, desc="boundary",
                    unit="queries/image" if by_queries else "step", disable=not self.progress, leave=False)
-        batch = _Batch.of(state, criterion, self.candidates)
+        batch = CandidateBatch.of(state, criterion, self.candidates)
         for step in range(self.steps) if self.steps is not None else itertools.count():
             self._step(state, batch, step, judge, bias, tuple(shape))
             if (step + 1) % self.compact_every == 0 or step + 1 == self.steps:
-                self._finish_converged(state)
+                state.running &= state.source >= self.source_step_convergence
                 out_adv[state.index], out_dist[state.index] = state.adv, state.dist
                 out_queries[state.index] = state.queries
                 trace_q.append(out_queries.clone())
@@ -276,13 +243,13 @@ class BoundaryAttack(Attack):
                 if active == 0:
                     break
                 state = state.select(state.running)
-                batch = _Batch.of(state, criterion, self.candidates)
+                batch = CandidateBatch.of(state, criterion, self.candidates)
         bar.close()
         x_adv = torch.where(torch.isfinite(out_dist)[:, None], out_adv, flat).view_as(x).to(x.dtype)
         return AttackResult(x_adv=x_adv, success=torch.isfinite(out_dist), queries=out_queries, distance=out_dist,
                             traces={"queries": torch.stack(trace_q), "l2": torch.stack(trace_d)})
 
-    def _step(self, s: _State, batch: _Batch, step: int, judge, bias, shape: tuple[int, ...]) -> None:
+    def _step(self, s: WalkState, batch: CandidateBatch, step: int, judge, bias, shape: tuple[int, ...]) -> None:
         """One proposal round for every active image: `candidates` proposals in one forward pass."""
         a, d, k = s.x.shape[0], s.x.shape[1], self.candidates
         check_spherical = step % self.spherical_every == 0
@@ -293,7 +260,7 @@ class BoundaryAttack(Attack):
         unit = diff / s.dist.clamp_min(1e-12)[:, None]
         draws = (k + 1) // 2 if self.antithetic else k
         eta = proposals(self.prior, step_keys(s.keys, _STEP_STREAM, step), draws, shape, ratio=self.lowfreq_ratio,
-                        frequency=self.perlin_frequency, level=self._grid_level(step, max(shape[1:])))  # (A, draws, D)
+                        frequency=self.perlin_frequency, level=grid_level(self, step, max(shape[1:])))  # (A, draws, D)
         if self.antithetic:
             eta = mirrored(eta, k)  # (A, K, D)
         eta = eta - (eta * unit[:, None]).sum(-1, keepdim=True) * unit[:, None]  # orthogonal to diff
@@ -327,65 +294,8 @@ class BoundaryAttack(Attack):
         s.dist = torch.where(accept, best_dist, s.dist)
         if self.target_l2 is not None:
             s.running &= s.dist > self.target_l2
-        if self._window_may_be_full(step):
-            self._adapt(s)
-
-    def _window_may_be_full(self, step: int) -> bool:
-        """Whether some image's success window can be full after this step. Every running image collects
-        `candidates` outcomes per step (per checked step for the orthogonal rate) from step 0 on, so the
-        windows fill on these steps only; on the others `_adapt` would change nothing."""
-        steps_per_window = -(-self.adapt_window // self.candidates)
-        checked = step % self.spherical_every == 0
-        return (step + 1) % steps_per_window == 0 or (checked and (step // self.spherical_every + 1)
-                                                      % steps_per_window == 0)
-
-    def _grid_level(self, step: int, side: int) -> int:
-        """How many times the prior's grid has doubled by this step: level L starts once the walk has
-        spent R (4^L - 1) / 3 queries per image (R = `refine_after`; each level lasts 4 times as long
-        as the one before, as it has 4 times the directions), until the grid reaches the image's own
-        resolution (the prior then draws full-resolution noise). "auto": R = 1,000 at 224 px, in
-        proportion to the image side below it (28 px: 125), so a small image's 4 x 4 grid does not
-        confine the walk. Counted from the step index, which every image shares, so the whole batch
-        switches at once and the switch does not depend on the batch: step j costs `candidates`
-        queries, twice that when j % spherical_every == 0."""
-        if self.refine_after is None:
-            return 0
-        every = self.refine_after if self.refine_after != "auto" else refine_interval(side)
-        spent = self.candidates * (step + -(-step // self.spherical_every))  # queries of steps 0 .. step-1
-        level = 0
-        while spent >= every * (4 ** (level + 1) - 1) // 3:
-            level += 1
-        return level
-
-    def _adapt(self, s: _State) -> None:
-        """Brendel et al.'s rule: keep 20-50% of orthogonal steps adversarial (scaling both steps); then
-        the source step, from the full step's success relative to the orthogonal step's (see the module
-        docstring; the paper's fixed 20-50% band stalls the walk when orthogonal success nears 20%)."""
-        f = self.step_adaptation
-        sph_ready = s.sph_tries >= self.adapt_window
-        rate = s.sph_hits / s.sph_tries.clamp_min(1)
-        s.sph_rate = torch.where(sph_ready, rate, s.sph_rate)
-        low, high = self.spherical_band
-        scale = torch.where(sph_ready & (rate > high), f, torch.where(sph_ready & (rate < low), 1 / f, 1.0))
-        s.spherical = (s.spherical * scale).clamp_(max=1.0)
-        s.source = s.source * scale
-        s.sph_tries, s.sph_hits = s.sph_tries * ~sph_ready, s.sph_hits * ~sph_ready
-        src_ready = s.src_tries >= self.adapt_window
-        rate = s.src_hits / s.src_tries.clamp_min(1)
-        low, high = self.source_band[0] * s.sph_rate, self.source_band[1] * s.sph_rate
-        scale = torch.where(src_ready & (rate > high), f, torch.where(src_ready & (rate < low), 1 / f, 1.0))
-        s.source = (s.source * scale).clamp_(max=0.5)
-        s.src_tries, s.src_hits = s.src_tries * ~src_ready, s.src_hits * ~src_ready
-
-    def _finish_converged(self, s: _State) -> None:
-        s.running &= s.source >= self.source_step_convergence
-
-
-def refine_interval(side: int) -> int:
-    """`refine_after="auto"`: 1,000 queries at 224 px (and above), in proportion to the image side
-    below it, at least 50 (28 px: 125)."""
-    return max(50, round(REFINE_AT_224 * min(1.0, side / 224)))
-
+        if window_may_be_full(self, step):
+            adapt_step_sizes(self, s)
 
 @register_companion("boundary")
 class BoundaryRows(Companion):

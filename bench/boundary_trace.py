@@ -18,7 +18,8 @@ import itertools
 import torch
 from robust_models import fashion_pair
 
-from advlab.attacks.boundary import BoundaryAttack, refine_interval
+from advlab.attacks.boundary import BoundaryAttack
+from advlab.attacks.boundary_steps import grid_level, refine_interval
 from advlab.core.criteria import Untargeted
 from advlab.core.settings import key_value
 from advlab.data.sources import load_images
@@ -53,7 +54,7 @@ def main() -> None:
         l2 = r.traces["l2"].median(dim=1).values  # (T,) lower median, as torch gives it: the start, then per compaction
         side = max(x.shape[2:])
         # trace point t > 0 follows step t * compact_every - 1 (the walk's steps, which set the grid level)
-        level = torch.tensor([0] + [attack._grid_level(t * attack.compact_every - 1, side) for t in range(1, len(l2))])
+        level = torch.tensor([0] + [grid_level(attack, t * attack.compact_every - 1, side) for t in range(1, len(l2))])
         every = attack.refine_after if attack.refine_after != "auto" else refine_interval(side)
         edges = [0, *level_starts(every, args.budget), args.budget] if attack.refine_after is not None else \
             [0, args.budget]

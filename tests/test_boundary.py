@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advlab.attacks.boundary import BoundaryAttack, _State
+from advlab.attacks import boundary
+from advlab.attacks.boundary import BoundaryAttack
+from advlab.attacks.boundary_steps import WalkState, adapt_step_sizes, window_may_be_full
 from advlab.core.criteria import Targeted, Untargeted
 
 
@@ -87,32 +89,27 @@ def test_the_source_step_aims_at_a_share_of_the_orthogonal_steps_success():
     adversarial, 2 of 16 full steps is on target (the paper's fixed 20-50% band shrank the source step
     here, again and again, until the walk stalled); 1 of 16 is too few, 12 of 16 too many."""
     ones = torch.ones(3)
-    state = _State(index=torch.arange(3), x=torch.zeros(3, 2), adv=torch.ones(3, 2), dist=ones, keys=ones.long(),
-                   spherical=ones * 0.1, source=ones * 0.01, sph_rate=ones * 0.5, sph_tries=ones * 16,
-                   sph_hits=ones * 4, src_tries=ones * 16, src_hits=torch.tensor([2.0, 1.0, 12.0]),
-                   queries=ones.long(), running=ones.bool())
-    BoundaryAttack(progress=False)._adapt(state)
+    state = WalkState(index=torch.arange(3), x=torch.zeros(3, 2), adv=torch.ones(3, 2), dist=ones, keys=ones.long(),
+                      spherical=ones * 0.1, source=ones * 0.01, sph_rate=ones * 0.5, sph_tries=ones * 16,
+                      sph_hits=ones * 4, src_tries=ones * 16, src_hits=torch.tensor([2.0, 1.0, 12.0]),
+                      queries=ones.long(), running=ones.bool())
+    adapt_step_sizes(BoundaryAttack(progress=False), state)
     torch.testing.assert_close(state.sph_rate, ones * 0.25)
     torch.testing.assert_close(state.spherical, ones * 0.1)  # 25% orthogonal success: inside its band
     torch.testing.assert_close(state.source, torch.tensor([0.01, 0.01 / 1.5, 0.015]))
 
 
-def test_step_sizes_adapt_only_where_a_window_can_fill_with_the_same_result(digits):
+def test_step_sizes_adapt_only_where_a_window_can_fill_with_the_same_result(digits, monkeypatch):
     """The walk skips the step-size rule on steps where no success window can be full; adapting after
     every step gives the same images bit for bit, also when the window is no multiple of the candidates."""
-
-    class EveryStep(BoundaryAttack):
-        def _window_may_be_full(self, step: int) -> bool:
-            return True
-
     x, y = digits.correct(8)
     settings = {"steps": 120, "candidates": 3, "adapt_window": 10, "spherical_every": 3, "progress": False}
     skipping = BoundaryAttack(**settings)(digits.model, x, Untargeted(y), seed=3)
-    every = EveryStep(**settings)(digits.model, x, Untargeted(y), seed=3)
+    assert [j for j in range(12) if window_may_be_full(BoundaryAttack(**settings), j)] == [3, 7, 9, 11]
+    monkeypatch.setattr(boundary, "window_may_be_full", lambda attack, step: True)
+    every = BoundaryAttack(**settings)(digits.model, x, Untargeted(y), seed=3)
     assert torch.equal(skipping.x_adv, every.x_adv) and torch.equal(skipping.queries, every.queries)
     assert (skipping.distance < skipping.traces["l2"][0]).all()  # the step sizes did adapt: the walk moved
-    attack_ = BoundaryAttack(**settings)
-    assert [j for j in range(12) if attack_._window_may_be_full(j)] == [3, 7, 9, 11]
 
 
 def test_beats_foolbox_at_equal_model_evaluations(digits):

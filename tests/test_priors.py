@@ -8,6 +8,7 @@ import torch
 from conftest import Counted
 
 from advlab.attacks.boundary import BoundaryAttack
+from advlab.attacks.boundary_steps import grid_level
 from advlab.attacks.priors import PRIORS, mirrored, perlin, proposals
 from advlab.core.criteria import Untargeted
 from advlab.core.rng import image_keys
@@ -160,7 +161,7 @@ def test_the_default_prior_does_not_lose_to_normal_on_small_images(fashion):
         l2[prior] = float(result.distance.median())
     assert l2[None] <= l2["normal"], l2  # measured 2.03 vs 2.39; one grid: 3.38 (bench/boundary.py: 1,000 and 5,000)
     attack, keys = BoundaryAttack(progress=False), image_keys(x, seed=0)
-    levels = [attack._grid_level(step, 28) for step in range(0, 3000, 100)]
+    levels = [grid_level(attack, step, 28) for step in range(0, 3000, 100)]
     assert levels == sorted(levels) and levels[0] == 0 and levels[-1] >= 3  # 4 -> 8 -> 16 -> 28 cells
     fine = proposals("lowfreq", keys, 1, (1, 28, 28), ratio=1 / 16, level=levels[-1]).view(-1, 28, 28)
     a, b = fine[:, :, :-1].flatten(), fine[:, :, 1:].flatten()
