@@ -6,6 +6,9 @@ original (on the sphere around it) plus a step toward the original; keep the can
 still adversarial; adapt both step sizes from recent success rates. Only top-1 decisions are used.
 
 What differs from foolbox 3's implementation (the reference, `--backend foolbox`):
+- with `starts` S > 1 an untargeted walk starts from the closest of S adversarial noise draws,
+  each blended toward the original (`advlab.attacks.boundary_start`): closer on small adversarially
+  trained models, farther on photos, so one by default (docs/boundary.md has the numbers);
 - every image is independent: its own noise stream (keyed by its pixels and the seed, see
   `advlab.core.rng`), its own step sizes and statistics, its own stopping point;
 - `candidates` proposals per image per step go through the model in one forward pass, and the
@@ -82,6 +85,7 @@ DEFAULT_CANDIDATES = 2  # proposals per image per step (backend ours); `candidat
 DEFAULT_PRIOR = "lowfreq"  # proposals for backend ours; `prior=None` picks it (foolbox: normal)
 DEFAULT_FIRST_STEP, FOOLBOX_FIRST_STEP = 0.05, 0.01  # initial spherical and source step sizes; None picks them
 DEFAULT_REFINE_AFTER = "auto"  # queries of the walk after which the prior's grid doubles; None keeps one grid
+DEFAULT_STARTS = 1  # untargeted: the closest of this many adversarial noise starts (8 on small robust models)
 DEFAULT_MAX_QUERIES = 2000  # model evaluations per image for backend ours; `max_queries=None` picks it
 FOOLBOX_STEPS = 1000  # backend foolbox's steps for `steps=None`; ours stops at its query budget instead
 
@@ -102,7 +106,8 @@ class BoundaryAttack(Attack):
                  target_l2: float | None = None, spherical_step: float | None = None,
                  source_step: float | None = None,
                  step_adaptation: float = 1.5, adapt_window: int = 16, spherical_every: int = 4,
-                 source_step_convergence: float = 1e-7, init_trials: int = 100, compact_every: int = 10,
+                 source_step_convergence: float = 1e-7, init_trials: int = 100, starts: int = DEFAULT_STARTS,
+                 compact_every: int = 10,
                  prior: str | None = None, lowfreq_ratio: float = 1 / 16, perlin_frequency: int = 6,
                  refine_after: int | str | None = DEFAULT_REFINE_AFTER, antithetic: bool = True,
                  surrogate: SurrogateSetting = None, surrogate_bias: float = 0.5,
@@ -145,6 +150,7 @@ class BoundaryAttack(Attack):
         positive_int("adapt_window", adapt_window)
         positive_int("spherical_every", spherical_every)
         positive_int("init_trials", init_trials)
+        positive_int("starts", starts)
         positive_int("compact_every", compact_every)
         if max_queries is not None:
             positive_int("max_queries", max_queries)
@@ -163,7 +169,7 @@ class BoundaryAttack(Attack):
         self.steps, self.candidates, self.max_queries, self.target_l2 = steps, candidates, max_queries, target_l2
         self.spherical_step, self.source_step, self.step_adaptation = spherical_step, source_step, step_adaptation
         self.adapt_window, self.spherical_every = adapt_window, spherical_every
-        self.source_step_convergence, self.init_trials = source_step_convergence, init_trials
+        self.source_step_convergence, self.init_trials, self.starts = source_step_convergence, init_trials, starts
         self.compact_every, self.backend, self.progress = compact_every, backend, progress
 
     def params(self) -> dict[str, object]:

@@ -13,13 +13,16 @@ last row runs ours with --target-l2 set to foolbox's median L2 at the largest bu
 fast we reach foolbox's best result. `--priors` compares our proposal priors (and `--refine-after
 1000,none` the coarse-to-fine grid against one grid); `--hopskipjump S,...`
 adds foolbox's HopSkipJumpAttack (Chen et al., IEEE S&P 2020) as a second reference, each followed
-by ours at the same model evaluations per image. Prints a table and one JSON line.
+by ours at the same model evaluations per image; `--set KEY=VALUE` sets ours' settings (e.g. starts=8).
+"vs foolbox" is the geometric mean over the images of each row's L2 over the latest foolbox
+BoundaryAttack row's (below 1: closer, image by image). Prints a table and one JSON line.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
+import math
 import time
 
 import torch
@@ -27,6 +30,7 @@ import torch
 from advlab.attacks.boundary import DEFAULT_CANDIDATES, DEFAULT_REFINE_AFTER, BoundaryAttack
 from advlab.core.criteria import Untargeted
 from advlab.core.device import apply_precision, device_name, manage_heap, resolve_device, synchronize
+from advlab.core.settings import key_value
 from advlab.core.stats import median
 from advlab.data.sources import load_images
 from advlab.tasks.classification import predict
@@ -49,7 +53,7 @@ def forward_ceiling(model: torch.nn.Module, shape: tuple[int, ...], batch: int, 
     return n / (time.perf_counter() - t0)
 
 
-START_QUERIES = 100  # --foolbox-starts ours: our start search and first steps, then foolbox from there
+START_QUERIES = 100  # --foolbox-starts ours: our one-start search and first steps, then foolbox from there
 
 
 def attack_once(attack: BoundaryAttack, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -63,7 +67,7 @@ def attack_once(attack: BoundaryAttack, model: torch.nn.Module, x: torch.Tensor,
     mse = (r.distance[r.success] ** 2 / x[0].numel())
     return {"wall_s": wall, "images_per_s": images / wall, "queries_median": float(r.queries.float().median()),
             "median_l2": median(r.distance[r.success]) or float("nan"), "median_mse": median(mse) or float("nan"),
-            "success_rate": float(r.success.float().mean())}
+            "success_rate": float(r.success.float().mean()), "l2": r.distance.tolist()}
 
 
 class ImageCounter(torch.nn.Module):
@@ -99,7 +103,15 @@ def hopskipjump_once(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s
     mse = l2[success] ** 2 / x[0].numel()
     return {"wall_s": wall, "images_per_s": counter.images / wall, "queries_median": counter.images / x.shape[0],
             "median_l2": median(l2[success]) or float("nan"), "median_mse": median(mse) or float("nan"),
-            "success_rate": float(success.float().mean())}
+            "success_rate": float(success.float().mean()), "l2": torch.where(success, l2, math.inf).tolist()}
+
+
+def per_image_ratio(r: dict, reference: dict) -> float:
+    """Geometric mean over the images both attacks succeeded on of L2 / the reference's L2 (below 1:
+    closer than the reference, image by image, where a median looks at the middle images only)."""
+    ours, theirs = torch.tensor(r["l2"]), torch.tensor(reference["l2"])
+    both = torch.isfinite(ours) & torch.isfinite(theirs) & (theirs > 0)
+    return float((ours[both] / theirs[both]).log().mean().exp())
 
 
 def main() -> None:
@@ -123,11 +135,14 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   type=lambda text: key_value(text, f"--set {text!r}", "--set starts=8"),
+                   help="a setting of ours for every row of ours, e.g. starts=8")
     p.add_argument("--skip-foolbox", action="store_true")
     p.add_argument("--foolbox-starts", choices=("foolbox", "ours"), default="foolbox",
                    help="foolbox's own start (blended uniform noise) for its BoundaryAttack and HopSkipJump, or "
                    "the adversarial points ours reaches in "
-                   f"{START_QUERIES} evaluations (for models where foolbox's start fails, e.g. adversarially trained "
+                   f"{START_QUERIES} evaluations from one start, as foolbox's own (for models where foolbox's start fails, e.g. adversarially trained "
                    "ones; those evaluations are not counted in foolbox's rows)")
     p.add_argument("--surrogate", help="also run ours (first prior) biased by this surrogate model (Brunner et "
                    "al.), e.g. resnet18; it needs its weights (torchvision's download, or the cache)")
@@ -155,24 +170,26 @@ def main() -> None:
 
     rows = []
     header = (f"{'run':48s} {'wall s':>8s} {'img/s':>9s} {'%ceil':>6s} {'queries':>8s} {'median L2':>10s} "
-              f"{'median MSE':>11s}")
+              f"{'median MSE':>11s} {'vs foolbox':>10s}")
     print(header)
     print("-" * len(header))
 
     def show(name: str, r: dict[str, float], b: int) -> None:
         r["ceiling"] = ceiling[b]
         rows.append({"run": name, **r})
+        versus = "" if best_foolbox is None or r is best_foolbox else f"{per_image_ratio(r, best_foolbox):10.3f}"
         print(f"{name:48s} {r['wall_s']:8.1f} {r['images_per_s']:9,.0f} {100 * r['images_per_s'] / ceiling[b]:5.0f}% "
-              f"{r['queries_median']:8,.0f} {r['median_l2']:10.3f} {r['median_mse']:11.2e}")
+              f"{r['queries_median']:8,.0f} {r['median_l2']:10.3f} {r['median_mse']:11.2e} {versus}")
 
     best_foolbox = None
+    settings = dict(args.set)  # of every row of ours
     priors = [p.strip() for p in args.priors.split(",") if p.strip()]
     refines = [None if v.strip() == "none" else v.strip() if v.strip() == "auto" else int(v)
                for v in args.refine_after.split(",") if v.strip()]
     starts = None
     if args.foolbox_starts == "ours" and not args.skip_foolbox:
-        found = BoundaryAttack(steps=10**7, max_queries=START_QUERIES, progress=False)(model, x, Untargeted(y),
-                                                                                      seed=args.seed)
+        found = BoundaryAttack(steps=10**7, max_queries=START_QUERIES, starts=1,
+                               progress=False)(model, x, Untargeted(y), seed=args.seed)
         if not bool(found.success.all()):
             raise SystemExit(f"ours found no adversarial start for {int((~found.success).sum())} images")
         starts = found.x_adv
@@ -188,30 +205,30 @@ def main() -> None:
             budget, best_foolbox = int(fb["queries_median"]), fb
         for prior, refine in itertools.product(priors, refines):
             ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, max_queries=budget,
-                                              prior=prior, refine_after=refine, progress=False),
+                                              prior=prior, refine_after=refine, progress=False, **settings),
                                model, x, y, args.seed, device)
             show(f"ours {prior} K={args.candidates} refine={refine} max_queries={budget}", ours, batch)
         if args.surrogate:
             ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, max_queries=budget,
-                                              prior=priors[0], surrogate=args.surrogate, progress=False),
+                                              prior=priors[0], surrogate=args.surrogate, progress=False, **settings),
                                model, x, y, args.seed, device)
             show(f"ours {priors[0]} + surrogate {args.surrogate} max_queries={budget}", ours, batch)
     for budget in [int(v) for v in args.ours_at.split(",") if v.strip()]:
         for prior in priors:
             ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, max_queries=budget, prior=prior,
-                                              progress=False), model, x, y, args.seed, device)
+                                              progress=False, **settings), model, x, y, args.seed, device)
             show(f"ours {prior} K={args.candidates} max_queries={budget}", ours, batch)
     for steps in [int(v) for v in args.hopskipjump.split(",") if v.strip()]:
         hsj = hopskipjump_once(model, x, y, steps, args.seed, device, starting_points=starts)
         show(f"foolbox HopSkipJump steps={steps}", hsj, n)
         ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, prior=priors[0],
-                                          max_queries=int(hsj["queries_median"]), progress=False),
+                                          max_queries=int(hsj["queries_median"]), progress=False, **settings),
                            model, x, y, args.seed, device)
         show(f"ours {priors[0]} K={args.candidates} max_queries={int(hsj['queries_median'])}", ours, batch)
     if best_foolbox is not None:
         target = best_foolbox["median_l2"]  # how fast do we get to foolbox's best result?
         ours = attack_once(BoundaryAttack(steps=10**7, candidates=args.candidates, target_l2=target, prior=priors[0],
-                                          max_queries=int(best_foolbox["queries_median"]), progress=False),
+                                          max_queries=int(best_foolbox["queries_median"]), progress=False, **settings),
                            model, x, y, args.seed, device)
         show(f"ours {priors[0]} K={args.candidates} target_l2={target:.3g}", ours, batch)
         if ours["median_l2"] <= target * (1 + 1e-6):

@@ -130,9 +130,23 @@ def test_global_rng_untouched_and_settings_validated(digits):
     attack(digits.model, x, Untargeted(y), steps=20, candidates=1, backend="foolbox")
     assert torch.equal(state, torch.get_rng_state())
     for bad in ({"steps": 0}, {"candidates": -1}, {"source_step": 2.0}, {"backend": "cleverhans"},
-                {"target_l2": 0}):
+                {"target_l2": 0}, {"starts": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             BoundaryAttack(**bad)
+
+
+def test_the_start_is_the_closest_of_several_adversarial_noise_draws(fashion):
+    """With `starts` S, an untargeted walk starts from the closest of S adversarial noise draws, each
+    blended toward the original: never farther than the one start of S=1 (the first draw), much closer
+    on some images (another class's region), for the draws plus 12 blend queries per draw."""
+    x, y = fashion.correct(12)
+    first, closest = (BoundaryAttack(starts=s, steps=1, progress=False)(fashion.model, x, Untargeted(y), seed=0)
+                      for s in (1, 8))
+    one, eight = first.traces["l2"][0], closest.traces["l2"][0]  # (N,) L2 of the starts
+    assert (eight <= one).all()
+    assert (eight < 0.7 * one).sum() >= 3, (one.tolist(), eight.tolist())
+    spent = closest.traces["queries"][0]  # the original's check, the draws, 8 blend searches
+    assert ((spent >= 1 + 8 + 8 * 12) & (spent <= 1 + 100 + 8 * 12)).all(), spent.tolist()
 
 
 def test_already_misclassified_images_cost_nothing(digits):
