@@ -147,6 +147,11 @@ def test_the_start_is_the_closest_of_several_adversarial_noise_draws(fashion):
     assert (eight < 0.7 * one).sum() >= 3, (one.tolist(), eight.tolist())
     spent = closest.traces["queries"][0]  # the original's check, the draws, 8 blend searches
     assert ((spent >= 1 + 8 + 8 * 12) & (spent <= 1 + 100 + 8 * 12)).all(), spent.tolist()
+    for i in (2, 7):  # each image's starts are its own, in any batch
+        alone = BoundaryAttack(starts=8, steps=1, progress=False)(fashion.model, x[i:i + 1], Untargeted(y[i:i + 1]),
+                                                                  seed=0)
+        torch.testing.assert_close(alone.x_adv[0], closest.x_adv[i])
+        assert alone.queries[0] == closest.queries[i]
 
 
 def test_already_misclassified_images_cost_nothing(digits):
