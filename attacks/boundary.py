@@ -221,12 +221,10 @@ class BoundaryAttack(Attack):
         dist = torch.where(found, (adv - flat).norm(dim=1), torch.full_like(flat[:, 0], math.inf))
         zeros = torch.zeros(n, device=x.device)
         state = WalkState(index=torch.arange(n, device=x.device), x=flat, adv=torch.where(found[:, None], adv, flat),
-                       dist=dist, keys=keys,
-                       spherical=torch.full_like(zeros, self.spherical_step),
-                       source=torch.full_like(zeros, self.source_step), sph_rate=torch.full_like(zeros, 0.5),
-                       sph_tries=zeros.clone(),
-                       sph_hits=zeros.clone(), src_tries=zeros.clone(), src_hits=zeros.clone(),
-                       queries=queries, running=found & (dist > 0))
+                          dist=dist, keys=keys, spherical=torch.full_like(zeros, self.spherical_step),
+                          source=torch.full_like(zeros, self.source_step), sph_rate=torch.full_like(zeros, 0.5),
+                          sph_tries=zeros.clone(), sph_hits=zeros.clone(), src_tries=zeros.clone(),
+                          src_hits=zeros.clone(), queries=queries, running=found & (dist > 0))
         out_adv, out_dist, out_queries = state.adv.clone(), state.dist.clone(), state.queries.clone()
         trace_q, trace_d = [out_queries.clone()], [out_dist.clone()]
         by_queries = self.max_queries is not None  # then the bar follows the median image's budget
@@ -236,7 +234,7 @@ class BoundaryAttack(Attack):
         for step in range(self.steps) if self.steps is not None else itertools.count():
             self._step(state, batch, step, judge, bias, tuple(shape))
             if (step + 1) % self.compact_every == 0 or step + 1 == self.steps:
-                state.running &= state.source >= self.source_step_convergence
+                state.running &= state.source >= self.source_step_convergence  # converged: no step left
                 out_adv[state.index], out_dist[state.index] = state.adv, state.dist
                 out_queries[state.index] = state.queries
                 trace_q.append(out_queries.clone())
