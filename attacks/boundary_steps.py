@@ -100,9 +100,14 @@ def grid_level(attack: BoundaryAttack, step: int, side: int) -> int:
     every = attack.refine_after if attack.refine_after != "auto" else refine_interval(side)
     spent = attack.candidates * (step + -(-step // attack.spherical_every))  # queries of steps 0 .. step-1
     level = 0
-    while spent >= every * (4 ** (level + 1) - 1) // 3:
+    while spent >= level_start(every, level + 1):
         level += 1
     return level
+
+
+def level_start(every: int, level: int) -> int:
+    """Queries per image after which grid level `level` starts: R (4^L - 1) / 3 for R = `every`."""
+    return every * (4**level - 1) // 3
 
 
 def refine_interval(side: int) -> int:

@@ -19,26 +19,23 @@ import torch
 from robust_models import fashion_pair
 
 from advlab.attacks.boundary import BoundaryAttack
-from advlab.attacks.boundary_steps import grid_level, refine_interval
+from advlab.attacks.boundary_steps import grid_level, level_start, refine_interval
 from advlab.core.criteria import Untargeted
 from advlab.core.settings import key_value
 from advlab.data.sources import load_images
 
 
 def level_starts(every: int, budget: int) -> list[int]:
-    """Evaluations per image at which grid levels 1, 2, ... start: every * (4^L - 1) / 3, below the budget."""
-    starts, level = [], 1
-    while every * (4**level - 1) // 3 < budget:
-        starts.append(every * (4**level - 1) // 3)
-        level += 1
-    return starts
+    """Evaluations per image at which grid levels 1, 2, ... start, below the budget."""
+    return list(itertools.takewhile(lambda start: start < budget, (level_start(every, lv) for lv in itertools.count(1))))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", type=int, default=5000, help="model evaluations per image")
     p.add_argument("-n", type=int, default=20, help="test images (the ones each model gets right are attacked)")
-    p.add_argument("--set", action="append", default=[], type=lambda text: key_value(text, f"--set {text!r}", "--set refine_after=90"), metavar="KEY=VALUE",
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   type=lambda text: key_value(text, f"--set {text!r}", "--set refine_after=90"),
                    help="a Boundary Attack setting, e.g. refine_after=90")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -69,6 +66,7 @@ def main() -> None:
             drop = float(l2[first] - l2[last])
             print(f"{lv:5d} {lo:6,d}-{hi:<6,d} {float(l2[first]):13.3f} {float(l2[last]):7.3f} "
                   f"{100 * drop / total:22.0f}%")
+
 
 if __name__ == "__main__":
     main()
