@@ -1,6 +1,7 @@
-"""The Boundary Attack's walk state and step-size rules (Brendel, Rauber & Bethge, ICLR 2018,
-section 3.1: adapt the orthogonal and the source step from recent success rates), per image and
-batched: the images still walking, what their steps reuse, and when each rule applies."""
+"""The Boundary Attack's walk state and step-size rule (Brendel, Rauber & Bethge, ICLR 2018,
+section 3.1, adapt the steps from recent success rates; here one rate and the source step tied to
+the orthogonal step, `adapt_step_sizes`), per image and batched: the images still walking, what
+their steps reuse, and when the rule applies."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,11 +28,8 @@ class WalkState:
     keys: torch.Tensor  # (A,) noise keys
     spherical: torch.Tensor  # (A,) orthogonal step, relative to dist
     source: torch.Tensor  # (A,) step toward the original, relative to dist
-    sph_rate: torch.Tensor  # (A,) orthogonal-step success rate of the last full window
-    sph_tries: torch.Tensor  # (A,) outcomes collected in the current window
-    sph_hits: torch.Tensor
-    src_tries: torch.Tensor
-    src_hits: torch.Tensor
+    tries: torch.Tensor  # (A,) candidates judged in the current success window
+    hits: torch.Tensor  # (A,) of which adversarial
     queries: torch.Tensor  # (A,) int64
     running: torch.Tensor  # (A,) bool; False once an image has finished
 
@@ -45,45 +43,43 @@ class CandidateBatch:
 
     rows: torch.Tensor  # (A,) 0 .. A-1
     candidates: Criterion  # of the A * K candidates, image by image
-    with_spherical: Criterion  # of the A * K candidates followed by their A * K spherical points
 
     @staticmethod
     def of(s: WalkState, criterion: Criterion, k: int) -> CandidateBatch:
         which = s.index.repeat_interleave(k)  # (A * K,) the image each candidate belongs to
         return CandidateBatch(rows=torch.arange(s.index.shape[0], device=s.index.device),
-                              candidates=criterion.subset(which),
-                              with_spherical=criterion.subset(torch.cat([which, which])))
+                              candidates=criterion.subset(which))
 
 
 def adapt_step_sizes(attack: BoundaryAttack, s: WalkState) -> None:
-    """Brendel et al.'s rule: keep 20-50% of orthogonal steps adversarial (scaling both steps); then
-    the source step, from the full step's success relative to the orthogonal step's (see the attack's
-    module docstring; the paper's fixed 20-50% band stalls the walk when orthogonal success nears 20%)."""
+    """Once an image's window holds `adapt_window` candidates: scale its orthogonal step sigma up
+    (down) by `step_adaptation` when more (fewer) of them were adversarial than `success_band`
+    says, then set the source step to `source_factor` * sigma^2 / 2.
+
+    Why one rate suffices: near a flat boundary at angle theta to the perturbation, in m
+    directions, a candidate (rotated by sigma, projected back onto the sphere, which moves it
+    inward by sigma^2 / 2, then shortened by the source step eps) is adversarial when a standard
+    normal g exceeds sqrt(m) (eps + sigma^2 / 2) / (sigma tan theta). The distance gained per
+    candidate, eps P(accept), is largest at eps = sigma^2 / 2 whatever theta and m, with 11.5% of
+    candidates adversarial; a boundary curving around the original asks for less (0.5 measured
+    best on both Fashion-MNIST CNNs, docs/boundary.md). So the source step follows the orthogonal
+    one and only the candidates' own success is needed: the paper's second rate, of orthogonal
+    steps alone, cost an extra evaluation per candidate every few steps (20% of the budget)."""
+    ready = s.tries >= attack.adapt_window
+    rate = s.hits / s.tries.clamp_min(1)
+    low, high = attack.success_band
     f = attack.step_adaptation
-    sph_ready = s.sph_tries >= attack.adapt_window
-    rate = s.sph_hits / s.sph_tries.clamp_min(1)
-    s.sph_rate = torch.where(sph_ready, rate, s.sph_rate)
-    low, high = attack.spherical_band
-    scale = torch.where(sph_ready & (rate > high), f, torch.where(sph_ready & (rate < low), 1 / f, 1.0))
+    scale = torch.where(ready & (rate > high), f, torch.where(ready & (rate < low), 1 / f, 1.0))
     s.spherical = (s.spherical * scale).clamp_(max=1.0)
-    s.source = s.source * scale
-    s.sph_tries, s.sph_hits = s.sph_tries * ~sph_ready, s.sph_hits * ~sph_ready
-    src_ready = s.src_tries >= attack.adapt_window
-    rate = s.src_hits / s.src_tries.clamp_min(1)
-    low, high = attack.source_band[0] * s.sph_rate, attack.source_band[1] * s.sph_rate
-    scale = torch.where(src_ready & (rate > high), f, torch.where(src_ready & (rate < low), 1 / f, 1.0))
-    s.source = (s.source * scale).clamp_(max=0.5)
-    s.src_tries, s.src_hits = s.src_tries * ~src_ready, s.src_hits * ~src_ready
+    s.source = (attack.source_factor * s.spherical**2 / 2).clamp_(max=0.5)
+    s.tries, s.hits = s.tries * ~ready, s.hits * ~ready
 
 
 def window_may_be_full(attack: BoundaryAttack, step: int) -> bool:
     """Whether some image's success window can be full after this step. Every running image collects
-    `candidates` outcomes per step (per checked step for the orthogonal rate) from step 0 on, so the
-    windows fill on these steps only; on the others `adapt_step_sizes` would change nothing."""
-    steps_per_window = -(-attack.adapt_window // attack.candidates)
-    checked = step % attack.spherical_every == 0
-    return (step + 1) % steps_per_window == 0 or (checked and (step // attack.spherical_every + 1)
-                                                  % steps_per_window == 0)
+    `candidates` outcomes per step from step 0 on, so the windows fill on these steps only; on the
+    others `adapt_step_sizes` would change nothing."""
+    return (step + 1) % -(-attack.adapt_window // attack.candidates) == 0
 
 
 def grid_level(attack: BoundaryAttack, step: int, side: int) -> int:
@@ -93,12 +89,12 @@ def grid_level(attack: BoundaryAttack, step: int, side: int) -> int:
     resolution (the prior then draws full-resolution noise). "auto": R = 1,000 at 224 px, in
     proportion to the image side below it (28 px: 125), so a small image's 4 x 4 grid does not
     confine the walk. Counted from the step index, which every image shares, so the whole batch
-    switches at once and the switch does not depend on the batch: step j costs `candidates`
-    queries, twice that when j % spherical_every == 0."""
+    switches at once and the switch does not depend on the batch: every step costs `candidates`
+    queries."""
     if attack.refine_after is None:
         return 0
     every = attack.refine_after if attack.refine_after != "auto" else refine_interval(side)
-    spent = attack.candidates * (step + -(-step // attack.spherical_every))  # queries of steps 0 .. step-1
+    spent = attack.candidates * step  # queries of steps 0 .. step-1
     level = 0
     while spent >= level_start(every, level + 1):
         level += 1

@@ -4,7 +4,7 @@ share of the run's L2 reduction each level brought, on the Fashion-MNIST CNN pai
 bench/robust_models.py (plain and adversarially trained), from the per-image traces of one run.
 
     python bench/boundary_trace.py                                  # 5,000 evaluations, default settings
-    python bench/boundary_trace.py --set refine_after=90 --set spherical_every=8
+    python bench/boundary_trace.py --set refine_after=90 --set source_factor=1
 
 Read from the attack's own traces (median L2 over the images at each compaction, every `compact_every`
 steps), so a level's edges are within 10 steps of where the grid switched; the evaluations column counts the

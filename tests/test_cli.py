@@ -44,7 +44,7 @@ def test_default_attack_on_real_mobilenet_writes_a_full_run(tmp_path):
     assert row["median_l2"] > 0 and row["queries_median"] > 25
     assert row["samples"][0]["label_name"] and row["samples"][0]["adv_pred"] != row["samples"][0]["label"]
     resolved = (out / "config.yaml").read_text()
-    assert "spherical_every" in resolved  # every default is written out
+    assert "source_factor" in resolved  # every default is written out
     html = (out / "index.html").read_text()
     # 2 photos shown at the figure's size (JPEG: clean, adversarial) and their amplified perturbations (PNG)
     assert "mobilenet_v2" in html and html.count("data:image/jpeg;base64,") == 2 * 2

@@ -22,8 +22,9 @@ def test_foolbox_backend_takes_one_candidate_by_itself_and_records_it():
     assert BoundaryAttack(backend="foolbox").candidates == 1
     assert BoundaryAttack(backend="foolbox").params()["candidates"] == 1
     assert BoundaryAttack().candidates == 2  # ours: several proposals per forward pass
-    assert BoundaryAttack(backend="foolbox").spherical_step == 0.01  # foolbox's own defaults, not ours
-    assert BoundaryAttack().spherical_step == BoundaryAttack().source_step == 0.05
+    foolbox = BoundaryAttack(backend="foolbox")  # foolbox's own defaults, not ours
+    assert foolbox.spherical_step == foolbox.source_step == 0.01
+    assert BoundaryAttack().spherical_step == 0.05 and BoundaryAttack().source_step is None  # ours: from the rule
     assert BoundaryAttack().max_queries == 2000 and BoundaryAttack(backend="foolbox").max_queries is None
     with pytest.raises(ValueError, match="candidates must be 1 with backend foolbox"):
         BoundaryAttack(backend="foolbox", candidates=4)

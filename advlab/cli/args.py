@@ -179,7 +179,7 @@ def _attack_params(args: argparse.Namespace) -> dict[str, Any]:
         if args.surrogate is None:
             raise AdvlabError("--surrogate-weights needs --surrogate MODEL (the model those weights belong to)")
         params["surrogate"] = {"name": args.surrogate, "weights": args.surrogate_weights}
-    params.update(key_value(item, f"--set {item!r}", "--set spherical_every=2") for item in args.set)
+    params.update(key_value(item, f"--set {item!r}", "--set adapt_window=8") for item in args.set)
     return params
 
 

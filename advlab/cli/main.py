@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "absent from each image (or --target-class), every other pixel targeted to background")
     b.add_argument("--backend", choices=["ours", "foolbox"])
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other attack setting, e.g. --set spherical_every=2")
+                   help="any other attack setting, e.g. --set adapt_window=8")
 
     a = sub.add_parser("attack", parents=[run_common, model_data, settings],
                        help="run one attack (defaults: the embedded quickstart)")
