@@ -20,7 +20,7 @@ What differs from foolbox 3's implementation (the reference, `--backend foolbox`
   flat boundary (`advlab.attacks.boundary_steps.adapt_step_sizes`); the paper's second rate, of
   orthogonal steps judged alone, is not measured, which spares the extra evaluation it cost per
   candidate every few steps (PGD-trained Fashion-MNIST CNN, 5,000 queries, seeds 0-2: median L2
-  2.144 -> 2.085 on average; docs/boundary.md);
+  2.144 -> 2.098 on average; docs/boundary.md);
 - finished images (budget, target L2, converged step size) leave the batch at the next
   compaction, so late steps only pay for the images still improving;
 - the orthogonal step is drawn from a proposal prior (`advlab.attacks.priors`): by default
