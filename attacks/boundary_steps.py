@@ -61,10 +61,11 @@ def adapt_step_sizes(attack: BoundaryAttack, s: WalkState) -> None:
     inward by sigma^2 / 2, then shortened by the source step eps) is adversarial when a standard
     normal g exceeds sqrt(m) (eps + sigma^2 / 2) / (sigma tan theta). The distance gained per
     candidate, eps P(accept), is largest at eps = sigma^2 / 2 whatever theta and m, with 11.5% of
-    candidates adversarial; a boundary curving around the original asks for less (0.5 did
-    best of 0.35 to 1 on the two Fashion-MNIST CNNs together, docs/boundary.md). So the source step follows the orthogonal
-    one and only the candidates' own success is needed: the paper's second rate, of orthogonal
-    steps alone, cost an extra evaluation per candidate every few steps (20% of the budget)."""
+    candidates adversarial; a boundary curving around the original asks for less (0.5 did best
+    of 0.35 to 1 on the two Fashion-MNIST CNNs together, docs/boundary.md). So the source step
+    follows the orthogonal one and only the candidates' own success is needed: the paper's second
+    rate, of orthogonal steps alone, cost an extra evaluation per candidate every few steps (20% of
+    the budget)."""
     ready = s.tries >= attack.adapt_window
     rate = s.hits / s.tries.clamp_min(1)
     low, high = attack.success_band
