@@ -61,6 +61,7 @@ from advlab.attacks.boundary_steps import (
     WalkState,
     adapt_step_sizes,
     grid_level,
+    source_step_for,
     window_may_be_full,
 )
 from advlab.attacks.priors import PRIORS, mirrored, proposals
@@ -227,7 +228,7 @@ class BoundaryAttack(Attack):
         zeros = torch.zeros(n, device=x.device)
         state = WalkState(index=torch.arange(n, device=x.device), x=flat, adv=torch.where(found[:, None], adv, flat),
                           dist=dist, keys=keys, spherical=torch.full_like(zeros, self.spherical_step),
-                          source=torch.full_like(zeros, self.source_factor * self.spherical_step**2 / 2),
+                          source=source_step_for(self, torch.full_like(zeros, self.spherical_step)),
                           tries=zeros.clone(), hits=zeros.clone(), queries=queries, running=found & (dist > 0))
         out_adv, out_dist, out_queries = state.adv.clone(), state.dist.clone(), state.queries.clone()
         trace_q, trace_d = [out_queries.clone()], [out_dist.clone()]

@@ -72,8 +72,13 @@ def adapt_step_sizes(attack: BoundaryAttack, s: WalkState) -> None:
     f = attack.step_adaptation
     scale = torch.where(ready & (rate > high), f, torch.where(ready & (rate < low), 1 / f, 1.0))
     s.spherical = (s.spherical * scale).clamp_(max=1.0)
-    s.source = (attack.source_factor * s.spherical**2 / 2).clamp_(max=0.5)
+    s.source = source_step_for(attack, s.spherical)
     s.tries, s.hits = s.tries * ~ready, s.hits * ~ready
+
+
+def source_step_for(attack: BoundaryAttack, spherical: torch.Tensor) -> torch.Tensor:
+    """(A,) orthogonal steps -> (A,) source steps, `source_factor` * sigma^2 / 2 (at most 0.5)."""
+    return (attack.source_factor * spherical**2 / 2).clamp(max=0.5)
 
 
 def window_may_be_full(attack: BoundaryAttack, step: int) -> bool:
