@@ -81,6 +81,17 @@ def source_step_for(attack: BoundaryAttack, spherical: torch.Tensor) -> torch.Te
     return (attack.source_factor * spherical**2 / 2).clamp(max=0.5)
 
 
+def perturbation_scale(diff: torch.Tensor, dist: torch.Tensor, share: float) -> torch.Tensor:
+    """(A, D) perturbations and their (A,) norms -> (A, D) per-pixel scale of the proposals,
+    (1 - share) + share |delta_i| / rms(delta): a diagonal proposal covariance read off the
+    perturbation itself. Where the perturbation is large the walk takes larger steps, where it is
+    nearly gone smaller ones, so more of each step moves the mass the distance is made of (the
+    diagonal covariance adaptation of Dong et al., "Efficient Decision-based Black-box Adversarial
+    Attacks on Face Recognition", CVPR 2019, learns such a scale from accepted steps instead)."""
+    rms = dist[:, None].clamp_min(1e-12) / diff.shape[1] ** 0.5  # (A, 1)
+    return (1 - share) + share * diff.abs() / rms
+
+
 def window_may_be_full(attack: BoundaryAttack, step: int) -> bool:
     """Whether some image's success window can be full after this step. Every running image collects
     `candidates` outcomes per step from step 0 on, so the windows fill on these steps only; on the

@@ -6,7 +6,7 @@ import torch
 
 from advlab.attacks import boundary
 from advlab.attacks.boundary import BoundaryAttack
-from advlab.attacks.boundary_steps import WalkState, adapt_step_sizes, window_may_be_full
+from advlab.attacks.boundary_steps import WalkState, adapt_step_sizes, perturbation_scale, window_may_be_full
 from advlab.core.criteria import Targeted, Untargeted
 
 
@@ -159,9 +159,12 @@ def test_global_rng_untouched_and_settings_validated(digits):
     attack(digits.model, x, Untargeted(y), steps=20, candidates=1, backend="foolbox")
     assert torch.equal(state, torch.get_rng_state())
     for bad in ({"steps": 0}, {"candidates": -1}, {"source_step": 0.01}, {"source_factor": 0.0},
-                {"backend": "cleverhans"}, {"target_l2": 0}, {"starts": 0}):
+                {"backend": "cleverhans"}, {"target_l2": 0}, {"starts": 0}, {"scale_by_perturbation": 1.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             BoundaryAttack(**bad)
+    with pytest.raises(ValueError, match="scale_by_perturbation must be 0 with backend foolbox"):
+        BoundaryAttack(backend="foolbox", scale_by_perturbation=0.2)
+    assert BoundaryAttack(backend="foolbox").scale_by_perturbation == 0.0
 
 
 def test_the_start_is_the_closest_of_several_adversarial_noise_draws(fashion):
@@ -189,3 +192,34 @@ def test_already_misclassified_images_cost_nothing(digits):
     r = attack(digits.model, x, Untargeted(wrong), steps=50)
     assert r.success.all()
     assert (r.distance == 0).all() and (r.queries == 1).all()
+
+
+def test_perturbation_scale_follows_the_perturbation():
+    """Each pixel's proposal scale is (1 - share) + share |delta_i| / rms(delta): 1 where a pixel
+    carries the rms, 1 - share where the perturbation is gone, and 1 everywhere for share 0."""
+    diff = torch.tensor([[0.0, 1.0, 1.0, 2.0]])  # rms sqrt(6 / 4)
+    dist = diff.norm(dim=1)
+    rms = (6 / 4) ** 0.5
+    torch.testing.assert_close(perturbation_scale(diff, dist, 0.2),
+                               torch.tensor([[0.8, 0.8 + 0.2 / rms, 0.8 + 0.2 / rms, 0.8 + 0.4 / rms]]))
+    torch.testing.assert_close(perturbation_scale(diff, dist, 0.0), torch.ones(1, 4))
+
+
+def test_proposals_scaled_by_the_perturbation_close_in_on_a_boundary_few_pixels_decide():
+    """A flat boundary that only a 4 x 4 patch of a 16 x 16 image decides: proposals scaled by the
+    perturbation (a fifth of each pixel's scale, the default) spend more of their steps where the
+    perturbation ends up, the patch, and come closer in 1,000 evaluations than one scale everywhere
+    (measured excess over the true distance, median: 11% against 26%)."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.zeros(16, 16)
+    w[:4, :4] = torch.randn(4, 4, generator=g)
+    w = w.flatten() / w.norm()
+    x = 0.5 + 0.01 * torch.randn(8, 1, 16, 16, generator=g)
+    b = float(x[0].flatten() @ w) + 0.3
+    model = HalfSpace(w, b).eval()
+    true_distance = b - x.flatten(1) @ w  # (8,)
+    excess = {share: attack(model, x, Untargeted(torch.zeros(8, dtype=torch.long)), prior="normal", max_queries=1000,
+                            scale_by_perturbation=share).distance / true_distance - 1
+              for share in (0.0, 0.2)}
+    assert (excess[0.2] < 0.6 * excess[0.0]).all()
+    assert excess[0.2].median() < 0.15 < excess[0.0].median()
