@@ -43,8 +43,8 @@ What differs from foolbox 3's implementation (the reference, `--backend foolbox`
 - each pixel's proposal noise is scaled by (1 - s) + s |delta_i| / rms(delta), s =
   `scale_by_perturbation` (0.2), a diagonal proposal covariance read off the perturbation delta
   (`advlab.attacks.boundary_steps.perturbation_scale`): larger steps where the perturbation is,
-  smaller where it is gone (Fashion-MNIST CNN pair, 5,000 queries, seeds 0-2, median L2: plain
-  1.129 -> 1.060, PGD-trained 2.098 -> 2.060; docs/boundary.md);
+  smaller where it is gone (Fashion-MNIST CNN pair, 5,000 queries, seeds 0-2, mean median L2: plain
+  1.129 -> 1.112, PGD-trained 2.098 -> 2.050; docs/boundary.md);
 - with a `surrogate` model, each orthogonal step is tilted toward the surrogate's gradient
   (Brunner et al., ICCV 2019, `advlab.attacks.surrogate`); the attacked model is still queried for
   decisions only.

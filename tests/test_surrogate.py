@@ -38,7 +38,7 @@ def test_a_surrogate_reaches_a_smaller_l2_at_the_same_budget(fashion, mlp_surrog
             fashion.model, x, Untargeted(y), seed=0)
         assert result.success.all() and (result.queries <= 200).all()
         l2[name] = float(result.distance.median())
-    # measured: 1.84 vs 2.85 (CNN victim, perceptron surrogate)
+    # measured: 1.84 vs 2.79 (CNN victim, perceptron surrogate)
     assert l2["surrogate"] < 0.75 * l2["alone"], l2
 
 
