@@ -285,10 +285,10 @@ class BoundaryAttack(Attack):
         draws = (k + 1) // 2 if self.antithetic else k
         eta = proposals(self.prior, step_keys(s.keys, _STEP_STREAM, step), draws, shape, ratio=self.lowfreq_ratio,
                         frequency=self.perlin_frequency, level=grid_level(self, step, max(shape[1:])))  # (A, draws, D)
+        if self.scale_by_perturbation:  # before mirroring: half the multiplies, the same bits
+            eta = eta * perturbation_scale(diff, s.dist, self.scale_by_perturbation)[:, None]
         if self.antithetic:
             eta = mirrored(eta, k)  # (A, K, D)
-        if self.scale_by_perturbation:
-            eta = eta * perturbation_scale(diff, s.dist, self.scale_by_perturbation)[:, None]
         eta = eta - (eta * unit[:, None]).sum(-1, keepdim=True) * unit[:, None]  # orthogonal to diff
         eta = eta / eta.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # (A, K, D) unit directions
         grad = bias(s.adv, s.index)  # (A, D) surrogate gradient, or None
