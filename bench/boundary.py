@@ -107,9 +107,13 @@ def hopskipjump_once(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s
 
 
 def per_image_ratio(r: dict, reference: dict) -> float:
-    """Geometric mean over the images both attacks succeeded on of L2 / the reference's L2 (below 1:
-    closer than the reference, image by image, where a median looks at the middle images only)."""
-    ours, theirs = torch.tensor(r["l2"]), torch.tensor(reference["l2"])
+    """`geometric_mean_ratio` of two rows' per-image L2."""
+    return geometric_mean_ratio(torch.tensor(r["l2"]), torch.tensor(reference["l2"]))
+
+
+def geometric_mean_ratio(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    """Geometric mean over the images both attacks succeeded on (finite L2) of L2 / the reference's L2
+    (below 1: closer than the reference, image by image, where a median looks at the middle images only)."""
     both = torch.isfinite(ours) & torch.isfinite(theirs) & (theirs > 0)
     return float((ours[both] / theirs[both]).log().mean().exp())
 

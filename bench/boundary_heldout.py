@@ -16,7 +16,8 @@ setting chosen there is checked on images it was not chosen on. For each CNN of 
 - ours, one run with the given settings, read from its per-image traces at each of `--budgets`.
 
 Each row: median L2, and the geometric means over the images of the L2 over foolbox's and over the white
-box's. One thread, so wall times compare with bench/boundary.py's other tables.
+box's (over the images both found an adversarial for). One thread per process, so the two models can run
+side by side on two cores (`--model`).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import time
 
 import foolbox
 import torch
+from boundary import START_QUERIES, geometric_mean_ratio
 from robust_models import fashion_pair
 
 from advlab.attacks.boundary import BoundaryAttack
@@ -32,8 +34,6 @@ from advlab.core.criteria import Untargeted
 from advlab.core.settings import key_value
 from advlab.core.stats import median
 from advlab.data.sources import load_images
-
-START_QUERIES = 100  # foolbox on the PGD-trained CNN starts from ours after this many evaluations
 
 
 def white_box(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -55,10 +55,6 @@ def at_budget(traces: dict[str, torch.Tensor], budget: int) -> torch.Tensor:
     queries, l2 = traces["queries"], traces["l2"]
     last = (queries <= budget).sum(0) - 1  # (N,) the last trace point within the budget
     return l2[last, torch.arange(l2.shape[1])]
-
-
-def geo_mean_ratio(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a / b).log().mean().exp())
 
 
 def main() -> None:
@@ -101,16 +97,16 @@ def main() -> None:
                 model, x, Untargeted(y), seed=args.seed, starting_points=starts)
             theirs = r.distance
             print(f"{f'foolbox BoundaryAttack, {args.foolbox_steps:,} steps':40s} {median(theirs):9.3f} "
-                  f"{1:10.3f} {geo_mean_ratio(theirs, reference):12.3f} {time.perf_counter() - start:7.0f}")
+                  f"{1:10.3f} {geometric_mean_ratio(theirs, reference):12.3f} {time.perf_counter() - start:7.0f}")
         start = time.perf_counter()
         r = BoundaryAttack(steps=10**7, max_queries=budgets[-1], progress=False, **settings)(
             model, x, Untargeted(y), seed=args.seed)
         wall = time.perf_counter() - start
         for budget in budgets:
             ours = at_budget(r.traces, budget)
-            versus = f"{geo_mean_ratio(ours, theirs):10.3f}" if theirs is not None else f"{'-':>10s}"
+            versus = f"{geometric_mean_ratio(ours, theirs):10.3f}" if theirs is not None else f"{'-':>10s}"
             print(f"{f'ours at {budget:,} evaluations':40s} {median(ours):9.3f} {versus} "
-                  f"{geo_mean_ratio(ours, reference):12.3f} {f'{wall:7.0f}' if budget == budgets[-1] else ''}")
+                  f"{geometric_mean_ratio(ours, reference):12.3f} {f'{wall:7.0f}' if budget == budgets[-1] else ''}")
 
 
 if __name__ == "__main__":
