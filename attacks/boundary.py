@@ -107,6 +107,20 @@ DEFAULT_MAX_QUERIES = 2000  # model evaluations per image for backend ours; `max
 FOOLBOX_STEPS = 1000  # backend foolbox's steps for `steps=None`; ours stops at its query budget instead
 
 
+def by_perturbation(name: str, value: float | None, default: float, backend: str, *, upper: float, rule: str,
+                    foolbox: str) -> float:
+    """A setting that shapes the step pixel by pixel from the perturbation: None picks ours' `default`
+    (0 with backend foolbox, which steps every pixel alike); a finite number in [0, `upper`], and 0 with
+    backend foolbox."""
+    if value is None:
+        value = 0.0 if backend == "foolbox" else default
+    if not is_real(value) or not (0 <= value <= upper and math.isfinite(value)):
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    if backend == "foolbox" and value:
+        raise ValueError(f"{name} must be 0 with backend foolbox ({foolbox})")
+    return float(value)
+
+
 @register_attack("boundary", threat="decision", tasks={"classification"}, default=True)
 class BoundaryAttack(Attack):
     """Boundary Attack (Brendel et al., ICLR 2018): decision-based, minimises L2 from an adversarial start."""
@@ -329,19 +343,6 @@ class BoundaryAttack(Attack):
             s.running &= s.dist > self.target_l2
         if window_may_be_full(self, step):
             adapt_step_sizes(self, s)
-
-def by_perturbation(name: str, value: float | None, default: float, backend: str, *, upper: float, rule: str,
-                    foolbox: str) -> float:
-    """A setting that shapes the step pixel by pixel from the perturbation: None picks ours' `default`
-    (0 with backend foolbox, which steps every pixel alike); a finite number in [0, `upper`], and 0 with
-    backend foolbox."""
-    if value is None:
-        value = 0.0 if backend == "foolbox" else default
-    if not is_real(value) or not (0 <= value <= upper and math.isfinite(value)):
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
-    if backend == "foolbox" and value:
-        raise ValueError(f"{name} must be 0 with backend foolbox ({foolbox})")
-    return float(value)
 
 
 @register_companion("boundary")

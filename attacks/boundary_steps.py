@@ -99,7 +99,7 @@ def source_weights(diff: torch.Tensor, dist: torch.Tensor, sharpness: float) -> 
     first order, as the same step on every pixel would, but takes more off the pixels where the
     perturbation is small. What the walk's steps leave behind besides the perturbation the
     boundary asks for is spread thin over many pixels (on the 28 px Fashion-MNIST CNNs the
-    white-box perturbations hold most of their energy in 40-110 pixels), so it goes first; the
+    white-box perturbations' participation ratio is 40-110 of 784 pixels), so it goes first; the
     pixels that carry the perturbation keep most of theirs. The counterpart of
     `perturbation_scale` for the step toward the original."""
     rms = dist[:, None].clamp_min(1e-12) / diff.shape[1] ** 0.5  # (A, 1)
